@@ -1,0 +1,1 @@
+"""Streamlit explorer (installed as ``interp.app``)."""

@@ -1,0 +1,1 @@
+"""Patching, ablation, knockout, attribution and the ICL circuit (installed as ``interp.circuits``)."""

@@ -1,0 +1,1 @@
+"""Pure tensor reductions over attention and unembedding (installed as ``interp.kernels``)."""

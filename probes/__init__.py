@@ -1,0 +1,1 @@
+"""Linear probes, directions and steering (installed as ``interp.probes``)."""

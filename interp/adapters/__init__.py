@@ -1,0 +1,71 @@
+"""Architecture adapters: where each family keeps its modules, as a small declarative table.
+
+An adapter only names module paths inside the real Hugging Face model; nothing is
+reimplemented. Adding a family means adding one file with one ``Adapter(...)`` and listing
+it in ``FAMILIES`` below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from interp.errors import UnknownNameError
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """Module paths of one architecture family. Defaults are the Llama layout.
+
+    Paths under ``layers`` are relative to one decoder block.
+    """
+
+    model_types: tuple[str, ...]
+    layers: str = "model.layers"
+    embed: str = "model.embed_tokens"
+    final_norm: str = "model.norm"
+    unembed: str = "lm_head"
+    attn: str = "self_attn"
+    o_proj: str = "self_attn.o_proj"
+    mlp: str = "mlp"
+    # Output of mlp_pre is hook_pre (the gate in gated MLPs); output of mlp_pre_linear is
+    # hook_pre_linear (the up projection, gated MLPs only); the input of mlp_out is hook_post.
+    mlp_pre: str = "mlp.gate_proj"
+    mlp_pre_linear: str | None = "mlp.up_proj"
+    mlp_out: str = "mlp.down_proj"
+    ln_attn: str = "input_layernorm"
+    # The norm that reads the residual stream before the MLP; its input is hook_resid_mid.
+    ln_mlp: str = "post_attention_layernorm"
+    # GPT-2's Conv1D stores weights as [in, out] rather than nn.Linear's [out, in].
+    conv1d: bool = False
+
+    def is_parallel(self, config: Any) -> bool:
+        """Attention and MLP read the same residual (GPT-J/NeoX style): no resid_mid."""
+        return bool(getattr(config, "use_parallel_residual", False))
+
+
+# One module per family, each defining ADAPTER.
+FAMILIES = ["llama", "mistral", "qwen", "gemma3", "gpt2", "gpt_neox"]
+
+
+def _registry() -> dict[str, Adapter]:
+    table: dict[str, Adapter] = {}
+    for family in FAMILIES:
+        adapter = importlib.import_module(f"interp.adapters.{family}").ADAPTER
+        for model_type in adapter.model_types:
+            table[model_type] = adapter
+    return table
+
+
+ADAPTERS = _registry()
+
+
+def adapter_for(hf_model: Any) -> Adapter:
+    """The adapter for a loaded HF model, chosen by its ``config.model_type``."""
+    model_type = hf_model.config.model_type
+    if model_type not in ADAPTERS:
+        raise UnknownNameError(
+            "architecture", model_type, sorted(ADAPTERS), hint="add a table under interp/adapters/ for it"
+        )
+    return ADAPTERS[model_type]

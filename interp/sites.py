@@ -1,0 +1,106 @@
+"""Site names (TransformerLens style) and where each one lives in the real HF modules.
+
+Layouts of what a site holds, by site:
+
+============================================  ==========================================
+``hook_embed``, ``blocks.{l}.hook_resid_*``,   ``[batch, pos, d_model]``
+``hook_attn_out``, ``hook_mlp_out``,
+``ln_final.hook_normalized``
+``blocks.{l}.attn.hook_q`` / ``hook_z``       ``[batch, pos, n_heads, d_head]``
+``blocks.{l}.attn.hook_k`` / ``hook_v``       ``[batch, pos_k, n_kv_heads, d_head]`` (after rotary;
+                                              with a KV cache, every cached position)
+``blocks.{l}.attn.hook_result``               ``[batch, pos, n_heads, d_model]`` (per-head output;
+                                              summed plus the o_proj bias it is hook_attn_out)
+``blocks.{l}.mlp.hook_pre`` / ``hook_post``   ``[batch, pos, d_mlp]`` (pre-activation / neuron
+                                              values read by the down projection)
+``logits``                                    ``[batch, pos, vocab]``
+============================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from interp.errors import OutOfRangeError, UnknownNameError
+
+# Per-layer sites; "{l}" is the layer.
+LAYER_SITES = (
+    "blocks.{l}.hook_resid_pre",
+    "blocks.{l}.hook_resid_mid",
+    "blocks.{l}.hook_resid_post",
+    "blocks.{l}.hook_attn_out",
+    "blocks.{l}.hook_mlp_out",
+    "blocks.{l}.attn.hook_q",
+    "blocks.{l}.attn.hook_k",
+    "blocks.{l}.attn.hook_v",
+    "blocks.{l}.attn.hook_z",
+    "blocks.{l}.attn.hook_result",
+    "blocks.{l}.mlp.hook_pre",
+    "blocks.{l}.mlp.hook_pre_linear",
+    "blocks.{l}.mlp.hook_post",
+)
+GLOBAL_SITES = ("hook_embed", "ln_final.hook_normalized", "logits")
+
+# Sites whose axis 2 is a head axis.
+HEAD_SITES = ("hook_q", "hook_k", "hook_v", "hook_z", "hook_result")
+
+Where = Literal["input", "output", "qkv", "result"]
+
+
+@dataclass(frozen=True)
+class Site:
+    """One resolved site: its name, layer (None for global sites) and hook point."""
+
+    name: str
+    layer: int | None
+    leaf: str  # the last name component, e.g. "hook_q"
+    module: str  # module path relative to the HF model
+    where: Where
+
+    @property
+    def has_heads(self) -> bool:
+        return self.leaf in HEAD_SITES
+
+
+def all_site_names(n_layers: int, available: set[str] | None = None) -> list[str]:
+    """Every site name of a model with ``n_layers`` layers (optionally only ``available`` leaves)."""
+    names = [s.format(l=layer) for layer in range(n_layers) for s in LAYER_SITES]
+    names = list(GLOBAL_SITES[:1]) + names + list(GLOBAL_SITES[1:])
+    if available is not None:
+        names = [n for n in names if n.rsplit(".", 1)[-1] in available or n in available]
+    return names
+
+
+_LAYER_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+
+def expand(patterns: str | list[str] | tuple[str, ...], valid: list[str], n_layers: int) -> list[str]:
+    """Expand names and globs (``blocks.*.attn.hook_q``) against the valid site names.
+
+    >>> expand("blocks.*.attn.hook_q", all_site_names(2), 2)
+    ['blocks.0.attn.hook_q', 'blocks.1.attn.hook_q']
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    out: list[str] = []
+    for pattern in patterns:
+        matches = fnmatch.filter(valid, pattern) if any(c in pattern for c in "*?[") else (
+            [pattern] if pattern in valid else []
+        )
+        if not matches:
+            _raise_unknown(pattern, valid, n_layers)
+        out.extend(m for m in matches if m not in out)
+    return out
+
+
+def _raise_unknown(pattern: str, valid: list[str], n_layers: int) -> None:
+    match = _LAYER_RE.match(pattern)
+    templates = [s.replace("{l}", "{layer}") for s in LAYER_SITES] + list(GLOBAL_SITES)
+    if match and int(match.group(1)) >= n_layers and f"blocks.0.{match.group(2)}" in valid:
+        raise OutOfRangeError("layer", int(match.group(1)), n_layers)
+    raise UnknownNameError(
+        "site", pattern, templates, hint=f"layers are 0..{n_layers - 1}; globs like blocks.*.attn.hook_q work"
+    )

@@ -7,7 +7,6 @@ ADAPTER = Adapter(
     layers="gpt_neox.layers",
     embed="gpt_neox.embed_in",
     final_norm="gpt_neox.final_layer_norm",
-    unembed="embed_out",
     attn="attention",
     o_proj="attention.dense",
     mlp_pre="mlp.dense_h_to_4h",

@@ -1,0 +1,246 @@
+"""Tracing and interventions on tiny random models of every adapter family."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import weakref
+
+import pytest
+import torch
+from tiny_models import VOCAB, NullTokenizer, build, padded_batch
+
+import interp
+from interp import Model
+from interp import interventions as iv
+from interp.errors import OutOfRangeError, PromptTooLongError, UnknownNameError
+
+
+def all_sites(model: Model) -> list[str]:
+    return model.site_names()
+
+
+def test_hooks_leave_logits_bit_identical(family):
+    hf = build(family)
+    reference = copy.deepcopy(hf)  # never wrapped: the model's own SDPA path
+    model = Model(hf, NullTokenizer())
+    batch = padded_batch()
+    with torch.no_grad():
+        expected = reference(**batch).logits
+    with model.trace(batch, sites=all_sites(model)) as tr:
+        pass
+    assert torch.equal(tr.logits, expected)
+    assert len(tr.keys()) == len(model.site_names())
+
+
+def test_attention_pattern_matches_eager(family):
+    model = Model(build(family), NullTokenizer())
+    batch = padded_batch(lengths=(30, 19, 11))
+    with model.trace(batch, sites="blocks.*.attn.hook_[qk]") as tr:
+        pass
+    model.hf.set_attn_implementation("interp_eager")
+    with torch.no_grad():
+        eager = model.hf(**batch, output_attentions=True).attentions
+    real = batch["attention_mask"].bool()  # compare rows of real tokens only
+    for layer in range(model.cfg.n_layers):
+        ours = interp.attention_pattern(tr, layer)
+        diff = (ours - eager[layer]).abs().amax(dim=(1, 3))  # [batch, rows]
+        assert diff[real].max() < 1e-5, (family, layer)
+        assert torch.allclose(ours.sum(-1)[real.unsqueeze(1).expand_as(ours.sum(-1))], torch.tensor(1.0))
+
+
+def test_attention_pattern_selected_rows_and_heads(tiny):
+    batch = padded_batch()
+    with tiny.trace(batch, sites="blocks.1.attn.hook_[qk]") as tr:
+        pass
+    full = interp.attention_pattern(tr, 1, dtype=torch.float64)
+    some = interp.attention_pattern(tr, 1, heads=[3, 0], rows=[-1, 5], dtype=torch.float64)
+    assert some.shape == (2, 2, 2, full.shape[-1])
+    assert torch.allclose(some, full[:, [3, 0]][:, :, [23, 5]])
+    with pytest.raises(OutOfRangeError, match="head 4"):
+        interp.attention_pattern(tr, 1, heads=[4])
+
+
+def test_head_results_sum_to_attention_output(tiny):
+    with tiny.trace(padded_batch(), sites=["blocks.*.attn.hook_result", "blocks.*.hook_attn_out"]) as tr:
+        pass
+    for layer in range(tiny.cfg.n_layers):
+        o_proj = tiny.module(f"{tiny.adapter.layers}.{layer}.{tiny.adapter.o_proj}")
+        bias = o_proj.bias if getattr(o_proj, "bias", None) is not None else 0.0
+        summed = tr[f"blocks.{layer}.attn.hook_result"].sum(dim=2) + bias
+        torch.testing.assert_close(summed, tr[f"blocks.{layer}.hook_attn_out"], atol=1e-5, rtol=1e-5)
+
+
+def test_shapes_follow_the_model(tiny):
+    c = tiny.cfg
+    with tiny.trace(padded_batch(), sites="blocks.0.*") as tr:
+        pass
+    b, p = 2, 24
+    assert tr["blocks.0.attn.hook_q"].shape == (b, p, c.n_heads, c.d_head)
+    assert tr["blocks.0.attn.hook_k"].shape == (b, p, c.n_kv_heads, c.d_head)
+    assert tr["blocks.0.attn.hook_z"].shape == (b, p, c.n_heads, c.d_head)
+    assert tr["blocks.0.attn.hook_result"].shape == (b, p, c.n_heads, c.d_model)
+    assert tr["blocks.0.mlp.hook_post"].shape == (b, p, c.d_mlp)
+    assert tr["blocks.0.hook_resid_post"].shape == (b, p, c.d_model)
+
+
+def test_residual_stream_is_consistent(tiny):
+    """resid_post = resid_pre + attn_out + mlp_out for sequential pre-norm blocks."""
+    if tiny.cfg.model_type in ("gemma3_text",) or "hook_resid_mid" not in tiny._available:
+        pytest.skip("sandwich norms or parallel blocks change the sum")
+    with tiny.trace(padded_batch(), sites="blocks.1.hook_*") as tr:
+        pass
+    pre, mid, post = (tr[f"blocks.1.hook_resid_{s}"] for s in ("pre", "mid", "post"))
+    torch.testing.assert_close(mid, pre + tr["blocks.1.hook_attn_out"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(post, mid + tr["blocks.1.hook_mlp_out"], atol=1e-5, rtol=0)
+
+
+def test_hooks_removed_even_when_the_body_raises(tiny):
+    modules = list(tiny.hf.modules())
+    with pytest.raises(RuntimeError, match="boom"):
+        with tiny.trace(padded_batch(), sites=tiny.site_names(), interventions={"blocks.0.attn.hook_q": iv.zero()}):
+            raise RuntimeError("boom")
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in modules)
+    assert all(not getattr(m, "_interp_hooks", []) for m in modules)
+
+
+def test_hooks_removed_when_the_forward_raises(tiny):
+    def explode(x, site):
+        raise ValueError("bad intervention")
+
+    with pytest.raises(ValueError, match="bad intervention"):
+        with tiny.trace(padded_batch(), interventions={"blocks.1.mlp.hook_post": explode}):
+            pass
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in tiny.hf.modules())
+    with torch.no_grad():
+        assert torch.equal(tiny.run(padded_batch()), tiny.hf(**padded_batch()).logits)
+
+
+def test_repeated_traces_do_not_grow(tiny):
+    refs = []
+    for _ in range(5):
+        with tiny.trace(padded_batch(), sites="blocks.*.attn.hook_q") as tr:
+            pass
+        refs.append(weakref.ref(tr))
+        del tr
+    gc.collect()
+    assert all(r() is None for r in refs)
+    assert sum(len(m._forward_hooks) + len(getattr(m, "_interp_hooks", [])) for m in tiny.hf.modules()) == 0
+
+
+def test_positions_and_reducers_keep_little(tiny):
+    norms = {}
+    with tiny.trace(
+        padded_batch(),
+        sites="blocks.*.hook_resid_post",
+        positions=[-1],
+        reduce={"blocks.*.attn.hook_q": lambda q: q.norm(dim=-1).mean()},
+    ) as tr:
+        norms = {k: tr[k] for k in tr.keys() if "hook_q" in k}
+    assert tr["blocks.0.hook_resid_post"].shape == (2, 1, tiny.cfg.d_model)
+    assert len(norms) == tiny.cfg.n_layers and all(v.ndim == 0 for v in norms.values())
+
+
+def test_zero_one_head_changes_only_that_head(tiny):
+    batch = padded_batch()
+    with tiny.trace(batch, sites="blocks.1.attn.hook_z", interventions={"blocks.1.attn.hook_z": iv.zero(heads=2)}) as tr:
+        pass
+    with tiny.trace(batch, sites="blocks.1.attn.hook_z") as clean:
+        pass
+    z, z0 = tr["blocks.1.attn.hook_z"], clean["blocks.1.attn.hook_z"]
+    assert torch.all(z[:, :, 2] == 0)
+    keep = [h for h in range(tiny.cfg.n_heads) if h != 2]
+    assert torch.equal(z[:, :, keep], z0[:, :, keep])
+    assert not torch.equal(tr.logits, clean.logits)
+
+
+def test_patch_from_clean_run_restores_clean_logits(tiny):
+    g = torch.Generator().manual_seed(1)
+    clean_ids = torch.randint(1, VOCAB, (1, 12), generator=g)
+    corrupt_ids = clean_ids.clone()
+    corrupt_ids[0, 3] = (corrupt_ids[0, 3] + 1) % VOCAB
+    site = "blocks.0.hook_resid_pre"
+    with tiny.trace(clean_ids, sites=site) as clean:
+        pass
+    patched = tiny.run(corrupt_ids, interventions={site: iv.patch(clean)})
+    torch.testing.assert_close(patched, clean.logits, atol=1e-5, rtol=0)
+    # Patching a site with its own value changes nothing.
+    with tiny.trace(corrupt_ids, sites="blocks.1.hook_resid_mid" if "hook_resid_mid" in tiny._available else "blocks.1.hook_resid_pre") as own:
+        pass
+    site2 = own.keys()[0]
+    assert torch.equal(tiny.run(corrupt_ids, interventions={site2: iv.patch(own)}), own.logits)
+
+
+def test_set_add_scale_mean(tiny):
+    batch = padded_batch()
+    site = "blocks.2.mlp.hook_post"
+    with tiny.trace(batch, sites=site, interventions={site: iv.set_value(5.0, units=[0, 3], positions=[-1])}) as tr:
+        pass
+    post = tr[site]
+    assert torch.all(post[:, -1, [0, 3]] == 5.0)
+    with tiny.trace(batch, sites=site) as clean:
+        pass
+    assert torch.equal(post[:, :-1], clean[site][:, :-1])
+    with tiny.trace(batch, sites=site, interventions={site: [iv.scale(2.0), iv.add(1.0)]}) as tr2:
+        pass
+    torch.testing.assert_close(tr2[site], clean[site] * 2 + 1)
+    mean = clean[site].mean(dim=(0, 1))
+    with tiny.trace(batch, sites=site, interventions={site: iv.mean_ablate(mean)}) as tr3:
+        pass
+    torch.testing.assert_close(tr3[site], mean.expand_as(clean[site]))
+
+
+def test_intervention_on_queries_and_keys(tiny):
+    """Zeroed queries make a head attend uniformly over its visible keys."""
+    ids = torch.randint(1, VOCAB, (1, 10), generator=torch.Generator().manual_seed(3))
+    with tiny.trace(ids, sites="blocks.0.attn.hook_[qk]", interventions={"blocks.0.attn.hook_q": iv.zero(heads=[1])}) as tr:
+        pass
+    pattern = interp.attention_pattern(tr, 0, heads=[1], dtype=torch.float64)[0, 0]
+    spec = tr.specs[0]
+    for i in range(10):
+        visible = [j for j in range(i + 1) if spec.sliding_window is None or i - j < spec.sliding_window]
+        torch.testing.assert_close(pattern[i, visible], torch.full((len(visible),), 1 / len(visible), dtype=torch.float64))
+
+
+def test_interventions_apply_during_generate(tiny):
+    prompt = torch.randint(1, VOCAB, (1, 8), generator=torch.Generator().manual_seed(4))
+    target = 7
+    steer = torch.zeros(tiny.cfg.d_vocab)
+    steer[target] = 1e4
+    out = tiny.generate(prompt, max_new_tokens=4, interventions={"logits": iv.add(steer)})
+    assert out == [" ".join([str(target)] * 4)]
+    # Captures under generate: the prompt call, then one call per new token.
+    with tiny.trace(sites="blocks.0.attn.hook_q") as tr:
+        tiny.generate(prompt, max_new_tokens=3)
+    steps = tr.steps("blocks.0.attn.hook_q")
+    assert [s.shape[1] for s in steps] == [8, 1, 1]
+
+
+def test_bad_input_errors(tiny):
+    with pytest.raises(UnknownNameError, match=r"unknown site 'blocks.0.attn.hook_x'.*hook_q"):
+        tiny.resolve("blocks.0.attn.hook_x")
+    with pytest.raises(OutOfRangeError, match=r"layer 9 is out of range: valid layers are 0..2"):
+        tiny.resolve("blocks.9.attn.hook_q")
+    with pytest.raises(PromptTooLongError, match="context window of 256"):
+        tiny.run(torch.ones(1, 300, dtype=torch.long))
+    with pytest.raises(OutOfRangeError, match="head"):
+        tiny.check_heads([0, 99])
+    with pytest.raises(ValueError, match="per-head site"):
+        tiny.run(padded_batch(), interventions={"blocks.0.hook_resid_pre": iv.zero(heads=[0])})
+    with pytest.raises(KeyError, match="not captured"):
+        with tiny.trace(padded_batch(), sites="logits") as tr:
+            tr["blocks.0.attn.hook_q"]
+
+
+def test_globs_expand_in_model_order(tiny):
+    names = [s.name for s in tiny.resolve("blocks.*.attn.hook_q")]
+    assert names == [f"blocks.{i}.attn.hook_q" for i in range(tiny.cfg.n_layers)]
+    assert [s.name for s in tiny.resolve(["logits", "logits"])] == ["logits"]
+
+
+def test_unsupported_architecture_is_named():
+    from transformers import BertConfig, BertLMHeadModel
+
+    hf = BertLMHeadModel(BertConfig(vocab_size=32, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, is_decoder=True))
+    with pytest.raises(UnknownNameError, match="unknown architecture 'bert'.*llama"):
+        Model(hf, NullTokenizer())

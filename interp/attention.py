@@ -52,7 +52,7 @@ def _base_function(base: str, module: torch.nn.Module) -> Callable:
 
 def _make(base: str) -> Callable:
     def attention(module, query, key, value, attention_mask, **kwargs):
-        hooks = getattr(module, "_interp_hooks", None)
+        hooks = module.__dict__.get("_interp_hooks")
         if hooks:
             scaling = kwargs.get("scaling")
             spec = AttentionSpec(
@@ -63,7 +63,7 @@ def _make(base: str) -> Callable:
                 softcap=kwargs.get("softcap"),
             )
             for hook in list(hooks):
-                query, key, value = hook(module._interp_layer, query, key, value, spec)
+                query, key, value = hook(module.__dict__["_interp_layer"], query, key, value, spec)
         return _base_function(base, module)(module, query, key, value, attention_mask, **kwargs)
 
     attention.__name__ = f"{PREFIX}{base}"
@@ -89,9 +89,13 @@ def install(hf_model: Any, attention_modules: list[torch.nn.Module]) -> None:
     if current != PREFIX + base:
         hf_model.set_attn_implementation(PREFIX + base)
     for layer, module in enumerate(attention_modules):
-        module._interp_layer = layer
-        if not hasattr(module, "_interp_hooks"):
-            module._interp_hooks = []
+        module.__dict__["_interp_layer"] = layer
+        hooks_of(module)
+
+
+def hooks_of(module: torch.nn.Module) -> list[QKVHook]:
+    """The q/k/v hooks currently attached to an attention module (kept in its __dict__)."""
+    return module.__dict__.setdefault("_interp_hooks", [])
 
 
 def base_implementation(hf_model: Any) -> str:

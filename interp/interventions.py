@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 
-Index = Union[int, Sequence[int], slice, None]
+Index = int | Sequence[int] | slice | None
 
 
 def _mask(shape: torch.Size, axis: int, index: Index, device: torch.device) -> torch.Tensor | None:

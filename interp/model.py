@@ -57,7 +57,7 @@ class Model:
         self.name = name or getattr(hf_model.config, "_name_or_path", None) or type(hf_model).__name__
         self.source = source
         self.adapter: Adapter = adapter_for(hf_model)
-        self.blocks: list[torch.nn.Module] = list(self.module(self.adapter.layers))
+        self.blocks: list[torch.nn.Module] = list(self.module(self.adapter.layers).children())
         self.cfg = self._read_config()
         attention.install(hf_model, [self.module(self._in_block(i, self.adapter.attn)) for i in range(len(self.blocks))])
         self._available = self._available_leaves()
@@ -88,10 +88,8 @@ class Model:
         config = self.hf.config.get_text_config() if hasattr(self.hf.config, "get_text_config") else self.hf.config
         a = self.adapter
         n_heads = config.num_attention_heads
-        o_proj = self.module(self._in_block(0, a.o_proj))
-        o_in = o_proj.weight.shape[0] if a.conv1d else o_proj.weight.shape[1]
-        mlp_out = self.module(self._in_block(0, a.mlp_out))
-        d_mlp = mlp_out.weight.shape[0] if a.conv1d else mlp_out.weight.shape[1]
+        o_in = self._in_features(self._in_block(0, a.o_proj))
+        d_mlp = self._in_features(self._in_block(0, a.mlp_out))
         return ModelConfig(
             model_type=config.model_type,
             n_layers=len(self.blocks),
@@ -100,9 +98,18 @@ class Model:
             d_head=o_in // n_heads,
             d_model=config.hidden_size,
             d_mlp=d_mlp,
-            d_vocab=self.module(a.unembed).weight.shape[0],
+            d_vocab=self.weight(a.unembed).shape[0],
             n_ctx=config.max_position_embeddings,
         )
+
+    def weight(self, path: str) -> torch.Tensor:
+        """The weight of a linear (or GPT-2 Conv1D) module."""
+        w = self.module(path).weight
+        assert isinstance(w, torch.Tensor)
+        return w
+
+    def _in_features(self, path: str) -> int:
+        return int(self.weight(path).shape[0 if self.adapter.conv1d else 1])
 
     def _available_leaves(self) -> set[str]:
         leaves = {s.rsplit(".", 1)[-1] for s in LAYER_SITES} | set(GLOBAL_SITES)
@@ -168,7 +175,7 @@ class Model:
 
     def o_proj_per_head(self, layer: int) -> torch.Tensor:
         """W_O split by head: ``[n_heads, d_head, d_model]``."""
-        weight = self.module(self._in_block(layer, self.adapter.o_proj)).weight
+        weight = self.weight(self._in_block(layer, self.adapter.o_proj))
         w = weight if self.adapter.conv1d else weight.T  # [n_heads * d_head, d_model]
         return w.reshape(self.cfg.n_heads, self.cfg.d_head, -1)
 

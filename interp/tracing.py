@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch.utils.hooks import RemovableHandle
 
-from interp.attention import AttentionSpec
+from interp.attention import AttentionSpec, hooks_of
 from interp.sites import Site
 
 Reducer = Callable[[torch.Tensor], Any]
@@ -114,15 +114,15 @@ class Hooks:
                 self._handles.append(module.register_forward_hook(self._result_hook(sites[0])))
             else:
                 hook = self._qkv_hook(sites)
-                module._interp_hooks.append(hook)
+                hooks_of(module).append(hook)
                 self._qkv.append((module, hook))
 
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
         for module, hook in self._qkv:
-            if hook in module._interp_hooks:
-                module._interp_hooks.remove(hook)
+            if hook in hooks_of(module):
+                hooks_of(module).remove(hook)
         self._handles.clear()
         self._qkv.clear()
 

@@ -18,3 +18,29 @@ def tiny(family):
     from interp import Model
 
     return Model(build(family), NullTokenizer(), name=f"tiny-{family}")
+
+
+def _load_or_skip(name: str):
+    from interp.bundled import BUNDLED
+
+    entry = BUNDLED[name]
+    if not entry.installed():
+        pytest.skip(f"{name} is not installed ({entry.install_command})")
+    import interp
+
+    return interp.load(name)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    return _load_or_skip("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def gemma3():
+    return _load_or_skip("gemma3-270m")
+
+
+@pytest.fixture(scope="session", params=["smollm2", "gemma3"])
+def real_model(request):
+    return request.getfixturevalue(request.param)

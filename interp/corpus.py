@@ -1,0 +1,20 @@
+"""Public-domain text that ships with the package, for natural-text prompts and tests."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+TEXTS = {"alice": "alice.txt"}  # Lewis Carroll, Alice's Adventures in Wonderland (1865), chapter I
+
+
+def text(name: str = "alice") -> str:
+    """A shipped text by name.
+
+    >>> text("alice")[:9]
+    'Alice was'
+    """
+    from interp.errors import UnknownNameError
+
+    if name not in TEXTS:
+        raise UnknownNameError("text", name, sorted(TEXTS))
+    return resources.files("interp").joinpath("data", TEXTS[name]).read_text(encoding="utf-8")

@@ -1,0 +1,78 @@
+"""Tracing on the real bundled models: parity with HF and with eager attention."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import interp
+from interp.corpus import text
+
+pytestmark = [pytest.mark.real_model, pytest.mark.slow]
+
+
+def natural_batch(model, n_tokens: int):
+    """Two left-padded natural-text prompts: ``n_tokens`` tokens and about half as many."""
+    ids = model.tokenizer(text("alice"), return_tensors="pt")["input_ids"][0]
+    assert len(ids) >= n_tokens, "the shipped text is too short for this test"
+    long, short = ids[:n_tokens], ids[: n_tokens // 2]
+    batch = torch.full((2, n_tokens), model.tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros(2, n_tokens, dtype=torch.long)
+    batch[0], mask[0] = long, 1
+    batch[1, -len(short) :], mask[1, -len(short) :] = short, 1
+    return {"input_ids": batch, "attention_mask": mask}
+
+
+def test_hooks_leave_logits_bit_identical(real_model):
+    batch = natural_batch(real_model, 64)
+    hf = real_model.hf
+    hf.set_attn_implementation("sdpa")  # the model exactly as HF runs it
+    try:
+        with torch.no_grad():
+            expected = hf(**batch).logits
+    finally:
+        hf.set_attn_implementation("interp_sdpa")
+    with real_model.trace(batch, sites=real_model.site_names()) as tr:
+        pass
+    assert torch.equal(tr.logits, expected)
+
+
+def test_attention_pattern_matches_eager_on_natural_text(real_model):
+    # Gemma3's sliding window is 512: a longer prompt makes the window mask matter.
+    n = 600 if real_model.cfg.model_type.startswith("gemma3") else 220
+    batch = natural_batch(real_model, n)
+    with real_model.trace(batch, sites="blocks.*.attn.hook_[qk]") as tr:
+        pass
+    hf = real_model.hf
+    hf.set_attn_implementation("interp_eager")
+    try:
+        with torch.no_grad():
+            eager = hf(**batch, output_attentions=True).attentions
+    finally:
+        hf.set_attn_implementation("interp_sdpa")
+    real = batch["attention_mask"].bool()
+    worst = 0.0
+    for layer in range(real_model.cfg.n_layers):
+        diff = (interp.attention_pattern(tr, layer) - eager[layer]).abs().amax(dim=(1, 3))
+        worst = max(worst, float(diff[real].max()))
+    assert worst < 1e-5
+
+
+def test_head_results_sum_to_attention_output(real_model):
+    batch = natural_batch(real_model, 48)
+    with real_model.trace(batch, sites=["blocks.*.attn.hook_result", "blocks.*.hook_attn_out"]) as tr:
+        pass
+    for layer in range(real_model.cfg.n_layers):
+        summed = tr[f"blocks.{layer}.attn.hook_result"].sum(dim=2)
+        torch.testing.assert_close(summed, tr[f"blocks.{layer}.hook_attn_out"], atol=2e-5, rtol=1e-4)
+
+
+def test_known_behaviour_capital_of_france(smollm2):
+    assert "Paris" in smollm2.generate("The capital of France is", max_new_tokens=4)[0]
+
+
+def test_prompt_longer_than_context_is_refused(real_model):
+    from interp.errors import PromptTooLongError
+
+    with pytest.raises(PromptTooLongError, match=str(real_model.cfg.n_ctx)):
+        real_model.run(torch.ones(1, real_model.cfg.n_ctx + 1, dtype=torch.long))

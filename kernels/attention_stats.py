@@ -1,0 +1,264 @@
+"""Per-head attention statistics without building a [pos × pos] matrix per head.
+
+One signature, two implementations: a Triton kernel for CUDA (online softmax over key blocks,
+all heads of a layer in one launch, each kv head read once per group) and a PyTorch path for
+the CPU that takes the row log-sum-exp from the fused flash kernel when the mask allows and
+otherwise from blocks of query rows, so memory stays O(pos × block).
+
+>>> import torch
+>>> from interp.kernels import attention_stats
+>>> q, k = torch.randn(1, 4, 32, 16), torch.randn(1, 2, 32, 16)      # GQA: 2 query heads per kv head
+>>> tokens = torch.randint(0, 5, (1, 32))
+>>> s = attention_stats(q, k, scaling=0.25, tokens=tokens, rules=["prev", "ngram1"], topk=2)
+>>> s.mass["prev"].shape, s.topk_index.shape
+(torch.Size([1, 4, 32]), torch.Size([1, 4, 32, 2]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from interp.errors import OutOfRangeError, UnknownNameError
+from interp.kernels.targets import RULES, TOKEN_RULES, Pairs, rule_pairs
+
+MAX_TOPK = 8
+
+
+@dataclass
+class AttentionStats:
+    """Statistics per (batch, head, row); ``rows`` holds each row's query index."""
+
+    rows: torch.Tensor  # [b, R]
+    lse: torch.Tensor  # [b, H, R] log-sum-exp of the row's scaled (soft-capped) scores
+    mass: dict[str, torch.Tensor] = field(default_factory=dict)  # rule -> [b, H, R]
+    n_targets: dict[str, torch.Tensor] = field(default_factory=dict)  # rule -> [b, R] visible targets
+    max_prob: torch.Tensor | None = None  # [b, H, R]
+    argmax: torch.Tensor | None = None  # [b, H, R] key index
+    entropy: torch.Tensor | None = None  # [b, H, R] nats
+    topk_prob: torch.Tensor | None = None  # [b, H, R, k]
+    topk_index: torch.Tensor | None = None  # [b, H, R, k]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Validated inputs shared by both implementations."""
+
+    q: torch.Tensor  # [b, H, Pq, d]
+    k: torch.Tensor  # [b, Hkv, Pk, d]
+    scaling: float
+    rows: torch.Tensor  # [b, R] query indices
+    q_abs: torch.Tensor  # [b, R] the rows' key positions
+    key_mask: torch.Tensor | None  # [b, Pk] bool
+    sliding_window: int | None
+    softcap: float | None
+    causal: bool
+
+    @property
+    def group(self) -> int:
+        return self.q.shape[1] // self.k.shape[1]
+
+    def visible(self, q_abs: torch.Tensor, keys: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor:
+        """Whether each key is visible from its query (causal, window, padding); broadcasts."""
+        ok = torch.ones(torch.broadcast_shapes(q_abs.shape, keys.shape), dtype=torch.bool, device=keys.device)
+        if self.causal:
+            ok &= keys <= q_abs
+        if self.sliding_window is not None:
+            ok &= q_abs - keys < self.sliding_window
+        ok &= (keys >= 0) & (keys < self.k.shape[2])
+        if self.key_mask is not None:
+            if batch is None:  # dense: q_abs [b, B, 1], keys [1, 1, K]
+                ok &= self.key_mask[:, None, :]
+            else:
+                ok &= self.key_mask[batch, keys.clamp(0, self.k.shape[2] - 1)]
+        return ok
+
+    def logits(self, dots: torch.Tensor) -> torch.Tensor:
+        """Raw q·k products to the scores the softmax sees (scaled, then soft-capped)."""
+        s = dots * self.scaling
+        return torch.tanh(s / self.softcap) * self.softcap if self.softcap is not None else s
+
+
+def attention_stats(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    scaling: float,
+    rules: Sequence[str] = (),
+    tokens: torch.Tensor | None = None,
+    spans: torch.Tensor | None = None,
+    rows: torch.Tensor | Sequence[int] | None = None,
+    key_mask: torch.Tensor | None = None,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
+    causal: bool = True,
+    row_stats: bool = True,
+    topk: int = 0,
+    lse: torch.Tensor | None = None,
+    backend: str = "auto",
+    block: int = 128,
+) -> AttentionStats:
+    """Attention statistics of every head for the chosen query rows.
+
+    Args:
+        q, k: queries ``[batch, q_heads, pos_q, d]`` and keys ``[batch, kv_heads, pos_k, d]``
+            after rotary and q/k norms; query head h reads kv head ``h // (q_heads/kv_heads)``.
+            With ``pos_q < pos_k`` (decoding) query i sits at key position ``i + pos_k - pos_q``.
+        scaling: score scale (``d**-0.5`` unless the architecture says otherwise).
+        rules: attention masses to return, from ``RULES``: ``prev``, ``dup``, ``ngram1``..``ngram4``
+            (the token after an earlier occurrence of the current n-gram; ``ngram1`` is induction),
+            ``span`` (keys ``spans[b, r, 0] <= j < spans[b, r, 1]``), ``bos`` (first real key),
+            ``self`` (the query's own key).
+        tokens: ``[batch, pos_k]`` token ids, needed by ``dup`` and ``ngram*``.
+        rows: query indices, shared ``[R]`` or per item ``[batch, R]`` (default: all).
+        key_mask: ``[batch, pos_k]``, False for padding keys.
+        sliding_window, softcap, causal: the layer's masks and logit soft-capping.
+        row_stats: also return the largest probability, its key, and the entropy; ``topk``
+            (at most 8) the top keys with their probabilities. These need a pass over each row.
+        lse: the rows' log-sum-exp if already known (e.g. from the model's fused attention).
+        backend: ``"auto"`` (Triton on CUDA tensors, PyTorch otherwise), ``"torch"`` or ``"triton"``.
+        block: query rows per block of the PyTorch path (memory ~ block × pos_k × heads).
+    """
+    problem = _validate(q, k, scaling, rules, tokens, spans, rows, key_mask, sliding_window, softcap, causal, topk)
+    if backend == "auto":
+        backend = "triton" if q.is_cuda else "torch"
+    if backend == "triton":
+        from interp.kernels.triton_stats import triton_attention_stats
+
+        return triton_attention_stats(problem, list(rules), tokens, spans, row_stats, topk)
+    if backend != "torch":
+        raise UnknownNameError("backend", backend, ["auto", "torch", "triton"])
+    return _torch_stats(problem, list(rules), tokens, spans, row_stats, topk, lse, block)
+
+
+def _validate(q, k, scaling, rules, tokens, spans, rows, key_mask, sliding_window, softcap, causal, topk) -> Problem:
+    if q.ndim != 4 or k.ndim != 4:
+        raise ValueError(f"q and k must be [batch, heads, pos, d]; got {tuple(q.shape)} and {tuple(k.shape)}")
+    b, h, pq, d = q.shape
+    if k.shape[0] != b or k.shape[3] != d or h % k.shape[1]:
+        raise ValueError(f"k {tuple(k.shape)} does not fit q {tuple(q.shape)}: batch and d must match, "
+                         "and q heads must be a multiple of kv heads")
+    pk = k.shape[2]
+    if pq > pk:
+        raise ValueError(f"more queries ({pq}) than keys ({pk})")
+    for rule in rules:
+        if rule not in RULES:
+            raise UnknownNameError("rule", rule, RULES)
+    if any(r in TOKEN_RULES for r in rules) and (tokens is None or tuple(tokens.shape) != (b, pk)):
+        raise ValueError(f"rules {[r for r in rules if r in TOKEN_RULES]} need tokens of shape {(b, pk)}")
+    if not 0 <= topk <= MAX_TOPK:
+        raise ValueError(f"topk must be between 0 and {MAX_TOPK}, got {topk}")
+    if rows is None:
+        rows_t = torch.arange(pq, device=q.device).expand(b, pq)
+    else:
+        rows_t = torch.as_tensor(rows, dtype=torch.long, device=q.device)
+        rows_t = rows_t.expand(b, -1) if rows_t.ndim == 1 else rows_t
+        bad = rows_t[(rows_t < 0) | (rows_t >= pq)]
+        if bad.numel():
+            raise OutOfRangeError("row", int(bad[0]), pq)
+    if "span" in rules and (spans is None or tuple(spans.shape) != (*rows_t.shape, 2)):
+        raise ValueError(f"rule 'span' needs spans of shape {(*rows_t.shape, 2)} ([start, end) per row)")
+    if key_mask is not None:
+        key_mask = key_mask.to(q.device).bool()
+    return Problem(q, k, float(scaling), rows_t, rows_t + (pk - pq), key_mask, sliding_window, softcap, causal)
+
+
+# -- PyTorch path ---------------------------------------------------------------------------------
+
+
+def _flash_lse(p: Problem) -> torch.Tensor | None:
+    """Row log-sum-exp from the fused CPU flash kernel, when the mask is plain causal."""
+    simple = (
+        p.causal
+        and p.softcap is None
+        and (p.sliding_window is None or p.sliding_window >= p.k.shape[2])
+        and (p.key_mask is None or bool(p.key_mask.all()))
+        and p.q.shape[2] == p.k.shape[2]
+        and not p.q.is_cuda
+    )
+    if not simple:
+        return None
+    k = p.k.repeat_interleave(p.group, dim=1) if p.group > 1 else p.k
+    v = k[..., :1].expand(*k.shape[:-1], 8).contiguous()  # a narrow value: only the lse is wanted
+    try:
+        _, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            p.q.float().contiguous(), k.float().contiguous(), v.float(), 0.0, True, scale=p.scaling
+        )
+    except (RuntimeError, AttributeError):
+        return None
+    return lse.gather(2, p.rows[:, None, :].expand(-1, p.q.shape[1], -1))
+
+
+def _blocked_rows(p: Problem, row_stats: bool, topk: int, block: int, out: AttentionStats) -> None:
+    """Exact softmax over whole rows, ``block`` rows at a time, kv heads shared by their group."""
+    b, h, _, d = p.q.shape
+    hkv, pk = p.k.shape[1], p.k.shape[2]
+    keys = torch.arange(pk, device=p.q.device)
+    k = p.k.float()
+    for start in range(0, p.rows.shape[1], block):
+        rows = p.rows[:, start : start + block]
+        q_abs = p.q_abs[:, start : start + block]
+        n = rows.shape[1]
+        qb = p.q.float().gather(2, rows[:, None, :, None].expand(b, h, n, d))  # [b, H, n, d]
+        s = qb.view(b, hkv, p.group * n, d) @ k.transpose(-1, -2)  # each kv head read once per group
+        s = p.logits(s.view(b, h, n, pk))
+        ok = p.visible(q_abs[:, :, None], keys[None, None, :])  # [b, n, K]
+        s = s.masked_fill(~ok[:, None], float("-inf"))
+        lse = torch.logsumexp(s, dim=-1)
+        out.lse[:, :, start : start + n] = lse
+        if row_stats:
+            probs = torch.exp(s - lse[..., None])
+            top = probs.max(dim=-1)
+            out.max_prob[:, :, start : start + n] = top.values  # type: ignore[index]
+            out.argmax[:, :, start : start + n] = top.indices  # type: ignore[index]
+            plogs = torch.where(probs > 0, probs * s, torch.zeros((), device=s.device))
+            out.entropy[:, :, start : start + n] = lse - plogs.sum(-1)  # type: ignore[index]
+            if topk:
+                tk = probs.topk(topk, dim=-1)
+                out.topk_prob[:, :, start : start + n] = tk.values  # type: ignore[index]
+                out.topk_index[:, :, start : start + n] = tk.indices  # type: ignore[index]
+
+
+def _masses(p: Problem, pairs: Pairs, lse: torch.Tensor, chunk: int = 1 << 15) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of exp(score − lse) over each row's visible target keys, for every head."""
+    b, h = p.q.shape[:2]
+    r = p.rows.shape[1]
+    q_abs = p.q_abs[pairs.batch, pairs.row]
+    pairs = pairs.keep(p.visible(q_abs, pairs.key, pairs.batch))
+    mass = torch.zeros(b * r, h, dtype=torch.float32, device=p.q.device)
+    kv_of_head = torch.arange(h, device=p.q.device) // p.group
+    for s in range(0, len(pairs), chunk):
+        bi, ri, key = pairs.batch[s : s + chunk], pairs.row[s : s + chunk], pairs.key[s : s + chunk]
+        qv = p.q[bi, :, p.rows[bi, ri]].float()  # [n, H, d]
+        kv = p.k[bi, :, key].float()[:, kv_of_head]  # [n, H, d]
+        prob = torch.exp(p.logits((qv * kv).sum(-1)) - lse[bi, :, ri])
+        mass.index_add_(0, bi * r + ri, prob)
+    count = torch.bincount(pairs.batch * r + pairs.row, minlength=b * r).view(b, r)
+    return mass.view(b, r, h).transpose(1, 2), count
+
+
+def _torch_stats(p, rules, tokens, spans, row_stats, topk, lse, block) -> AttentionStats:
+    b, h = p.q.shape[:2]
+    r = p.rows.shape[1]
+    dev = p.q.device
+    out = AttentionStats(rows=p.rows, lse=torch.empty(b, h, r, device=dev))
+    if row_stats:
+        out.max_prob, out.entropy = torch.empty(b, h, r, device=dev), torch.empty(b, h, r, device=dev)
+        out.argmax = torch.empty(b, h, r, dtype=torch.long, device=dev)
+        if topk:
+            out.topk_prob = torch.empty(b, h, r, topk, device=dev)
+            out.topk_index = torch.empty(b, h, r, topk, dtype=torch.long, device=dev)
+    if row_stats:
+        _blocked_rows(p, row_stats, topk, block, out)
+    else:
+        known = lse if lse is not None else _flash_lse(p)
+        if known is not None:
+            out.lse = known.float()
+        else:
+            _blocked_rows(p, False, 0, block, out)
+    for rule in rules:
+        pairs = rule_pairs(rule, p.q_abs, tokens=tokens, spans=spans, key_mask=p.key_mask)
+        out.mass[rule], out.n_targets[rule] = _masses(p, pairs, out.lse)
+    return out

@@ -1,0 +1,106 @@
+"""Every statistic against a dense float64 reference on fresh random inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp.errors import OutOfRangeError, UnknownNameError
+from interp.kernels import RULES, attention_stats
+
+from .reference import dense_probs, target_mask
+
+CASES = {
+    # name: (batch, q_heads, kv_heads, pos_q, pos_k, d, window, softcap, padded)
+    "mha": (2, 4, 4, 40, 40, 16, None, None, False),
+    "gqa_padded": (2, 6, 2, 37, 37, 8, None, None, True),
+    "mqa_window": (1, 4, 1, 45, 45, 16, 9, None, False),
+    "softcap_window_padded": (3, 4, 2, 33, 33, 8, 12, 2.0, True),
+    "decode_rows": (2, 4, 2, 3, 30, 16, None, None, False),
+}
+
+
+def make(case, seed):
+    b, h, hkv, pq, pk, d, window, softcap, padded = CASES[case]
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, h, pq, d, generator=g)
+    k = torch.randn(b, hkv, pk, d, generator=g)
+    # Few distinct tokens, and a repeat, so duplicate and n-gram targets are common.
+    base = torch.randint(0, 4, (b, pk // 2 + 1), generator=g)
+    tokens = torch.cat([base, base], dim=1)[:, :pk]
+    key_mask = None
+    if padded:
+        key_mask = torch.ones(b, pk, dtype=torch.bool)
+        for i in range(1, b):
+            key_mask[i, : 3 * i] = False  # left padding
+    return q, k, tokens, key_mask, dict(scaling=d**-0.5, sliding_window=window, softcap=softcap)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("backend", ["torch"])
+def test_matches_dense_reference(case, backend):
+    q, k, tokens, key_mask, spec = make(case, seed=hash(case) % 1000)
+    b, h, pq, _ = q.shape
+    pk = k.shape[2]
+    spans = torch.stack([torch.tensor([[r % 5, r % 5 + 4] for r in range(pq)])] * b)
+    rules = [r for r in RULES]
+    stats = attention_stats(
+        q, k, **spec, rules=rules, tokens=tokens, spans=spans, key_mask=key_mask, topk=3, backend=backend, block=7
+    )
+    probs, allowed = dense_probs(q, k, key_mask=key_mask, **spec)
+    real_rows = allowed.any(-1)  # padding queries see nothing: not compared
+    for rule in rules:
+        for bi in range(b):
+            for i in range(pq):
+                if not real_rows[bi, i]:
+                    continue
+                tm = target_mask(rule, tokens, bi, i + pk - pq, pk, key_mask, spans[bi, i].tolist())
+                expected = probs[bi, :, i][:, tm].sum(-1)
+                assert torch.allclose(stats.mass[rule][bi, :, i].double(), expected, atol=1e-5), (rule, bi, i)
+                assert int(stats.n_targets[rule][bi, i]) == int((tm & allowed[bi, i]).sum()), (rule, bi, i)
+    p = probs.permute(0, 1, 2, 3)[real_rows[:, None].expand(b, h, pq)]  # [n, K]
+    got = lambda t: t[real_rows[:, None].expand(b, h, pq)]  # noqa: E731
+    assert torch.allclose(got(stats.max_prob).double(), p.max(-1).values, atol=1e-5)
+    assert torch.equal(got(stats.argmax), p.argmax(-1))
+    ent = -(p * p.clamp_min(1e-300).log()).sum(-1)
+    assert torch.allclose(got(stats.entropy).double(), ent, atol=1e-5)
+    top = p.topk(3, dim=-1)
+    assert torch.allclose(got(stats.topk_prob).double(), top.values, atol=1e-5)
+    assert torch.equal(got(stats.topk_index), top.indices)
+
+
+@pytest.mark.parametrize("case", ["mha", "gqa_padded", "mqa_window"])
+def test_row_subset_and_mass_only_paths_agree(case):
+    q, k, tokens, key_mask, spec = make(case, seed=3)
+    pq = q.shape[2]
+    rows = torch.tensor([pq - 1, pq // 2, 5])
+    full = attention_stats(q, k, **spec, rules=["prev", "ngram2"], tokens=tokens, key_mask=key_mask)
+    some = attention_stats(q, k, **spec, rules=["prev", "ngram2"], tokens=tokens, key_mask=key_mask, rows=rows, row_stats=False)
+    for rule in ("prev", "ngram2"):
+        torch.testing.assert_close(some.mass[rule], full.mass[rule][:, :, rows], atol=1e-6, rtol=0)
+    torch.testing.assert_close(some.lse, full.lse[:, :, rows], atol=1e-5, rtol=0)
+
+
+def test_fast_lse_path_matches_blocked():
+    q, k, tokens, _, spec = make("mha", seed=5)
+    fast = attention_stats(q, k, **spec, rules=["ngram1", "prev"], tokens=tokens, row_stats=False)
+    exact = attention_stats(q, k, **spec, rules=["ngram1", "prev"], tokens=tokens, row_stats=True)
+    torch.testing.assert_close(fast.lse, exact.lse, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fast.mass["ngram1"], exact.mass["ngram1"], atol=1e-6, rtol=0)
+
+
+def test_bad_input():
+    q, k = torch.randn(1, 4, 8, 4), torch.randn(1, 3, 8, 4)
+    with pytest.raises(ValueError, match="multiple of kv heads"):
+        attention_stats(q, k, scaling=1.0)
+    k = torch.randn(1, 2, 8, 4)
+    with pytest.raises(UnknownNameError, match="unknown rule 'induction'"):
+        attention_stats(q, k, scaling=1.0, rules=["induction"])
+    with pytest.raises(ValueError, match="need tokens"):
+        attention_stats(q, k, scaling=1.0, rules=["dup"])
+    with pytest.raises(OutOfRangeError, match="row 8"):
+        attention_stats(q, k, scaling=1.0, rows=[8])
+    with pytest.raises(ValueError, match="topk"):
+        attention_stats(q, k, scaling=1.0, topk=9)
+    with pytest.raises(ValueError, match="spans of shape"):
+        attention_stats(q, k, scaling=1.0, rules=["span"])

@@ -1,6 +1,7 @@
 """Pure tensor reductions over attention and unembedding (installed as ``interp.kernels``)."""
 
 from interp.kernels.attention_stats import AttentionStats, attention_stats
+from interp.kernels.decode import TopTokens, decode_topk
 from interp.kernels.targets import RULES
 
-__all__ = ["RULES", "AttentionStats", "attention_stats"]
+__all__ = ["RULES", "AttentionStats", "TopTokens", "attention_stats", "decode_topk"]

@@ -25,6 +25,9 @@ BASES = ("sdpa", "eager")
 
 # (layer, q, k, v, spec) -> (q, k, v); q is [batch, q_heads, pos, d], k and v [batch, kv_heads, pos_k, d].
 QKVHook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, "AttentionSpec"], tuple]
+# (layer, q, k, spec, lse): sees the final q and k and, where the fused kernel ran, the rows'
+# log-sum-exp [batch, q_heads, pos] (else None).
+Observer = Callable[[int, torch.Tensor, torch.Tensor, "AttentionSpec", "torch.Tensor | None"], None]
 
 
 @dataclass(frozen=True)
@@ -50,21 +53,65 @@ def _base_function(base: str, module: torch.nn.Module) -> Callable:
     return ALL_ATTENTION_FUNCTIONS[base]
 
 
+def _spec(query: torch.Tensor, key: torch.Tensor, kwargs: dict) -> AttentionSpec:
+    scaling = kwargs.get("scaling")
+    return AttentionSpec(
+        scaling=float(scaling if scaling is not None else query.shape[-1] ** -0.5),
+        n_heads=query.shape[1],
+        n_kv_heads=key.shape[1],
+        sliding_window=kwargs.get("sliding_window"),
+        softcap=kwargs.get("softcap"),
+    )
+
+
+def _fused_with_lse(base, module, query, key, value, attention_mask, spec):
+    """SDPA's own CPU flash kernel, which also returns the rows' log-sum-exp at no extra cost.
+
+    Only where it computes exactly what SDPA computes: causal, no mask tensor, no soft-cap, no
+    window shorter than the sequence, no dropout. Returns None otherwise.
+    """
+    n = query.shape[2]
+    plain = (
+        base == "sdpa"
+        and not query.is_cuda
+        and attention_mask is None
+        and key.shape[2] == n
+        and spec.softcap is None
+        and (spec.sliding_window is None or spec.sliding_window >= n)
+        and not module.training
+        and getattr(module, "is_causal", True)
+    )
+    if not plain:
+        return None
+    k = key.repeat_interleave(spec.group, dim=1) if spec.group > 1 else key
+    v = value.repeat_interleave(spec.group, dim=1) if spec.group > 1 else value
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        query, k, v, 0.0, True, scale=spec.scaling
+    )
+    return out.transpose(1, 2).contiguous(), lse
+
+
 def _make(base: str) -> Callable:
     def attention(module, query, key, value, attention_mask, **kwargs):
         hooks = module.__dict__.get("_interp_hooks")
-        if hooks:
-            scaling = kwargs.get("scaling")
-            spec = AttentionSpec(
-                scaling=float(scaling if scaling is not None else query.shape[-1] ** -0.5),
-                n_heads=query.shape[1],
-                n_kv_heads=key.shape[1],
-                sliding_window=kwargs.get("sliding_window"),
-                softcap=kwargs.get("softcap"),
-            )
-            for hook in list(hooks):
-                query, key, value = hook(module.__dict__["_interp_layer"], query, key, value, spec)
-        return _base_function(base, module)(module, query, key, value, attention_mask, **kwargs)
+        observers = module.__dict__.get("_interp_observers")
+        if not hooks and not observers:
+            return _base_function(base, module)(module, query, key, value, attention_mask, **kwargs)
+        layer = module.__dict__["_interp_layer"]
+        spec = _spec(query, key, kwargs)
+        for hook in list(hooks or ()):
+            query, key, value = hook(layer, query, key, value, spec)
+        if not observers:
+            return _base_function(base, module)(module, query, key, value, attention_mask, **kwargs)
+        fused = _fused_with_lse(base, module, query, key, value, attention_mask, spec)
+        if fused is None:
+            result, lse = _base_function(base, module)(module, query, key, value, attention_mask, **kwargs), None
+        else:
+            out, lse = fused
+            result = (out, None)  # what SDPA returns: output and no weights
+        for observe in list(observers):
+            observe(layer, query, key, spec, lse)
+        return result
 
     attention.__name__ = f"{PREFIX}{base}"
     return attention
@@ -91,11 +138,17 @@ def install(hf_model: Any, attention_modules: list[torch.nn.Module]) -> None:
     for layer, module in enumerate(attention_modules):
         module.__dict__["_interp_layer"] = layer
         hooks_of(module)
+        observers_of(module)
 
 
 def hooks_of(module: torch.nn.Module) -> list[QKVHook]:
     """The q/k/v hooks currently attached to an attention module (kept in its __dict__)."""
     return module.__dict__.setdefault("_interp_hooks", [])
+
+
+def observers_of(module: torch.nn.Module) -> list[Observer]:
+    """The observers of an attention module's final q, k and row log-sum-exp."""
+    return module.__dict__.setdefault("_interp_observers", [])
 
 
 def base_implementation(hf_model: Any) -> str:

@@ -1,0 +1,98 @@
+"""Kernel attention statistics for every head of a model, computed inside one forward pass.
+
+Each layer's final queries and keys are reduced by ``interp.kernels.attention_stats`` as the
+forward pass reaches that layer, then dropped: no attention pattern is ever stored. Where the
+model runs SDPA on the CPU, its fused kernel hands over the rows' log-sum-exp with the output,
+so masses on sparse target sets cost little more than the forward pass itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from interp.attention import observers_of
+from interp.kernels import AttentionStats, attention_stats
+from interp.model import Inputs, Model
+
+
+class _Done(Exception):
+    """Raised by the last needed layer to end the forward pass early."""
+
+
+def head_stats(
+    model: Model,
+    inputs: Inputs,
+    *,
+    rules: Sequence[str] = ("prev", "ngram1"),
+    rows: torch.Tensor | Sequence[int] | None = None,
+    row_stats: bool = False,
+    topk: int = 0,
+    layers: Sequence[int] | None = None,
+    spans: torch.Tensor | None = None,
+    backend: str = "auto",
+    block: int = 128,
+) -> dict[int, AttentionStats]:
+    """Per-layer ``AttentionStats`` (all query heads) for one batch of inputs.
+
+    ``rules``, ``rows``, ``row_stats``, ``topk``, ``spans`` and ``backend`` are those of
+    ``interp.kernels.attention_stats``; token ids and padding come from the inputs. The forward
+    pass stops after the last layer in ``layers``. Results are moved to the CPU.
+
+    >>> stats = head_stats(model, "a b c a b c", rules=["prev", "ngram1"])     # doctest: +SKIP
+    >>> stats[3].mass["ngram1"].shape                                         # doctest: +SKIP
+    torch.Size([1, 9, 7])
+    """
+    tokens = model.to_tokens(inputs)
+    ids, mask = tokens["input_ids"], tokens["attention_mask"]
+    key_mask = None if bool(mask.all()) else mask.bool()
+    wanted = sorted({model.check_layer(layer) for layer in (layers if layers is not None else range(model.cfg.n_layers))})
+    rows_t = None if rows is None else torch.as_tensor(rows, dtype=torch.long, device=ids.device)
+    results: dict[int, AttentionStats] = {}
+
+    def observe(layer: int, q: torch.Tensor, k: torch.Tensor, spec: Any, lse: torch.Tensor | None) -> None:
+        if layer not in wanted:
+            return
+        if lse is not None and rows_t is not None:
+            r = rows_t.expand(q.shape[0], -1) if rows_t.ndim == 1 else rows_t
+            lse = lse.gather(2, r[:, None, :].expand(-1, q.shape[1], -1))
+        stats = attention_stats(
+            q, k, scaling=spec.scaling, rules=rules, tokens=ids, spans=spans, rows=rows_t, key_mask=key_mask,
+            sliding_window=spec.sliding_window, softcap=spec.softcap, row_stats=row_stats, topk=topk,
+            lse=None if row_stats else lse, backend=backend, block=block,
+        )
+        results[layer] = _to_cpu(stats)
+        if layer == wanted[-1]:
+            raise _Done
+
+    modules = [model.module(f"{model.adapter.layers}.{layer}.{model.adapter.attn}") for layer in wanted]
+    for module in modules:
+        observers_of(module).append(observe)
+    try:
+        with torch.no_grad():
+            model.hf(**tokens, use_cache=False)
+    except _Done:
+        pass
+    finally:
+        for module in modules:
+            observers_of(module).remove(observe)
+    return results
+
+
+def _to_cpu(stats: AttentionStats) -> AttentionStats:
+    def cpu(t):
+        return None if t is None else t.cpu()
+
+    return AttentionStats(
+        rows=stats.rows.cpu(),
+        lse=stats.lse.cpu(),
+        mass={k: v.cpu() for k, v in stats.mass.items()},
+        n_targets={k: v.cpu() for k, v in stats.n_targets.items()},
+        max_prob=cpu(stats.max_prob),
+        argmax=cpu(stats.argmax),
+        entropy=cpu(stats.entropy),
+        topk_prob=cpu(stats.topk_prob),
+        topk_index=cpu(stats.topk_index),
+    )

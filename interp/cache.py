@@ -8,7 +8,7 @@ one under the final name; a damaged entry (file missing, truncated or changed, b
 is removed and rebuilt, never trusted.
 
 >>> import os, tempfile
->>> os.environ["INTERP_CACHE"] = tempfile.mkdtemp()
+>>> os.environ["INTERP_CACHE"] = tempfile.mkdtemp()   # a throwaway cache for this example
 >>> def build(folder):
 ...     _ = (folder / "weights.bin").write_bytes(b"0123")
 >>> entry = get_or_build("demo", "v1", build)
@@ -81,7 +81,8 @@ def _files_of(folder: Path) -> list[str]:
 def write_manifest(folder: Path, **info: Any) -> dict[str, Any]:
     """Record size and sha256 of every file in ``folder`` (plus ``info``) in its manifest."""
     files = {
-        rel: {"size": (folder / rel).stat().st_size, "sha256": file_sha256(folder / rel)} for rel in _files_of(folder)
+        rel: {"size": (folder / rel).stat().st_size, "sha256": file_sha256(folder / rel)}
+        for rel in _files_of(folder)
     }
     manifest = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info, "files": files}
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
@@ -212,7 +213,14 @@ def bundled_states() -> list[BundledState]:
             size = entry_size(path) if state != "absent" else 0
         rows.append(
             BundledState(
-                model.name, model.package, version, state, size, path, model.install_command, model.description
+                model.name,
+                model.package,
+                version,
+                state,
+                size,
+                path,
+                model.install_command,
+                model.description,
             )
         )
     return rows

@@ -114,3 +114,15 @@ def test_bad_input():
         attention_stats(q, k, scaling=1.0, topk=9)
     with pytest.raises(ValueError, match="spans of shape"):
         attention_stats(q, k, scaling=1.0, rules=["span"])
+
+
+def test_triton_backend_without_triton_names_the_install(monkeypatch):
+    from interp.errors import MissingDependencyError
+    from interp.kernels import triton_stats
+
+    monkeypatch.setattr(triton_stats, "triton", None)
+    q, k = torch.randn(1, 2, 8, 4), torch.randn(1, 2, 8, 4)
+    with pytest.raises(MissingDependencyError, match=r"triton.*pip install 'interp\[gpu\]'"):
+        attention_stats(q, k, scaling=0.5, backend="triton")
+    with pytest.raises(UnknownNameError, match="unknown backend 'cuda'"):
+        attention_stats(q, k, scaling=0.5, backend="cuda")

@@ -51,6 +51,7 @@ def head_stats(
     wanted = sorted({model.check_layer(layer) for layer in (layers if layers is not None else range(model.cfg.n_layers))})
     rows_t = None if rows is None else torch.as_tensor(rows, dtype=torch.long, device=ids.device)
     results: dict[int, AttentionStats] = {}
+    plans: dict[Any, dict] = {}  # target layouts depend on the tokens and the window, not the layer
 
     def observe(layer: int, q: torch.Tensor, k: torch.Tensor, spec: Any, lse: torch.Tensor | None) -> None:
         if layer not in wanted:
@@ -62,6 +63,7 @@ def head_stats(
             q, k, scaling=spec.scaling, rules=rules, tokens=ids, spans=spans, rows=rows_t, key_mask=key_mask,
             sliding_window=spec.sliding_window, softcap=spec.softcap, row_stats=row_stats, topk=topk,
             lse=None if row_stats else lse, backend=backend, block=block,
+            plan=plans.setdefault(spec.sliding_window, {}),
         )
         results[layer] = _to_cpu(stats)
         if layer == wanted[-1]:

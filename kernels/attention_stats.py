@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from interp.errors import OutOfRangeError, UnknownNameError
-from interp.kernels.targets import RULES, TOKEN_RULES, Pairs, rule_pairs
+from interp.kernels.targets import RULES, TOKEN_RULES, RulePlan, plan_rule, rule_pairs
 
 MAX_TOPK = 8
 
@@ -99,6 +99,7 @@ def attention_stats(
     lse: torch.Tensor | None = None,
     backend: str = "auto",
     block: int = 128,
+    plan: dict[str, RulePlan] | None = None,
 ) -> AttentionStats:
     """Attention statistics of every head for the chosen query rows.
 
@@ -120,6 +121,9 @@ def attention_stats(
         lse: the rows' log-sum-exp if already known (e.g. from the model's fused attention).
         backend: ``"auto"`` (Triton on CUDA tensors, PyTorch otherwise), ``"torch"`` or ``"triton"``.
         block: query rows per block of the PyTorch path (memory ~ block × pos_k × heads).
+        plan: a dict to keep the rules' target layout in, filled on first use; pass the same
+            dict to later calls with the same tokens, rows, padding and window (e.g. every
+            layer of one forward pass) to reuse it. PyTorch path only.
     """
     problem = _validate(q, k, scaling, rules, tokens, spans, rows, key_mask, sliding_window, softcap, causal, topk)
     if backend == "auto":
@@ -130,7 +134,7 @@ def attention_stats(
         return triton_attention_stats(problem, list(rules), tokens, spans, row_stats, topk)
     if backend != "torch":
         raise UnknownNameError("backend", backend, ["auto", "torch", "triton"])
-    return _torch_stats(problem, list(rules), tokens, spans, row_stats, topk, lse, block)
+    return _torch_stats(problem, list(rules), tokens, spans, row_stats, topk, lse, block, plan)
 
 
 def _validate(q, k, scaling, rules, tokens, spans, rows, key_mask, sliding_window, softcap, causal, topk) -> Problem:
@@ -221,25 +225,34 @@ def _blocked_rows(p: Problem, row_stats: bool, topk: int, block: int, out: Atten
                 out.topk_index[:, :, start : start + n] = tk.indices  # type: ignore[index]
 
 
-def _masses(p: Problem, pairs: Pairs, lse: torch.Tensor, chunk: int = 1 << 15) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of exp(score − lse) over each row's visible target keys, for every head."""
-    b, h = p.q.shape[:2]
+def _plan(p: Problem, rule: str, tokens, spans) -> RulePlan:
+    """A rule's visible targets, laid out once: they depend on tokens and masks, not on q or k."""
+    pairs = rule_pairs(rule, p.q_abs, tokens=tokens, spans=spans, key_mask=p.key_mask)
+    pairs = pairs.keep(p.visible(p.q_abs[pairs.batch, pairs.row], pairs.key, pairs.batch))
+    return plan_rule(pairs, p.rows, p.q.shape[2], p.k.shape[2])
+
+
+def _masses(p: Problem, plan: RulePlan, lse: torch.Tensor) -> torch.Tensor:
+    """Sum of exp(score − lse) over each row's visible target keys, for every head: [b, H, R]."""
+    b, h, pq, d = p.q.shape
+    hkv, pk = p.k.shape[1], p.k.shape[2]
     r = p.rows.shape[1]
-    q_abs = p.q_abs[pairs.batch, pairs.row]
-    pairs = pairs.keep(p.visible(q_abs, pairs.key, pairs.batch))
+    # Position-major copies make each query and key one contiguous row to gather.
+    q_rows = p.q.float().transpose(1, 2).reshape(b * pq, h * d)
+    k_rows = p.k.float().transpose(1, 2).reshape(b * pk, hkv * d)
+    lse_rows = lse.transpose(1, 2).reshape(b * r, h)
     mass = torch.zeros(b * r, h, dtype=torch.float32, device=p.q.device)
-    kv_of_head = torch.arange(h, device=p.q.device) // p.group
-    for s in range(0, len(pairs), chunk):
-        bi, ri, key = pairs.batch[s : s + chunk], pairs.row[s : s + chunk], pairs.key[s : s + chunk]
-        qv = p.q[bi, :, p.rows[bi, ri]].float()  # [n, H, d]
-        kv = p.k[bi, :, key].float()[:, kv_of_head]  # [n, H, d]
-        prob = torch.exp(p.logits((qv * kv).sum(-1)) - lse[bi, :, ri])
-        mass.index_add_(0, bi * r + ri, prob)
-    count = torch.bincount(pairs.batch * r + pairs.row, minlength=b * r).view(b, r)
-    return mass.view(b, r, h).transpose(1, 2), count
+    for bucket in plan.buckets:
+        n, width = bucket.k_index.shape
+        qv = q_rows.index_select(0, bucket.q_index).view(n, hkv, p.group, d)
+        kv = k_rows.index_select(0, bucket.k_index.reshape(-1)).view(n, width, hkv, d).permute(0, 2, 3, 1)
+        dots = (qv @ kv).view(n, h, width)  # each key read once for its group of query heads
+        prob = torch.exp(p.logits(dots) - lse_rows.index_select(0, bucket.out)[:, :, None])
+        mass[bucket.out] = (prob * bucket.valid[:, None, :]).sum(-1)
+    return mass.view(b, r, h).transpose(1, 2)
 
 
-def _torch_stats(p, rules, tokens, spans, row_stats, topk, lse, block) -> AttentionStats:
+def _torch_stats(p, rules, tokens, spans, row_stats, topk, lse, block, plan) -> AttentionStats:
     b, h = p.q.shape[:2]
     r = p.rows.shape[1]
     dev = p.q.device
@@ -258,7 +271,9 @@ def _torch_stats(p, rules, tokens, spans, row_stats, topk, lse, block) -> Attent
             out.lse = known.float()
         else:
             _blocked_rows(p, False, 0, block, out)
+    plans = plan if plan is not None else {}
     for rule in rules:
-        pairs = rule_pairs(rule, p.q_abs, tokens=tokens, spans=spans, key_mask=p.key_mask)
-        out.mass[rule], out.n_targets[rule] = _masses(p, pairs, out.lse)
+        if rule not in plans:
+            plans[rule] = _plan(p, rule, tokens, spans)
+        out.mass[rule], out.n_targets[rule] = _masses(p, plans[rule], out.lse), plans[rule].count
     return out

@@ -120,3 +120,50 @@ def rule_pairs(
         ok &= toks[pairs.batch, q_m.clamp(min=0)] == toks[pairs.batch, j_m.clamp(min=0)]
         pairs = pairs.keep(ok)
     return Pairs(pairs.batch, pairs.row, pairs.key + 1)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Rows with similar target counts, their targets padded to a common width ``L``."""
+
+    out: torch.Tensor  # [n] flat row index b * R + r
+    q_index: torch.Tensor  # [n] flat query index b * pos_q + row
+    k_index: torch.Tensor  # [n, L] flat key index b * pos_k + key (0 where padded)
+    valid: torch.Tensor  # [n, L] False where padded
+
+
+@dataclass(frozen=True)
+class RulePlan:
+    """A rule's visible targets laid out for batched gathers; reusable for every layer."""
+
+    buckets: list[Bucket]
+    count: torch.Tensor  # [b, R] visible targets per row
+
+
+def plan_rule(pairs: Pairs, rows: torch.Tensor, pos_q: int, pos_k: int, max_cells: int = 1 << 15) -> RulePlan:
+    """Group visible target pairs by row, rows by power-of-two target count, in chunks of ``max_cells``."""
+    b, r = rows.shape
+    device = rows.device
+    out = pairs.batch * r + pairs.row
+    order = torch.argsort(out, stable=True)
+    out, key = out[order], (pairs.batch * pos_k + pairs.key)[order]
+    count = torch.bincount(out, minlength=b * r)
+    start = torch.cumsum(count, 0) - count
+    slot = torch.arange(len(out), device=device) - start[out]  # position of each pair within its row
+    width = torch.where(count > 0, 2 ** torch.log2(count.clamp(min=1).float()).ceil().long(), 0)
+    buckets = []
+    for w in sorted(set(width[count > 0].tolist())):
+        members = (width == w).nonzero(as_tuple=True)[0]
+        step = max(1, max_cells // w)
+        for s0 in range(0, len(members), step):
+            rows_out = members[s0 : s0 + step]
+            local = torch.full((b * r,), -1, dtype=torch.long, device=device)
+            local[rows_out] = torch.arange(len(rows_out), device=device)
+            sel = local[out] >= 0
+            k_index = torch.zeros(len(rows_out), w, dtype=torch.long, device=device)
+            valid = torch.zeros(len(rows_out), w, dtype=torch.bool, device=device)
+            k_index[local[out[sel]], slot[sel]] = key[sel]
+            valid[local[out[sel]], slot[sel]] = True
+            q_index = (rows_out // r) * pos_q + rows.reshape(-1)[rows_out]
+            buckets.append(Bucket(rows_out, q_index, k_index, valid))
+    return RulePlan(buckets, count.view(b, r))

@@ -126,3 +126,16 @@ def test_triton_backend_without_triton_names_the_install(monkeypatch):
         attention_stats(q, k, scaling=0.5, backend="triton")
     with pytest.raises(UnknownNameError, match="unknown backend 'cuda'"):
         attention_stats(q, k, scaling=0.5, backend="cuda")
+
+
+def test_plan_reused_across_calls_gives_fresh_results():
+    q, k, tokens, key_mask, spec = make("gqa_padded", seed=7)
+    plan: dict = {}
+    first = attention_stats(q, k, **spec, rules=["dup", "ngram1"], tokens=tokens, key_mask=key_mask, plan=plan)
+    assert set(plan) == {"dup", "ngram1"}
+    q2, k2 = torch.randn_like(q), torch.randn_like(k)  # another layer: same tokens, new q and k
+    reused = attention_stats(q2, k2, **spec, rules=["dup", "ngram1"], tokens=tokens, key_mask=key_mask, plan=plan)
+    fresh = attention_stats(q2, k2, **spec, rules=["dup", "ngram1"], tokens=tokens, key_mask=key_mask)
+    for rule in ("dup", "ngram1"):
+        torch.testing.assert_close(reused.mass[rule], fresh.mass[rule])
+        assert not torch.allclose(reused.mass[rule], first.mass[rule])

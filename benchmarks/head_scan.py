@@ -224,6 +224,9 @@ def main() -> None:
         )
     env = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
            f"{torch.get_num_threads()} threads, float32, one sequence")
+    lines.append("")
+    lines.append("TransformerLens's detect_head tokenizes the text itself and prepends a BOS token, so its input "
+                 "is one token longer; its small score differences come from that.")
     table = "\n".join(lines)
     print(f"\nHead scan, SmolLM2-135M (30 layers x 9 heads), {env}\n\n{table}")
     RESULTS.mkdir(exist_ok=True)

@@ -32,12 +32,13 @@ def head_stats(
     topk: int = 0,
     layers: Sequence[int] | None = None,
     spans: torch.Tensor | None = None,
+    exclude: Sequence[str] = (),
     backend: str = "auto",
     block: int = 128,
 ) -> dict[int, AttentionStats]:
     """Per-layer ``AttentionStats`` (all query heads) for one batch of inputs.
 
-    ``rules``, ``rows``, ``row_stats``, ``topk``, ``spans`` and ``backend`` are those of
+    ``rules``, ``rows``, ``row_stats``, ``topk``, ``spans``, ``exclude`` and ``backend`` are those of
     ``interp.kernels.attention_stats``; token ids and padding come from the inputs. The forward
     pass stops after the last layer in ``layers``. Results are moved to the CPU.
 
@@ -62,7 +63,7 @@ def head_stats(
         stats = attention_stats(
             q, k, scaling=spec.scaling, rules=rules, tokens=ids, spans=spans, rows=rows_t, key_mask=key_mask,
             sliding_window=spec.sliding_window, softcap=spec.softcap, row_stats=row_stats, topk=topk,
-            lse=None if row_stats else lse, backend=backend, block=block,
+            lse=None if row_stats else lse, exclude=exclude, backend=backend, block=block,
             plan=plans.setdefault(spec.sliding_window, {}),
         )
         results[layer] = _to_cpu(stats)

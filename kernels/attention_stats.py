@@ -97,6 +97,7 @@ def attention_stats(
     row_stats: bool = True,
     topk: int = 0,
     lse: torch.Tensor | None = None,
+    exclude: Sequence[str] = (),
     backend: str = "auto",
     block: int = 128,
     plan: dict[str, RulePlan] | None = None,
@@ -119,6 +120,9 @@ def attention_stats(
         row_stats: also return the largest probability, its key, and the entropy; ``topk``
             (at most 8) the top keys with their probabilities. These need a pass over each row.
         lse: the rows' log-sum-exp if already known (e.g. from the model's fused attention).
+        exclude: ``"bos"`` and/or ``"self"``: drop the first real key and/or the query's own key
+            from the targets of every other rule (TransformerLens's ``exclude_bos`` and
+            ``exclude_current_token``); the ``bos`` and ``self`` masses are unaffected.
         backend: ``"auto"`` (Triton on CUDA tensors, PyTorch otherwise), ``"torch"`` or ``"triton"``.
         block: query rows per block of the PyTorch path (memory ~ block × pos_k × heads).
         plan: a dict to keep the rules' target layout in, filled on first use; pass the same
@@ -126,15 +130,18 @@ def attention_stats(
             layer of one forward pass) to reuse it. PyTorch path only.
     """
     problem = _validate(q, k, scaling, rules, tokens, spans, rows, key_mask, sliding_window, softcap, causal, topk)
+    for name in exclude:
+        if name not in ("bos", "self"):
+            raise UnknownNameError("exclusion", name, ["bos", "self"])
     if backend == "auto":
         backend = "triton" if q.is_cuda else "torch"
     if backend == "triton":
         from interp.kernels.triton_stats import triton_attention_stats
 
-        return triton_attention_stats(problem, list(rules), tokens, spans, row_stats, topk)
+        return triton_attention_stats(problem, list(rules), tokens, spans, row_stats, topk, tuple(exclude))
     if backend != "torch":
         raise UnknownNameError("backend", backend, ["auto", "torch", "triton"])
-    return _torch_stats(problem, list(rules), tokens, spans, row_stats, topk, lse, block, plan)
+    return _torch_stats(problem, list(rules), tokens, spans, row_stats, topk, lse, block, plan, tuple(exclude))
 
 
 def _validate(q, k, scaling, rules, tokens, spans, rows, key_mask, sliding_window, softcap, causal, topk) -> Problem:
@@ -225,10 +232,18 @@ def _blocked_rows(p: Problem, row_stats: bool, topk: int, block: int, out: Atten
                 out.topk_index[:, :, start : start + n] = tk.indices  # type: ignore[index]
 
 
-def _plan(p: Problem, rule: str, tokens, spans) -> RulePlan:
+def _plan(p: Problem, rule: str, tokens, spans, exclude: tuple[str, ...]) -> RulePlan:
     """A rule's visible targets, laid out once: they depend on tokens and masks, not on q or k."""
     pairs = rule_pairs(rule, p.q_abs, tokens=tokens, spans=spans, key_mask=p.key_mask)
-    pairs = pairs.keep(p.visible(p.q_abs[pairs.batch, pairs.row], pairs.key, pairs.batch))
+    q_abs = p.q_abs[pairs.batch, pairs.row]
+    keep = p.visible(q_abs, pairs.key, pairs.batch)
+    excludable = rule not in ("bos", "self")
+    if "self" in exclude and excludable:
+        keep &= pairs.key != q_abs
+    if "bos" in exclude and excludable:
+        first = p.key_mask.long().argmax(dim=1) if p.key_mask is not None else torch.zeros_like(p.rows[:, 0])
+        keep &= pairs.key != first[pairs.batch]
+    pairs = pairs.keep(keep)
     return plan_rule(pairs, p.rows, p.q.shape[2], p.k.shape[2])
 
 
@@ -252,7 +267,7 @@ def _masses(p: Problem, plan: RulePlan, lse: torch.Tensor) -> torch.Tensor:
     return mass.view(b, r, h).transpose(1, 2)
 
 
-def _torch_stats(p, rules, tokens, spans, row_stats, topk, lse, block, plan) -> AttentionStats:
+def _torch_stats(p, rules, tokens, spans, row_stats, topk, lse, block, plan, exclude) -> AttentionStats:
     b, h = p.q.shape[:2]
     r = p.rows.shape[1]
     dev = p.q.device
@@ -274,6 +289,6 @@ def _torch_stats(p, rules, tokens, spans, row_stats, topk, lse, block, plan) -> 
     plans = plan if plan is not None else {}
     for rule in rules:
         if rule not in plans:
-            plans[rule] = _plan(p, rule, tokens, spans)
+            plans[rule] = _plan(p, rule, tokens, spans, exclude)
         out.mass[rule], out.n_targets[rule] = _masses(p, plans[rule], out.lse), plans[rule].count
     return out

@@ -43,7 +43,7 @@ if triton is not None:
         HAS_SOFTCAP: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_KMASK: tl.constexpr,
         R_PREV: tl.constexpr, R_DUP: tl.constexpr, R_NG1: tl.constexpr, R_NG2: tl.constexpr,
         R_NG3: tl.constexpr, R_NG4: tl.constexpr, R_SPAN: tl.constexpr, R_BOS: tl.constexpr,
-        R_SELF: tl.constexpr, GP: tl.constexpr,
+        R_SELF: tl.constexpr, GP: tl.constexpr, EXCL_BOS: tl.constexpr, EXCL_SELF: tl.constexpr,
     ):
         BLOCK_M: tl.constexpr = GP * BLOCK_R
         pid_r = tl.program_id(0)
@@ -165,8 +165,13 @@ if triton is not None:
             # Rule masses: targets are evaluated on the fly from positions and tokens.
             kk = keys[None, :]
             qa = q_abs[:, None]
+            cand = vis  # keys that may be targets of the rules other than bos and self
+            if EXCL_BOS:
+                cand = cand & (kk != first)
+            if EXCL_SELF:
+                cand = cand & (kk != qa)
             if R_PREV:
-                tgt = vis & (kk == qa - 1)
+                tgt = cand & (kk == qa - 1)
                 a_prev = a_prev * alpha + tl.sum(tl.where(tgt, p, 0.0), axis=1)
                 c_prev += tl.sum(tgt.to(tl.int32), axis=1)
             if R_SELF:
@@ -178,17 +183,17 @@ if triton is not None:
                 a_bos = a_bos * alpha + tl.sum(tl.where(tgt, p, 0.0), axis=1)
                 c_bos += tl.sum(tgt.to(tl.int32), axis=1)
             if R_SPAN:
-                tgt = vis & (kk >= span_lo[:, None]) & (kk < span_hi[:, None])
+                tgt = cand & (kk >= span_lo[:, None]) & (kk < span_hi[:, None])
                 a_span = a_span * alpha + tl.sum(tl.where(tgt, p, 0.0), axis=1)
                 c_span += tl.sum(tgt.to(tl.int32), axis=1)
             if R_DUP:
                 kt = tl.load(tok_ptr + b * PK + keys, mask=in_k, other=-5)
-                tgt = vis & (kk < qa) & (kt[None, :] == t0[:, None])
+                tgt = cand & (kk < qa) & (kt[None, :] == t0[:, None])
                 a_dup = a_dup * alpha + tl.sum(tl.where(tgt, p, 0.0), axis=1)
                 c_dup += tl.sum(tgt.to(tl.int32), axis=1)
             if R_NG1 or R_NG2 or R_NG3 or R_NG4:
                 k1 = tl.load(tok_ptr + b * PK + keys - 1, mask=in_k & (keys >= 1), other=-6)
-                match = vis & (kk - 1 < qa) & (k1[None, :] == t0[:, None])
+                match = cand & (kk - 1 < qa) & (k1[None, :] == t0[:, None])
                 if R_NG1:
                     a_ng1 = a_ng1 * alpha + tl.sum(tl.where(match, p, 0.0), axis=1)
                     c_ng1 += tl.sum(match.to(tl.int32), axis=1)
@@ -251,7 +256,7 @@ if triton is not None:
             tl.store(count_ptr + 8 * B * R + cout, c_self, mask=cmask)
 
 
-def triton_attention_stats(problem, rules, tokens, spans, row_stats, topk, block_r=16, block_n=32):
+def triton_attention_stats(problem, rules, tokens, spans, row_stats, topk, exclude=(), block_r=16, block_n=32):
     """Run the kernel on a validated ``Problem``; returns ``AttentionStats``."""
     from interp.kernels.attention_stats import AttentionStats
 
@@ -300,7 +305,7 @@ def triton_attention_stats(problem, rules, tokens, spans, row_stats, topk, block
         G=group, BLOCK_R=block_r, BLOCK_N=block_n, DP=max(16, _next_pow2(d)),
         TOPK=topk if row_stats else 0, KP=max(2, _next_pow2(kk)), ROW_STATS=row_stats,
         HAS_SOFTCAP=p.softcap is not None, HAS_WINDOW=p.sliding_window is not None,
-        HAS_KMASK=p.key_mask is not None, GP=gp, **flags,
+        HAS_KMASK=p.key_mask is not None, GP=gp, EXCL_BOS="bos" in exclude, EXCL_SELF="self" in exclude, **flags,
     )
     out = AttentionStats(rows=p.rows, lse=lse)
     if row_stats:

@@ -26,8 +26,19 @@ def dense_probs(q, k, *, scaling, key_mask=None, sliding_window=None, softcap=No
     return torch.softmax(s, dim=-1).nan_to_num(0.0), allowed
 
 
-def target_mask(rule, tokens, b, i_abs, pk, key_mask=None, span=None):
+def target_mask(rule, tokens, b, i_abs, pk, key_mask=None, span=None, exclude=()):
     """Keys of ``rule`` for query at key position ``i_abs`` of item ``b``, by direct definition."""
+    out = _target_mask(rule, tokens, b, i_abs, pk, key_mask, span)
+    real = [True] * pk if key_mask is None else [bool(x) for x in key_mask[b]]
+    if rule not in ("bos", "self"):  # exclusions leave the bos and self masses themselves alone
+        if "bos" in exclude:
+            out[real.index(True)] = False
+        if "self" in exclude:
+            out[i_abs] = False
+    return out
+
+
+def _target_mask(rule, tokens, b, i_abs, pk, key_mask, span):
     toks = tokens[b].tolist() if tokens is not None else None
     real = [True] * pk if key_mask is None else [bool(x) for x in key_mask[b]]
     out = torch.zeros(pk, dtype=torch.bool)

@@ -79,6 +79,24 @@ def test_matches_dense_reference(case, backend):
     assert torch.equal(got(stats.topk_index)[positive], top.indices[positive])
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_excluded_bos_and_self_keys(backend):
+    q, k, tokens, key_mask, spec = make("gqa_padded", seed=11)
+    tokens = tokens.clone()
+    tokens[:, 6] = tokens[:, 5]  # a repeat makes the query's own key an induction target
+    b, h, pq, _ = q.shape
+    rules = ["prev", "dup", "ngram1", "ngram2", "bos", "self"]
+    stats = attention_stats(q, k, **spec, rules=rules, tokens=tokens, key_mask=key_mask, exclude=["bos", "self"], backend=backend)
+    probs, allowed = dense_probs(q, k, key_mask=key_mask, **spec)
+    for rule in rules:
+        for bi in range(b):
+            for i in range(pq):
+                if not allowed[bi, i].any():
+                    continue
+                tm = target_mask(rule, tokens, bi, i, pq, key_mask, exclude=("bos", "self"))
+                assert torch.allclose(stats.mass[rule][bi, :, i].double(), probs[bi, :, i][:, tm].sum(-1), atol=1e-5)
+
+
 @pytest.mark.parametrize("case", ["mha", "gqa_padded", "mqa_window"])
 def test_row_subset_and_mass_only_paths_agree(case):
     q, k, tokens, key_mask, spec = make(case, seed=3)

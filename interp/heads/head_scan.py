@@ -1,0 +1,172 @@
+"""``scan``: how strongly every attention head behaves as each known head type.
+
+Pattern scores run on kernel statistics computed inside the forward pass (no eager
+attention, no stored patterns): on repeated random tokens (Olsson et al.'s protocol) and,
+separately, on windows of natural text, where the n-gram scores live too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from interp.errors import PromptTooLongError, UnknownNameError
+from interp.head_stats import head_stats
+from interp.heads import scores as S
+from interp.heads.checkpoint import Checkpoint
+from interp.heads.sequences import bos_id, natural_text, repeated_random
+from interp.heads.table import HeadScores
+from interp.model import Model
+
+PATTERN_SCORES = ("prev_token", "duplicate", "induction", "ngram")
+SCORES = (*PATTERN_SCORES, "retrieval")
+NGRAM_ORDERS = (1, 2, 3, 4)
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    import interp
+
+    return {"interp": interp.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def check_scores(names: Iterable[str]) -> list[str]:
+    names = list(dict.fromkeys(names))
+    for name in names:
+        if name not in SCORES:
+            raise UnknownNameError("score", name, SCORES)
+    return names
+
+
+def _units(settings: dict[str, Any], names: list[str]) -> list[tuple[str, int, int]]:
+    """(protocol, length, batch start) for every batch of work."""
+    units = []
+    if any(n in names for n in ("prev_token", "duplicate", "induction")):
+        for length in settings["lengths"]:
+            units += [("random", length, s) for s in range(0, settings["samples"], settings["batch_size"])]
+    if any(n in names for n in PATTERN_SCORES):
+        units += [("text", settings["text_tokens"], s) for s in range(0, settings["text_samples"], settings["batch_size"])]
+    return units
+
+
+def _score_unit(model: Model, unit: tuple[str, int, int], names: list[str], settings: dict[str, Any]) -> dict[str, torch.Tensor]:
+    protocol, length, start = unit
+    end = start + settings["batch_size"]
+    excl = {"exclude_bos": settings["exclude_bos"], "exclude_current": settings["exclude_current"]}
+    exclude = [k for k, on in (("bos", settings["exclude_bos"]), ("self", settings["exclude_current"])) if on]
+    if protocol == "random":
+        ids = repeated_random(model, length, settings["samples"], settings["seed"] + length)[start:end]
+        wanted = [n for n in ("prev_token", "duplicate", "induction") if n in names]
+    else:
+        ids = natural_text(model, length, settings["text_samples"], settings["seed"])[start:end]
+        wanted = [n for n in PATTERN_SCORES if n in names]
+    rules = sorted({r for n in wanted for r in S.RULES_OF.get(n, [])} | {"bos", "self"}
+                   | ({f"ngram{k}" for k in NGRAM_ORDERS} if "ngram" in wanted else set()))
+    stats = head_stats(model, ids, rules=rules, exclude=exclude)
+    b, pos = ids.shape
+    all_rows = torch.ones(b, pos, dtype=torch.bool)
+    second_copy = all_rows.clone()
+    if protocol == "random":
+        second_copy[:, : pos - length] = False  # the first copy (and BOS) predict nothing in context
+    out: dict[str, list[torch.Tensor]] = {}
+    suffix = "" if protocol == "random" else "_text"
+    for layer in range(model.cfg.n_layers):
+        st = stats[layer]
+        parts: dict[str, torch.Tensor] = {}
+        if "prev_token" in wanted:
+            parts["prev_token" + suffix] = S.previous_token(st, all_rows, **excl)
+        if "duplicate" in wanted:
+            parts["duplicate" + suffix] = S.duplicate_token(st, second_copy if protocol == "random" else all_rows, **excl)
+        if "induction" in wanted:
+            parts["induction" + suffix] = S.induction(st, second_copy if protocol == "random" else all_rows, **excl)
+        if "ngram" in wanted:
+            for n in NGRAM_ORDERS:
+                parts[f"ngram{n}"] = S.ngram(st, all_rows, n, **excl)
+        for name, value in parts.items():
+            out.setdefault(name, []).append(value)
+    return {name: torch.stack(v, dim=1) for name, v in out.items()}  # [3, layers, heads]
+
+
+def scan(
+    model: Model,
+    scores: Sequence[str] = PATTERN_SCORES,
+    *,
+    lengths: Sequence[int] = (25, 50, 100),
+    samples: int = 8,
+    text_tokens: int = 512,
+    text_samples: int = 4,
+    seed: int = 0,
+    exclude_bos: bool = False,
+    exclude_current: bool = False,
+    batch_size: int = 4,
+    retrieval: dict[str, Any] | None = None,
+    causal_checks: bool = True,
+    checkpoint: str | None = None,
+    progress: bool = True,
+) -> HeadScores:
+    """Score every head of ``model``; returns a ``HeadScores`` table.
+
+    ``scores`` from ``SCORES``. Repeated random sequences (``samples`` of each of ``lengths``,
+    seeded): ``prev_token`` over all rows, ``duplicate`` and ``induction`` over the second
+    copy. Natural text (``text_samples`` windows of ``text_tokens`` tokens of the shipped
+    public-domain text): ``prev_token_text``, ``duplicate_text``, ``induction_text`` and the
+    n-gram scores ``ngram1``..``ngram4``. ``exclude_bos``/``exclude_current`` as in
+    TransformerLens's ``detect_head``. ``retrieval`` passes settings to
+    ``interp.heads.retrieval.retrieval_scores``. With ``causal_checks`` the induction and
+    retrieval labels are tested by ablation. ``checkpoint``: a folder for partial results, so
+    an interrupted scan resumes.
+
+    >>> scores = scan(interp.load("smollm2-135m"), ["induction", "prev_token"])  # doctest: +SKIP
+    >>> scores.top("induction", 5)                                               # doctest: +SKIP
+    """
+    names = check_scores(scores)
+    need = 2 * max(lengths) + (bos_id(model) is not None)
+    if any(n in names for n in ("prev_token", "duplicate", "induction")) and need > model.cfg.n_ctx:
+        raise PromptTooLongError(
+            f"length {max(lengths)} needs {need} tokens but {model.name}'s context window is {model.cfg.n_ctx}"
+        )
+    settings: dict[str, Any] = {
+        "scores": names, "lengths": [int(x) for x in lengths], "samples": samples, "text_tokens": text_tokens,
+        "text_samples": text_samples, "seed": seed, "exclude_bos": exclude_bos,
+        "exclude_current": exclude_current, "batch_size": batch_size,
+    }
+    if "retrieval" in names:
+        from interp.heads.retrieval import RetrievalSettings
+
+        settings["retrieval"] = RetrievalSettings(**(retrieval or {})).as_dict()
+    ckpt = Checkpoint(checkpoint, {"model": model.name, **settings})
+    totals: dict[str, torch.Tensor] = {}
+    units = _units(settings, names)
+    for unit in tqdm(units, desc="head scan", disable=not progress or not units):
+        key = "-".join(map(str, unit))
+        part = ckpt.get(key)
+        if part is None:
+            part = _score_unit(model, unit, names, settings)
+            ckpt.put(key, part)
+        for name, value in part.items():
+            totals[name] = totals.get(name, 0) + value.double()
+    arrays = {name: S.finish(t).numpy() for name, t in totals.items()}
+    checks: dict[str, Any] = {}
+    if "retrieval" in names:
+        from interp.heads.retrieval import retrieval_scores
+
+        result = retrieval_scores(model, settings=settings["retrieval"], checkpoint=ckpt, progress=progress)
+        arrays["retrieval"] = result.scores
+        checks["retrieval_tests"] = result.summary()
+    table = HeadScores.from_arrays(
+        {k: np.asarray(v) for k, v in arrays.items()}, model=model.name, settings=settings, versions=_versions(),
+        n_layers=model.cfg.n_layers, n_heads=model.cfg.n_heads,
+    )
+    if causal_checks:
+        from interp.heads.causal import run_checks
+
+        table.checks.update(checks)
+        table.checks.update(run_checks(model, table, settings, checkpoint=ckpt, progress=progress))
+    else:
+        table.checks.update(checks)
+    return table

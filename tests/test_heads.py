@@ -1,0 +1,181 @@
+"""Head scores on hand-wired heads, retrieval scoring by hand count, reports and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from wired_models import CharTokenizer, wired_gpt2
+
+import interp
+from interp.errors import PromptTooLongError, UnknownNameError
+from interp.heads import HeadScores, scan
+from interp.heads.retrieval import copy_scores, rouge1_recall
+
+
+@pytest.fixture(scope="module")
+def wired():
+    return interp.Model(wired_gpt2(), CharTokenizer(), name="wired-gpt2")
+
+
+@pytest.fixture(scope="module")
+def wired_scores(wired):
+    return scan(wired, ["prev_token", "duplicate", "induction", "ngram"], lengths=(8, 12), samples=8,
+                text_tokens=24, text_samples=4, causal_checks=True, progress=False)
+
+
+def test_wired_heads_score_near_one_where_wired_and_near_zero_elsewhere(wired_scores):
+    s = wired_scores
+    expected = {  # score -> the head wired for it (layer, head)
+        "prev_token": (0, 0), "prev_token_text": (0, 0), "induction": (1, 0), "ngram1": (1, 0), "duplicate": (1, 1),
+    }
+    for score, (layer, head) in expected.items():
+        m = s.matrix(score)
+        assert m[layer, head] > 0.9, (score, m)
+        assert m[0, 1] < 0.1, (score, m)  # the BOS sink is none of these
+    # On natural text every row counts, also first occurrences that have nothing to match, so
+    # a perfect head scores the share of rows with a match; it must still stand out.
+    for score, (layer, head) in {"induction_text": (1, 0), "duplicate_text": (1, 1)}.items():
+        m = s.matrix(score)
+        assert m[layer, head] > 0.3 and m[layer, head] > 3 * np.delete(m.ravel(), layer * 2 + head).max(), (score, m)
+    assert s.matrix("prev_token")[1, 0] < 0.2 and s.matrix("induction")[0, 0] < 0.2
+    assert s.matrix("duplicate")[1, 0] < 0.5  # induction targets are not the duplicates themselves
+
+
+def _tl_mul(patterns, detection, rows, exclude_bos, exclude_current):
+    """TransformerLens's "mul" score from dense patterns, pooled over sequences, and the mean
+    considered mass per row: ([H], [H])."""
+    num = den = 0.0
+    for a, det in zip(patterns, detection, strict=True):  # a: [H, P, P] one sequence
+        a = a.clone().double()
+        if exclude_bos:
+            a[:, :, 0] = 0
+        if exclude_current:
+            a = a * (1 - torch.eye(a.shape[-1], dtype=a.dtype))
+        a = a[:, rows]
+        num = num + (a * det[rows]).sum(dim=(-1, -2))
+        den = den + a.sum(dim=(-1, -2))
+    return num / den, den / (len(patterns) * len(rows))
+
+
+@pytest.mark.parametrize("exclude_bos,exclude_current", [(False, False), (True, False), (False, True), (True, True)])
+def test_scores_equal_transformerlens_definition_on_dense_patterns(wired, exclude_bos, exclude_current):
+    from interp.heads.sequences import repeated_random
+
+    length, samples = 10, 4
+    got = scan(wired, ["prev_token", "duplicate", "induction"], lengths=(length,), samples=samples,
+               text_tokens=16, text_samples=1, exclude_bos=exclude_bos, exclude_current=exclude_current,
+               causal_checks=False, progress=False)
+    ids = repeated_random(wired, length, samples, seed=0 + length)
+    wired.hf.set_attn_implementation("interp_eager")
+    try:
+        with torch.no_grad():
+            att = wired.hf(input_ids=ids, output_attentions=True).attentions
+    finally:
+        wired.hf.set_attn_implementation("interp_sdpa")
+    n = ids.shape[1]
+    dets = {"prev_token": [], "duplicate": [], "induction": []}
+    for seq in ids:
+        dup = (seq[:, None] == seq[None, :]).double().tril(-1)
+        ind = torch.zeros_like(dup)
+        ind[:, 1:] = dup[:, :-1]
+        dets["prev_token"].append(torch.diag(torch.ones(n - 1, dtype=torch.double), -1))
+        dets["duplicate"].append(dup)
+        dets["induction"].append(ind.tril())
+    rows = {"prev_token": torch.arange(n), "duplicate": torch.arange(n - length, n), "induction": torch.arange(n - length, n)}
+    for score in dets:
+        for layer in range(2):
+            expected, mass = _tl_mul([a for a in att[layer]], dets[score], rows[score], exclude_bos, exclude_current)
+            meaningful = (mass > 1e-3).numpy()  # heads with (nearly) all mass on excluded keys score 0 here
+            np.testing.assert_allclose(got.matrix(score)[layer][meaningful], expected.numpy()[meaningful], atol=1e-5, err_msg=score)
+            assert np.all(got.matrix(score)[layer][(mass < 1e-6).numpy()] == 0)
+
+
+def test_induction_ablation_check_hurts_more_than_random(wired_scores):
+    check = wired_scores.checks["induction_ablation"]
+    assert check["top_heads"][0] == "1.0"
+    assert check["loss_increase_top"] > 1.0
+    assert check["loss_increase_top"] > 5 * max(check["loss_increase_random_mean"], 0.01)
+
+
+def test_retrieval_copy_score_matches_hand_count():
+    prompt = torch.tensor([5, 6, 7, 8, 9, 7, 3])
+    span = (2, 5)  # answer tokens 7, 8, 9
+    generated = [7, 8, 9, 4]
+    # [steps][layers=1][heads=3]: head 0 copies every answer token; head 1 points into the span
+    # at the wrong token once and at a right one once; head 2 points at a 7 outside the span.
+    argmax = [torch.tensor([[2, 3, 5]]), torch.tensor([[3, 2, 0]]), torch.tensor([[4, 4, 5]]), torch.tensor([[6, 6, 6]])]
+    score = copy_scores(prompt, span, generated, argmax)
+    np.testing.assert_allclose(score, [[3 / 3, 1 / 3, 0.0]])
+
+
+def test_rouge1_recall():
+    assert rouge1_recall("blue harbor seven", "The password is Blue Harbor seven.") == 1.0
+    assert rouge1_recall("blue harbor seven", "blue lagoon") == pytest.approx(1 / 3)
+
+
+def test_report_round_trip(wired_scores, tmp_path):
+    out = wired_scores.save(tmp_path / "report")
+    data = json.loads((out / "head_scores.json").read_text())
+    assert data["model"] == "wired-gpt2" and {"settings", "versions", "scores"} <= set(data)
+    assert {"score", "layer", "head", "value"} == set(data["scores"][0])
+    assert {"ngram1", "ngram2", "ngram3", "ngram4"} <= {r["score"] for r in data["scores"]}
+    table = pd.read_parquet(out / "head_scores.parquet")
+    assert len(table) == len(wired_scores.df)
+    page = (out / "report.html").read_text()
+    assert "plotly" in page and "Induction: mean-ablation" in page
+    again = HeadScores.load(out)
+    np.testing.assert_allclose(again.matrix("induction"), wired_scores.matrix("induction"))
+    assert list(out.parent.glob(".report*")) == []
+
+
+def test_interrupted_scan_resumes(wired, tmp_path, monkeypatch):
+    from interp.heads import head_scan as scan_module
+
+    class Killed(Exception):
+        """Stands for the process being stopped part-way."""
+
+    calls, armed = [], [True]
+    real = scan_module._score_unit
+
+    def flaky(*args, **kwargs):
+        calls.append(args[1])
+        if armed[0] and len(calls) == 3:
+            armed[0] = False
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scan_module, "_score_unit", flaky)
+    kwargs = dict(lengths=(8, 12), samples=4, batch_size=2, text_tokens=16, text_samples=2,
+                  causal_checks=False, progress=False, checkpoint=str(tmp_path / "partial"))
+    with pytest.raises(Killed):
+        scan(wired, ["induction"], **kwargs)
+    done_before = len(calls) - 1
+    calls.clear()
+    resumed = scan(wired, ["induction"], **kwargs)
+    assert len(calls) == len(scan_module._units(resumed.settings, ["induction"])) - done_before
+    monkeypatch.setattr(scan_module, "_score_unit", real)
+    fresh = scan(wired, ["induction"], **{**kwargs, "checkpoint": None})
+    np.testing.assert_allclose(resumed.matrix("induction"), fresh.matrix("induction"))
+
+
+def test_bad_input(wired, tmp_path):
+    with pytest.raises(UnknownNameError, match="unknown score 'inductoin'.*induction"):
+        scan(wired, ["inductoin"])
+    with pytest.raises(PromptTooLongError, match="context window is 32"):
+        scan(wired, ["induction"], lengths=(20,))
+    with pytest.raises(UnknownNameError, match="unknown score 'nope'"):
+        HeadScores.from_arrays({"a": np.zeros((2, 2))}, model="m").top("nope")
+
+
+def test_cli_bad_input_leaves_no_report(tmp_path, capsys):
+    from interp.cli import main
+
+    out = tmp_path / "r"
+    assert main(["heads", "no-such-model", "--out", str(out)]) == 2
+    assert main(["heads", "smollm2-135m", "--scores", "induction,bogus", "--out", str(out)]) == 2
+    assert "bogus" in capsys.readouterr().err
+    assert not out.exists()

@@ -59,6 +59,7 @@ def _score_unit(model: Model, unit: tuple[str, int, int], names: list[str], sett
     end = start + settings["batch_size"]
     excl = {"exclude_bos": settings["exclude_bos"], "exclude_current": settings["exclude_current"]}
     exclude = [k for k, on in (("bos", settings["exclude_bos"]), ("self", settings["exclude_current"])) if on]
+    wanted: list[str]
     if protocol == "random":
         ids = repeated_random(model, length, settings["samples"], settings["seed"] + length)[start:end]
         wanted = [n for n in ("prev_token", "duplicate", "induction") if n in names]

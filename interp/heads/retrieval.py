@@ -246,7 +246,8 @@ def needle_recall(model: Model, tests: list[NeedleTest], max_new_tokens: int, in
 
 def masking_check(model: Model, table, cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     """Needle recall with the top-k retrieval heads' queries zeroed while decoding, against k
-    random heads drawn outside the top 100 (Wu et al.'s control), and unmasked."""
+    random heads drawn outside the top 100 (Wu et al.'s control), and unmasked. Runs on the
+    tests of the shortest haystack length, to bound its cost."""
     from interp.heads.causal import random_heads
 
     k = cfg["mask_k"]
@@ -257,7 +258,7 @@ def masking_check(model: Model, table, cfg: dict[str, Any], progress: bool = Tru
     n_heads = model.cfg.n_heads
     ranked = [(int(i // n_heads), int(i % n_heads)) for i in order]
     top, top100 = ranked[:k], ranked[: min(100, len(ranked) // 2)]
-    tests = _tests(model, cfg)
+    tests = _tests(model, {**cfg, "lengths": sorted(cfg["lengths"])[:1]})
 
     def masked(heads):
         by_layer: dict[int, list[int]] = {}
@@ -273,7 +274,7 @@ def masking_check(model: Model, table, cfg: dict[str, Any], progress: bool = Tru
     for name, ivs in tqdm(conditions.items(), desc="retrieval masking", disable=not progress):
         recall[name] = needle_recall(model, tests, cfg["max_new_tokens"], ivs)
     return {
-        "k": k, "top_heads": [f"{layer}.{h}" for layer, h in top],
+        "k": k, "tests": len(tests), "length": sorted(cfg["lengths"])[0], "top_heads": [f"{layer}.{h}" for layer, h in top],
         "random_heads": {str(s): [f"{layer}.{h}" for layer, h in hs] for s, hs in randoms.items()},
         "recall": recall,
     }

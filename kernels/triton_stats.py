@@ -32,6 +32,16 @@ if triton is not None:
         return 2.0 * tl.sigmoid(2.0 * x) - 1.0
 
     @triton.jit
+    def _accumulate(acc, count, target, p, alpha):
+        """Rescale a rule's running mass to the new row maximum and add this block's targets."""
+        return acc * alpha + tl.sum(tl.where(target, p, 0.0), axis=1), count + tl.sum(target.to(tl.int32), axis=1)
+
+    @triton.jit
+    def _store_rule(mass_ptr, count_ptr, i, acc, count, l_i, out, cout, mass_stride, count_stride, valid_m, cmask):
+        tl.store(mass_ptr + i * mass_stride + out, acc / l_i, mask=valid_m)
+        tl.store(count_ptr + i * count_stride + cout, count, mask=cmask)
+
+    @triton.jit
     def _stats_kernel(
         q_ptr, k_ptr, tok_ptr, rows_ptr, span_ptr, first_ptr, kmask_ptr,
         lse_ptr, maxp_ptr, argmax_ptr, ent_ptr, topv_ptr, topi_ptr, mass_ptr, count_ptr,
@@ -172,46 +182,37 @@ if triton is not None:
                 cand = cand & (kk != qa)
             if R_PREV:
                 tgt = cand & (kk == qa - 1)
-                a_prev = a_prev * alpha + tl.sum(tl.where(tgt, p, 0.0), axis=1)
-                c_prev += tl.sum(tgt.to(tl.int32), axis=1)
+                a_prev, c_prev = _accumulate(a_prev, c_prev, tgt, p, alpha)
             if R_SELF:
                 tgt = vis & (kk == qa)
-                a_self = a_self * alpha + tl.sum(tl.where(tgt, p, 0.0), axis=1)
-                c_self += tl.sum(tgt.to(tl.int32), axis=1)
+                a_self, c_self = _accumulate(a_self, c_self, tgt, p, alpha)
             if R_BOS:
                 tgt = vis & (kk == first)
-                a_bos = a_bos * alpha + tl.sum(tl.where(tgt, p, 0.0), axis=1)
-                c_bos += tl.sum(tgt.to(tl.int32), axis=1)
+                a_bos, c_bos = _accumulate(a_bos, c_bos, tgt, p, alpha)
             if R_SPAN:
                 tgt = cand & (kk >= span_lo[:, None]) & (kk < span_hi[:, None])
-                a_span = a_span * alpha + tl.sum(tl.where(tgt, p, 0.0), axis=1)
-                c_span += tl.sum(tgt.to(tl.int32), axis=1)
+                a_span, c_span = _accumulate(a_span, c_span, tgt, p, alpha)
             if R_DUP:
                 kt = tl.load(tok_ptr + b * PK + keys, mask=in_k, other=-5)
                 tgt = cand & (kk < qa) & (kt[None, :] == t0[:, None])
-                a_dup = a_dup * alpha + tl.sum(tl.where(tgt, p, 0.0), axis=1)
-                c_dup += tl.sum(tgt.to(tl.int32), axis=1)
+                a_dup, c_dup = _accumulate(a_dup, c_dup, tgt, p, alpha)
             if R_NG1 or R_NG2 or R_NG3 or R_NG4:
                 k1 = tl.load(tok_ptr + b * PK + keys - 1, mask=in_k & (keys >= 1), other=-6)
                 match = cand & (kk - 1 < qa) & (k1[None, :] == t0[:, None])
                 if R_NG1:
-                    a_ng1 = a_ng1 * alpha + tl.sum(tl.where(match, p, 0.0), axis=1)
-                    c_ng1 += tl.sum(match.to(tl.int32), axis=1)
+                    a_ng1, c_ng1 = _accumulate(a_ng1, c_ng1, match, p, alpha)
                 k2 = tl.load(tok_ptr + b * PK + keys - 2, mask=in_k & (keys >= 2), other=-7)
                 match = match & (k2[None, :] == t1[:, None])
                 if R_NG2:
-                    a_ng2 = a_ng2 * alpha + tl.sum(tl.where(match, p, 0.0), axis=1)
-                    c_ng2 += tl.sum(match.to(tl.int32), axis=1)
+                    a_ng2, c_ng2 = _accumulate(a_ng2, c_ng2, match, p, alpha)
                 k3 = tl.load(tok_ptr + b * PK + keys - 3, mask=in_k & (keys >= 3), other=-8)
                 match = match & (k3[None, :] == t2[:, None])
                 if R_NG3:
-                    a_ng3 = a_ng3 * alpha + tl.sum(tl.where(match, p, 0.0), axis=1)
-                    c_ng3 += tl.sum(match.to(tl.int32), axis=1)
+                    a_ng3, c_ng3 = _accumulate(a_ng3, c_ng3, match, p, alpha)
                 k4 = tl.load(tok_ptr + b * PK + keys - 4, mask=in_k & (keys >= 4), other=-9)
                 match = match & (k4[None, :] == t3[:, None])
                 if R_NG4:
-                    a_ng4 = a_ng4 * alpha + tl.sum(tl.where(match, p, 0.0), axis=1)
-                    c_ng4 += tl.sum(match.to(tl.int32), axis=1)
+                    a_ng4, c_ng4 = _accumulate(a_ng4, c_ng4, match, p, alpha)
 
         lse = m_i + tl.log(l_i)
         out = (b * H + head) * R + r
@@ -228,32 +229,23 @@ if triton is not None:
         cout = b * R + r
         cmask = valid_m & (g == 0)  # counts are per row, not per head
         if R_PREV:
-            tl.store(mass_ptr + 0 * stride + out, a_prev / l_i, mask=valid_m)
-            tl.store(count_ptr + 0 * B * R + cout, c_prev, mask=cmask)
+            _store_rule(mass_ptr, count_ptr, 0, a_prev, c_prev, l_i, out, cout, stride, B * R, valid_m, cmask)
         if R_DUP:
-            tl.store(mass_ptr + 1 * stride + out, a_dup / l_i, mask=valid_m)
-            tl.store(count_ptr + 1 * B * R + cout, c_dup, mask=cmask)
+            _store_rule(mass_ptr, count_ptr, 1, a_dup, c_dup, l_i, out, cout, stride, B * R, valid_m, cmask)
         if R_NG1:
-            tl.store(mass_ptr + 2 * stride + out, a_ng1 / l_i, mask=valid_m)
-            tl.store(count_ptr + 2 * B * R + cout, c_ng1, mask=cmask)
+            _store_rule(mass_ptr, count_ptr, 2, a_ng1, c_ng1, l_i, out, cout, stride, B * R, valid_m, cmask)
         if R_NG2:
-            tl.store(mass_ptr + 3 * stride + out, a_ng2 / l_i, mask=valid_m)
-            tl.store(count_ptr + 3 * B * R + cout, c_ng2, mask=cmask)
+            _store_rule(mass_ptr, count_ptr, 3, a_ng2, c_ng2, l_i, out, cout, stride, B * R, valid_m, cmask)
         if R_NG3:
-            tl.store(mass_ptr + 4 * stride + out, a_ng3 / l_i, mask=valid_m)
-            tl.store(count_ptr + 4 * B * R + cout, c_ng3, mask=cmask)
+            _store_rule(mass_ptr, count_ptr, 4, a_ng3, c_ng3, l_i, out, cout, stride, B * R, valid_m, cmask)
         if R_NG4:
-            tl.store(mass_ptr + 5 * stride + out, a_ng4 / l_i, mask=valid_m)
-            tl.store(count_ptr + 5 * B * R + cout, c_ng4, mask=cmask)
+            _store_rule(mass_ptr, count_ptr, 5, a_ng4, c_ng4, l_i, out, cout, stride, B * R, valid_m, cmask)
         if R_SPAN:
-            tl.store(mass_ptr + 6 * stride + out, a_span / l_i, mask=valid_m)
-            tl.store(count_ptr + 6 * B * R + cout, c_span, mask=cmask)
+            _store_rule(mass_ptr, count_ptr, 6, a_span, c_span, l_i, out, cout, stride, B * R, valid_m, cmask)
         if R_BOS:
-            tl.store(mass_ptr + 7 * stride + out, a_bos / l_i, mask=valid_m)
-            tl.store(count_ptr + 7 * B * R + cout, c_bos, mask=cmask)
+            _store_rule(mass_ptr, count_ptr, 7, a_bos, c_bos, l_i, out, cout, stride, B * R, valid_m, cmask)
         if R_SELF:
-            tl.store(mass_ptr + 8 * stride + out, a_self / l_i, mask=valid_m)
-            tl.store(count_ptr + 8 * B * R + cout, c_self, mask=cmask)
+            _store_rule(mass_ptr, count_ptr, 8, a_self, c_self, l_i, out, cout, stride, B * R, valid_m, cmask)
 
 
 def triton_attention_stats(problem, rules, tokens, spans, row_stats, topk, exclude=(), block_r=16, block_n=32):

@@ -179,3 +179,11 @@ def test_cli_bad_input_leaves_no_report(tmp_path, capsys):
     assert main(["heads", "smollm2-135m", "--scores", "induction,bogus", "--out", str(out)]) == 2
     assert "bogus" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_retrieval_lengths_beyond_context_fail_before_any_work(wired, monkeypatch):
+    from interp.heads import head_scan
+
+    monkeypatch.setattr(head_scan, "_score_unit", lambda *a, **k: pytest.fail("work started"))
+    with pytest.raises(PromptTooLongError, match="exceed wired-gpt2's context window of 32"):
+        scan(wired, ["induction", "retrieval"], lengths=(8,), retrieval={"lengths": (64,)})

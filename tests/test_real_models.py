@@ -76,3 +76,43 @@ def test_prompt_longer_than_context_is_refused(real_model):
 
     with pytest.raises(PromptTooLongError, match=str(real_model.cfg.n_ctx)):
         real_model.run(torch.ones(1, real_model.cfg.n_ctx + 1, dtype=torch.long))
+
+
+def test_needle_test_is_recalled_and_copied_by_some_head(smollm2):
+    from interp.heads.retrieval import (
+        build_test,
+        copy_scores,
+        decode_with_argmax,
+        default_needles,
+        rouge1_recall,
+    )
+
+    needle = default_needles()[2]
+    test = build_test(smollm2, needle, 400, 0.5)
+    assert smollm2.tokenizer.decode(test.prompt_ids[0, test.span[0] : test.span[1]]).strip() == needle["answer"]
+    generated, steps = decode_with_argmax(smollm2, test, 16)
+    assert rouge1_recall(needle["answer"], smollm2.tokenizer.decode(generated)) > 0.5
+    scores = copy_scores(test.prompt_ids, test.span, generated, steps)
+    assert scores.shape == (smollm2.cfg.n_layers, smollm2.cfg.n_heads)
+    assert scores.max() == pytest.approx(1.0)  # some head copies every answer token
+    assert (scores > 0.1).mean() < 0.25  # and few do
+
+
+def test_needle_answer_that_cannot_be_located_is_an_error(smollm2):
+    from interp.errors import InterpError
+    from interp.heads.retrieval import build_test
+
+    bad = {"needle": "The code is red.", "question": "What is the code?", "answer": "green"}
+    with pytest.raises(InterpError, match="'green' is not a substring"):
+        build_test(smollm2, bad, 300, 0.5)
+    with pytest.raises(Exception, match="context window"):
+        build_test(smollm2, bad, smollm2.cfg.n_ctx + 1, 0.5)
+
+
+def test_induction_heads_found_and_causal_on_smollm2(smollm2):
+    from interp.heads import scan
+
+    scores = scan(smollm2, ["induction"], lengths=(30,), samples=4, text_samples=1, text_tokens=64, progress=False)
+    check = scores.checks["induction_ablation"]
+    assert scores.top("induction", 1)["value"][0] > 0.5
+    assert check["loss_increase_top"] > 3 * max(check["loss_increase_random_mean"], 0.1)

@@ -140,6 +140,11 @@ def scan(
         from interp.heads.retrieval import RetrievalSettings
 
         settings["retrieval"] = RetrievalSettings(**(retrieval or {})).as_dict()
+        longest = max(settings["retrieval"]["lengths"])
+        if longest > model.cfg.n_ctx:
+            raise PromptTooLongError(
+                f"needle haystacks of {longest} tokens exceed {model.name}'s context window of {model.cfg.n_ctx}"
+            )
     ckpt = Checkpoint(checkpoint, {"model": model.name, **settings})
     totals: dict[str, torch.Tensor] = {}
     units = _units(settings, names)

@@ -116,3 +116,15 @@ def test_induction_heads_found_and_causal_on_smollm2(smollm2):
     check = scores.checks["induction_ablation"]
     assert scores.top("induction", 1)["value"][0] > 0.5
     assert check["loss_increase_top"] > 3 * max(check["loss_increase_random_mean"], 0.1)
+
+
+def test_readme_notebook_example_runs(smollm2, capsys):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    code = re.search(r"## In a notebook\n\n```python\n(.*?)```", readme, re.S).group(1)
+    assert len([line for line in code.splitlines() if line.strip()]) <= 10
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "layer" in out and "head" in out

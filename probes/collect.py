@@ -58,7 +58,7 @@ def _indices(model: Model, ids: torch.Tensor, mask: torch.Tensor, position: Posi
         if not -int(lengths.min()) <= position < int(lengths.min()):
             raise InterpError(f"position {position} is outside the shortest prompt ({int(lengths.min())} tokens)")
         start = ids.shape[1] - lengths  # left padding
-        return start + position if position >= 0 else ids.shape[1] + position
+        return start + position if position >= 0 else torch.full_like(start, ids.shape[1] + position)
     if isinstance(position, dict) and "token" in position:
         token_ids = model.tokenizer(position["token"], add_special_tokens=False)["input_ids"]
         if len(token_ids) != 1:

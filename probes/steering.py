@@ -26,7 +26,10 @@ def steer(direction: Any, *, value: float | None = None, add: float | None = Non
     def op(x: torch.Tensor, site: str) -> torch.Tensor:
         uu = u.to(x.device, torch.float64)
         h = x.double()
-        shift = (value - h @ uu) if value is not None else torch.full(h.shape[:-1], float(add), dtype=h.dtype, device=h.device)
+        if value is not None:
+            shift = value - h @ uu
+        else:
+            shift = torch.full(h.shape[:-1], float(add or 0.0), dtype=h.dtype, device=h.device)
         return (h + shift[..., None] * uu).to(x.dtype)
 
     return Intervention(op, positions=positions, label="steer")

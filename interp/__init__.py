@@ -7,7 +7,7 @@
 >>> interp.attention_pattern(tr, layer=5, heads=[0], rows=[-1])       # doctest: +SKIP
 """
 
-from interp import heads, interventions
+from interp import heads, interventions, neurons
 from interp.model import Model, ModelConfig
 from interp.patterns import attention_pattern
 from interp.tracing import Trace
@@ -22,4 +22,4 @@ def load(*args, **kwargs) -> Model:
     return _load(*args, **kwargs)
 
 
-__all__ = ["Model", "ModelConfig", "Trace", "attention_pattern", "heads", "interventions", "load", "__version__"]
+__all__ = ["Model", "ModelConfig", "Trace", "attention_pattern", "heads", "interventions", "load", "neurons", "__version__"]

@@ -1,0 +1,85 @@
+"""Clamp a neuron and watch the concept's probability and the generated text change.
+
+The clamp holds the neuron's value where the down projection reads it (site
+``blocks.{l}.mlp.hook_post``: ``act(gate) * up`` in gated MLPs, ``act(c_fc)`` in GPT-2) at a
+fixed number on every position, also at each step of ``generate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from interp.interventions import Index, set_value
+from interp.neurons.decoding import token_strings
+from interp.neurons.find import _used_ids, concept_tokens
+from interp.neurons.vectors import check_neuron
+
+
+def clamp(model: Any, layer: int, neuron: int, value: float, *, positions: Index = None) -> dict[str, Any]:
+    """An ``interventions=`` dict holding one neuron's post-activation value at ``value``.
+
+    >>> iv = interp.neurons.clamp(model, 12, 345, 8.0)                           # doctest: +SKIP
+    >>> model.generate("My favourite animal is the", interventions=iv)           # doctest: +SKIP
+    """
+    check_neuron(model, layer, neuron)
+    return {f"blocks.{layer}.mlp.hook_post": set_value(float(value), units=[neuron], positions=positions)}
+
+
+@dataclass
+class SteerResult:
+    """The concept's next-token probability and the generated text, without and with the clamp."""
+
+    layer: int
+    neuron: int
+    value: float
+    prompt: str
+    concept_tokens: list[str]
+    p_base: float
+    p_clamped: float
+    text_base: str
+    text_clamped: str
+
+    @property
+    def ratio(self) -> float:
+        return self.p_clamped / self.p_base if self.p_base > 0 else float("inf")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ratio": self.ratio}
+
+
+def concept_prob(model: Any, prompt: str, ids: Sequence[int], interventions: dict[str, Any] | None = None) -> float:
+    """Probability that the next token after ``prompt`` is one of ``ids`` (summed)."""
+    logits = model.run(prompt, interventions=interventions)[0, -1].float()
+    return float(torch.softmax(logits, -1)[list(ids)].sum())
+
+
+def steer(
+    model: Any,
+    layer: int,
+    neuron: int,
+    value: float,
+    prompt: str,
+    concept: str | Sequence[str],
+    max_new_tokens: int = 20,
+) -> SteerResult:
+    """Next-token probability of the concept (its tokens with and without a leading space,
+    summed) and the greedy continuation, without and with ``clamp(model, layer, neuron, value)``.
+
+    >>> r = interp.neurons.steer(model, 12, 345, 8.0, "My favourite animal is the", "dog")  # doctest: +SKIP
+    >>> r.ratio, r.text_clamped                                                   # doctest: +SKIP
+    """
+    check_neuron(model, layer, neuron)
+    table = concept_tokens(model, concept)
+    ids = _used_ids(table)
+    iv = clamp(model, layer, neuron, value)
+    names = token_strings(model.tokenizer, ids)
+    return SteerResult(
+        layer=layer, neuron=neuron, value=float(value), prompt=prompt, concept_tokens=[names[i] for i in ids],
+        p_base=concept_prob(model, prompt, ids), p_clamped=concept_prob(model, prompt, ids, iv),
+        text_base=model.generate(prompt, max_new_tokens)[0],
+        text_clamped=model.generate(prompt, max_new_tokens, interventions=iv)[0],
+    )

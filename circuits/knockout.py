@@ -1,0 +1,142 @@
+"""Attention-edge knockout: stop chosen queries from reading chosen keys, through the attention mask.
+
+An edge ``(query i, key j)`` is removed by masking the score ``q_i·k_j`` before the softmax, in
+chosen layers (and optionally chosen query heads), so the row renormalises over the keys it
+may still see (Cho et al., "Revisiting In-context Learning Inference Circuit", ``Masked_ICL_inference``;
+the paper adds ``finfo.min``, a boolean mask is the same softmax). The mask is handed to the
+model's own attention function (SDPA stays SDPA: it gets a mask tensor instead of ``is_causal``),
+so no forward pass is rewritten. Hooks are removed when the block ends, also on errors.
+
+>>> import torch
+>>> from interp.circuits.knockout import knockout, edges_mask
+>>> blocked = edges_mask([[(5, 2), (5, 3)]], n=8)        # query 5 may not read keys 2 and 3
+>>> blocked.shape
+torch.Size([1, 8, 8])
+>>> with knockout(model, blocked, layers=[0, 1]):        # doctest: +SKIP
+...     logits = model.run(ids)                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from interp.model import Model
+
+
+def edges_mask(edges: Sequence[Iterable[tuple[int, int]]], n: int) -> torch.Tensor:
+    """Per-item lists of ``(query, key)`` pairs to a boolean ``[batch, n, n]`` block matrix.
+
+    Negative positions count from the end (``-1`` is the last token).
+    """
+    out = torch.zeros(len(edges), n, n, dtype=torch.bool)
+    for b, pairs in enumerate(edges):
+        for q, k in pairs:
+            if not (-n <= q < n and -n <= k < n):
+                raise IndexError(f"edge ({q}, {k}) of item {b} is outside a sequence of {n} tokens")
+            out[b, q % n, k % n] = True
+    return out
+
+
+def _base_allowed(module: torch.nn.Module, n_q: int, n_k: int, device: torch.device) -> torch.Tensor:
+    """The mask the layer would use with no mask tensor: causal, and its sliding window if it has one."""
+    q_abs = torch.arange(n_q, device=device)[:, None] + (n_k - n_q)
+    keys = torch.arange(n_k, device=device)[None, :]
+    allowed = keys <= q_abs
+    window = getattr(module, "sliding_window", None)
+    if isinstance(window, int) and window > 0:
+        allowed &= q_abs - keys < window
+    return allowed[None, None]
+
+
+def _combine(base: torch.Tensor | None, module: torch.nn.Module, blocked: torch.Tensor, heads: list[int] | None,
+             n_heads: int, dtype: torch.dtype, additive: bool) -> torch.Tensor:
+    b, n_q, n_k = blocked.shape
+    drop = blocked[:, None]  # [b, 1, q, k]
+    if heads is not None:
+        sel = torch.zeros(n_heads, dtype=torch.bool, device=blocked.device)
+        sel[heads] = True
+        drop = drop & sel[None, :, None, None]
+    if base is None:
+        base = _base_allowed(module, n_q, n_k, blocked.device)
+        if additive:
+            base = torch.zeros((), dtype=dtype, device=blocked.device).masked_fill(~base, torch.finfo(dtype).min)
+    if base.shape[-2:] != (n_q, n_k):
+        raise ValueError(f"knockout mask covers {n_q} queries x {n_k} keys but the layer sees "
+                         f"{base.shape[-2]} x {base.shape[-1]}; knockout needs a full forward pass without a KV cache")
+    if base.dtype == torch.bool:
+        allowed = base & ~drop
+        lost = base.any(-1) & ~allowed.any(-1)
+        new = allowed
+    else:
+        new = base.masked_fill(drop, torch.finfo(base.dtype).min)
+        visible = base > torch.finfo(base.dtype).min / 2
+        lost = visible.any(-1) & ~(visible & ~drop).any(-1)
+    if bool(lost.any()):
+        item, _, row = (int(x) for x in lost.nonzero()[0])
+        raise ValueError(f"knockout leaves query {row} of item {item} with no key to attend to; keep at least "
+                         "one edge per row (e.g. never block a token's edge to itself)")
+    return new
+
+
+@contextlib.contextmanager
+def knockout(
+    model: Model,
+    blocked: torch.Tensor,
+    layers: Iterable[int] | None = None,
+    heads: Sequence[int] | None = None,
+) -> Iterator[None]:
+    """Block query→key edges while the block runs.
+
+    Args:
+        blocked: bool ``[batch, pos, pos]`` (query, key): True removes the edge. Its batch and
+            length must be those of the inputs run inside the block (see ``edges_mask``).
+        layers: layers where the edges are removed (default: all).
+        heads: query heads where they are removed (default: all heads of those layers).
+
+    Rows of real tokens must keep at least one visible key (else a clear error).
+    """
+    if blocked.dtype != torch.bool or blocked.ndim != 3 or blocked.shape[1] != blocked.shape[2]:
+        raise ValueError(f"blocked must be a bool [batch, pos, pos] tensor, got {blocked.dtype} {tuple(blocked.shape)}")
+    chosen = sorted({model.check_layer(layer) for layer in (range(model.cfg.n_layers) if layers is None else layers)})
+    head_list = model.check_heads(heads) if heads is not None else None
+    additive = not str(model.hf.config._attn_implementation).endswith("sdpa")
+    handles = []
+    # Layers that share a mask share the knocked-out mask; the base is kept so its id stays unique.
+    cache: dict[tuple, tuple[Any, torch.Tensor]] = {}
+
+    def pre_hook(module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]):
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        if hidden is None:
+            raise RuntimeError("knockout: the attention module was called without hidden_states")
+        if hidden.shape[0] != blocked.shape[0] or hidden.shape[1] != blocked.shape[1]:
+            raise ValueError(f"knockout mask is for {blocked.shape[0]} items of {blocked.shape[1]} tokens, "
+                             f"but the model runs {hidden.shape[0]} items of {hidden.shape[1]} tokens")
+        base = kwargs.get("attention_mask")
+        key = (id(base), getattr(module, "sliding_window", None))
+        if key not in cache:
+            cache[key] = (base, _combine(base, module, blocked.to(hidden.device), head_list, model.cfg.n_heads,
+                                         hidden.dtype, additive))
+        return args, {**kwargs, "attention_mask": cache[key][1]}
+
+    try:
+        for layer in chosen:
+            module = model.module(f"{model.adapter.layers}.{layer}.{model.adapter.attn}")
+            handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def run_with_knockout(model: Model, inputs: Any, blocked: torch.Tensor, layers: Iterable[int] | None = None,
+                      heads: Sequence[int] | None = None, *, last_only: bool = False) -> torch.Tensor:
+    """Logits under a knockout; ``last_only`` computes the last position's logits only ``[batch, vocab]``."""
+    tokens = model.to_tokens(inputs)
+    with knockout(model, blocked, layers, heads), torch.no_grad():
+        extra = {"logits_to_keep": 1} if last_only else {}
+        logits = model.hf(**tokens, use_cache=False, **extra).logits
+    return logits[:, -1] if last_only else logits

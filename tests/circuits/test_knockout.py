@@ -1,0 +1,115 @@
+"""Attention-edge knockout against a dense float64 reference, and as removal of information."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import NullTokenizer, build, padded_batch
+
+from interp import Model
+from interp.circuits.knockout import edges_mask, knockout, run_with_knockout
+
+FAMILIES = ["llama", "mistral", "gpt2", "qwen3"]  # GQA, MQA + sliding window, MHA + absolute positions, q/k norms
+
+
+def tiny(family: str, attn: str = "sdpa") -> Model:
+    return Model(build(family, attn=attn), NullTokenizer(), name=f"tiny-{family}")
+
+
+def dense_z(tr, layer: int, blocked: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """softmax(q·kᵀ) v in float64 with the causal, window, padding and knockout masks: [b, pos, H, d]."""
+    q = tr[f"blocks.{layer}.attn.hook_q"].double()
+    k = tr[f"blocks.{layer}.attn.hook_k"].double()
+    v = tr[f"blocks.{layer}.attn.hook_v"].double()
+    spec = tr.specs[layer]
+    group = spec.group
+    k, v = k.repeat_interleave(group, dim=2), v.repeat_interleave(group, dim=2)
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * spec.scaling
+    n = q.shape[1]
+    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    ok = j <= i
+    if spec.sliding_window is not None:
+        ok &= i - j < spec.sliding_window
+    ok = ok[None] & mask.bool()[:, None, :] & ~blocked
+    scores = scores.masked_fill(~ok[:, None], float("-inf"))
+    probs = torch.nan_to_num(torch.softmax(scores, dim=-1))
+    return torch.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_knockout_matches_dense_reference(family):
+    model = tiny(family)
+    batch = padded_batch(seed=1, lengths=(20, 14))
+    n = batch["input_ids"].shape[1]
+    g = torch.Generator().manual_seed(0)
+    blocked = torch.rand(2, n, n, generator=g) < 0.3
+    blocked &= ~torch.eye(n, dtype=torch.bool)  # every row keeps its own key
+    sites = ["blocks.1.attn.hook_q", "blocks.1.attn.hook_k", "blocks.1.attn.hook_v", "blocks.1.attn.hook_z",
+             "blocks.0.attn.hook_z"]
+    with knockout(model, blocked, layers=[1]), model.trace(batch, sites=sites) as tr:
+        pass
+    real = batch["attention_mask"].bool()
+    got, want = tr["blocks.1.attn.hook_z"], dense_z(tr, 1, blocked, batch["attention_mask"])
+    assert (got.double() - want).abs()[real].max() < 1e-5
+    with model.trace(batch, sites=["blocks.0.attn.hook_z", "blocks.1.attn.hook_z"]) as clean:
+        pass
+    # Layer 0 is untouched; layer 1 really changed.
+    assert torch.equal(tr["blocks.0.attn.hook_z"], clean["blocks.0.attn.hook_z"])
+    assert (clean["blocks.1.attn.hook_z"] - got).abs()[real].max() > 1e-3
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_knockout_of_all_edges_into_a_position_removes_its_information(family):
+    model = tiny(family)
+    ids = torch.randint(1, 128, (1, 16), generator=torch.Generator().manual_seed(2))
+    p = 6
+    blocked = torch.zeros(1, 16, 16, dtype=torch.bool)
+    blocked[0, p + 1 :, p] = True  # no later query reads position p, in any layer
+    other = ids.clone()
+    other[0, p] = (ids[0, p] + 17) % 127 + 1
+    a = run_with_knockout(model, ids, blocked)
+    b = run_with_knockout(model, other, blocked)
+    keep = [i for i in range(16) if i != p]
+    assert torch.allclose(a[0, keep], b[0, keep], atol=1e-5)
+    # Without the knockout the token at p does matter downstream.
+    assert (model.run(ids)[0, p + 1 :] - model.run(other)[0, p + 1 :]).abs().max() > 1e-3
+
+
+def test_knockout_eager_equals_sdpa():
+    sdpa, eager = tiny("llama"), tiny("llama", attn="eager")
+    ids = torch.randint(1, 128, (2, 12), generator=torch.Generator().manual_seed(3))
+    blocked = edges_mask([[(11, 3), (11, 4), (7, 0)], [(5, 1)]], n=12)
+    a = run_with_knockout(sdpa, ids, blocked, layers=[0, 2])
+    b = run_with_knockout(eager, ids, blocked, layers=[0, 2])
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_knockout_per_head_and_hooks_removed():
+    model = tiny("llama")
+    ids = torch.randint(1, 128, (1, 10), generator=torch.Generator().manual_seed(4))
+    blocked = edges_mask([[(9, j) for j in range(9)]], n=10)  # the last query reads only itself
+    with knockout(model, blocked, layers=[0], heads=[1]), model.trace(ids, sites="blocks.0.attn.hook_z") as tr:
+        pass
+    with model.trace(ids, sites="blocks.0.attn.hook_z") as clean:
+        pass
+    z, z0 = tr["blocks.0.attn.hook_z"], clean["blocks.0.attn.hook_z"]
+    assert torch.equal(z[0, :, 0], z0[0, :, 0]) and not torch.allclose(z[0, -1, 1], z0[0, -1, 1])
+    # A row that reads only itself takes its own value: v of its kv head (head 1 -> kv 0 in GQA 4:2).
+    with model.trace(ids, sites="blocks.0.attn.hook_v") as tv:
+        pass
+    assert torch.allclose(z[0, -1, 1], tv["blocks.0.attn.hook_v"][0, -1, 0], atol=1e-6)
+    assert all(not m._forward_pre_hooks for m in model.hf.modules())
+
+
+def test_knockout_errors():
+    model = tiny("llama")
+    ids = torch.randint(1, 128, (1, 8))
+    with pytest.raises(ValueError, match="no key to attend"):
+        run_with_knockout(model, ids, edges_mask([[(3, j) for j in range(4)]], n=8))
+    with pytest.raises(ValueError, match="items of"):
+        run_with_knockout(model, ids, edges_mask([[(3, 1)]], n=9))
+    with pytest.raises(IndexError, match="outside"):
+        edges_mask([[(9, 1)]], n=8)
+    with pytest.raises(IndexError, match="layer 7"):
+        run_with_knockout(model, ids, edges_mask([[(3, 1)]], n=8), layers=[7])
+    assert all(not m._forward_pre_hooks for m in model.hf.modules())

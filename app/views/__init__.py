@@ -1,0 +1,1 @@
+"""One module per page of the explorer; Streamlit runs each as a script (see ``interp.app.main``)."""

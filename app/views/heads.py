@@ -1,0 +1,152 @@
+"""Head scores: heatmaps per score, a sortable table of heads, and one head's attention on a prompt.
+
+The attention view traces only the chosen layer's q and k and recomputes softmax rows for the
+chosen query positions (``interp.attention_pattern``), so the model keeps its fast attention
+and a long prompt costs one forward pass plus a few rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from interp.app import figures, model_cache, ui
+
+DEFAULT_PROMPT = ("Mr and Mrs Dursley, of number four, Privet Drive, were proud to say that they were perfectly "
+                  "normal. Mr and Mrs Dursley, of number four, Privet Drive, were proud to say")
+QUICK = {"lengths": (25, 50), "samples": 4, "text_tokens": 256, "text_samples": 2}
+MAX_ROWS = 12  # query rows drawn token by token
+
+
+def _quick_scan(spec: str) -> Any:
+    """A small scan of the picked model, one score at a time with a progress bar."""
+    from interp.heads import HeadScores
+    from interp.heads.head_scan import PATTERN_SCORES, scan
+
+    chosen = st.multiselect("Scores", list(PATTERN_SCORES), default=["prev_token", "induction"], key="scan_scores",
+                            help="Retrieval needs 1-2k token haystacks and generation: run `interp heads` for it.")
+    st.caption(f"Quick settings {QUICK}, no causal checks. `interp heads` runs the full protocol.")
+    if st.button("Run scan", key="run_scan", disabled=not chosen):
+        parts = []
+        bar = st.progress(0.0, text="starting")
+        with model_cache.using(spec) as model:
+            for i, score in enumerate(chosen):
+                bar.progress(i / len(chosen), text=f"scanning {score} ({i + 1}/{len(chosen)})")
+                parts.append(scan(model, [score], causal_checks=False, progress=False, **QUICK))  # type: ignore[arg-type]
+        bar.progress(1.0, text="done")
+        df = pd.concat([p.df for p in parts]).drop_duplicates(["score", "layer", "head"])
+        st.session_state["scan_result"] = HeadScores(
+            df, model=parts[0].model, n_layers=parts[0].n_layers, n_heads=parts[0].n_heads,
+            settings={**parts[0].settings, "scores": chosen}, versions=parts[0].versions)
+    return st.session_state.get("scan_result")
+
+
+def _heatmaps(scores: Any) -> None:
+    base = [s for s in scores.scores if not s.endswith("_text") and not s[-1].isdigit()]
+    shown = st.multiselect("Heatmaps", scores.scores, default=base[:4] or scores.scores[:1], key="heatmap_scores")
+    cols = st.columns(2)
+    for i, score in enumerate(shown):
+        with cols[i % 2]:
+            st.plotly_chart(scores.heatmap(score), key=f"heatmap_{score}")
+
+
+def _table(scores: Any) -> tuple[int, int] | None:
+    """The heads sorted by a score; a selected row picks the head."""
+    by = st.selectbox("Sort heads by", scores.scores, index=scores.scores.index("induction")
+                      if "induction" in scores.scores else 0, key="sort_by")
+    wide = scores.wide().reset_index().sort_values(by, ascending=False, kind="stable").reset_index(drop=True)
+    event = st.dataframe(wide, hide_index=True, height=300, on_select="rerun", selection_mode="single-row",
+                         key="heads_table", column_config={s: st.column_config.NumberColumn(format="%.3f")
+                                                           for s in scores.scores})
+    rows = event.selection.rows if event is not None and hasattr(event, "selection") else []
+    if rows:
+        row = wide.iloc[rows[0]]
+        return int(row["layer"]), int(row["head"])
+    return int(wide.loc[0, "layer"]), int(wide.loc[0, "head"])
+
+
+def _tokens(model: Any, ids: list[int]) -> list[str]:
+    return [model.tokenizer.decode([i]) for i in ids]
+
+
+@ui.cached
+def _trace(spec: str, prompt: str, layer: int) -> tuple[Any, list[int]]:
+    """One forward pass capturing the layer's q and k (kept for other heads and rows)."""
+    with model_cache.using(spec) as model:
+        sites = [f"blocks.{layer}.attn.hook_q", f"blocks.{layer}.attn.hook_k"]
+        with model.trace(prompt, sites=sites) as tr:
+            pass
+    return tr, [int(i) for i in tr.input_ids[0].tolist()]
+
+
+def _attention(spec: str, scores: Any, pick: tuple[int, int]) -> None:
+    import interp
+
+    st.subheader("Attention of one head on your prompt")
+    model = model_cache.load(spec)
+    ui.model_mismatch(scores.model, model)
+    c1, c2 = st.columns(2)
+    # The table's selection seeds the inputs; typing in them overrides it.
+    if st.session_state.get("_picked") != pick:
+        st.session_state["_picked"] = pick
+        st.session_state["layer"], st.session_state["head"] = pick
+    layer = c1.number_input("Layer", min_value=0, step=1, key="layer")
+    head = c2.number_input("Head", min_value=0, step=1, key="head")
+    prompt = st.text_area("Prompt", DEFAULT_PROMPT, key="prompt", height=90)
+    if not prompt.strip():
+        st.error("Type a prompt to see the head's attention on it.")
+        return
+    model.check_layer(int(layer))
+    model.check_heads([int(head)])
+    with st.spinner("Running the model…"):
+        tr, ids = _trace(spec, prompt, int(layer))
+    tokens = _tokens(model, ids)
+    n = len(ids)
+    labels = [f"{i}: {figures.token_label(t)}" for i, t in enumerate(tokens)]
+    rows = st.multiselect(f"Query tokens (at most {MAX_ROWS}; only these rows are computed)", range(n),
+                          default=[n - 1], format_func=lambda i: labels[i], max_selections=MAX_ROWS, key="rows")
+    if not rows:
+        st.info("Pick at least one query token.")
+        return
+    rows = sorted(rows)
+    probs = interp.attention_pattern(tr, int(layer), heads=[int(head)], rows=rows)[0, 0].numpy()  # [rows, keys]
+    st.caption(f"{n} tokens; {len(rows)} of {n} rows computed. Shade: attention weight (darkest = the row's maximum).")
+    for r, weights in zip(rows, probs, strict=True):
+        top = int(weights.argmax())
+        st.markdown(f"**{labels[r]}** attends most to {labels[top]} ({weights[top]:.3f})")
+        st.html(figures.attention_html(tokens, weights, r))
+    if len(rows) > 1:
+        st.plotly_chart(figures.attention_heatmap(probs, tokens, rows, f"L{layer}H{head}"), key="attn_heatmap")
+
+
+def page() -> None:
+    st.title("Head scores")
+    spec = ui.model_spec()
+    sources = ["Saved report"] + (["Quick scan of the picked model"] if spec else [])
+    source = st.radio("Source", sources, horizontal=True, key="heads_source")
+    scores = None
+    with ui.shown_errors("Head scores"):
+        if source == "Saved report":
+            report = ui.pick_report("heads")
+            scores = ui.read(report) if report is not None else None
+        else:
+            assert spec is not None
+            scores = _quick_scan(spec)
+    if scores is None:
+        return
+    st.caption(f"{scores.model}: {scores.n_layers} layers × {scores.n_heads} heads; scores: {', '.join(scores.scores)}")
+    _heatmaps(scores)
+    st.subheader("Heads")
+    pick = _table(scores)
+    if pick is None:
+        return
+    spec = ui.need_model("The attention view")
+    if spec is not None:
+        with ui.shown_errors("Attention view"):
+            _attention(spec, scores, pick)
+
+
+if __name__ == "__main__":
+    page()

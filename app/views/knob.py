@@ -1,0 +1,121 @@
+"""The knob: context vs prior answers, and the residual direction that switches between them.
+
+The plots come from ``knob.json`` alone. With a model, a slider sets the projection of the
+chosen layer's residual stream on ``direction.safetensors`` (``interp.probes.steer``) at the
+prompt's last token and shows which answer the model then prefers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from interp.app import figures, model_cache, report_files, ui
+
+
+def _summary(report: report_files.KnobReport) -> None:
+    d = report.data
+    c = st.columns(5)
+    c[0].metric("accuracy, prior intent", f"{d['accuracy']['prior']:.0%}")
+    c[1].metric("accuracy, context intent", f"{d['accuracy']['context']:.0%}")
+    c[2].metric("flip rate, DAS", f"{d['flip_rate'].get('das', float('nan')):.0%}")
+    c[3].metric("flip rate, diff. of means", f"{d['flip_rate'].get('diff_means', float('nan')):.0%}")
+    c[4].metric("flip rate, random direction", f"{d['random_flip_rate']:.0%}")
+    st.caption(f"{d['model']}: direction at `{report.site}`; localised layers {d['layers']}; "
+               f"correlation of the projection with the intent {d['correlation']:.2f}.")
+    left, right = st.columns(2)
+    left.plotly_chart(figures.knob_sweep(report.sweep), key="knob_sweep")
+    right.plotly_chart(figures.knob_patching(report.patching, int(d["layer"])), key="knob_patching")
+
+
+@ui.cached
+def _direction(path: str, stamp: int, d_model: int) -> Any:
+    return report_files.read_direction(Path(path), d_model)
+
+
+def _item(row: pd.Series) -> Any:
+    from interp.probes.knob_task import KnobItem
+
+    return KnobItem(subject="", prior=str(row["prior_answer"]), context_object=str(row["context_answer"]),
+                    context=str(row["context"]), query=str(row["question"]))
+
+
+def answer(logits: np.ndarray) -> tuple[str, float]:
+    """Which of (prior, context) wins, and the context answer's share of the two-way softmax."""
+    p = np.exp(logits - logits.max())
+    p = p / p.sum()
+    return ("context" if logits[1] > logits[0] else "prior"), float(p[1])
+
+
+def _slider(spec: str, report: report_files.KnobReport) -> None:
+    from interp.probes import steer
+    from interp.probes.knob_task import choice_logits, prompt
+
+    st.subheader("Turn the knob")
+    model = model_cache.load(spec)
+    ui.model_mismatch(report.data["model"], model)
+    u = _direction(str(report.direction_path), report.direction_path.stat().st_mtime_ns
+                   if report.direction_path.exists() else 0, model.cfg.d_model)
+    model.check_layer(int(report.data["layer"]))
+    items = report.items
+    i = st.selectbox("Item", range(len(items)), key="knob_item",
+                     format_func=lambda j: f"{items.iloc[j]['context']} — {items.iloc[j]['question']}")
+    intent = st.radio("Instruction in the prompt", ["context", "prior"], horizontal=True, key="knob_intent")
+    values = report.sweep["value"].astype(float)
+    lo, hi = (float(values.min()), float(values.max())) if len(values) else (-10.0, 10.0)
+    lo, hi = (lo, hi) if hi > lo else (lo - 1.0, hi + 1.0)
+    value = st.slider("Projection value along the direction", lo, hi, float(np.clip(0.0, lo, hi)),
+                      step=(hi - lo) / 100, key="knob_value")
+    item = _item(items.iloc[i])
+    site = report.site
+    with st.spinner("Running the model…"), model_cache.using(spec) as m:
+        text = prompt(m, item, intent)  # type: ignore[arg-type]
+        base = choice_logits(m, [item], intent)[0]  # type: ignore[arg-type]
+        steered = choice_logits(m, [item], intent, interventions={site: steer(u, value=value)})[0]  # type: ignore[arg-type]
+        reading = float(_projection(m, text, site, u))
+        out = m.generate(text, 4, interventions={site: steer(u, value=value)})[0]
+    st.caption(f"The prompt's own projection at `{site}` (last token) is {reading:.2f}.")
+    c1, c2 = st.columns(2)
+    for col, title, logits in ((c1, "Without steering", base), (c2, f"Projection set to {value:.2f}", steered)):
+        which, share = answer(logits)
+        word = item.context_object if which == "context" else item.prior
+        col.markdown(f"**{title}**")
+        col.metric("answer", f"{word} ({which})", help="the larger logit of the two answers' first tokens")
+        col.progress(share, text=f"context {share:.0%} · prior {1 - share:.0%}")
+    st.markdown(f"Steered generation: `{out.strip()}`")
+
+
+def _projection(model: Any, text: str, site: str, u: Any) -> float:
+    from interp.probes import projection
+
+    with model.trace(text, sites=[site]) as tr:
+        pass
+    return float(projection(tr[site][0, -1], u))
+
+
+def page() -> None:
+    st.title("Knob: context vs prior")
+    report = ui.pick_report("knob")
+    if report is None:
+        return
+    data = None
+    with ui.shown_errors("Knob report"):
+        loaded = ui.read(report)
+        _summary(loaded)
+        with st.expander(f"{len(loaded.items)} items"):
+            st.dataframe(loaded.items, hide_index=True)
+        data = loaded
+    if data is None:
+        return
+    spec = ui.need_model("The knob slider")
+    if spec is not None:
+        with ui.shown_errors("Knob slider"):
+            _slider(spec, data)
+
+
+if __name__ == "__main__":
+    page()

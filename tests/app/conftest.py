@@ -1,0 +1,46 @@
+"""Fixtures for the app tests: report folders, a tiny model folder, and AppTest on the real entry script."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit", reason="the app needs streamlit (pip install 'interp[app]')")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from report_fixtures import write_all, write_tiny_model  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
+TIMEOUT = 60  # seconds per script run; the first one imports torch and transformers
+
+
+@pytest.fixture(scope="session")
+def reports_root(tmp_path_factory) -> Path:
+    return write_all(tmp_path_factory.mktemp("reports"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture
+def app(monkeypatch) -> Callable[..., AppTest]:
+    """``app(page, reports=DIR, model=SPEC)``: the real app, run once on ``page``."""
+
+    def make(page: str = "heads", reports: Path | None = None, model: Path | str | None = None) -> AppTest:
+        monkeypatch.setenv("INTERP_APP_REPORTS", str(reports or Path("/nonexistent-reports")))
+        if model is None:
+            monkeypatch.delenv("INTERP_APP_MODEL", raising=False)
+        else:
+            monkeypatch.setenv("INTERP_APP_MODEL", str(model))
+        at = AppTest.from_file(str(MAIN), default_timeout=TIMEOUT).run()
+        if page != "heads":
+            at.switch_page(f"views/{page}.py").run()
+        return at
+
+    return make

@@ -1,0 +1,153 @@
+"""Small report folders in the schemas the app reads, and a tiny model folder that ``interp.load`` opens.
+
+The knob and circuits schemas are those the app was built against (their real reports come from
+case studies); the numbers here are made up but shaped like real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+TINY_NAME = "tiny-llama"  # the tiny model folder's name, which interp.load uses as the model's name
+KNOB_ITEMS = [
+    {"context": "Paris is in England.", "question": "Where is Paris?", "prior_answer": "France", "context_answer": "England"},
+    {"context": "Rome is in Spain.", "question": "Where is Rome?", "prior_answer": "Italy", "context_answer": "Spain"},
+    {"context": "Berlin is in Japan.", "question": "Where is Berlin?", "prior_answer": "Germany", "context_answer": "Japan"},
+]
+
+
+def write_heads(folder: Path, model: str = TINY_NAME, layers: int = 3, heads: int = 4) -> Path:
+    """A head-score report with a planted induction head (L2H1) and previous-token head (L1H3)."""
+    from interp.heads import HeadScores
+
+    rng = np.random.default_rng(0)
+    arrays = {s: rng.uniform(0, 0.2, (layers, heads)) for s in ("prev_token", "duplicate", "induction", "induction_text")}
+    arrays["induction"][2, 1] = 0.9
+    arrays["prev_token"][1, 3] = 0.8
+    return HeadScores.from_arrays(arrays, model=model, settings={"seed": 0}).save(folder)
+
+
+def write_neurons(folder: Path, model: str = TINY_NAME, layers: int = 3, d_mlp: int = 96, k: int = 5) -> Path:
+    """A decode table (``interp neurons --out``) where L1N7 and L2N3 decode to ' dog'."""
+    rng = np.random.default_rng(1)
+    words = [" the", " cat", " sat", " mat", " ran", " red", " a", " of", " dog", "dog"]
+    rows = []
+    for layer in range(layers):
+        for neuron in range(d_mlp):
+            toks = list(rng.choice(words[:-2], k, replace=False))
+            if (layer, neuron) in ((1, 7), (2, 3)):
+                toks[0 if layer == 1 else 2] = " dog"
+            probs = np.sort(rng.uniform(0.001, 0.05, k))[::-1]
+            rows += [{"layer": layer, "neuron": neuron, "rank": r + 1, "token": t, "token_id": 0, "prob": float(p)}
+                     for r, (t, p) in enumerate(zip(toks, probs, strict=True))]
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(folder / "neurons.parquet", index=False)
+    return folder
+
+
+def knob_data(model: str = TINY_NAME, layer: int = 1, n_layers: int = 3) -> dict:
+    values = np.linspace(-8, 8, 9)
+    sweep = []
+    for method, slope in (("das", 1.0), ("diff_means", 0.7), ("random", 0.0)):
+        share = 1 / (1 + np.exp(-slope * values / 2)) if slope else np.full_like(values, 0.5)
+        sweep += [{"method": method, "value": float(v), "context_share": float(s), "prior_share": float(1 - s)}
+                  for v, s in zip(values, share, strict=True)]
+    return {
+        "model": model, "settings": {"items": len(KNOB_ITEMS), "seed": 0},
+        "accuracy": {"prior": 0.62, "context": 0.91}, "layers": [layer], "layer": layer,
+        "flip_rate": {"das": 0.84, "diff_means": 0.71}, "random_flip_rate": 0.04, "correlation": 0.77,
+        "patching": [{"layer": i, "effect": float(0.8 if i == layer else 0.1 * i)} for i in range(n_layers)],
+        "sweep": sweep, "items": KNOB_ITEMS,
+    }
+
+
+def write_knob(folder: Path, d_model: int = 64, **kwargs) -> Path:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "knob.json").write_text(json.dumps(knob_data(**kwargs), indent=1))
+    u = torch.randn(d_model, generator=torch.Generator().manual_seed(0))
+    save_file({"direction": u / u.norm()}, str(folder / "direction.safetensors"))
+    return folder
+
+
+def icl_data(model: str = TINY_NAME, n_layers: int = 3, n_heads: int = 4) -> dict:
+    rng = np.random.default_rng(2)
+    datasets = ["sentiment", "topic"]
+    out: dict = {"model": model, "settings": {"k": [0, 2, 4], "seed": 0}, "versions": {"interp": "0.1.0"},
+                 "accuracy": [], "summarize": [], "merge": [], "retrieval": [], "heads": [], "ablation": []}
+    for ds in datasets:
+        out["accuracy"] += [{"dataset": ds, "k": k, "accuracy": 0.5 + 0.1 * k, "n": 50} for k in (0, 2, 4)]
+        for layer in range(n_layers):
+            out["summarize"].append({"dataset": ds, "layer": layer, "alignment": float(0.2 + 0.3 * layer)})
+            out["merge"].append({"dataset": ds, "layer": layer, "heads_above": int(layer), "mean_score": float(0.1 * layer)})
+            out["retrieval"].append({"dataset": ds, "layer": layer, "induction_heads": int(layer),
+                                     "correct_induction_heads": int(layer > 1)})
+            for head in range(n_heads):
+                out["heads"].append({"dataset": ds, "layer": layer, "head": head, "merge": float(rng.uniform()),
+                                     "retrieval": float(rng.uniform()), "correct": bool(rng.uniform() > 0.5)})
+        for step, drop in (("summarize", 0.3), ("merge", 0.2), ("retrieval", 0.25), ("random", 0.02), ("random", 0.04)):
+            out["ablation"].append({"dataset": ds, "step": step, "quarter": 1, "layers": [0, 1], "edges": 12,
+                                    "accuracy": 0.9 - drop, "baseline_accuracy": 0.9, "drop": drop,
+                                    "seed": 0 if step != "random" else int(drop * 100)})
+    return out
+
+
+def write_circuits(folder: Path, patching: bool = True, **kwargs) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "icl.json").write_text(json.dumps(icl_data(**kwargs), indent=1))
+    if patching:
+        rng = np.random.default_rng(3)
+        rows = [{"layer": layer, "head": head, "position": pos, "site": "attn.hook_z", "effect": float(rng.normal(0, 0.1))}
+                for layer in range(3) for head in range(4) for pos in range(6)]
+        rows += [{"layer": layer, "head": -1, "position": pos, "site": "hook_resid_post",
+                  "effect": float(0.5 if (layer, pos) == (1, 5) else rng.normal(0, 0.05))}
+                 for layer in range(3) for pos in range(6)]
+        pd.DataFrame(rows).to_parquet(folder / "patching.parquet", index=False)
+    return folder
+
+
+def write_all(root: Path) -> Path:
+    """Every kind of report under ``root`` (as ``interp app --reports root`` would find them)."""
+    write_heads(root / "heads" / TINY_NAME)
+    write_neurons(root / "neurons" / TINY_NAME)
+    write_knob(root / "knob" / TINY_NAME)
+    write_circuits(root / "circuits" / TINY_NAME)
+    return root
+
+
+# -- a tiny model folder with a real (word-level) tokenizer ------------------------------------------------
+def _vocab_words() -> list[str]:
+    from interp.app.views.heads import DEFAULT_PROMPT
+    from interp.probes.knob_task import INTENTS, SYSTEM
+
+    text = " ".join([SYSTEM, *INTENTS.values(), "Context: Instruction: Query: Answer:", DEFAULT_PROMPT,
+                     *(v for it in KNOB_ITEMS for v in it.values()), "dog dogs cat the a saw ran red"])
+    return list(dict.fromkeys(re.findall(r"\w+|[^\w\s]+", text)))
+
+
+def write_tiny_model(folder: Path, vocab: int = 128) -> Path:
+    """A random 3-layer Llama (GQA) with a word-level tokenizer, saved as a Hugging Face folder."""
+    from tiny_models import build
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "[UNK]", *_vocab_words()]
+    assert len(words) <= vocab, f"{len(words)} words do not fit the tiny vocabulary of {vocab}"
+    words += [f"<fill{i}>" for i in range(vocab - len(words))]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<pad>", unk_token="[UNK]")
+    model = build("llama")
+    model.config.pad_token_id = model.config.eos_token_id = 0
+    model.generation_config.pad_token_id = model.generation_config.eos_token_id = 0
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder

@@ -1,0 +1,106 @@
+"""Head-scores page: heatmaps and table from a report, the attention view with a tiny model, errors."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+from app_checks import errors, no_trouble
+from report_fixtures import write_heads
+
+
+def test_renders_from_report_alone(app, reports_root):
+    at = app("heads", reports=reports_root)
+    no_trouble(at)
+    assert at.title[0].value == "Head scores"
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3  # prev_token, duplicate, induction by default (not the *_text variants)
+    assert '"type":"heatmap"' in charts[0].proto.spec.replace(" ", "")
+    table = at.dataframe[0].value
+    assert (int(table.loc[0, "layer"]), int(table.loc[0, "head"])) == (2, 1)  # planted induction head on top
+    assert any("needs a model" in i.value for i in at.info)
+
+
+def test_reacts_to_sort_and_heatmap_choice(app, reports_root):
+    at = app("heads", reports=reports_root)
+    at.selectbox(key="sort_by").select("prev_token").run()
+    table = at.dataframe[0].value
+    assert (int(table.loc[0, "layer"]), int(table.loc[0, "head"])) == (1, 3)
+    at.multiselect(key="heatmap_scores").set_value(["induction"]).run()
+    assert len(at.get("plotly_chart")) == 1
+    no_trouble(at)
+
+
+def test_attention_view_with_model(app, reports_root, tiny_model):
+    at = app("heads", reports=reports_root, model=tiny_model)
+    no_trouble(at)
+    # The top induction head is preselected; one query row (the last token) is drawn.
+    assert (at.number_input(key="layer").value, at.number_input(key="head").value) == (2, 1)
+    spans = at.get("html")
+    assert len(spans) == 1 and spans[0].proto.body.count("<span") > 10
+    assert "attends most to" in at.markdown[0].value
+    at.text_area(key="prompt").input("the cat sat on the mat . the cat sat on the").run()
+    at.multiselect(key="rows").set_value([3, 9]).run()
+    no_trouble(at)
+    assert len(at.get("html")) == 2
+    assert at.get("html")[0].proto.body.count("<span") == 12  # one span per token of the new prompt
+    assert any('"type":"heatmap"' in c.proto.spec.replace(" ", "") and "L2H1" in c.proto.spec
+               for c in at.get("plotly_chart"))
+    at.number_input(key="head").set_value(0).run()
+    no_trouble(at)
+
+
+def test_attention_weights_match_eager_attention(app, reports_root, tiny_model):
+    """The shaded weights are the head's real attention row (checked against HF eager attention)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    prompt = "the cat sat on the mat . the cat sat on the"
+    at = app("heads", reports=reports_root, model=tiny_model)
+    at.text_area(key="prompt").input(prompt).run()
+    at.multiselect(key="rows").set_value([4, 11]).run()
+    no_trouble(at)
+    hf = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="eager")
+    ids = AutoTokenizer.from_pretrained(tiny_model)(prompt, return_tensors="pt")["input_ids"]
+    eager = hf(ids, output_attentions=True).attentions[2][0, 1]  # layer 2, head 1: [query, key]
+    for row, html in zip([4, 11], at.get("html"), strict=True):
+        shown = [float(w) for w in re.findall(r'title="position \d+: ([0-9.]+)"', html.proto.body)]
+        assert np.allclose(shown, eager[row].detach().numpy(), atol=1e-4)
+        assert all(w == 0 for w in shown[row + 1:])  # later tokens are masked
+
+
+def test_bad_inputs_show_errors(app, reports_root, tiny_model):
+    at = app("heads", reports=reports_root, model=tiny_model)
+    at.number_input(key="head").set_value(9).run()
+    assert any("head 9 is out of range" in e for e in errors(at)), errors(at)
+    at.number_input(key="head").set_value(0).run()
+    at.text_area(key="prompt").input("the cat " * 200).run()  # 400 tokens; the tiny model's window is 256
+    assert any("context window" in e for e in errors(at)), errors(at)
+    at.text_area(key="prompt").input("   ").run()
+    assert any("Type a prompt" in e for e in errors(at)), errors(at)
+    assert not at.exception
+
+
+def test_broken_report_is_a_message(app, tmp_path):
+    folder = write_heads(tmp_path / "broken")
+    (folder / "head_scores.json").write_text(json.dumps({"model": "x"}))
+    at = app("heads", reports=tmp_path)
+    assert not at.exception
+    assert any("not a head-score report" in e for e in errors(at)), errors(at)
+
+
+def test_no_reports_explains_how_to_make_one(app, tmp_path):
+    at = app("heads", reports=tmp_path)
+    no_trouble(at)
+    assert any("interp heads" in i.value for i in at.info)
+
+
+def test_quick_scan_with_progress(app, tiny_model, tmp_path):
+    at = app("heads", reports=tmp_path, model=tiny_model)
+    at.radio(key="heads_source").set_value("Quick scan of the picked model").run()
+    at.multiselect(key="scan_scores").set_value(["prev_token"]).run()
+    at.button(key="run_scan").click().run()
+    no_trouble(at)
+    assert len(at.get("plotly_chart")) >= 1
+    assert "tiny-llama: 3 layers × 4 heads" in at.caption[-1].value or any(
+        "tiny-llama: 3 layers" in c.value for c in at.caption)

@@ -17,8 +17,15 @@ SOURCES = ("Saved report (neurons.parquet)", "Search the picked model")
 
 
 def parse_words(text: str) -> list[str]:
-    """Comma-separated words; a leading space is kept (it asks for that token only)."""
-    return [w.rstrip() for w in text.split(",") if w.strip()]
+    """Comma-separated words, stripped; a quoted word keeps its spaces (``" red"``: that token only)."""
+    words = []
+    for part in text.split(","):
+        w = part.strip()
+        if len(w) >= 2 and w[0] == w[-1] and w[0] in "'\"":
+            w = w[1:-1]
+        if w.strip():
+            words.append(w)
+    return words
 
 
 def search_decoded(df: pd.DataFrame, words: list[str]) -> pd.DataFrame:
@@ -167,7 +174,7 @@ def page() -> None:
     st.title("Neurons")
     spec = ui.model_spec()
     source = st.radio("Search", SOURCES if spec else SOURCES[:1], horizontal=True, key="neuron_source")
-    words = parse_words(st.text_input("Concept (comma-separated words; a leading space means that token only)",
+    words = parse_words(st.text_input("Concept (comma-separated words; quote one to keep a leading space, as in \" red\")",
                                       "dog", key="concept"))
     if not words:
         st.error("Type at least one word to search for, e.g. dog, dogs.")

@@ -1,0 +1,99 @@
+"""The knob analysis as files: ``knob.json``, ``direction.safetensors`` and ``knob.html`` (figures)."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from safetensors.torch import save_file
+
+from interp.atomic import atomic_dir
+from interp.probes.knob import KnobResult
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    import interp
+
+    return {"interp": interp.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def to_json(r: KnobResult) -> dict[str, Any]:
+    """The ``knob.json`` document (keys described in the README)."""
+    sweep = [{**row, "context_share": (row["context_share_prior"] + row["context_share_context"]) / 2} for row in r.sweep]
+    for row in sweep:
+        row["prior_share"] = 1 - row["context_share"]
+    return {
+        "model": r.model,
+        "settings": r.settings,
+        "versions": _versions(),
+        "accuracy": r.accuracy,
+        "layers": r.layers,
+        "layer": r.layer,
+        "localisation": {p: {"layers": loc.layers, "recovery": loc.recovery, "single_layer": loc.single_layer,
+                             "full_recovery": loc.full_recovery,
+                             "runs": loc.runs} for p, loc in r.localisation.items()},
+        "patching": [{"pairing": p, "layer": i, "effect": v}
+                     for p, loc in r.localisation.items() for i, v in enumerate(loc.single_layer)],
+        "flip_rate": r.flip_rates,
+        "random_flip_rate": r.random_flip_rate,
+        "random_flip_rates": r.random_flip_rates,
+        "correlation": r.correlation.get("das", float("nan")),
+        "correlations": r.correlation,
+        "das_train_items": r.das_items,
+        "sweep": sweep,
+        "items": [{"context": it.context, "question": it.query, "prior_answer": it.prior,
+                   "context_answer": it.context_object} for it in r.items],
+    }
+
+
+def patching_figure(doc: dict[str, Any]) -> go.Figure:
+    df = pd.DataFrame(doc["patching"])
+    fig = go.Figure()
+    for pairing, part in df.groupby("pairing"):
+        fig.add_bar(x=part["layer"], y=part["effect"], name=f"{pairing}: one layer patched")
+    for layer in doc["layers"]:
+        fig.add_vline(x=layer, line_dash="dot", line_color="grey")
+    fig.update_layout(title="Share of the intent's effect moved by patching one layer's attention output (last token); "
+                      "dotted: localised layers", xaxis_title="layer", yaxis_title="recovery", barmode="group")
+    return fig
+
+
+def sweep_figure(doc: dict[str, Any]) -> go.Figure:
+    df = pd.DataFrame(doc["sweep"])
+    fig = go.Figure()
+    for method, part in df.groupby("method"):
+        for intent, dash in (("prior", "dot"), ("context", "solid")):
+            fig.add_scatter(x=part["k"], y=part[f"context_share_{intent}"], mode="lines+markers", line_dash=dash,
+                            name=f"{method}, {intent} intent")
+    fig.update_layout(title=f"Answers from the context as the knob is turned (layer {doc['layer']}, last token)",
+                      xaxis_title="k: projection set to midpoint + k × half-gap of the intents' means",
+                      yaxis_title="share answered from the context", yaxis_range=[0, 1])
+    return fig
+
+
+def write_report(r: KnobResult, folder: str | Path) -> Path:
+    """Write ``knob.json``, ``direction.safetensors`` (tensors ``direction`` (DAS), ``diff_means``,
+    ``random0``...) and ``knob.html`` into ``folder``, replaced as a whole."""
+    folder = Path(folder)
+    doc = to_json(r)
+    figs = [patching_figure(doc), sweep_figure(doc)]
+    body = "".join(f.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False) for i, f in enumerate(figs))
+    summary = {k: doc[k] for k in ("accuracy", "layers", "layer", "flip_rate", "random_flip_rate", "correlations",
+                                   "das_train_items")}
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>Context knob: {html.escape(r.model)}</title></head>"
+            f"<body style='font-family:sans-serif;max-width:1100px;margin:auto'><h1>Context knob — {html.escape(r.model)}</h1>"
+            f"<pre>{html.escape(json.dumps(summary, indent=1))}</pre>{body}"
+            f"<h2>Settings</h2><pre>{html.escape(json.dumps(doc['settings'], indent=1))}</pre></body></html>")
+    tensors = {"direction" if k == "das" else k: v.float().contiguous() for k, v in r.directions.items()}
+    with atomic_dir(folder) as tmp:
+        (tmp / "knob.json").write_text(json.dumps(doc, indent=1))
+        save_file(tensors, str(tmp / "direction.safetensors"), metadata={"site": r.settings["site"], "layer": str(r.layer)})
+        (tmp / "knob.html").write_text(page, encoding="utf-8")
+    return folder

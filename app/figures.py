@@ -50,22 +50,40 @@ def attention_heatmap(probs: np.ndarray, tokens: Sequence[str], rows: Sequence[i
 
 
 def knob_sweep(sweep: pd.DataFrame) -> go.Figure:
-    """Share of context answers against the set projection value, one line per method."""
+    """Share of context answers as the projection is set along each direction, one line per method.
+
+    The x axis is ``k`` (offsets in units of the gap between the intents' means) when the
+    report has it, since each method's raw projection values have their own scale; else ``value``.
+    Per-intent shares (``context_share_prior``/``_context``) are drawn dotted/dashed when present.
+    """
+    x = "k" if "k" in sweep.columns else "value"
     fig = go.Figure()
-    for method, part in sweep.sort_values("value").groupby("method", sort=False):
-        fig.add_trace(go.Scatter(x=part["value"], y=part["context_share"], mode="lines+markers", name=str(method),
-                                 line={"color": COLORS.get(str(method))}))
-    fig.update_layout(title="Answer share vs projection value", xaxis_title="projection value set along the direction",
-                      yaxis_title="share of context answers", yaxis={"range": [-0.02, 1.02]}, height=360)
+    for method, part in sweep.sort_values(x).groupby("method", sort=False):
+        color = COLORS.get(str(method))
+        fig.add_trace(go.Scatter(x=part[x], y=part["context_share"], mode="lines+markers", name=str(method),
+                                 line={"color": color}, customdata=part["value"],
+                                 hovertemplate="value %{customdata:.3g}: %{y:.2f}<extra>" + str(method) + "</extra>"))
+        for intent, dash in (("prior", "dot"), ("context", "dash")):
+            col = f"context_share_{intent}"
+            if col in part.columns:
+                fig.add_trace(go.Scatter(x=part[x], y=part[col], mode="lines", name=f"{method}, {intent} intent",
+                                         line={"color": color, "dash": dash, "width": 1}))
+    fig.update_layout(title="Answers from the context as the knob is turned",
+                      xaxis_title="k (projection = midpoint + k × half-gap of the intents)" if x == "k"
+                      else "projection value set along the direction",
+                      yaxis_title="share of context answers", yaxis={"range": [-0.02, 1.02]}, height=380)
     return fig
 
 
 def knob_patching(patching: pd.DataFrame, chosen: int) -> go.Figure:
-    """Patching effect per layer, the chosen layer highlighted."""
-    colors = ["#d62728" if int(layer) == chosen else "#1f77b4" for layer in patching["layer"]]
-    fig = go.Figure(go.Bar(x=patching["layer"], y=patching["effect"], marker_color=colors))
-    fig.update_layout(title=f"Patching the residual stream (chosen layer {chosen})", xaxis_title="layer",
-                      yaxis_title="effect", height=320)
+    """Patching effect per layer (one bar group per pairing when there are several); chosen layer marked."""
+    fig = go.Figure()
+    groups = patching.groupby("pairing", sort=False) if "pairing" in patching.columns else [("effect", patching)]
+    for name, part in groups:
+        fig.add_trace(go.Bar(x=part["layer"], y=part["effect"], name=str(name)))
+    fig.add_vline(x=chosen, line_dash="dot", line_color="#d62728")
+    fig.update_layout(title=f"Patching one layer (chosen layer {chosen} dotted)", xaxis_title="layer",
+                      yaxis_title="effect", barmode="group", height=380)
     return fig
 
 
@@ -79,18 +97,20 @@ def lines(df: pd.DataFrame, x: str, y: str, by: str, title: str, y_title: str | 
 
 
 def ablation_bars(ablation: pd.DataFrame, dataset: str) -> go.Figure:
-    """Accuracy drop per ablated step, random controls in grey (mean and spread over seeds)."""
+    """Accuracy drop per step and layer quarter (mean over seeds, range as error bars); random controls grey."""
     part = ablation[ablation["dataset"] == dataset]
-    stats = part.groupby("step", sort=False)["drop"].agg(["mean", "min", "max", "count"]).reset_index()
-    colors = ["#7f7f7f" if s == "random" else "#d62728" for s in stats["step"]]
-    fig = go.Figure(go.Bar(
-        x=stats["step"].astype(str), y=stats["mean"], marker_color=colors,
-        error_y={"type": "data", "symmetric": False, "array": stats["max"] - stats["mean"],
-                 "arrayminus": stats["mean"] - stats["min"]},
-        customdata=stats["count"], hovertemplate="%{x}: drop %{y:.3f} (%{customdata} runs)<extra></extra>",
-    ))
-    fig.update_layout(title=f"Accuracy drop when ablating each step — {dataset}", xaxis_title="step",
-                      yaxis_title="accuracy drop", height=340)
+    fig = go.Figure()
+    for step, rows in part.groupby("step", sort=False):
+        stats = rows.groupby("quarter")["drop"].agg(["mean", "min", "max", "count"]).reset_index()
+        fig.add_trace(go.Bar(
+            x=[f"quarter {q}" for q in stats["quarter"]], y=stats["mean"], name=str(step),
+            marker_color="#7f7f7f" if step == "random" else None, customdata=stats["count"],
+            error_y={"type": "data", "symmetric": False, "array": stats["max"] - stats["mean"],
+                     "arrayminus": stats["mean"] - stats["min"]},
+            hovertemplate=f"{step}, " + "%{x}: drop %{y:.3f} (%{customdata} runs)<extra></extra>",
+        ))
+    fig.update_layout(title=f"Accuracy drop when ablating each step — {dataset}", xaxis_title="layers ablated",
+                      yaxis_title="accuracy drop", barmode="group", height=360)
     return fig
 
 

@@ -174,16 +174,27 @@ def read_knob(folder: Path) -> KnobReport:
     )
 
 
-def read_direction(path: Path, d_model: int | None = None):
-    """The unit ``direction`` tensor from ``direction.safetensors`` (checked against ``d_model``)."""
+def direction_names(path: Path) -> list[str]:
+    """Tensors in ``direction.safetensors``, ``direction`` (the knob's own) first."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise ReportError(f"no {path.name} in {path.parent}: the knob needs the direction to steer")
+    with safe_open(str(path), "pt") as f:
+        names = list(f.keys())
+    return sorted(names, key=lambda n: (n != "direction", n))
+
+
+def read_direction(path: Path, d_model: int | None = None, name: str = "direction"):
+    """A unit direction from ``direction.safetensors`` (checked against ``d_model``)."""
     from safetensors.torch import load_file
 
     if not path.is_file():
         raise ReportError(f"no {path.name} in {path.parent}: the knob needs the direction to steer")
     tensors = load_file(str(path))
-    if "direction" not in tensors:
-        raise ReportError(f"{path} holds {sorted(tensors)} but no tensor named 'direction'")
-    u = tensors["direction"].float().flatten()
+    if name not in tensors:
+        raise ReportError(f"{path} holds {sorted(tensors)} but no tensor named {name!r}")
+    u = tensors[name].float().flatten()
     if d_model is not None and u.numel() != d_model:
         raise ReportError(f"{path}: direction has {u.numel()} entries but the model's d_model is {d_model}")
     return u / u.norm()

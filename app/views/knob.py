@@ -33,8 +33,23 @@ def _summary(report: report_files.KnobReport) -> None:
 
 
 @ui.cached
-def _direction(path: str, stamp: int, d_model: int) -> Any:
-    return report_files.read_direction(Path(path), d_model)
+def _direction(path: str, stamp: int, d_model: int, name: str) -> Any:
+    return report_files.read_direction(Path(path), d_model, name)
+
+
+def slider_range(sweep: pd.DataFrame, method: str) -> tuple[float, float, float]:
+    """(low, high, start) for the slider: the swept values of ``method`` (all rows if it has none),
+    starting at its midpoint (``k = 0``) when the report has ``k``."""
+    part = sweep[sweep["method"] == method]
+    part = part if len(part) else sweep
+    values = part["value"].astype(float)
+    if not len(values):
+        return -10.0, 10.0, 0.0
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        lo, hi = lo - 1.0, hi + 1.0
+    start = float(part.loc[part["k"] == 0, "value"].iloc[0]) if "k" in part and (part["k"] == 0).any() else (lo + hi) / 2
+    return lo, hi, start
 
 
 def _item(row: pd.Series) -> Any:
@@ -58,18 +73,19 @@ def _slider(spec: str, report: report_files.KnobReport) -> None:
     st.subheader("Turn the knob")
     model = model_cache.load(spec)
     ui.model_mismatch(report.data["model"], model)
-    u = _direction(str(report.direction_path), report.direction_path.stat().st_mtime_ns
-                   if report.direction_path.exists() else 0, model.cfg.d_model)
+    names = report_files.direction_names(report.direction_path)
+    name = st.selectbox("Direction", names, key="knob_direction",
+                        help="`direction` is the knob's own (DAS); other tensors in the file are baselines.")
+    u = _direction(str(report.direction_path), report.direction_path.stat().st_mtime_ns, model.cfg.d_model, name)
     model.check_layer(int(report.data["layer"]))
     items = report.items
     i = st.selectbox("Item", range(len(items)), key="knob_item",
                      format_func=lambda j: f"{items.iloc[j]['context']} — {items.iloc[j]['question']}")
     intent = st.radio("Instruction in the prompt", ["context", "prior"], horizontal=True, key="knob_intent")
-    values = report.sweep["value"].astype(float)
-    lo, hi = (float(values.min()), float(values.max())) if len(values) else (-10.0, 10.0)
-    lo, hi = (lo, hi) if hi > lo else (lo - 1.0, hi + 1.0)
-    value = st.slider("Projection value along the direction", lo, hi, float(np.clip(0.0, lo, hi)),
-                      step=(hi - lo) / 100, key="knob_value")
+    method = {"direction": "das", "diff_means": "diff_means"}.get(name, "random" if name.startswith("random") else name)
+    lo, hi, start = slider_range(report.sweep, method)
+    value = st.slider("Projection value along the direction", lo, hi, start, step=(hi - lo) / 100,
+                      key=f"knob_value_{name}")
     item = _item(items.iloc[i])
     site = report.site
     with st.spinner("Running the model…"), model_cache.using(spec) as m:

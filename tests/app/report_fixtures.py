@@ -52,28 +52,34 @@ def write_neurons(folder: Path, model: str = TINY_NAME, layers: int = 3, d_mlp: 
 
 
 def knob_data(model: str = TINY_NAME, layer: int = 1, n_layers: int = 3) -> dict:
-    values = np.linspace(-8, 8, 9)
+    """``knob.json`` as the knob analysis writes it (extra keys such as ``k`` and ``pairing`` included)."""
+    ks = np.linspace(-4, 4, 9)
     sweep = []
-    for method, slope in (("das", 1.0), ("diff_means", 0.7), ("random", 0.0)):
-        share = 1 / (1 + np.exp(-slope * values / 2)) if slope else np.full_like(values, 0.5)
-        sweep += [{"method": method, "value": float(v), "context_share": float(s), "prior_share": float(1 - s)}
-                  for v, s in zip(values, share, strict=True)]
+    for method, slope, mid, step in (("das", 1.0, 0.0, 2.0), ("diff_means", 0.7, 0.5, 1.5), ("random", 0.0, 0.0, 2.0)):
+        for k in ks:
+            prior, context = (float(1 / (1 + np.exp(-slope * k + shift))) for shift in (1.0, -1.0))
+            share = (prior + context) / 2
+            sweep.append({"method": method, "k": float(k), "value": float(mid + k * step), "context_share_prior": prior,
+                          "context_share_context": context, "context_share": share, "prior_share": 1 - share})
     return {
         "model": model, "settings": {"items": len(KNOB_ITEMS), "seed": 0},
         "accuracy": {"prior": 0.62, "context": 0.91}, "layers": [layer], "layer": layer,
         "flip_rate": {"das": 0.84, "diff_means": 0.71}, "random_flip_rate": 0.04, "correlation": 0.77,
-        "patching": [{"layer": i, "effect": float(0.8 if i == layer else 0.1 * i)} for i in range(n_layers)],
+        "patching": [{"pairing": pairing, "layer": i, "effect": float(0.8 if i == layer else 0.1 * i) * scale}
+                     for pairing, scale in (("prior->context", 1.0), ("context->prior", 0.8)) for i in range(n_layers)],
         "sweep": sweep, "items": KNOB_ITEMS,
     }
 
 
 def write_knob(folder: Path, d_model: int = 64, **kwargs) -> Path:
+    """``knob.json`` plus ``direction.safetensors`` with ``direction``, ``diff_means`` and ``random0``."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "knob.json").write_text(json.dumps(knob_data(**kwargs), indent=1))
-    u = torch.randn(d_model, generator=torch.Generator().manual_seed(0))
-    save_file({"direction": u / u.norm()}, str(folder / "direction.safetensors"))
+    g = torch.Generator().manual_seed(0)
+    tensors = {name: torch.randn(d_model, generator=g) for name in ("direction", "diff_means", "random0")}
+    save_file({k: v / v.norm() for k, v in tensors.items()}, str(folder / "direction.safetensors"))
     return folder
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
+import torch
 from app_checks import errors, no_trouble
 from report_fixtures import write_knob
 
-from interp.app.views.knob import answer
+from interp.app.views.knob import answer, slider_range
 
 
 def test_answer_picks_the_larger_logit():
@@ -17,14 +19,24 @@ def test_answer_picks_the_larger_logit():
     assert which == "context" and np.isclose(share, 0.75)
 
 
+def test_slider_range_follows_the_method():
+    from report_fixtures import knob_data
+
+    sweep = pd.DataFrame(knob_data()["sweep"])
+    assert slider_range(sweep, "das") == (-8.0, 8.0, 0.0)
+    assert slider_range(sweep, "diff_means") == (-5.5, 6.5, 0.5)  # starts at the midpoint, k = 0
+    assert slider_range(sweep.drop(columns="k"), "nothing") == (-8.0, 8.0, 0.0)
+
+
 def test_renders_from_report_alone(app, reports_root):
     at = app("knob", reports=reports_root)
     no_trouble(at)
     assert at.title[0].value.startswith("Knob")
     assert {m.label: m.value for m in at.metric}["flip rate, DAS"] == "84%"
-    sweep, patching = at.get("plotly_chart")
-    assert all(m in sweep.proto.spec for m in ('"das"', '"diff_means"', '"random"'))
-    assert "chosen layer 1" in patching.proto.spec
+    sweep, patching = (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+    assert {"das", "diff_means", "random", "das, prior intent"} <= {t["name"] for t in sweep["data"]}
+    assert "chosen layer 1" in patching["layout"]["title"]["text"]
+    assert [t["name"] for t in patching["data"]] == ["prior->context", "context->prior"]
     assert any("needs a model" in i.value for i in at.info)
 
 
@@ -42,18 +54,22 @@ def test_slider_switches_the_answer(app, reports_root, tiny_model):
     folder = write_knob(reports_root.parent / "knob_planted" / "tiny-llama", layer=2)
     from safetensors.torch import save_file
 
-    save_file({"direction": (diff / diff.norm()).contiguous()}, str(folder / "direction.safetensors"))
+    save_file({"direction": (diff / diff.norm()).contiguous(), "random0": torch.ones(64) / 8},
+              str(folder / "direction.safetensors"))
 
     at = app("knob", reports=folder.parent, model=tiny_model)
     no_trouble(at)
     answers = {}
     for value in (-8.0, 8.0):
-        at.slider(key="knob_value").set_value(value).run()
+        at.slider(key="knob_value_direction").set_value(value).run()
         no_trouble(at)
         answers[value] = [m.value for m in at.metric if m.label == "answer"]
     assert answers[-8.0][1] == "France (prior)" and answers[8.0][1] == "England (context)"
     assert answers[-8.0][0] == answers[8.0][0]  # the unsteered answer does not move
     assert any(f"Projection set to {8.0:.2f}" in m.value for m in at.markdown)
+    at.selectbox(key="knob_direction").select("random0").run()  # a baseline direction, its own slider
+    no_trouble(at)
+    assert at.slider(key="knob_value_random0").value == 0.0
 
 
 def test_slider_reacts_to_item_and_intent(app, reports_root, tiny_model):

@@ -58,7 +58,11 @@ def pick_report(kind: str, label: str = "Report") -> Report | None:
         st.info(f"No {report_files.MARKERS[kind]} found under {where}. Make one with `{HOW_TO_MAKE[kind]}` "
                 "and pass its folder with `interp app --reports DIR`.")
         return None
-    return st.selectbox(label, found, format_func=lambda r: r.label, key=f"{kind}_report")
+    # Start on a report of the picked model when there is one.
+    spec = model_spec()
+    name = Path(spec).name.lower() if spec else ""
+    first = next((i for i, r in enumerate(found) if name and name in r.label.lower()), 0)
+    return st.selectbox(label, found, index=first, format_func=lambda r: r.label, key=f"{kind}_report")
 
 
 def _stamp(folder: Path, marker: str) -> int:

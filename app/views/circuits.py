@@ -26,7 +26,9 @@ def _steps(tables: dict[str, pd.DataFrame], dataset: str) -> None:
     c4.plotly_chart(figures.lines(retrieval, "layer", "value", "measure", f"Retrieval by layer — {dataset}",
                                   "heads"), key="retrieval")
     st.markdown("**Heads**")
-    st.dataframe(t["heads"].drop(columns="dataset"), hide_index=True, height=260, key="icl_heads")
+    heads = t["heads"].drop(columns="dataset").sort_values(["merge", "retrieval"], ascending=False, kind="stable")
+    st.dataframe(heads, hide_index=True, height=260, key="icl_heads",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("merge", "retrieval")})
 
 
 def _ablation(ablation: pd.DataFrame, dataset: str) -> None:

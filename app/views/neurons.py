@@ -82,8 +82,10 @@ def _hits(source: str, words: list[str]) -> tuple[pd.DataFrame, pd.DataFrame | N
 
 
 def _pick(hits: pd.DataFrame) -> tuple[int, int]:
-    event = st.dataframe(hits, hide_index=True, height=260, on_select="rerun", selection_mode="single-row",
-                         key="neuron_table", column_config={"concept_prob": st.column_config.NumberColumn(format="%.4f")})
+    event = st.dataframe(hits, hide_index=True, height=min(300, 40 + 35 * len(hits)), on_select="rerun",
+                         selection_mode="single-row", key="neuron_table",
+                         column_config={c: st.column_config.NumberColumn(format="%.2e")
+                                        for c in ("concept_prob", "top_prob") if c in hits.columns})
     rows = event.selection.rows if event is not None and hasattr(event, "selection") else []
     row = hits.iloc[rows[0] if rows else 0]
     pick = (int(row["layer"]), int(row["neuron"]))

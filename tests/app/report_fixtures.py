@@ -65,8 +65,8 @@ def knob_data(model: str = TINY_NAME, layer: int = 1, n_layers: int = 3) -> dict
         "model": model, "settings": {"items": len(KNOB_ITEMS), "seed": 0},
         "accuracy": {"prior": 0.62, "context": 0.91}, "layers": [layer], "layer": layer,
         "flip_rate": {"das": 0.84, "diff_means": 0.71}, "random_flip_rate": 0.04, "correlation": 0.77,
-        "patching": [{"pairing": pairing, "layer": i, "effect": float(0.8 if i == layer else 0.1 * i) * scale}
-                     for pairing, scale in (("prior->context", 1.0), ("context->prior", 0.8)) for i in range(n_layers)],
+        "patching": [{"pairing": pairing, "layer": i, "effect": scale * float(np.exp(-((i - layer) ** 2) / 2))}
+                     for pairing, scale in (("prior->context", 0.8), ("context->prior", 0.6)) for i in range(n_layers)],
         "sweep": sweep, "items": KNOB_ITEMS,
     }
 
@@ -84,37 +84,54 @@ def write_knob(folder: Path, d_model: int = 64, **kwargs) -> Path:
 
 
 def icl_data(model: str = TINY_NAME, n_layers: int = 3, n_heads: int = 4) -> dict:
+    """``icl.json`` with a summarize step early, merge heads in the middle and retrieval late."""
     rng = np.random.default_rng(2)
-    datasets = ["sentiment", "topic"]
+    layers = np.arange(n_layers)
+    bump = lambda centre: np.exp(-((layers - centre) ** 2) / max(n_layers / 6, 1) ** 2)  # noqa: E731
     out: dict = {"model": model, "settings": {"k": [0, 2, 4], "seed": 0}, "versions": {"interp": "0.1.0"},
                  "accuracy": [], "summarize": [], "merge": [], "retrieval": [], "heads": [], "ablation": []}
-    for ds in datasets:
-        out["accuracy"] += [{"dataset": ds, "k": k, "accuracy": 0.5 + 0.1 * k, "n": 50} for k in (0, 2, 4)]
-        for layer in range(n_layers):
-            out["summarize"].append({"dataset": ds, "layer": layer, "alignment": float(0.2 + 0.3 * layer)})
-            out["merge"].append({"dataset": ds, "layer": layer, "heads_above": int(layer), "mean_score": float(0.1 * layer)})
-            out["retrieval"].append({"dataset": ds, "layer": layer, "induction_heads": int(layer),
-                                     "correct_induction_heads": int(layer > 1)})
+    for ds, ceiling in (("sentiment", 0.9), ("topic", 0.75)):
+        out["accuracy"] += [{"dataset": ds, "k": k, "accuracy": ceiling - 0.35 / (1 + k), "n": 50} for k in (0, 2, 4)]
+        summarize, merge, retrieval = bump(n_layers * 0.3), bump(n_layers * 0.55), bump(n_layers * 0.8)
+        for layer in layers.tolist():
+            out["summarize"].append({"dataset": ds, "layer": layer, "alignment": float(summarize[layer])})
+            out["merge"].append({"dataset": ds, "layer": layer, "heads_above": int(round(3 * merge[layer])),
+                                 "mean_score": float(0.5 * merge[layer])})
+            out["retrieval"].append({"dataset": ds, "layer": layer, "induction_heads": int(round(3 * retrieval[layer])),
+                                     "correct_induction_heads": int(round(2 * retrieval[layer]))})
             for head in range(n_heads):
-                out["heads"].append({"dataset": ds, "layer": layer, "head": head, "merge": float(rng.uniform()),
-                                     "retrieval": float(rng.uniform()), "correct": bool(rng.uniform() > 0.5)})
-        for step, drop in (("summarize", 0.3), ("merge", 0.2), ("retrieval", 0.25), ("random", 0.02), ("random", 0.04)):
-            out["ablation"].append({"dataset": ds, "step": step, "quarter": 1, "layers": [0, 1], "edges": 12,
-                                    "accuracy": 0.9 - drop, "baseline_accuracy": 0.9, "drop": drop,
-                                    "seed": 0 if step != "random" else int(drop * 100)})
+                out["heads"].append({"dataset": ds, "layer": layer, "head": head,
+                                     "merge": float(merge[layer] * rng.uniform()),
+                                     "retrieval": float(retrieval[layer] * rng.uniform()),
+                                     "correct": bool(rng.uniform() < retrieval[layer])})
+        for quarter in range(4):
+            for step, drop in (("summarize", 0.3), ("merge", 0.2), ("retrieval", 0.25)):
+                real = drop if quarter == {"summarize": 1, "merge": 2, "retrieval": 3}[step] else 0.02
+                out["ablation"].append({"dataset": ds, "step": step, "quarter": quarter, "layers": [quarter],
+                                        "edges": 12, "accuracy": ceiling - real, "baseline_accuracy": ceiling,
+                                        "drop": real, "seed": None})
+            for seed in (0, 1):
+                noise = float(rng.uniform(0, 0.04))
+                out["ablation"].append({"dataset": ds, "step": "random", "quarter": quarter, "layers": [quarter],
+                                        "edges": 12, "accuracy": ceiling - noise, "baseline_accuracy": ceiling,
+                                        "drop": noise, "seed": seed})
     return out
 
 
 def write_circuits(folder: Path, patching: bool = True, **kwargs) -> Path:
+    """``icl.json`` plus ``patching.parquet`` (per-head ``attn.hook_z`` and whole-layer ``hook_resid_post``)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "icl.json").write_text(json.dumps(icl_data(**kwargs), indent=1))
+    data = icl_data(**kwargs)
+    (folder / "icl.json").write_text(json.dumps(data, indent=1))
     if patching:
         rng = np.random.default_rng(3)
+        n_layers = 1 + max(r["layer"] for r in data["summarize"])
+        n_heads = 1 + max(r["head"] for r in data["heads"])
         rows = [{"layer": layer, "head": head, "position": pos, "site": "attn.hook_z", "effect": float(rng.normal(0, 0.1))}
-                for layer in range(3) for head in range(4) for pos in range(6)]
+                for layer in range(n_layers) for head in range(n_heads) for pos in range(6)]
         rows += [{"layer": layer, "head": -1, "position": pos, "site": "hook_resid_post",
                   "effect": float(0.5 if (layer, pos) == (1, 5) else rng.normal(0, 0.05))}
-                 for layer in range(3) for pos in range(6)]
+                 for layer in range(n_layers) for pos in range(6)]
         pd.DataFrame(rows).to_parquet(folder / "patching.parquet", index=False)
     return folder
 

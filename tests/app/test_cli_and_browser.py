@@ -96,11 +96,12 @@ def test_real_server_draws_heatmap_in_chromium(reports_root, tmp_path):
     )
     try:
         _wait_healthy(url, server)
-        with Chromium(f"{url}/heads", 1400, 1100) as browser:
+        with Chromium(f"{url}/", 1400, 1100) as browser:  # the head-scores page is the default
             heatmaps = browser.wait_for("document.querySelectorAll('.js-plotly-plot .heatmaplayer image').length", 120)
             assert heatmaps >= 3
             assert browser.evaluate("document.querySelector('h1').innerText") == "Head scores"
-            assert "Traceback" not in browser.evaluate("document.body.innerText")
+            text = browser.evaluate("document.body.innerText")
+            assert "Traceback" not in text and "Page not found" not in text
             time.sleep(1)  # let plotly finish its transition before the picture
             shot = browser.screenshot(tmp_path / "heads.png")
         data = shot.read_bytes()

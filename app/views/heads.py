@@ -45,7 +45,10 @@ def _quick_scan(spec: str) -> Any:
 
 def _heatmaps(scores: Any) -> None:
     base = [s for s in scores.scores if not s.endswith("_text") and not s[-1].isdigit()]
-    shown = st.multiselect("Heatmaps", scores.scores, default=base[:4] or scores.scores[:1], key="heatmap_scores")
+    if st.session_state.get("_heatmaps_for") != scores.scores:  # another report: start from its main scores
+        st.session_state["_heatmaps_for"] = scores.scores
+        st.session_state["heatmap_scores"] = base[:4] or scores.scores[:1]
+    shown = st.multiselect("Heatmaps", scores.scores, key="heatmap_scores")
     cols = st.columns(2)
     for i, score in enumerate(shown):
         with cols[i % 2]:
@@ -105,8 +108,11 @@ def _attention(spec: str, scores: Any, pick: tuple[int, int]) -> None:
     tokens = _tokens(model, ids)
     n = len(ids)
     labels = [f"{i}: {figures.token_label(t)}" for i, t in enumerate(tokens)]
+    if st.session_state.get("_rows_for") != ids:  # a new prompt starts again from its last token
+        st.session_state["_rows_for"] = ids
+        st.session_state["rows"] = [n - 1]
     rows = st.multiselect(f"Query tokens (at most {MAX_ROWS}; only these rows are computed)", range(n),
-                          default=[n - 1], format_func=lambda i: labels[i], max_selections=MAX_ROWS, key="rows")
+                          format_func=lambda i: labels[i], max_selections=MAX_ROWS, key="rows")
     if not rows:
         st.info("Pick at least one query token.")
         return

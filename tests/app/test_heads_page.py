@@ -6,6 +6,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 from app_checks import errors, no_trouble
 from report_fixtures import write_heads
 
@@ -104,3 +105,47 @@ def test_quick_scan_with_progress(app, tiny_model, tmp_path):
     assert len(at.get("plotly_chart")) >= 1
     assert "tiny-llama: 3 layers × 4 heads" in at.caption[-1].value or any(
         "tiny-llama: 3 layers" in c.value for c in at.caption)
+
+
+def test_model_that_cannot_load_is_a_message(app, reports_root, tmp_path):
+    at = app("heads", reports=reports_root, model=tmp_path / "no-such-model")
+    assert not at.exception
+    assert any("Attention view" in e and "no-such-model" in e for e in errors(at)), errors(at)
+    assert len(at.get("plotly_chart")) == 3  # the report still shows
+
+
+@pytest.mark.real_model
+def test_attention_view_on_smollm2(app, smollm2):
+    """The committed SmolLM2 report with the real model: its top induction head on a repeated prompt."""
+    from pathlib import Path
+
+    reports = Path(__file__).resolve().parents[2] / "case_studies" / "results" / "head_scans"
+    at = app("heads", reports=reports, model="smollm2-135m")
+    no_trouble(at)
+    assert "smollm2-135m" in at.selectbox(key="heads_report").value.label
+    layer, head = at.number_input(key="layer").value, at.number_input(key="head").value
+    top = smollm2_top_induction(reports / "smollm2-135m")
+    assert (layer, head) == top
+    at.text_area(key="prompt").input("The list: apple river candle mouse garden piano. Again: apple river candle mouse garden").run()
+    no_trouble(at)
+    # An induction head at the last " garden" attends to the token after the earlier " garden".
+    assert "attends most to 8: ·piano" in at.markdown[0].value, at.markdown[0].value
+
+
+def smollm2_top_induction(folder) -> tuple[int, int]:
+    from interp.heads import HeadScores
+
+    row = HeadScores.load(folder).top("induction", 1).iloc[0]
+    return int(row["layer"]), int(row["head"])
+
+
+def test_switching_reports_resets_the_views(app, tmp_path):
+    from interp.heads import HeadScores
+
+    write_heads(tmp_path / "a")
+    HeadScores.from_arrays({"retrieval": np.eye(5, 6)}, model="other").save(tmp_path / "b")
+    at = app("heads", reports=tmp_path)
+    at.selectbox(key="heads_report").select_index(1).run()
+    no_trouble(at)
+    assert at.multiselect(key="heatmap_scores").value == ["retrieval"]
+    assert "5 layers × 6 heads" in " ".join(c.value for c in at.caption)

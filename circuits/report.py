@@ -1,0 +1,223 @@
+"""``ICLResult``: the ICL-circuit tables, their figures, and ``icl.json`` / ``icl.parquet`` / ``report.html``.
+
+Every file is written under a temporary name and renamed into place.
+
+>>> result = icl_circuit(model)                                        # doctest: +SKIP
+>>> result.figure("steps").show(); result.save("out/icl")              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from interp.atomic import atomic_write_bytes, atomic_write_text
+from interp.errors import UnknownNameError
+
+TABLES = ("accuracy", "summarize", "merge", "retrieval", "heads", "ablation")
+FIGURES = ("accuracy", "steps", "ablation", "heads")
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    import interp
+
+    return {"interp": interp.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if hasattr(v, "item"):
+        return _clean(v.item())
+    return v
+
+
+class ICLResult:
+    """Tables by name (``accuracy``, ``summarize``, ``merge``, ``retrieval``, ``heads``, ``ablation``)."""
+
+    def __init__(self, model: str, tables: dict[str, pd.DataFrame], *, settings: dict[str, Any] | None = None,
+                 n_layers: int = 0, n_heads: int = 0, versions: dict[str, str] | None = None):
+        self.model, self.settings = model, settings or {}
+        self.tables = {t: tables.get(t, pd.DataFrame()) for t in TABLES}
+        self.n_layers, self.n_heads = n_layers, n_heads
+        self.versions = versions or _versions()
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{t}: {len(df)}" for t, df in self.tables.items())
+        return f"ICLResult({self.model!r}; {sizes})"
+
+    def __getitem__(self, table: str) -> pd.DataFrame:
+        if table not in self.tables:
+            raise UnknownNameError("table", table, TABLES)
+        return self.tables[table]
+
+    # -- serialisation ----------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model, "settings": self.settings, "versions": self.versions,
+                               "shape": {"layers": self.n_layers, "heads": self.n_heads}}
+        for t, df in self.tables.items():
+            out[t] = [{k: _clean(v) for k, v in row.items()} for row in df.to_dict("records")]
+        return out
+
+    def long(self) -> pd.DataFrame:
+        """All tables stacked, with a ``table`` column naming each row's table."""
+        parts = [df.assign(table=t) for t, df in self.tables.items() if len(df)]
+        if not parts:
+            return pd.DataFrame({"table": []})
+        out = pd.concat(parts, ignore_index=True)
+        for col in out.columns:  # mixed object columns (e.g. seed None/int) as strings for parquet
+            if out[col].dtype == object:
+                out[col] = out[col].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+        return out[["table", *[c for c in out.columns if c != "table"]]]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ICLResult:
+        """Read a saved result back from its ``icl.json``."""
+        data = json.loads((Path(folder) / "icl.json").read_text())
+        tables = {t: pd.DataFrame(data.get(t, [])) for t in TABLES}
+        shape = data.get("shape", {})
+        return cls(data["model"], tables, settings=data.get("settings"), n_layers=shape.get("layers", 0),
+                   n_heads=shape.get("heads", 0), versions=data.get("versions"))
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``icl.json``, ``icl.parquet``, one HTML file per figure and ``report.html`` into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "icl.json", json.dumps(self.to_json(), indent=1))
+        buf = io.BytesIO()
+        self.long().to_parquet(buf, index=False)
+        atomic_write_bytes(folder / "icl.parquet", buf.getvalue())
+        figs = {name: self.figure(name) for name in FIGURES}
+        for name, fig in figs.items():
+            atomic_write_text(folder / f"{name}.html", fig.to_html(include_plotlyjs="cdn"))
+        atomic_write_text(folder / "report.html", self.render_html(figs))
+        return folder
+
+    # -- figures ----------------------------------------------------------------------------------
+    def figure(self, name: str):
+        """A plotly figure: ``accuracy`` (by k), ``steps`` (the three steps by layer), ``ablation``, ``heads``."""
+        if name not in FIGURES:
+            raise UnknownNameError("figure", name, FIGURES)
+        return getattr(self, f"_fig_{name}")()
+
+    def _fig_accuracy(self):
+        import plotly.graph_objects as go
+
+        df = self.tables["accuracy"]
+        fig = go.Figure()
+        for ds, part in df.groupby("dataset", sort=False) if len(df) else []:
+            fig.add_trace(go.Scatter(x=part["k"], y=part["accuracy"], mode="lines+markers", name=str(ds)))
+        fig.update_layout(title=f"ICL accuracy by demonstrations — {self.model}", xaxis_title="k (demonstrations)",
+                          yaxis_title="accuracy (label-space argmax)", yaxis={"range": [0, 1.02]})
+        return fig
+
+    def _fig_steps(self):
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        fig = make_subplots(rows=1, cols=3, subplot_titles=(
+            "1 summarize: kernel alignment", "2 merge: forerunner heads", "3 retrieval: (correct) induction heads"))
+        colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
+        datasets = list(dict.fromkeys(pd.concat([self.tables[t].get("dataset", pd.Series(dtype=str))
+                                                  for t in ("summarize", "merge", "retrieval")])))
+        for i, ds in enumerate(datasets):
+            c = colors[i % len(colors)]
+            s = self.tables["summarize"]
+            if len(s):
+                part = s[s["dataset"] == ds]
+                fig.add_trace(go.Scatter(x=part["layer"], y=part["alignment"], name=f"{ds}: alignment",
+                                         line={"color": c}), 1, 1)
+                if "chance" in part:
+                    fig.add_trace(go.Scatter(x=part["layer"], y=part["chance"], name=f"{ds}: chance",
+                                             line={"color": c, "dash": "dot"}, showlegend=False), 1, 1)
+            m = self.tables["merge"]
+            if len(m):
+                part = m[m["dataset"] == ds]
+                fig.add_trace(go.Scatter(x=part["layer"], y=part["heads_above"], name=f"{ds}: merge heads",
+                                         line={"color": c}), 1, 2)
+            r = self.tables["retrieval"]
+            if len(r):
+                part = r[r["dataset"] == ds]
+                fig.add_trace(go.Scatter(x=part["layer"], y=part["induction_heads"], name=f"{ds}: induction",
+                                         line={"color": c}), 1, 3)
+                fig.add_trace(go.Scatter(x=part["layer"], y=part["correct_induction_heads"],
+                                         name=f"{ds}: correct induction", line={"color": c, "dash": "dash"}), 1, 3)
+        fig.update_xaxes(title_text="layer")
+        fig.update_yaxes(title_text="alignment", row=1, col=1)
+        fig.update_yaxes(title_text="heads per prompt", row=1, col=2)
+        fig.update_yaxes(title_text="heads per prompt", row=1, col=3)
+        fig.update_layout(title=f"The three steps by layer — {self.model}", width=1200, height=420)
+        return fig
+
+    def _fig_ablation(self):
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        df = self.tables["ablation"]
+        datasets = list(dict.fromkeys(df["dataset"])) if len(df) else []
+        fig = make_subplots(rows=1, cols=max(1, len(datasets)), subplot_titles=datasets or ["no ablations"])
+        palette = {"summarize": "#1f77b4", "merge": "#ff7f0e", "retrieval": "#2ca02c"}
+        for col, ds in enumerate(datasets, start=1):
+            part = df[df["dataset"] == ds]
+            for step, color in palette.items():
+                own = part[part["step"] == step]
+                rnd = part[(part["step"] == "random") & (part["matched_step"] == step)].groupby("quarter")["accuracy"].mean()
+                fig.add_trace(go.Bar(x=[f"Q{q + 1}" for q in own["quarter"]], y=own["accuracy"], name=step,
+                                     marker_color=color, showlegend=col == 1, legendgroup=step), 1, col)
+                fig.add_trace(go.Bar(x=[f"Q{q + 1}" for q in rnd.index], y=rnd.values, name=f"random ({step})",
+                                     marker_color=color, opacity=0.35, showlegend=col == 1,
+                                     legendgroup=f"r{step}"), 1, col)
+            if len(part):
+                fig.add_hline(y=float(part["baseline_accuracy"].iloc[0]), line_dash="dot", row=1, col=col)
+        fig.update_layout(barmode="group", title=f"Knockout of each step's edges by depth quarter vs random edges — {self.model}",
+                          yaxis_title="accuracy", width=500 * max(1, len(datasets)) + 200, height=420)
+        return fig
+
+    def _fig_heads(self):
+        import numpy as np
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        df = self.tables["heads"]
+        datasets = list(dict.fromkeys(df["dataset"])) if len(df) else []
+        cols = ("merge", "retrieval", "correct")
+        fig = make_subplots(rows=max(1, len(datasets)), cols=3,
+                            subplot_titles=[f"{ds}: {c}" for ds in datasets for c in cols] or ["no heads"])
+        for r, ds in enumerate(datasets, start=1):
+            part = df[df["dataset"] == ds]
+            for c, col in enumerate(cols, start=1):
+                m = np.full((self.n_layers or int(part["layer"].max()) + 1, self.n_heads or int(part["head"].max()) + 1), np.nan)
+                m[part["layer"].to_numpy(), part["head"].to_numpy()] = part[col].to_numpy(dtype=float)
+                fig.add_trace(go.Heatmap(z=m, colorscale="Viridis", showscale=False,
+                                         hovertemplate=f"{col}: layer %{{y}}, head %{{x}}: %{{z:.3f}}<extra></extra>"), r, c)
+        fig.update_xaxes(title_text="head")
+        fig.update_yaxes(title_text="layer")
+        fig.update_layout(title=f"Per head: merge A(y→s), retrieval ΣA(s_q→y), correct-label share — {self.model}",
+                          width=1100, height=120 + 320 * max(1, len(datasets)))
+        return fig
+
+    def render_html(self, figs: dict[str, Any] | None = None) -> str:
+        figs = figs or {name: self.figure(name) for name in FIGURES}
+        parts = [fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False)
+                 for i, fig in enumerate(figs.values())]
+        acc = self.tables["accuracy"]
+        acc_html = acc.pivot_table(index="dataset", columns="k", values="accuracy").to_html(
+            float_format=lambda x: f"{x:.3f}") if len(acc) else ""
+        abl = self.tables["ablation"]
+        abl_html = abl.to_html(index=False, float_format=lambda x: f"{x:.3f}") if len(abl) else ""
+        settings = html.escape(json.dumps({"settings": self.settings, "versions": self.versions}, indent=1))
+        return (f"<!doctype html><html><head><meta charset=utf-8><title>ICL circuit: {html.escape(self.model)}</title>"
+                "<style>body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1300px}"
+                "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}table{border-collapse:collapse}</style>"
+                f"</head><body><h1>ICL inference circuit — {html.escape(self.model)}</h1>"
+                f"<h2>Accuracy by k</h2>{acc_html}{''.join(parts)}<h2>Ablations</h2>{abl_html}"
+                f"<h2>Settings</h2><pre>{settings}</pre></body></html>")

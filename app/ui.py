@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +41,16 @@ def shown_errors(what: str) -> Iterator[None]:
         st.error(f"{what}: {exc}")
     except Exception as exc:  # anything else is still a message, with its type for bug reports
         st.error(f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def warnings_shown() -> Iterator[None]:
+    """Show warnings raised in the block (e.g. a concept word split into several tokens) on the page."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        st.warning(message)
 
 
 def report_dirs() -> list[Path]:

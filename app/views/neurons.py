@@ -47,11 +47,16 @@ def search_decoded(df: pd.DataFrame, words: list[str]) -> pd.DataFrame:
 
 
 @ui.cached
-def _find(spec: str, words: tuple[str, ...]) -> pd.DataFrame:
+def _find(spec: str, words: tuple[str, ...]) -> tuple[pd.DataFrame, list[str]]:
+    """The top neurons, and the warnings find gave (kept, since a cached call does not warn again)."""
+    import warnings
+
     from interp import neurons
 
-    with model_cache.using(spec) as model:
-        return neurons.find(model, list(words), top=25, progress=False)
+    with model_cache.using(spec) as model, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hits = neurons.find(model, list(words), top=25, progress=False)
+    return hits, list(dict.fromkeys(str(w.message) for w in caught))
 
 
 @ui.cached
@@ -77,8 +82,11 @@ def _hits(source: str, words: list[str]) -> tuple[pd.DataFrame, pd.DataFrame | N
         return hits, df
     spec = ui.model_spec()
     assert spec is not None
-    with st.spinner("Decoding every neuron through the unembedding (about 30 s for SmolLM2 on a CPU)…"):
-        return _find(spec, tuple(words)), None
+    with st.spinner("Decoding every neuron through the unembedding (about a minute for SmolLM2 on a CPU)…"):
+        hits, notes = _find(spec, tuple(words))
+    for note in notes:
+        st.warning(note)
+    return hits, None
 
 
 def _pick(hits: pd.DataFrame) -> tuple[int, int]:
@@ -157,7 +165,7 @@ def _clamp(spec: str, layer: int, neuron: int, words: list[str]) -> None:
     if st.button("Generate with and without the clamp", key="generate"):
         if not prompt.strip():
             raise InterpError("type a prompt to generate from")
-        with st.spinner("Generating twice…"), model_cache.using(spec) as model:
+        with st.spinner("Generating twice…"), model_cache.using(spec) as model, ui.warnings_shown():
             st.session_state["steered"] = neurons.steer(model, layer, neuron, value, prompt, words, n_new)
     r = st.session_state.get("steered")
     if r is not None and (r.layer, r.neuron) == (layer, neuron):

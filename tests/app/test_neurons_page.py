@@ -85,3 +85,15 @@ def test_evidence_needs_prompts(app, tmp_path, tiny_model):
     at.number_input(key="n_neuron").set_value(10_000).run()
     assert any("neuron 10000 is out of range" in e for e in errors(at)), errors(at)
     assert not at.exception
+
+
+def test_split_words_are_reported_on_the_page(app, tmp_path, tiny_model):
+    at = app("neurons", reports=tmp_path, model=tiny_model)
+    at.radio(key="neuron_source").set_value("Search the picked model").run()
+    at.text_input(key="concept").input("dog, ice-cream").run()
+    no_trouble(at)
+    assert any("'ice-cream' is 3 tokens" in w.value for w in at.warning), [w.value for w in at.warning]
+    at.button(key="generate").click().run()
+    no_trouble(at)
+    assert any("'ice-cream' is 3 tokens" in w.value for w in at.warning)
+    assert len(at.code) == 2

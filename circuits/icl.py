@@ -29,7 +29,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,10 +37,20 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.attention import observers_of
-from interp.circuits.icl_data import ICLDataset, Prompt, build_prompts, label_token_ids, load_dataset, pad_batch
+from interp.circuits.icl_data import (
+    ICLDataset,
+    Prompt,
+    build_prompts,
+    label_token_ids,
+    load_dataset,
+    pad_batch,
+)
 from interp.circuits.knockout import knockout
 from interp.kernels import attention_stats
 from interp.model import Model
+
+if TYPE_CHECKING:
+    from interp.circuits.report import ICLResult
 
 STEPS = ("summarize", "merge", "retrieval")
 # The paper's knockout types behind each step (Table 1).
@@ -82,7 +92,7 @@ def run_batch(model: Model, prompts: list[Prompt], label_ids: list[int], *, stat
     if stats:
         # Rows y_1..y_k (span: their forerunner) then s_q k times (span: y_i), per item.
         rows, spans = [], []
-        for p, off in zip(prompts, offsets):
+        for p, off in zip(prompts, offsets, strict=True):
             r = [off + y for y in p.label_positions] + [off + p.forerunners[-1]] * k
             s = [(off + f, off + f + 1) for f in p.forerunners[:-1]] + [(off + y, off + y + 1) for y in p.label_positions]
             rows.append(r)
@@ -143,10 +153,8 @@ def evaluate(model: Model, prompts: list[Prompt], label_ids: list[int], *, batch
     out: dict[str, Any] = {"pred": logits.argmax(-1).numpy(), "gold": np.array([p.label for p in prompts])}
     out["accuracy"] = float((out["pred"] == out["gold"]).mean())
     if stats:
-        out["stats"] = PromptStats(
-            *(np.concatenate([p[key] for p in parts]) for key in ("merge", "induction", "correct", "correct_share")),
-            n_tokens=np.array([p.n_tokens for p in prompts]),
-        )
+        cat = {key: np.concatenate([p[key] for p in parts]) for key in ("merge", "induction", "correct", "correct_share")}
+        out["stats"] = PromptStats(**cat, n_tokens=np.array([p.n_tokens for p in prompts]))
     if hidden:
         out["hidden"] = torch.cat([p["hidden"] for p in parts])  # [n, L, d]
     return out
@@ -246,7 +254,7 @@ def quarter_layers(n_layers: int, quarter: int) -> list[int]:
 
 def _blocked(prompts: list[Prompt], edges: list[list[tuple[int, int]]], width: int) -> torch.Tensor:
     out = torch.zeros(len(prompts), width, width, dtype=torch.bool)
-    for b, (p, es) in enumerate(zip(prompts, edges)):
+    for b, (p, es) in enumerate(zip(prompts, edges, strict=True)):
         off = width - p.n_tokens
         for q, j in es:
             out[b, off + q, off + j] = True
@@ -285,7 +293,7 @@ def ablation_table(model: Model, prompts: list[Prompt], label_ids: list[int], ba
         rows.append({**common, "step": step, "matched_step": step, "accuracy": acc, "drop": baseline - acc, "seed": None})
         for seed in seeds:
             rng = random.Random(1_000_003 * seed + 101 * STEPS.index(step) + quarter)  # stable across runs
-            rand = [random_edges(p, len(e), rng) for p, e in zip(prompts, edges)]
+            rand = [random_edges(p, len(e), rng) for p, e in zip(prompts, edges, strict=True)]
             acc = knockout_accuracy(model, prompts, rand, layers, label_ids, batch_size)
             rows.append({**common, "step": "random", "matched_step": step, "accuracy": acc,
                          "drop": baseline - acc, "seed": seed})

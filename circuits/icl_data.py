@@ -163,7 +163,7 @@ def make_prompt(ds: ICLDataset, tokenizer: Any, demos: list[tuple[str, int]], qu
     if fore[-1] != len(ids) - 1:
         raise ValueError(f"the query's forerunner is token {fore[-1]}, not the last token ({len(ids) - 1}); "
                          f"the tokenizer merges the end of {ds.label_prefix!r} with nothing after it?")
-    for s, y in zip(fore, labels):
+    for s, y in zip(fore[:-1], labels, strict=True):
         if y != s + 1:
             raise ValueError(f"label token at {y} does not follow its forerunner at {s}: the tokenizer merges "
                              f"{ds.label_prefix!r} with the label; the token roles of Cho et al. need them apart")

@@ -9,7 +9,7 @@ import sys
 from interp.errors import InterpError
 
 # Modules under interp.cli that each define register(subparsers).
-COMMANDS = ["models", "trace", "heads", "neurons", "knob", "app"]
+COMMANDS = ["models", "trace", "heads", "neurons", "knob", "app", "icl"]
 
 
 def build_parser() -> argparse.ArgumentParser:

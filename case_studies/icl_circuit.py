@@ -1,0 +1,99 @@
+"""Case study: the ICL inference circuit (Cho et al., ICLR'25) on SmolLM2-135M and Gemma-3-270M.
+
+Runs ``interp icl`` for each model (default settings unless given) and writes a summary of the
+numbers next to the reports: accuracy by k, the three steps by layer, and the knockout table
+against its random controls.
+
+    python case_studies/icl_circuit.py                       # both models (~8 + ~20 minutes on 2 CPU cores)
+    python case_studies/icl_circuit.py --models smollm2-135m --summary-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from interp.atomic import atomic_write_text
+from interp.circuits.report import ICLResult
+
+OUT = Path(__file__).parent / "results" / "icl_circuit"
+CLI = "import sys; from interp.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def summarize(result: ICLResult) -> dict:
+    acc = result["accuracy"].pivot_table(index="dataset", columns="k", values="accuracy")
+    L = result.n_layers
+    out: dict = {"model": result.model, "layers": L, "accuracy_by_k": {d: {int(k): round(v, 3) for k, v in row.items()}
+                                                                         for d, row in acc.iterrows()}}
+    steps = {}
+    for ds in acc.index:
+        s, m, r = (result[t][result[t]["dataset"] == ds] for t in ("summarize", "merge", "retrieval"))
+        best = s.loc[s["alignment"].idxmax()] if len(s) else None
+        steps[ds] = {
+            "alignment_peak_layer": None if best is None else int(best["layer"]),
+            "alignment_peak": None if best is None else round(float(best["alignment"]), 3),
+            "alignment_chance": None if best is None else round(float(best["chance"]), 3),
+            "alignment_by_quarter": [round(float(s[(s["layer"] >= q * L // 4) & (s["layer"] < (q + 1) * L // 4)]["alignment"].mean()), 3) for q in range(4)] if len(s) else None,
+            "merge_heads_by_quarter": [round(float(m[(m["layer"] >= q * L // 4) & (m["layer"] < (q + 1) * L // 4)]["heads_above"].sum()), 2) for q in range(4)],
+            "induction_heads_by_quarter": [round(float(r[(r["layer"] >= q * L // 4) & (r["layer"] < (q + 1) * L // 4)]["induction_heads"].sum()), 2) for q in range(4)],
+            "correct_induction_heads_by_quarter": [round(float(r[(r["layer"] >= q * L // 4) & (r["layer"] < (q + 1) * L // 4)]["correct_induction_heads"].sum()), 2) for q in range(4)],
+        }
+    out["steps"] = steps
+    ab = result["ablation"]
+    if len(ab):
+        own = ab[ab["step"] != "random"].set_index(["dataset", "step", "quarter"])["accuracy"]
+        rnd = ab[ab["step"] == "random"].groupby(["dataset", "matched_step", "quarter"])["accuracy"].mean()
+        base = ab.groupby("dataset")["baseline_accuracy"].first()
+        out["ablation"] = [{"dataset": d, "step": st, "quarter": int(q), "accuracy": round(float(v), 3),
+                            "random_accuracy": round(float(rnd[(d, st, q)]), 3), "baseline": round(float(base[d]), 3)}
+                           for (d, st, q), v in own.items()]
+    return out
+
+
+def markdown(s: dict) -> str:
+    lines = [f"## {s['model']} ({s['layers']} layers)", "", "Accuracy by k (label-space argmax of the last token):", ""]
+    ks = sorted({k for row in s["accuracy_by_k"].values() for k in row})
+    lines += ["| dataset | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
+    for d, row in s["accuracy_by_k"].items():
+        lines.append(f"| {d} | " + " | ".join(f"{row.get(k, float('nan')):.3f}" for k in ks) + " |")
+    lines += ["", "Steps by depth quarter (Q1..Q4; heads = mean heads per prompt above the threshold, summed over the quarter's layers):", ""]
+    lines += ["| dataset | alignment (chance) | merge heads | induction heads | correct induction heads |", "|---|---|---|---|---|"]
+    for d, st in s["steps"].items():
+        al = "n/a" if st["alignment_by_quarter"] is None else f"{st['alignment_by_quarter']} ({st['alignment_chance']})"
+        lines.append(f"| {d} | {al} | {st['merge_heads_by_quarter']} | {st['induction_heads_by_quarter']} | "
+                     f"{st['correct_induction_heads_by_quarter']} |")
+    if s.get("ablation"):
+        lines += ["", "Knockout accuracy (step's edges vs the same number of random edges, same layers):", "",
+                  "| dataset | step | Q1 | Q2 | Q3 | Q4 | baseline |", "|---|---|---|---|---|---|---|"]
+        df = pd.DataFrame(s["ablation"])
+        for (d, st), part in df.groupby(["dataset", "step"], sort=False):
+            cells = [f"{r.accuracy:.3f} / {r.random_accuracy:.3f}" for r in part.sort_values("quarter").itertuples()]
+            lines.append(f"| {d} | {st} | " + " | ".join(cells) + f" | {part['baseline'].iloc[0]:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="smollm2-135m,gemma3-270m")
+    ap.add_argument("--summary-only", action="store_true", help="only rebuild the summary from saved results")
+    ap.add_argument("extra", nargs="*", help="extra arguments for interp icl (after --)")
+    args = ap.parse_args()
+    summaries = []
+    for name in args.models.split(","):
+        folder = OUT / name
+        if not args.summary_only:
+            subprocess.run([sys.executable, "-c", CLI, "icl", name, "--out", str(folder), "--quiet", *args.extra],
+                           check=True)
+        summaries.append(summarize(ICLResult.load(folder)))
+    atomic_write_text(OUT / "summary.json", json.dumps(summaries, indent=1))
+    atomic_write_text(OUT / "summary.md", "# ICL inference circuit: measured numbers\n\n" + "\n".join(markdown(s) for s in summaries))
+    print((OUT / "summary.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

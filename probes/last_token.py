@@ -62,11 +62,24 @@ class LastTokenRuns:
 
     def _step(self, batch: _Batch, interventions: dict[str, Any] | None, sites: Any = (),
               grad: bool = False) -> tuple[torch.Tensor, Any]:
-        """Logits of the last position ``[b, vocab]`` and the trace of the step."""
+        """The last position's logits of the batch's choice tokens ``[b, n_choices]``, and the trace.
+
+        Only those logits are computed: the final hidden state times the choices' unembedding rows
+        (with the family's final soft-cap), not the whole vocabulary (262k tokens for Gemma 3).
+        """
         cache = copy.deepcopy(batch.cache)  # a step appends to the cache; each run starts from the prefix
+        hf = self.model.hf
         with self.model.trace(sites=sites, interventions=interventions) as tr, torch.set_grad_enabled(grad):
-            logits = self.model.hf(input_ids=batch.last, attention_mask=batch.mask, past_key_values=cache,
-                                   use_cache=True).logits[:, -1]
+            h = hf.base_model(input_ids=batch.last, attention_mask=batch.mask, past_key_values=cache,
+                              use_cache=True).last_hidden_state[:, -1]
+            head = self.model.module(self.model.adapter.unembed)
+            w = head.weight[batch.choices]  # [b, n_choices, d]
+            logits = torch.einsum("bd,bcd->bc", h.to(w.dtype), w)
+            if getattr(head, "bias", None) is not None:
+                logits = logits + head.bias[batch.choices]
+            cap = getattr(hf.config, "final_logit_softcapping", None)
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
         return logits, tr
 
     def choice_logits(self, interventions: dict[str, Any] | BatchInterventions | None = None) -> np.ndarray:
@@ -76,7 +89,7 @@ class LastTokenRuns:
         for b in self.batches:
             iv = interventions(b.index) if callable(interventions) else interventions
             logits, _ = self._step(b, iv)
-            out.append(logits.float().gather(1, b.choices).cpu().numpy())
+            out.append(logits.float().cpu().numpy())
         return np.concatenate(out)
 
     def capture(self, sites: str | list[str]) -> dict[str, torch.Tensor]:
@@ -93,4 +106,4 @@ class LastTokenRuns:
         while True:
             b = self.batches[int(rng.integers(len(self.batches)))]
             logits, _ = self._step(b, interventions(b.index), grad=True)
-            yield logits.float().gather(1, b.choices)
+            yield logits.float()

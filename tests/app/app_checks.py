@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from streamlit.testing.v1 import AppTest
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streamlit.testing.v1 import AppTest
 
 
 def errors(at: AppTest) -> list[str]:

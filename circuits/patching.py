@@ -1,0 +1,262 @@
+"""Activation patching: copy activations from one run into another, site by site, head by head, position by position.
+
+``direction="denoise"`` (default) runs the *corrupted* input and restores one clean activation;
+``"noise"`` runs the clean input and inserts one corrupted activation. The effect is the metric
+change normalised by the gap between the two runs:
+``(m_patched − m_target) / (m_source − m_target)`` (1: the patch carries the whole difference).
+
+Per-head sites are indexed by the head axis they really have: ``z``, ``q`` and ``result`` by
+*query* head, ``k`` and ``v`` by *kv* head (in GQA/MQA several query heads read one kv head; a
+per-query-head k/v patch does not exist, which is the bug of TransformerLens #980). Many patches
+run in one forward pass: the target batch is repeated and each copy gets its own patch.
+
+>>> from interp.circuits.patching import activation_patching, logit_diff
+>>> res = activation_patching(model, clean_ids, corrupt_ids, logit_diff(good, bad), sites=["z"])   # doctest: +SKIP
+>>> res.df.head(); res.heatmap("z").show()                                                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from interp.errors import UnknownNameError
+from interp.model import Model
+
+# short name -> (site template, per-head axis: "query", "kv" or None)
+SITES: dict[str, tuple[str, str | None]] = {
+    "z": ("blocks.{l}.attn.hook_z", "query"),
+    "q": ("blocks.{l}.attn.hook_q", "query"),
+    "result": ("blocks.{l}.attn.hook_result", "query"),
+    "k": ("blocks.{l}.attn.hook_k", "kv"),
+    "v": ("blocks.{l}.attn.hook_v", "kv"),
+    "resid_pre": ("blocks.{l}.hook_resid_pre", None),
+    "resid_post": ("blocks.{l}.hook_resid_post", None),
+    "attn_out": ("blocks.{l}.hook_attn_out", None),
+    "mlp_out": ("blocks.{l}.hook_mlp_out", None),
+    "mlp_post": ("blocks.{l}.mlp.hook_post", None),
+}
+COLUMNS = ["site", "layer", "head", "position", "effect", "metric"]
+Metric = Callable[[torch.Tensor], torch.Tensor]
+
+
+def logit_diff(good: int | Sequence[int], bad: int | Sequence[int], position: int = -1) -> Metric:
+    """Metric: logit of ``good`` minus logit of ``bad`` at ``position`` (per item ids allowed), mean over the batch."""
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        last = logits[:, position].float()
+        g, b = (_per_row(torch.as_tensor(x, device=last.device), last.shape[0]) for x in (good, bad))
+        return (last.gather(1, g[:, None]) - last.gather(1, b[:, None])).squeeze(1)
+
+    return metric
+
+
+def _per_row(ids: torch.Tensor, rows: int) -> torch.Tensor:
+    """One id per row: a single id for all, or per-item ids tiled over the repeated copies of a batch."""
+    ids = ids.reshape(-1)
+    if rows % ids.numel():
+        raise ValueError(f"{ids.numel()} per-item token ids do not fit a batch of {rows}")
+    return ids.repeat(rows // ids.numel())
+
+
+def _per_item(metric: Metric, logits: torch.Tensor, n_items: int) -> torch.Tensor:
+    """The metric of each of the repeated copies: [copies]."""
+    copies = logits.shape[0] // n_items
+    out = metric(logits)
+    if out.ndim == 0:
+        raise ValueError("the metric must return one value per batch item ([batch]), not a scalar, so that "
+                         "patches batched together can be told apart")
+    return out.float().view(copies, n_items).mean(1)
+
+
+@dataclass
+class PatchingResult:
+    """A tidy table (``site, layer, head, position, effect, metric``) and the two reference values."""
+
+    df: pd.DataFrame
+    clean_metric: float
+    corrupted_metric: float
+    direction: str
+    tokens: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return (f"PatchingResult({len(self.df)} patches, sites={list(dict.fromkeys(self.df['site']))}, "
+                f"clean {self.clean_metric:.3f}, corrupted {self.corrupted_metric:.3f})")
+
+    def save(self, path: str) -> None:
+        """Write the table as parquet (atomically)."""
+        import io
+
+        from interp.atomic import atomic_write_bytes
+
+        buf = io.BytesIO()
+        self.df.to_parquet(buf, index=False)
+        atomic_write_bytes(path, buf.getvalue())
+
+    def heatmap(self, site: str | None = None):
+        """Plotly heatmap of one site's effects: layer × head, layer × position, or (head, layer) × position."""
+        import plotly.graph_objects as go
+
+        sites = list(dict.fromkeys(self.df["site"]))
+        site = site or sites[0]
+        if site not in sites:
+            raise UnknownNameError("site", site, sites)
+        part = self.df[self.df["site"] == site]
+        has_head, has_pos = part["head"].notna().any(), part["position"].notna().any()
+        if has_head and not has_pos:
+            z = part.pivot_table(index="layer", columns="head", values="effect")
+            x_title, y_title = "head", "layer"
+        elif has_pos and not has_head:
+            z = part.pivot_table(index="layer", columns="position", values="effect")
+            x_title, y_title = "position", "layer"
+        elif has_pos and has_head:
+            part = part.assign(row=[f"L{int(a)}H{int(b)}" for a, b in zip(part["layer"], part["head"], strict=True)])
+            z = part.pivot_table(index="row", columns="position", values="effect", sort=False)
+            x_title, y_title = "position", "head"
+        else:
+            z = part.pivot_table(index="layer", values="effect")
+            x_title, y_title = "", "layer"
+        x = list(z.columns)
+        if x_title == "position" and self.tokens:
+            x = [f"{p}: {self.tokens[int(p)]}" for p in z.columns]
+        lim = float(max(1e-9, abs(z.to_numpy()).max()))
+        fig = go.Figure(go.Heatmap(z=z.to_numpy(), x=x, y=[str(i) for i in z.index], colorscale="RdBu", zmid=0,
+                                   zmin=-lim, zmax=lim, colorbar={"title": "effect"}))
+        fig.update_layout(title=f"Activation patching ({self.direction}): {site}", xaxis_title=x_title,
+                          yaxis_title=y_title, yaxis={"autorange": "reversed"})
+        return fig
+
+
+def _check_sites(sites: Sequence[str]) -> list[str]:
+    for s in sites:
+        if s not in SITES:
+            raise UnknownNameError("patching site", s, SITES)
+    return list(sites)
+
+
+def _tokens(model: Model, inputs: Any) -> dict[str, torch.Tensor]:
+    return model.to_tokens(inputs)
+
+
+def _run_metric(model: Model, tokens: dict[str, torch.Tensor], metric: Metric, interventions=None) -> float:
+    with model.trace(tokens, interventions=interventions) as tr:
+        assert tr.logits is not None
+        return float(_per_item(metric, tr.logits, tokens["input_ids"].shape[0]).mean())
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One patch: a site name, its layer, a head on the site's head axis (or None: all), a position (None: all)."""
+
+    site: str
+    layer: int
+    head: int | None
+    position: int | None
+
+
+def _interventions(patches: list[Patch], source: dict[str, torch.Tensor], n_items: int) -> dict[str, Any]:
+    """One intervention per site name; copy c of the repeated batch gets patch c."""
+    by_site: dict[str, list[tuple[int, Patch]]] = {}
+    for c, p in enumerate(patches):
+        by_site.setdefault(SITES[p.site][0].format(l=p.layer), []).append((c, p))
+
+    def make(name: str, items: list[tuple[int, Patch]]) -> Callable:
+        def fn(x: torch.Tensor, _site: str) -> torch.Tensor:
+            src = source[name].to(x.device, x.dtype)  # [n_items, ...]
+            if src.shape[1:] != x.shape[1:]:
+                raise ValueError(f"cannot patch {name}: source has shape {tuple(src.shape)}, run has {tuple(x.shape)}")
+            x = x.clone()
+            for c, p in items:
+                rows = slice(c * n_items, (c + 1) * n_items)
+                pos = slice(None) if p.position is None else p.position
+                if p.head is None:
+                    x[rows, pos] = src[:, pos]
+                else:
+                    x[rows, pos, p.head] = src[:, pos, p.head]
+            return x
+
+        return fn
+
+    return {name: make(name, items) for name, items in by_site.items()}
+
+
+def activation_patching(
+    model: Model,
+    clean: Any,
+    corrupted: Any,
+    metric: Metric,
+    *,
+    sites: Sequence[str] = ("z",),
+    layers: Sequence[int] | None = None,
+    positions: str | Sequence[int] = "all",
+    direction: str = "denoise",
+    per_head: bool = True,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> PatchingResult:
+    """Patch every (site, layer, head, position) from the source run into the target run.
+
+    Args:
+        clean, corrupted: inputs of the same token length (a prompt, a batch, or token ids).
+        metric: logits ``[batch, pos, vocab]`` -> one value per item ``[batch]`` (e.g. ``logit_diff``).
+        sites: short names from ``SITES`` (``z``, ``q``, ``k``, ``v``, ``result``, ``resid_pre``, ...).
+        positions: ``"all"`` (patch every position at once), ``"each"`` (one position at a time) or a list.
+        direction: ``"denoise"`` (clean into corrupted) or ``"noise"`` (corrupted into clean).
+        per_head: one patch per head on head sites (else the whole site at once).
+        batch_size: patches per forward pass (each copies the whole input batch).
+    """
+    sites = _check_sites(sites)
+    if direction not in ("denoise", "noise"):
+        raise UnknownNameError("direction", direction, ["denoise", "noise"])
+    clean_t, corr_t = _tokens(model, clean), _tokens(model, corrupted)
+    if clean_t["input_ids"].shape != corr_t["input_ids"].shape:
+        raise ValueError(f"clean and corrupted inputs must have the same shape (batch, tokens) so positions line up; "
+                         f"got {tuple(clean_t['input_ids'].shape)} and {tuple(corr_t['input_ids'].shape)}")
+    n_items, n_pos = clean_t["input_ids"].shape
+    layer_list = [model.check_layer(la) for la in (layers if layers is not None else range(model.cfg.n_layers))]
+    if positions == "all":
+        pos_list: list[int | None] = [None]
+    elif positions == "each":
+        pos_list = list(range(n_pos))
+    elif isinstance(positions, str):
+        raise UnknownNameError("positions", positions, ["all", "each", "a list of positions"])
+    else:
+        pos_list = [p % n_pos for p in positions]
+    src_t, tgt_t = (clean_t, corr_t) if direction == "denoise" else (corr_t, clean_t)
+    names = [SITES[s][0].format(l=la) for s in sites for la in layer_list]
+    with model.trace(src_t, sites=names) as src_tr:
+        pass
+    source = {n: src_tr[n] for n in names}
+    m_clean, m_corr = _run_metric(model, clean_t, metric), _run_metric(model, corr_t, metric)
+    m_src, m_tgt = (m_clean, m_corr) if direction == "denoise" else (m_corr, m_clean)
+    patches = []
+    for s in sites:
+        axis = SITES[s][1]
+        n_heads = {"query": model.cfg.n_heads, "kv": model.cfg.n_kv_heads, None: 0}[axis]
+        heads: list[int | None] = list(range(n_heads)) if (axis and per_head) else [None]
+        patches += [Patch(s, la, h, p) for la in layer_list for h in heads for p in pos_list]
+    values: list[float] = []
+    chunks = [patches[i : i + batch_size] for i in range(0, len(patches), batch_size)]
+    for chunk in tqdm(chunks, desc="patching", disable=not progress, leave=False):
+        reps = len(chunk)
+        tokens = {k: v.repeat(reps, 1) for k, v in tgt_t.items()}
+        with model.trace(tokens, interventions=_interventions(chunk, source, n_items)) as tr:
+            assert tr.logits is not None
+            values += _per_item(metric, tr.logits, n_items).tolist()
+    gap = m_src - m_tgt
+    df = pd.DataFrame({
+        "site": [p.site for p in patches],
+        "layer": [p.layer for p in patches],
+        "head": pd.array([p.head for p in patches], dtype="Int64"),
+        "position": pd.array([p.position for p in patches], dtype="Int64"),
+        "effect": [(v - m_tgt) / gap if gap != 0 else float("nan") for v in values],
+        "metric": values,
+    })[COLUMNS]
+    tok = getattr(model.tokenizer, "convert_ids_to_tokens", None)
+    tokens_txt = [str(t) for t in tok(clean_t["input_ids"][0].tolist())] if callable(tok) else []
+    return PatchingResult(df, m_clean, m_corr, direction, tokens_txt)

@@ -1,5 +1,7 @@
 """Neurons: search a concept, see matching neurons' decoded tokens and activation evidence, clamp one.
 
+``?concept=coffee&clamp=-25`` in the page's URL fills the concept and the clamp value.
+
 From a saved ``neurons.parquet`` the search is a filter of the decoded tokens (instant); with
 a model it is ``interp.neurons.find`` over every neuron. Evidence and clamping need the model.
 """
@@ -155,11 +157,19 @@ def _evidence(spec: str, layer: int, neuron: int, words: list[str]) -> None:
         st.plotly_chart(fig, key="evidence_plot")
 
 
+def _float_param(name: str, default: float) -> float:
+    """A number from the page's URL (``?clamp=-25``), so a view can be linked to; else ``default``."""
+    try:
+        return float(st.query_params.get(name, default))
+    except ValueError:
+        return default
+
+
 def _clamp(spec: str, layer: int, neuron: int, words: list[str]) -> None:
     from interp import neurons
 
     c1, c2 = st.columns([1, 3])
-    value = c1.number_input("Clamp value", value=10.0, step=1.0, key="clamp_value")
+    value = c1.number_input("Clamp value", value=_float_param("clamp", 10.0), step=1.0, key="clamp_value")
     prompt = c2.text_input("Prompt", neurons.neutral_prompts()[0], key="clamp_prompt")
     n_new = st.slider("New tokens", 1, 40, 15, key="clamp_tokens")
     if st.button("Generate with and without the clamp", key="generate"):
@@ -172,11 +182,11 @@ def _clamp(spec: str, layer: int, neuron: int, words: list[str]) -> None:
         left, right = st.columns(2)
         with left:
             st.markdown("**Unclamped**")
-            st.code(r.prompt + r.text_base, wrap_lines=True)
+            st.code(r.prompt + r.text_base, language=None, wrap_lines=True)
             st.caption(f"p(concept) next = {r.p_base:.3g}")
         with right:
             st.markdown(f"**L{r.layer}N{r.neuron} clamped at {r.value:g}**")
-            st.code(r.prompt + r.text_clamped, wrap_lines=True)
+            st.code(r.prompt + r.text_clamped, language=None, wrap_lines=True)
             st.caption(f"p(concept) next = {r.p_clamped:.3g} (×{r.ratio:.3g}); tokens {r.concept_tokens}")
 
 
@@ -185,7 +195,7 @@ def page() -> None:
     spec = ui.model_spec()
     source = st.radio("Search", SOURCES if spec else SOURCES[:1], horizontal=True, key="neuron_source")
     words = parse_words(st.text_input("Concept (comma-separated words; quote one to keep a leading space, as in \" red\")",
-                                      "dog", key="concept"))
+                                      st.query_params.get("concept", "dog"), key="concept"))
     if not words:
         st.error("Type at least one word to search for, e.g. dog, dogs.")
         return

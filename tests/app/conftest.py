@@ -35,9 +35,10 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def app(monkeypatch) -> Callable[..., AppTest]:
-    """``app(page, reports=DIR, model=SPEC)``: the real app, run once on ``page``."""
+    """``app(page, reports=DIR, model=SPEC, query={...})``: the real app, run once on ``page``."""
 
-    def make(page: str = "heads", reports: Path | None = None, model: Path | str | None = None) -> AppTest:
+    def make(page: str = "heads", reports: Path | None = None, model: Path | str | None = None,
+             query: dict[str, str] | None = None) -> AppTest:
         monkeypatch.setenv("INTERP_APP_REPORTS", str(reports or Path("/nonexistent-reports")))
         if model is None:
             monkeypatch.delenv("INTERP_APP_MODEL", raising=False)
@@ -45,7 +46,9 @@ def app(monkeypatch) -> Callable[..., AppTest]:
             monkeypatch.setenv("INTERP_APP_MODEL", str(model))
         at = AppTest.from_file(str(MAIN), default_timeout=TIMEOUT).run()
         if page != "heads":
-            at.switch_page(f"views/{page}.py").run()
+            at.switch_page(f"views/{page}.py")
+            at.query_params.update(query or {})  # as if the page's URL carried them
+            at.run()
         return at
 
     return make

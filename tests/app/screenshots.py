@@ -34,7 +34,7 @@ SHOTS = [
     ("heads", "", 1300, [("", "document.querySelectorAll('.js-plotly-plot .heatmaplayer image').length >= 2")]),
     ("heads-attention", "", 1300, [("", "document.body.innerText.includes('attends most to')"),
                                    (SCROLL.format("Heads"), "true")]),
-    ("neurons", "neurons", 2300, [("", "document.body.innerText.includes('Measure activations')"),
+    ("neurons", "neurons?concept=coffee&clamp=-25", 2300, [("", "document.body.innerText.includes('Measure activations')"),
                                   (CLICK.format("Measure"), "document.body.innerText.includes(\"Cohen's d\")"),
                                   (CLICK.format("Generate"), "document.body.innerText.includes('p(concept) next')")]),
     ("knob", "knob", 1900, [("", "document.querySelectorAll('.js-plotly-plot').length >= 2"

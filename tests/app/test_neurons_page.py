@@ -97,3 +97,11 @@ def test_split_words_are_reported_on_the_page(app, tmp_path, tiny_model):
     no_trouble(at)
     assert any("'ice-cream' is 3 tokens" in w.value for w in at.warning)
     assert len(at.code) == 2
+
+
+def test_url_fills_the_concept_and_clamp(app, reports_root, tiny_model):
+    at = app("neurons", reports=reports_root, model=tiny_model, query={"concept": "cat", "clamp": "-3"})
+    no_trouble(at)
+    assert at.number_input(key="clamp_value").value == -3.0
+    assert at.text_input(key="concept").value == "cat"
+    assert all("cat" in t for t in at.dataframe[0].value["concept_token"])

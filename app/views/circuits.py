@@ -1,6 +1,8 @@
 """Circuits: the in-context-learning circuit's steps, its ablation table and patching heatmaps.
 
-Everything here is read from ``icl.json`` and ``patching.parquet``; no model is needed.
+The ICL views are read from ``icl.json`` and ``patching.parquet`` (no model needed). With a
+model, ``Run patching`` patches a clean prompt into a corrupted one live
+(``interp.circuits.activation_patching``), one layer at a time so progress shows.
 """
 
 from __future__ import annotations
@@ -8,7 +10,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from interp.app import figures, report_files, ui
+from interp.app import figures, model_cache, report_files, ui
+from interp.errors import InterpError
+
+CLEAN = "When Mary and John went to the store, John gave a drink to"
+CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
 
 
 def _steps(tables: dict[str, pd.DataFrame], dataset: str) -> None:
@@ -58,11 +64,65 @@ def _patching(df: pd.DataFrame) -> None:
                         key="patch_pos")
 
 
+def _answer_id(model, word: str, prompt: str) -> int:
+    from interp.probes.knob_task import first_token
+
+    if not word.strip():
+        raise InterpError("give both answers, e.g. ' Mary' (right after the clean prompt) and ' John'")
+    return first_token(model, word, prompt)
+
+
+def live_patching(spec: str) -> None:
+    """Patch a clean prompt's activations into a corrupted one, per layer (and head) and position."""
+    from interp.circuits import PatchingResult, activation_patching, logit_diff
+    from interp.circuits.patching import SITES
+
+    st.caption("Effect 1: the patch restores the clean run's logit difference (good − bad answer); 0: no change.")
+    c1, c2 = st.columns(2)
+    clean = c1.text_input("Clean prompt", CLEAN, key="patch_clean")
+    corrupted = c2.text_input("Corrupted prompt (same number of tokens)", CORRUPTED, key="patch_corrupted")
+    c3, c4 = st.columns(2)
+    good = c3.text_input("Good answer (clean)", " Mary", key="patch_good")
+    bad = c4.text_input("Bad answer (corrupted)", " John", key="patch_bad")
+    c5, c6 = st.columns(2)
+    sites = c5.multiselect("Sites", list(SITES), default=["resid_pre"], key="patch_sites",
+                           help="Head sites (z, q, k, v, result) patch each head: slower.")
+    positions = c6.radio("Positions", ["each", "all"], horizontal=True, key="patch_positions",
+                         help="each: one position at a time; all: the whole sequence at once")
+    if st.button("Run patching", key="run_patching", disabled=not sites):
+        with model_cache.using(spec) as model:
+            metric = logit_diff(_answer_id(model, good, clean), _answer_id(model, bad, corrupted))
+            bar = st.progress(0.0, text="patching")
+            parts = []
+            for layer in range(model.cfg.n_layers):
+                bar.progress(layer / model.cfg.n_layers, text=f"layer {layer + 1} of {model.cfg.n_layers}")
+                parts.append(activation_patching(model, clean, corrupted, metric, sites=sites, layers=[layer],
+                                                 positions=positions, progress=False))
+            bar.progress(1.0, text="done")
+        first = parts[0]
+        st.session_state["patching_result"] = PatchingResult(
+            pd.concat([p.df for p in parts], ignore_index=True), first.clean_metric, first.corrupted_metric,
+            first.direction, first.tokens)
+    result = st.session_state.get("patching_result")
+    if result is not None:
+        st.caption(f"logit difference: clean {result.clean_metric:.3f}, corrupted {result.corrupted_metric:.3f}")
+        for site in dict.fromkeys(result.df["site"]):
+            st.plotly_chart(result.heatmap(site), key=f"live_patch_{site}")
+
+
 def page() -> None:
     st.title("Circuits: in-context learning")
     report = ui.pick_report("circuits")
-    if report is None:
-        return
+    if report is not None:
+        _report(report)
+    st.subheader("Activation patching on your prompts")
+    spec = ui.need_model("Live patching")
+    if spec is not None:
+        with ui.shown_errors("Patching"):
+            live_patching(spec)
+
+
+def _report(report: report_files.Report) -> None:
     with ui.shown_errors("Circuits report"):
         data: report_files.CircuitsReport = ui.read(report)
         tables = data.tables

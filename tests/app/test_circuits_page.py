@@ -61,3 +61,36 @@ def test_bad_report_shows_error(app, tmp_path):
     at = app("circuits", reports=tmp_path)
     assert any("merge[0] lacks 'heads_above'" in e for e in errors(at)), errors(at)
     assert not at.exception
+
+
+def _patch_inputs(at, clean: str, corrupted: str, good: str, bad: str) -> None:
+    at.text_input(key="patch_clean").input(clean)
+    at.text_input(key="patch_corrupted").input(corrupted)
+    at.text_input(key="patch_good").input(good)
+    at.text_input(key="patch_bad").input(bad)
+
+
+def test_live_patching_with_model(app, tmp_path, tiny_model):
+    at = app("circuits", reports=tmp_path, model=tiny_model)
+    no_trouble(at)
+    _patch_inputs(at, "the dog saw the cat and the", "the cat saw the cat and the", " dog", " cat")
+    at.button(key="run_patching").click().run()
+    no_trouble(at)
+    assert "Activation patching (denoise): resid_pre" in _specs(at)
+    df = at.session_state["patching_result"].df
+    assert len(df) == 3 * 7  # layers × positions
+    # Restoring the clean embedding where the prompts differ makes the run the clean run.
+    first = df[(df["layer"] == 0) & (df["position"] == 1)]["effect"].item()
+    assert abs(first - 1.0) < 1e-5
+    assert df[(df["layer"] == 0) & (df["position"] == 4)]["effect"].abs().item() < 1e-5
+
+
+def test_live_patching_bad_inputs(app, tmp_path, tiny_model):
+    at = app("circuits", reports=tmp_path, model=tiny_model)
+    _patch_inputs(at, "the dog saw the cat", "the cat saw", " dog", " cat")
+    at.button(key="run_patching").click().run()
+    assert any("same shape" in e for e in errors(at)), errors(at)
+    _patch_inputs(at, "the dog saw", "the cat saw", " ", " cat")
+    at.button(key="run_patching").click().run()
+    assert any("give both answers" in e for e in errors(at)), errors(at)
+    assert not at.exception

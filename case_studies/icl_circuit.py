@@ -22,6 +22,12 @@ from interp.atomic import atomic_write_text
 from interp.circuits.report import ICLResult
 
 OUT = Path(__file__).parent / "results" / "icl_circuit"
+NOTES = """Read with care: the query counts are small (settings in each icl.json), so one prompt is 3-8 points
+of accuracy; the alignment's chance level is neighbors / (queries - 1). Thresholds are the paper's
+(5 / n_t for merge and induction heads, 5 / (n_t |Y|) for correct induction heads). The merge step is
+measured on every demonstration's label (the paper reads the appended query label). Knockout rows
+compare the step's edges with the same number of random causal edges in the same layers (seed 0).
+"""
 CLI = "import sys; from interp.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
@@ -91,7 +97,8 @@ def main() -> None:
                            check=True)
         summaries.append(summarize(ICLResult.load(folder)))
     atomic_write_text(OUT / "summary.json", json.dumps(summaries, indent=1))
-    atomic_write_text(OUT / "summary.md", "# ICL inference circuit: measured numbers\n\n" + "\n".join(markdown(s) for s in summaries))
+    atomic_write_text(OUT / "summary.md", "# ICL inference circuit: measured numbers\n\n" + NOTES + "\n"
+                      + "\n".join(markdown(s) for s in summaries))
     print((OUT / "summary.md").read_text())
 
 

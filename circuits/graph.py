@@ -7,8 +7,8 @@ difference (clean − corrupted; ``hook_result`` of a head, ``hook_mlp_out`` of 
 gradient of the metric with respect to the receiver's *input branch*, taken by adding a zero
 tensor to the input of the receiver's layer norm (so the residual skip is not part of it). A
 layer's heads share one attention input, so an edge into a head scores the sender's effect
-through that layer's attention; an edge into an MLP is exactly its branch. Edges into
-``logits`` are the node effects of senders that write the residual directly.
+through that layer's attention; an edge into an MLP is exactly its branch. An edge into
+``logits`` carries the sender's node effect (its total effect, not only its direct path).
 
 >>> from interp.circuits.graph import build_circuit
 >>> circuit = build_circuit(model, clean, corrupted, metric, node_threshold=0.1)   # doctest: +SKIP

@@ -73,10 +73,11 @@ class LastTokenRuns:
             h = hf.base_model(input_ids=batch.last, attention_mask=batch.mask, past_key_values=cache,
                               use_cache=True).last_hidden_state[:, -1]
             head = self.model.module(self.model.adapter.unembed)
-            w = head.weight[batch.choices]  # [b, n_choices, d]
+            w = self.model.weight(self.model.adapter.unembed)[batch.choices]  # [b, n_choices, d]
             logits = torch.einsum("bd,bcd->bc", h.to(w.dtype), w)
-            if getattr(head, "bias", None) is not None:
-                logits = logits + head.bias[batch.choices]
+            bias: torch.Tensor | None = getattr(head, "bias", None)
+            if bias is not None:
+                logits = logits + bias[batch.choices]
             cap = getattr(hf.config, "final_logit_softcapping", None)
             if cap:
                 logits = torch.tanh(logits / cap) * cap

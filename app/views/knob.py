@@ -26,7 +26,7 @@ def _summary(report: report_files.KnobReport) -> None:
     c[3].metric("flip rate, diff. of means", f"{d['flip_rate'].get('diff_means', float('nan')):.0%}")
     c[4].metric("flip rate, random direction", f"{d['random_flip_rate']:.0%}")
     st.caption(f"{d['model']}: direction at `{report.site}`; localised layers {d['layers']}; "
-               f"correlation of the projection with the intent {d['correlation']:.2f}.")
+               f"correlation of an item's separation along the direction with its accuracy {d['correlation']:+.2f}.")
     left, right = st.columns(2)
     left.plotly_chart(figures.knob_sweep(report.sweep), key="knob_sweep")
     right.plotly_chart(figures.knob_patching(report.patching, int(d["layer"])), key="knob_patching")
@@ -93,7 +93,8 @@ def _slider(spec: str, report: report_files.KnobReport) -> None:
         base = choice_logits(m, [item], intent)[0]  # type: ignore[arg-type]
         steered = choice_logits(m, [item], intent, interventions={site: steer(u, value=value)})[0]  # type: ignore[arg-type]
         reading = float(_projection(m, text, site, u))
-        out = m.generate(text, 4, interventions={site: steer(u, value=value)})[0]
+        plain = m.generate(text, 12)[0]
+        out = m.generate(text, 12, interventions={site: steer(u, value=value)})[0]
     st.caption(f"The prompt's own projection at `{site}` (last token) is {reading:.2f}.")
     c1, c2 = st.columns(2)
     for col, title, logits in ((c1, "Without steering", base), (c2, f"Projection set to {value:.2f}", steered)):
@@ -102,6 +103,7 @@ def _slider(spec: str, report: report_files.KnobReport) -> None:
         col.markdown(f"**{title}**")
         col.metric("answer", f"{word} ({which})", help="the larger logit of the two answers' first tokens")
         col.progress(share, text=f"context {share:.0%} · prior {1 - share:.0%}")
+    st.markdown(f"Generation without steering: `{plain.strip()}`")
     st.markdown(f"Steered generation: `{out.strip()}`")
 
 

@@ -1,50 +1,110 @@
 """Collect activations for a labelled dataset at chosen sites and positions, in one pass per batch.
 
 Only the chosen position (or the mean over the real tokens) of each site is kept as the forward
-pass runs (a reducer on the trace), so memory is ``[examples, d]`` per site; with ``out=`` each
-batch is also written to disk as a safetensors shard, for sets too large to hold.
+pass runs (a reducer on the trace), so memory is ``[examples, d]`` per site. With ``out=`` the
+set is streamed to disk instead, for sets too large to hold: each batch is written as a
+safetensors shard as soon as it is complete (atomically: a shard is whole or absent), nothing
+but the current batch is held, and ``activations.json`` is written last to mark the collection
+complete. The result then reads its shards on demand, one site at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
+from safetensors import safe_open
+from safetensors.numpy import save as save_bytes
 from tqdm.auto import tqdm
 
-from interp.atomic import temp_sibling
+from interp.atomic import atomic_write_bytes, atomic_write_text
 from interp.errors import InterpError
 from interp.model import Model
 
 Position = Any  # "last" | "mean" | int | {"token": str}
+MANIFEST = "activations.json"
+SHARDS = "batch-*.safetensors"
+LABELS = "__labels__"
+
+
+class ShardedSites(Mapping[str, np.ndarray]):
+    """``X[site]`` of a collection on disk: ``[examples, d]``, read from every shard when asked
+    for (nothing is cached, so only the sites in use are in memory)."""
+
+    def __init__(self, shards: Sequence[Path], sites: Sequence[str]):
+        self.shards, self._sites = list(shards), list(sites)
+
+    def __getitem__(self, site: str) -> np.ndarray:
+        if site not in self._sites:
+            raise KeyError(f"site {site!r} was not collected (collected: {', '.join(self._sites)})")
+        parts = []
+        for path in self.shards:
+            with safe_open(str(path), framework="numpy") as f:
+                parts.append(f.get_tensor(site))
+        return np.concatenate(parts)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sites)
+
+    def __len__(self) -> int:
+        return len(self._sites)
+
+    def __repr__(self) -> str:
+        return f"ShardedSites({len(self._sites)} sites in {len(self.shards)} shards)"
 
 
 @dataclass
 class Activations:
-    """``X[site]`` is ``[examples, d]``; ``labels`` one per example (or None)."""
+    """``X[site]`` is ``[examples, d]``; ``labels`` one per example (or None).
 
-    X: dict[str, np.ndarray]
+    From ``collect(..., out=folder)`` or ``Activations.load(folder)``, ``X`` reads the shards
+    in ``folder`` on each access (``in_memory()`` reads them all once).
+    """
+
+    X: Mapping[str, np.ndarray]
     labels: np.ndarray | None = None
+    folder: Path | None = None
 
     @property
     def sites(self) -> list[str]:
         return list(self.X)
 
+    def in_memory(self) -> Activations:
+        """The same activations as plain arrays."""
+        return Activations({k: np.asarray(v) for k, v in self.X.items()}, self.labels)
+
     @classmethod
     def load(cls, folder: str | Path) -> Activations:
-        """Concatenate the shards that ``collect(..., out=folder)`` wrote."""
-        shards = sorted(Path(folder).glob("batch-*.safetensors"))
-        if not shards:
-            raise InterpError(f"no activation shards (batch-*.safetensors) in {folder}")
-        parts = [load_file(str(s)) for s in shards]
-        labels = [p.pop("__labels__") for p in parts if "__labels__" in p]
-        X = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        return cls(X, np.concatenate(labels) if labels else None)
+        """The shards that ``collect(..., out=folder)`` wrote, read on demand."""
+        folder = Path(folder)
+        manifest = folder / MANIFEST
+        if not manifest.exists():
+            if any(folder.glob(SHARDS)):
+                raise InterpError(f"{folder} has activation shards but no {MANIFEST}: the collection did not "
+                                  "finish (or is from an older version); run collect(..., out=) again")
+            raise InterpError(f"no activations in {folder} (no {MANIFEST}); write them with collect(..., out=)")
+        meta = json.loads(manifest.read_text())
+        shards = [folder / s["file"] for s in meta["shards"]]
+        for s, path in zip(meta["shards"], shards, strict=True):
+            if not path.exists():
+                raise InterpError(f"activation shard {path} listed in {manifest} is missing")
+            with safe_open(str(path), framework="numpy") as f:
+                n = f.get_slice(meta["sites"][0]).get_shape()[0]
+            if n != s["examples"]:
+                raise InterpError(f"activation shard {path} has {n} examples, {manifest} says {s['examples']}")
+        labels = None
+        if meta["labels"]:
+            parts = []
+            for path in shards:
+                with safe_open(str(path), framework="numpy") as f:
+                    parts.append(f.get_tensor(LABELS))
+            labels = np.concatenate(parts)
+        return cls(ShardedSites(shards, meta["sites"]), labels, folder)
 
 
 def _indices(model: Model, ids: torch.Tensor, mask: torch.Tensor, position: Position) -> torch.Tensor | None:
@@ -71,6 +131,38 @@ def _indices(model: Model, ids: torch.Tensor, mask: torch.Tensor, position: Posi
     raise InterpError(f"unknown position {position!r}; use 'last', 'mean', an int, or {{'token': str}}")
 
 
+def _batches(model: Model, texts: Sequence[str], names: list[str], position: Position, batch_size: int,
+             progress: bool) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """``(first example, {site: [batch, d]})`` per batch, checked to be finite."""
+    for start in tqdm(range(0, len(texts), batch_size), desc="activations", disable=not progress):
+        tokens = model.to_tokens(list(texts[start : start + batch_size]))
+        ids, mask = tokens["input_ids"].cpu(), tokens["attention_mask"].cpu()
+        idx = _indices(model, ids, mask, position)
+
+        def keep(x: torch.Tensor, idx=idx, mask=mask) -> np.ndarray:
+            x = x.detach().float().cpu()
+            if idx is None:
+                m = mask[:, :, None].float()
+                return ((x * m).sum(1) / m.sum(1)).numpy()
+            return x[torch.arange(x.shape[0]), idx].numpy()
+
+        with model.trace(tokens, reduce={n: keep for n in names}) as tr:
+            pass
+        batch = {n: np.ascontiguousarray(tr[n]) for n in names}
+        for n, a in batch.items():
+            if not np.isfinite(a).all():
+                raise InterpError(f"activations at {n} contain NaN or inf (batch starting at example {start})")
+        yield start, batch
+        del batch, tr  # the consumer has written it; do not hold it through the next forward
+
+
+def _clear(folder: Path) -> None:
+    """Remove a previous collection in ``folder``: its manifest first, so it never looks complete."""
+    (folder / MANIFEST).unlink(missing_ok=True)
+    for old in folder.glob(SHARDS):
+        old.unlink()
+
+
 def collect(
     model: Model,
     texts: Sequence[str],
@@ -86,7 +178,9 @@ def collect(
 
     ``position``: ``"last"``, ``"mean"`` (over the real tokens), a token index, or
     ``{"token": " Paris"}`` (its last occurrence). ``out``: a folder to stream batches to as
-    safetensors shards (numeric labels), read back with ``Activations.load``.
+    safetensors shards ``batch-000000.safetensors``... (labels must then be numbers), replacing
+    a previous collection there; only one batch is held at a time and the result reads the
+    shards on demand (as ``Activations.load(out)`` does later).
 
     >>> acts = collect(model, ["Paris is in France", "Rome is in Italy"], [1, 0])   # doctest: +SKIP
     >>> acts.X["blocks.5.hook_resid_post"].shape                                    # doctest: +SKIP
@@ -94,37 +188,35 @@ def collect(
     """
     if labels is not None and len(labels) != len(texts):
         raise InterpError(f"{len(texts)} texts but {len(labels)} labels")
+    if len(texts) == 0:
+        raise InterpError("no texts to collect activations for")
+    if batch_size < 1:
+        raise InterpError(f"batch_size must be at least 1, got {batch_size}")
+    y = None if labels is None else np.asarray(labels)
     names = [s.name for s in model.resolve(sites)]
-    folder = Path(out) if out is not None else None
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-    kept: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for b, start in enumerate(tqdm(range(0, len(texts), batch_size), desc="activations", disable=not progress)):
-        tokens = model.to_tokens(list(texts[start : start + batch_size]))
-        ids, mask = tokens["input_ids"].cpu(), tokens["attention_mask"].cpu()
-        idx = _indices(model, ids, mask, position)
+    batches = _batches(model, texts, names, position, batch_size, progress)
+    if out is None:
+        kept: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        for _, batch in batches:
+            for n, a in batch.items():
+                kept[n].append(a)
+        return Activations({n: np.concatenate(v) for n, v in kept.items()}, y)
 
-        def keep(x: torch.Tensor, idx=idx, mask=mask) -> np.ndarray:
-            x = x.detach().float().cpu()
-            if idx is None:
-                m = mask[:, :, None].float()
-                return ((x * m).sum(1) / m.sum(1)).numpy()
-            return x[torch.arange(x.shape[0]), idx].numpy()
-
-        with model.trace(tokens, reduce={n: keep for n in names}) as tr:
-            pass
-        batch = {n: tr[n] for n in names}
-        for n, a in batch.items():
-            if not np.isfinite(a).all():
-                raise InterpError(f"activations at {n} contain NaN or inf (batch starting at example {start})")
-            kept[n].append(a)
-        if folder is not None:
-            shard = dict(batch)
-            if labels is not None:
-                shard["__labels__"] = np.asarray(labels[start : start + batch_size])
-            path = folder / f"batch-{b:06d}.safetensors"
-            tmp = temp_sibling(path)
-            save_file(shard, str(tmp))
-            tmp.replace(path)  # a shard is either whole or absent
-    X = {n: np.concatenate(v) for n, v in kept.items()}
-    return Activations(X, None if labels is None else np.asarray(labels))
+    if y is not None and y.dtype.kind not in "biuf":
+        raise InterpError(f"with out=, labels must be numbers or booleans (they are stored in safetensors shards); "
+                          f"got {y.dtype} labels such as {y[0]!r}")
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    _clear(folder)
+    shards: list[dict[str, Any]] = []
+    for b, (start, batch) in enumerate(batches):
+        shard: dict[str, np.ndarray] = dict(batch)
+        if y is not None:
+            shard[LABELS] = np.ascontiguousarray(y[start : start + batch_size])
+        name = f"batch-{b:06d}.safetensors"
+        atomic_write_bytes(folder / name, save_bytes(shard))  # a shard is either whole or absent
+        shards.append({"file": name, "examples": len(next(iter(batch.values())))})
+        del shard, batch  # hold nothing of a written batch
+    meta = {"sites": names, "examples": len(texts), "labels": y is not None, "position": position, "shards": shards}
+    atomic_write_text(folder / MANIFEST, json.dumps(meta, indent=1))
+    return Activations(ShardedSites([folder / s["file"] for s in shards], names), y, folder)

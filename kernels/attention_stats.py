@@ -116,7 +116,9 @@ def attention_stats(
         tokens: ``[batch, pos_k]`` token ids, needed by ``dup`` and ``ngram*``.
         rows: query indices, shared ``[R]`` or per item ``[batch, R]`` (default: all).
         key_mask: ``[batch, pos_k]``, False for padding keys.
-        sliding_window, softcap, causal: the layer's masks and logit soft-capping.
+        sliding_window, softcap, causal: the layer's masks and logit soft-capping. With
+            ``causal=False`` a query also sees later keys (both backends); a window still bounds
+            only how far back it looks (``q - j < sliding_window``).
         row_stats: also return the largest probability, its key, and the entropy; ``topk``
             (at most 8) the top keys with their probabilities. These need a pass over each row.
         lse: the rows' log-sum-exp if already known (e.g. from the model's fused attention).

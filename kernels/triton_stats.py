@@ -50,7 +50,7 @@ if triton is not None:
         scaling, softcap, window,
         G: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, DP: tl.constexpr,
         TOPK: tl.constexpr, KP: tl.constexpr, ROW_STATS: tl.constexpr,
-        HAS_SOFTCAP: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_KMASK: tl.constexpr,
+        HAS_SOFTCAP: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_KMASK: tl.constexpr, CAUSAL: tl.constexpr,
         R_PREV: tl.constexpr, R_DUP: tl.constexpr, R_NG1: tl.constexpr, R_NG2: tl.constexpr,
         R_NG3: tl.constexpr, R_NG4: tl.constexpr, R_SPAN: tl.constexpr, R_BOS: tl.constexpr,
         R_SELF: tl.constexpr, GP: tl.constexpr, EXCL_BOS: tl.constexpr, EXCL_SELF: tl.constexpr,
@@ -111,7 +111,10 @@ if triton is not None:
         top_i = tl.zeros([BLOCK_M, KP], tl.int32)
 
         # Only key blocks some row of this block can see.
-        hi = tl.max(tl.where(valid_m, q_abs, 0), axis=0) + 1
+        if CAUSAL:
+            hi = tl.max(tl.where(valid_m, q_abs, 0), axis=0) + 1
+        else:
+            hi = PK
         lo = 0
         if HAS_WINDOW:
             lo = tl.maximum(tl.min(tl.where(valid_m, q_abs, PK), axis=0) - window + 1, 0)
@@ -126,7 +129,9 @@ if triton is not None:
             s = tl.dot(q, tl.trans(k), input_precision="ieee") * scaling
             if HAS_SOFTCAP:
                 s = _tanh(s / softcap) * softcap
-            vis = valid_m[:, None] & in_k[None, :] & (keys[None, :] <= q_abs[:, None])
+            vis = valid_m[:, None] & in_k[None, :]
+            if CAUSAL:
+                vis = vis & (keys[None, :] <= q_abs[:, None])
             if HAS_WINDOW:
                 vis = vis & (q_abs[:, None] - keys[None, :] < window)
             if HAS_KMASK:
@@ -297,7 +302,7 @@ def triton_attention_stats(problem, rules, tokens, spans, row_stats, topk, exclu
         G=group, BLOCK_R=block_r, BLOCK_N=block_n, DP=max(16, _next_pow2(d)),
         TOPK=topk if row_stats else 0, KP=max(2, _next_pow2(kk)), ROW_STATS=row_stats,
         HAS_SOFTCAP=p.softcap is not None, HAS_WINDOW=p.sliding_window is not None,
-        HAS_KMASK=p.key_mask is not None, GP=gp, EXCL_BOS="bos" in exclude, EXCL_SELF="self" in exclude, **flags,
+        HAS_KMASK=p.key_mask is not None, CAUSAL=p.causal, GP=gp, EXCL_BOS="bos" in exclude, EXCL_SELF="self" in exclude, **flags,
     )
     out = AttentionStats(rows=p.rows, lse=lse)
     if row_stats:

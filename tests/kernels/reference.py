@@ -5,8 +5,12 @@ from __future__ import annotations
 import torch
 
 
-def dense_probs(q, k, *, scaling, key_mask=None, sliding_window=None, softcap=None):
-    """Full [b, H, Pq, Pk] probabilities in float64, built the obvious way."""
+def dense_probs(q, k, *, scaling, key_mask=None, sliding_window=None, softcap=None, causal=True):
+    """Full [b, H, Pq, Pk] probabilities in float64, built the obvious way.
+
+    ``causal=False`` lets every query see later keys too; a sliding window still bounds how far
+    back a query looks (``qa - j < window``), as in ``attention_stats``.
+    """
     q, k = q.double(), k.double()
     b, h, pq, _ = q.shape
     pk = k.shape[2]
@@ -19,7 +23,7 @@ def dense_probs(q, k, *, scaling, key_mask=None, sliding_window=None, softcap=No
         for i in range(pq):
             qa = i + pk - pq
             for j in range(pk):
-                ok = j <= qa and (sliding_window is None or qa - j < sliding_window)
+                ok = (not causal or j <= qa) and (sliding_window is None or qa - j < sliding_window)
                 ok = ok and (key_mask is None or bool(key_mask[bi, j]))
                 allowed[bi, i, j] = ok
     s = s.masked_fill(~allowed[:, None], float("-inf"))

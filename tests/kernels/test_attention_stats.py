@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import zlib
 
 import pytest
 import torch
@@ -20,17 +21,26 @@ TRITON = importlib.util.find_spec("triton") is not None and (
 BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not TRITON, reason="needs triton (TRITON_INTERPRET=1 on CPU)"))]
 
 CASES = {
-    # name: (batch, q_heads, kv_heads, pos_q, pos_k, d, window, softcap, padded)
-    "mha": (2, 4, 4, 40, 40, 16, None, None, False),
-    "gqa_padded": (2, 6, 2, 37, 37, 8, None, None, True),
-    "mqa_window": (1, 4, 1, 45, 45, 16, 9, None, False),
-    "softcap_window_padded": (3, 4, 2, 33, 33, 8, 12, 2.0, True),
-    "decode_rows": (2, 4, 2, 3, 30, 16, None, None, False),
+    # name: (batch, q_heads, kv_heads, pos_q, pos_k, d, window, softcap, padded, causal)
+    "mha": (2, 4, 4, 40, 40, 16, None, None, False, True),
+    "gqa_padded": (2, 6, 2, 37, 37, 8, None, None, True, True),
+    "mqa_window": (1, 4, 1, 45, 45, 16, 9, None, False, True),
+    "softcap_window_padded": (3, 4, 2, 33, 33, 8, 12, 2.0, True, True),
+    "decode_rows": (2, 4, 2, 3, 30, 16, None, None, False, True),
+    # Bidirectional: every query also sees later keys (more than one key block of 32 here).
+    "noncausal_gqa_padded": (2, 4, 2, 36, 36, 8, None, None, True, False),
+    "noncausal_window_softcap": (1, 4, 1, 34, 34, 8, 7, 2.0, False, False),
+    "noncausal_decode": (2, 2, 1, 3, 35, 8, None, None, False, False),
 }
 
 
+def seed_of(case: str) -> int:
+    """A seed fixed across processes (``hash`` of a str changes with PYTHONHASHSEED)."""
+    return zlib.crc32(case.encode()) % 1000
+
+
 def make(case, seed):
-    b, h, hkv, pq, pk, d, window, softcap, padded = CASES[case]
+    b, h, hkv, pq, pk, d, window, softcap, padded, causal = CASES[case]
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(b, h, pq, d, generator=g)
     k = torch.randn(b, hkv, pk, d, generator=g)
@@ -42,41 +52,92 @@ def make(case, seed):
         key_mask = torch.ones(b, pk, dtype=torch.bool)
         for i in range(1, b):
             key_mask[i, : 3 * i] = False  # left padding
-    return q, k, tokens, key_mask, dict(scaling=d**-0.5, sliding_window=window, softcap=softcap)
+    return q, k, tokens, key_mask, dict(scaling=d**-0.5, sliding_window=window, softcap=softcap, causal=causal)
+
+
+def check_against_reference(q, k, tokens, key_mask, spec, backend, *, rows=None, topk=3, rules=RULES, block=7):
+    """Run ``attention_stats`` and compare every statistic, row by row, with ``dense_probs``."""
+    b, h, pq, _ = q.shape
+    pk = k.shape[2]
+    rows_t = torch.arange(pq).expand(b, pq) if rows is None else torch.as_tensor(rows).expand(b, -1)
+    spans = torch.stack([torch.tensor([[r % 5, r % 5 + 4] for r in item.tolist()]) for item in rows_t])
+    stats = attention_stats(
+        q, k, **spec, rules=list(rules), tokens=tokens, spans=spans, key_mask=key_mask, rows=rows, topk=topk,
+        backend=backend, block=block,
+    )
+    assert torch.equal(stats.rows, rows_t)
+    probs, allowed = dense_probs(q, k, key_mask=key_mask, **spec)
+    probs = probs.gather(2, rows_t[:, None, :, None].expand(b, h, -1, pk))  # [b, H, R, K]
+    allowed = allowed.gather(1, rows_t[:, :, None].expand(-1, -1, pk))  # [b, R, K]
+    n_rows = rows_t.shape[1]
+    real_rows = allowed.any(-1)  # padding queries see nothing under a causal mask: not compared
+    assert bool(real_rows.any())
+    for rule in rules:
+        for bi in range(b):
+            for ri in range(n_rows):
+                if not real_rows[bi, ri]:
+                    continue
+                i_abs = int(rows_t[bi, ri]) + pk - pq
+                tm = target_mask(rule, tokens, bi, i_abs, pk, key_mask, spans[bi, ri].tolist())
+                expected = probs[bi, :, ri][:, tm].sum(-1)
+                assert torch.allclose(stats.mass[rule][bi, :, ri].double(), expected, atol=1e-5), (rule, bi, ri)
+                assert int(stats.n_targets[rule][bi, ri]) == int((tm & allowed[bi, ri]).sum()), (rule, bi, ri)
+    sel = real_rows[:, None].expand(b, h, n_rows)
+    p = probs[sel]  # [n, K]
+    got = lambda t: t[sel]  # noqa: E731
+    torch.testing.assert_close(got(stats.lse).double(), torch.logsumexp(
+        dense_scores(q, k, spec, allowed, rows_t)[sel], -1), atol=1e-5, rtol=0)
+    assert torch.allclose(got(stats.max_prob).double(), p.max(-1).values, atol=1e-5)
+    assert torch.equal(got(stats.argmax), p.argmax(-1))
+    ent = -(p * p.clamp_min(1e-300).log()).sum(-1)
+    assert torch.allclose(got(stats.entropy).double(), ent, atol=1e-5)
+    if topk:
+        top = p.topk(topk, dim=-1)
+        assert stats.topk_prob is not None and stats.topk_index is not None
+        assert stats.topk_prob.shape == (b, h, n_rows, topk)
+        assert torch.allclose(got(stats.topk_prob).double(), top.values, atol=1e-5)
+        positive = top.values > 0  # among zero-probability keys the order is undefined
+        assert torch.equal(got(stats.topk_index)[positive], top.indices[positive])
+    return stats
+
+
+def dense_scores(q, k, spec, allowed, rows_t):
+    """The chosen rows' masked float64 scores [b, H, R, K], for the log-sum-exp."""
+    h = q.shape[1]
+    kk = k.double().repeat_interleave(h // k.shape[1], dim=1)
+    qq = q.double().gather(2, rows_t[:, None, :, None].expand(-1, h, -1, q.shape[3]))
+    s = torch.einsum("bhid,bhjd->bhij", qq, kk) * spec["scaling"]
+    if spec["softcap"] is not None:
+        s = torch.tanh(s / spec["softcap"]) * spec["softcap"]
+    return s.masked_fill(~allowed[:, None], float("-inf"))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_matches_dense_reference(case, backend):
-    q, k, tokens, key_mask, spec = make(case, seed=hash(case) % 1000)
-    b, h, pq, _ = q.shape
-    pk = k.shape[2]
-    spans = torch.stack([torch.tensor([[r % 5, r % 5 + 4] for r in range(pq)])] * b)
-    rules = [r for r in RULES]
-    stats = attention_stats(
-        q, k, **spec, rules=rules, tokens=tokens, spans=spans, key_mask=key_mask, topk=3, backend=backend, block=7
-    )
-    probs, allowed = dense_probs(q, k, key_mask=key_mask, **spec)
-    real_rows = allowed.any(-1)  # padding queries see nothing: not compared
-    for rule in rules:
-        for bi in range(b):
-            for i in range(pq):
-                if not real_rows[bi, i]:
-                    continue
-                tm = target_mask(rule, tokens, bi, i + pk - pq, pk, key_mask, spans[bi, i].tolist())
-                expected = probs[bi, :, i][:, tm].sum(-1)
-                assert torch.allclose(stats.mass[rule][bi, :, i].double(), expected, atol=1e-5), (rule, bi, i)
-                assert int(stats.n_targets[rule][bi, i]) == int((tm & allowed[bi, i]).sum()), (rule, bi, i)
-    p = probs.permute(0, 1, 2, 3)[real_rows[:, None].expand(b, h, pq)]  # [n, K]
-    got = lambda t: t[real_rows[:, None].expand(b, h, pq)]  # noqa: E731
-    assert torch.allclose(got(stats.max_prob).double(), p.max(-1).values, atol=1e-5)
-    assert torch.equal(got(stats.argmax), p.argmax(-1))
-    ent = -(p * p.clamp_min(1e-300).log()).sum(-1)
-    assert torch.allclose(got(stats.entropy).double(), ent, atol=1e-5)
-    top = p.topk(3, dim=-1)
-    assert torch.allclose(got(stats.topk_prob).double(), top.values, atol=1e-5)
-    positive = top.values > 0  # among zero-probability keys the order is undefined
-    assert torch.equal(got(stats.topk_index)[positive], top.indices[positive])
+    q, k, tokens, key_mask, spec = make(case, seed=seed_of(case))
+    check_against_reference(q, k, tokens, key_mask, spec, backend)
+
+
+# Subsets of rows (shared [R] and per item [b, R]), and top-k at its limit, on both backends.
+SUBSETS = {
+    "shared_rows": ("gqa_padded", [36, 18, 5, 0], 3),
+    "item_rows": ("softcap_window_padded", [[32, 10, 2], [7, 32, 20], [31, 12, 9]], 2),
+    "decode_last_row": ("decode_rows", [2], 1),
+    "noncausal_rows": ("noncausal_gqa_padded", [0, 35, 17], 8),
+    "topk8": ("mqa_window", [44, 30, 8, 3], 8),
+    "topk8_gqa": ("gqa_padded", [36, 20, 9], 8),
+}
+
+
+@pytest.mark.parametrize("subset", sorted(SUBSETS))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_row_subsets_and_topk_limit_match_dense_reference(subset, backend):
+    case, rows, topk = SUBSETS[subset]
+    q, k, tokens, key_mask, spec = make(case, seed=seed_of(subset))
+    stats = check_against_reference(q, k, tokens, key_mask, spec, backend, rows=torch.tensor(rows), topk=topk,
+                                    rules=("prev", "dup", "ngram1", "ngram3", "span", "bos"))
+    assert stats.lse.shape[-1] == torch.tensor(rows).shape[-1]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -244,6 +244,7 @@ class Model:
             if name not in {s.name for s in capture}:
                 capture.append(self._site(name))
         trace = Trace()
+        trace.n_layers = self.cfg.n_layers
         hooks = Hooks(self, trace, capture, by_site, reducers, positions=positions, to_cpu=to_cpu)
         hooks.install()
         try:
@@ -270,8 +271,19 @@ class Model:
         interventions: dict[str, Any] | None = None,
         **generate_kwargs: Any,
     ) -> list[str]:
-        """Greedy continuation (unless sampling is asked for) of each prompt, as text."""
+        """Greedy continuation (unless sampling is asked for) of each prompt, as text.
+
+        The (padded) prompt plus ``max_new_tokens`` must fit in the context window; otherwise
+        ``PromptTooLongError`` says by how much, before anything runs.
+        """
         tokens = self.to_tokens(inputs)
+        n_prompt, n_ctx = tokens["input_ids"].shape[1], self.cfg.n_ctx
+        if max_new_tokens is not None and n_prompt + max_new_tokens > n_ctx:
+            room = f"ask for at most {n_ctx - n_prompt} new tokens or " if n_prompt < n_ctx else ""
+            raise PromptTooLongError(
+                f"prompt of {n_prompt} tokens + max_new_tokens={max_new_tokens} is {n_prompt + max_new_tokens} "
+                f"tokens but {self.name} has a context window of {n_ctx}; {room}shorten the prompt"
+            )
         kwargs = {"do_sample": False, "pad_token_id": self.tokenizer.pad_token_id, **generate_kwargs}
         with self.trace(interventions=interventions), torch.no_grad():
             out = self.hf.generate(**tokens, max_new_tokens=max_new_tokens, **kwargs)

@@ -24,12 +24,16 @@ def attention_pattern(
     positions) and the layer's recorded spec: scaling, GQA/MQA sharing of kv heads, causal
     and sliding-window masks, soft-capping, and key padding from the trace's attention mask.
     ``rows`` are query positions (default: all); only those rows are built. Rows of padding
-    tokens, which attend to nothing, come back as zeros.
+    tokens, which attend to nothing, come back as zeros. A layer outside the model raises
+    ``OutOfRangeError`` naming the valid layers; one whose q and k were not captured, a
+    ``KeyError`` naming what was.
 
     >>> with model.trace(text, sites=["blocks.3.attn.hook_q", "blocks.3.attn.hook_k"]) as tr:
     ...     pass                                                    # doctest: +SKIP
     >>> attention_pattern(tr, 3, heads=[0, 4], rows=[-1]).shape     # doctest: +SKIP
     """
+    if trace.n_layers is not None and not 0 <= layer < trace.n_layers:
+        raise OutOfRangeError("layer", layer, trace.n_layers)
     q = trace[f"blocks.{layer}.attn.hook_q"]  # [b, q_pos, H, d]
     k = trace[f"blocks.{layer}.attn.hook_k"]  # [b, k_pos, Hkv, d]
     spec = trace.specs[layer]

@@ -32,6 +32,7 @@ class Trace:
         self.input_ids: torch.Tensor | None = None
         self.attention_mask: torch.Tensor | None = None
         self.logits: torch.Tensor | None = None
+        self.n_layers: int | None = None  # the traced model's layers, for range checks
 
     def __getitem__(self, site: str) -> Any:
         values = self._captured.get(site)

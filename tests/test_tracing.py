@@ -11,7 +11,7 @@ import torch
 from tiny_models import VOCAB, NullTokenizer, build, padded_batch
 
 import interp
-from interp import Model
+from interp import Model, corpus
 from interp import interventions as iv
 from interp.errors import OutOfRangeError, PromptTooLongError, UnknownNameError
 
@@ -33,20 +33,43 @@ def test_hooks_leave_logits_bit_identical(family):
     assert len(tr.keys()) == len(model.site_names())
 
 
+def text_batch(lengths=(256, 231, 203)) -> dict[str, torch.Tensor]:
+    """Left-padded windows of the shipped natural text, one byte per token.
+
+    The tiny models have a random 128-token vocabulary and no tokenizer, and the text is
+    ASCII, so its bytes are valid token ids (none is 0, the pad id) and keep natural text's
+    repeats of letters, words and phrases.
+    """
+    data = torch.tensor(list(corpus.text("alice").encode("ascii")), dtype=torch.long)
+    assert 0 < int(data.min()) and int(data.max()) < VOCAB
+    width = max(lengths)
+    ids = torch.zeros(len(lengths), width, dtype=torch.long)
+    mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        start = 1000 + 9973 * i  # a different passage per row
+        ids[i, width - n :] = data[start : start + n]
+        mask[i, width - n :] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 def test_attention_pattern_matches_eager(family):
+    """On 200-256 tokens of natural text in a padded batch, every layer and head, fp32."""
     model = Model(build(family), NullTokenizer())
-    batch = padded_batch(lengths=(30, 19, 11))
+    batch = text_batch()
+    assert batch["input_ids"].shape[1] <= model.cfg.n_ctx
     with model.trace(batch, sites="blocks.*.attn.hook_[qk]") as tr:
         pass
     model.hf.set_attn_implementation("interp_eager")
     with torch.no_grad():
         eager = model.hf(**batch, output_attentions=True).attentions
     real = batch["attention_mask"].bool()  # compare rows of real tokens only
+    assert real.sum(1).min() >= 200
     for layer in range(model.cfg.n_layers):
         ours = interp.attention_pattern(tr, layer)
         diff = (ours - eager[layer]).abs().amax(dim=(1, 3))  # [batch, rows]
-        assert diff[real].max() < 1e-5, (family, layer)
-        assert torch.allclose(ours.sum(-1)[real.unsqueeze(1).expand_as(ours.sum(-1))], torch.tensor(1.0))
+        assert diff[real].max() < 1e-5, (family, layer, float(diff[real].max()))
+        sums = ours.sum(-1)[real.unsqueeze(1).expand(-1, ours.shape[1], -1)]
+        torch.testing.assert_close(sums, torch.ones_like(sums), atol=1e-5, rtol=0)
 
 
 def test_attention_pattern_selected_rows_and_heads(tiny):
@@ -230,6 +253,28 @@ def test_bad_input_errors(tiny):
     with pytest.raises(KeyError, match="not captured"):
         with tiny.trace(padded_batch(), sites="logits") as tr:
             tr["blocks.0.attn.hook_q"]
+
+
+def test_generate_beyond_the_context_window_raises(tiny):
+    prompt = torch.randint(1, VOCAB, (1, 250), generator=torch.Generator().manual_seed(5))
+    with pytest.raises(PromptTooLongError, match=r"prompt of 250 tokens \+ max_new_tokens=10 is 260 tokens but "
+                       r".* context window of 256; ask for at most 6 new tokens"):
+        tiny.generate(prompt, max_new_tokens=10)
+    full = torch.randint(1, VOCAB, (2, 256), generator=torch.Generator().manual_seed(6))
+    with pytest.raises(PromptTooLongError, match=r"prompt of 256 tokens .* context window of 256; shorten the prompt"):
+        tiny.generate(full, max_new_tokens=1)
+    assert len(tiny.generate(prompt, max_new_tokens=6)) == 1  # exactly filling the window is fine
+
+
+def test_attention_pattern_layer_out_of_range_or_not_captured(tiny):
+    with tiny.trace(padded_batch(), sites="blocks.1.attn.hook_[qk]") as tr:
+        pass
+    n = tiny.cfg.n_layers
+    for layer in (n, -1):
+        with pytest.raises(OutOfRangeError, match=rf"layer {layer} is out of range: valid layers are 0..{n - 1}"):
+            interp.attention_pattern(tr, layer)
+    with pytest.raises(KeyError, match=r"site 'blocks.0.attn.hook_q' was not captured .*blocks.1.attn.hook_q"):
+        interp.attention_pattern(tr, 0)
 
 
 def test_globs_expand_in_model_order(tiny):

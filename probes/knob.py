@@ -182,8 +182,17 @@ def train_das(model: Model, data: IntentRuns, layer: int, states: dict[str, torc
         bar.update()
         return torch.nn.functional.cross_entropy(logits.double(), label)
 
-    u = fit_rank1_das(loss, model.cfg.d_model, steps=steps, lr=lr, seed=seed, init=_random_unit(model.cfg.d_model, seed))
-    bar.close()
+    # Gradients flow to u only: the model's weights would otherwise get (and keep) a .grad each step.
+    weights = [p for p in model.hf.parameters() if p.requires_grad]
+    for p in weights:
+        p.requires_grad_(False)
+    try:
+        u = fit_rank1_das(loss, model.cfg.d_model, steps=steps, lr=lr, seed=seed,
+                          init=_random_unit(model.cfg.d_model, seed))
+    finally:
+        for p in weights:
+            p.requires_grad_(True)
+        bar.close()
     return u
 
 

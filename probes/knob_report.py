@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
@@ -24,12 +26,38 @@ def _versions() -> dict[str, str]:
     return {"interp": interp.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
+def finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinities (floats, numpy scalars) as None and numpy values as Python
+    ones, so that it is strict JSON (``json.dumps(..., allow_nan=False)``: NaN is null).
+
+    >>> finite({"r": float("nan"), "xs": [1.0, float("inf")], "n": np.int64(3)})
+    {'r': None, 'xs': [1.0, None], 'n': 3}
+    """
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return finite(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def dumps(doc: Any, **kwargs: Any) -> str:
+    """Strict JSON text of ``doc``: non-finite numbers are written as null."""
+    return json.dumps(finite(doc), allow_nan=False, **kwargs)
+
+
 def to_json(r: KnobResult) -> dict[str, Any]:
-    """The ``knob.json`` document (keys described in the README)."""
+    """The ``knob.json`` document (keys described in the README); undefined numbers (a flip rate
+    with no eligible prompts, a correlation with no spread) are None, written as null."""
     sweep = [{**row, "context_share": (row["context_share_prior"] + row["context_share_context"]) / 2} for row in r.sweep]
     for row in sweep:
         row["prior_share"] = 1 - row["context_share"]
-    return {
+    return finite({
         "model": r.model,
         "settings": r.settings,
         "versions": _versions(),
@@ -50,7 +78,7 @@ def to_json(r: KnobResult) -> dict[str, Any]:
         "sweep": sweep,
         "items": [{"context": it.context, "question": it.query, "prior_answer": it.prior,
                    "context_answer": it.context_object} for it in r.items],
-    }
+    })
 
 
 def patching_figure(doc: dict[str, Any]) -> go.Figure:
@@ -89,11 +117,11 @@ def write_report(r: KnobResult, folder: str | Path) -> Path:
                                    "das_train_items")}
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>Context knob: {html.escape(r.model)}</title></head>"
             f"<body style='font-family:sans-serif;max-width:1100px;margin:auto'><h1>Context knob — {html.escape(r.model)}</h1>"
-            f"<pre>{html.escape(json.dumps(summary, indent=1))}</pre>{body}"
-            f"<h2>Settings</h2><pre>{html.escape(json.dumps(doc['settings'], indent=1))}</pre></body></html>")
+            f"<pre>{html.escape(dumps(summary, indent=1))}</pre>{body}"
+            f"<h2>Settings</h2><pre>{html.escape(dumps(doc['settings'], indent=1))}</pre></body></html>")
     tensors = {"direction" if k == "das" else k: v.float().contiguous() for k, v in r.directions.items()}
     with atomic_dir(folder) as tmp:
-        (tmp / "knob.json").write_text(json.dumps(doc, indent=1))
+        (tmp / "knob.json").write_text(dumps(doc, indent=1))
         save_file(tensors, str(tmp / "direction.safetensors"), metadata={"site": r.settings["site"], "layer": str(r.layer)})
         (tmp / "knob.html").write_text(page, encoding="utf-8")
     return folder

@@ -134,3 +134,28 @@ def test_collect_positions_shards_and_concept_depth(smollm2, tmp_path):
         collect(smollm2, texts, sites="blocks.2.hook_nope", progress=False)
     with pytest.raises(InterpError, match="does not occur"):
         collect(smollm2, ["no match here"], sites="blocks.2.hook_resid_post", position={"token": " Paris"}, progress=False)
+
+
+def test_steering_applies_at_every_generate_step(tiny):
+    """Under ``generate`` (KV cache) the newest token is steered at each step: its projection is
+    the value, earlier prompt positions are untouched, and the continuation is the one a greedy
+    loop of full forwards gets when every position from the prompt's last on is steered."""
+    prompt = torch.randint(1, 100, (1, 8), generator=torch.Generator().manual_seed(5))
+    u = torch.randn(tiny.cfg.d_model, generator=torch.Generator().manual_seed(6))
+    un = (u / u.norm()).double()
+    site, value, n_new = "blocks.1.hook_resid_post", 40.0, 4
+    with tiny.trace(sites=site, interventions={site: steer(u, value=value)}) as tr:
+        steered = tiny.generate(prompt, max_new_tokens=n_new)
+    steps = tr.steps(site)
+    assert [s.shape[1] for s in steps] == [8] + [1] * (n_new - 1)
+    for s in steps:
+        assert torch.allclose(projection(s[:, -1], un), torch.tensor(value, dtype=torch.float64), atol=1e-3)
+    with tiny.trace(prompt, sites=site) as clean:
+        pass
+    torch.testing.assert_close(steps[0][:, :-1], clean[site][:, :-1])
+    ids = prompt.clone()
+    for _ in range(n_new):
+        iv = {site: steer(u, value=value, positions=list(range(prompt.shape[1] - 1, ids.shape[1])))}
+        ids = torch.cat([ids, tiny.run(ids, interventions=iv)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert steered == tiny.tokenizer.batch_decode(ids[:, prompt.shape[1]:])
+    assert steered != tiny.generate(prompt, max_new_tokens=n_new)  # the steering mattered

@@ -60,8 +60,8 @@ def _checks_html(checks: dict[str, Any]) -> str:
     tests = checks.get("retrieval_tests")
     if tests:
         parts.append(
-            f"<h3>Needle tests</h3><p>{tests['recalled']} of {tests['tests']} recalled (ROUGE-1 recall &gt; 0.5); "
-            f"share of heads above 0.1: {tests['share_above_threshold']}</p>"
+            f"<h3>Needle tests</h3><p>{tests['recalled']} of {tests['tests']} recalled (ROUGE-1 recall &gt; {tests.get('recall_threshold', 0.5)}); "
+            f"share of heads above {tests.get('threshold', 0.1)}: {tests['share_above_threshold']}</p>"
             + _table([{k: t[k] for k in ("needle", "length", "depth", "recall", "response")} for t in tests["per_test"]])
         )
     return "".join(parts) or "<p class=muted>no causal checks were run</p>"

@@ -6,8 +6,10 @@ greedy decoding, and at every decoding step each head's arg-max key over the pro
 from the attention kernel. A head copies a token when that key lies in the answer span and
 holds the very token being generated; its score in a test is the number of copies divided by
 the span length, averaged over the tests whose answer is recalled (ROUGE-1 recall > 0.5).
-Heads above 0.1 are retrieval heads. The masking check zeroes the queries of chosen heads
-during decoding only, so they attend uniformly, as the paper does.
+Heads above the threshold (0.1) are retrieval heads. The masking check zeroes the queries of
+chosen heads during decoding only, so they attend uniformly, as the paper does; scoring and
+the masking check decode the same way (``greedy_decode``), so every answer token, the first
+included, comes from a decoding step with the masked heads masked.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any
@@ -81,13 +83,33 @@ def _prompt(model: Model, context: str, question: str) -> tuple[str, bool]:
     return user, True
 
 
+def haystack_ids(model: Model, haystack: str = "alice") -> list[int]:
+    """The shipped haystack text as token ids (no special tokens)."""
+    return model.tokenizer(corpus_text(haystack), add_special_tokens=False)["input_ids"]
+
+
+def check_needle(needle: Any) -> None:
+    """A needle is a dict with ``needle``, ``question`` and ``answer`` strings, the answer a
+    substring of the needle; checked before anything is tokenised."""
+    keys = ("needle", "question", "answer")
+    if not isinstance(needle, dict) or any(not isinstance(needle.get(key), str) or not needle[key] for key in keys):
+        raise InterpError(f"a needle must be a dict with non-empty strings {', '.join(keys)}; got {needle!r}")
+    if needle["answer"] not in needle["needle"]:
+        raise InterpError(f"the answer {needle['answer']!r} is not a substring of its needle {needle['needle']!r}")
+
+
 def build_test(model: Model, needle: dict[str, str], length: int, depth: float, index: int = 0,
-               haystack: str = "alice") -> NeedleTest:
-    """A prompt of about ``length`` tokens with the needle at ``depth`` (0: start, 1: end)."""
+               haystack: str = "alice", hay: Sequence[int] | None = None) -> NeedleTest:
+    """A prompt of about ``length`` tokens with the needle at ``depth`` (0: start, 1: end).
+
+    ``hay``: the haystack's token ids, if already tokenised (``haystack_ids``). Raises
+    ``InterpError`` when the answer cannot be located among the prompt's tokens.
+    """
     tok = model.tokenizer
     if length > model.cfg.n_ctx:
         raise PromptTooLongError(f"haystack length {length} exceeds {model.name}'s context window of {model.cfg.n_ctx}")
-    hay = tok(corpus_text(haystack), add_special_tokens=False)["input_ids"]
+    check_needle(needle)
+    hay = list(hay) if hay is not None else haystack_ids(model, haystack)
     overhead = len(tok(_prompt(model, needle["needle"], needle["question"])[0], add_special_tokens=False)["input_ids"])
     budget = length - overhead - 1
     if budget <= 0 or budget > len(hay):
@@ -100,16 +122,21 @@ def build_test(model: Model, needle: dict[str, str], length: int, depth: float, 
     before, after = tok.decode(context[:cut]), tok.decode(context[cut:])
     text = f"{before} {needle['needle']} {after}".strip()
     prompt, add_special = _prompt(model, text, needle["question"])
-    enc = tok(prompt, add_special_tokens=add_special, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    try:
+        enc = tok(prompt, add_special_tokens=add_special, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    except (NotImplementedError, KeyError) as exc:
+        raise InterpError(f"retrieval scores need a tokenizer with character offsets (a fast tokenizer); "
+                          f"{model.name}'s has none") from exc
     start_char = prompt.find(needle["needle"])
+    if start_char < 0:
+        raise InterpError(f"the needle {needle['needle']!r} does not survive in the prompt text")
     a = needle["needle"].find(needle["answer"])
-    if start_char < 0 or a < 0:
-        raise InterpError(f"the answer {needle['answer']!r} is not a substring of its needle {needle['needle']!r}")
     lo, hi = start_char + a, start_char + a + len(needle["answer"])
-    span = [i for i, (s, e) in enumerate(offsets) if s < hi and e > lo]
+    span = [i for i, (s, e) in enumerate(offsets) if s < hi and e > lo and s < e]
     if not span:
-        raise InterpError(f"could not locate the answer {needle['answer']!r} among the prompt's tokens")
+        raise InterpError(f"could not locate the answer {needle['answer']!r} among the prompt's tokens "
+                          f"({model.name}'s tokenizer leaves no token on it)")
     return NeedleTest(torch.tensor([ids]), (span[0], span[-1] + 1), needle["answer"], length, depth, index)
 
 
@@ -126,43 +153,60 @@ def zero_queries_when_decoding(heads: list[int]) -> Callable:
     return op
 
 
+def greedy_decode(model: Model, prompt_ids: torch.Tensor, max_new_tokens: int, *,
+                  interventions: dict | None = None, on_token: Callable[[int], None] | None = None) -> list[int]:
+    """Greedy decoding as in Wu et al.: the prompt except its last token is prefilled, then
+    decoding starts from the last prompt token, so every generated token, the first included,
+    comes from a one-token decoding step (where ``zero_queries_when_decoding`` masks heads and
+    decode observers read the arg-max keys). Stops at EOS or a newline, which is not returned.
+    ``on_token(token)`` runs after each generated token's step. Retrieval scoring and the
+    masking check both decode through here."""
+    import inspect
+
+    ids = prompt_ids.reshape(1, -1).to(model.device)
+    eos = getattr(model.tokenizer, "eos_token_id", None)
+    # transformers renamed ``past_key_values`` to ``cache`` during 5.x; use whichever this one takes.
+    kw = "cache" if "cache" in inspect.signature(model.hf.forward).parameters else "past_key_values"
+    generated: list[int] = []
+    with model.trace(interventions=interventions), torch.no_grad():
+        cache = model.hf(input_ids=ids[:, :-1], use_cache=True).get(kw) if ids.shape[1] > 1 else None
+        nxt = ids[:, -1:]
+        for _ in range(max_new_tokens):
+            out = model.hf(input_ids=nxt, use_cache=True, **{kw: cache})
+            cache = out.get(kw)
+            token = int(out.logits[0, -1].argmax())
+            if token == eos or "\n" in model.tokenizer.decode([token]):
+                break
+            generated.append(token)
+            if on_token is not None:
+                on_token(token)
+            nxt = torch.tensor([[token]], device=ids.device)
+    return generated
+
+
 def decode_with_argmax(model: Model, test: NeedleTest, max_new_tokens: int,
                        interventions: dict | None = None) -> tuple[list[int], list[torch.Tensor]]:
-    """Greedy decoding; for every generated token, each head's arg-max prompt key ``[layers, heads]``.
-
-    As in the paper, the prompt except its last token is prefilled, then decoding starts from
-    the last prompt token, so the first answer token counts too. Stops at a newline or EOS.
-    """
-    ids = test.prompt_ids.to(model.device)
+    """Greedy decoding (``greedy_decode``); for every generated token, each head's arg-max
+    prompt key ``[layers, heads]`` at the step that produced it."""
     argmax: dict[int, torch.Tensor] = {}
-    decoding = [False]
 
     def observe(layer, q, k, spec, lse):
-        if decoding[0]:
-            s = attention_stats(q[:, :, -1:], k, scaling=spec.scaling, sliding_window=spec.sliding_window,
-                                softcap=spec.softcap, row_stats=True)
-            argmax[layer] = s.argmax[0, :, 0].cpu()
+        if q.shape[2] != 1:
+            return  # the prefill; every decoding step overwrites what is read here anyway
+        s = attention_stats(q[:, :, -1:], k, scaling=spec.scaling, sliding_window=spec.sliding_window,
+                            softcap=spec.softcap, row_stats=True)
+        argmax[layer] = s.argmax[0, :, 0].cpu()
+
+    per_step: list[torch.Tensor] = []
+
+    def snapshot(token: int) -> None:
+        per_step.append(torch.stack([argmax[layer] for layer in range(model.cfg.n_layers)]))
 
     modules = [model.module(f"{model.adapter.layers}.{layer}.{model.adapter.attn}") for layer in range(model.cfg.n_layers)]
     for m in modules:
         observers_of(m).append(observe)
-    eos = getattr(model.tokenizer, "eos_token_id", None)
-    generated: list[int] = []
-    per_step: list[torch.Tensor] = []
     try:
-        with model.trace(interventions=interventions), torch.no_grad():
-            out = model.hf(input_ids=ids[:, :-1], use_cache=True)
-            cache, nxt = out.past_key_values, ids[:, -1:]
-            decoding[0] = True
-            for _ in range(max_new_tokens):
-                out = model.hf(input_ids=nxt, past_key_values=cache, use_cache=True)
-                cache = out.past_key_values
-                token = int(out.logits[0, -1].argmax())
-                if token == eos or "\n" in model.tokenizer.decode([token]):
-                    break
-                generated.append(token)
-                per_step.append(torch.stack([argmax[layer] for layer in range(model.cfg.n_layers)]))
-                nxt = torch.tensor([[token]], device=ids.device)
+        generated = greedy_decode(model, test.prompt_ids, max_new_tokens, interventions=interventions, on_token=snapshot)
     finally:
         for m in modules:
             observers_of(m).remove(observe)
@@ -186,29 +230,42 @@ def copy_scores(prompt_ids: torch.Tensor, span: tuple[int, int], generated: list
 class RetrievalResult:
     scores: np.ndarray  # [layers, heads], NaN if no test was recalled
     tests: list[dict[str, Any]]
+    threshold: float = 0.1  # retrieval heads score above this (the settings' ``threshold``)
+    recall_threshold: float = 0.5  # a test counts when its ROUGE-1 recall is above this
 
     def summary(self) -> dict[str, Any]:
         recalled = [t for t in self.tests if t["recalled"]]
         valid = self.scores[~np.isnan(self.scores)]
         return {
-            "tests": len(self.tests), "recalled": len(recalled),
-            "share_above_threshold": float((valid > 0.1).mean()) if valid.size else None,
+            "tests": len(self.tests), "recalled": len(recalled), "threshold": self.threshold,
+            "recall_threshold": self.recall_threshold,
+            "share_above_threshold": float((valid > self.threshold).mean()) if valid.size else None,
             "per_test": self.tests,
         }
 
 
-def _tests(model: Model, cfg: dict[str, Any]) -> list[NeedleTest]:
+def needle_tests(model: Model, cfg: dict[str, Any]) -> list[NeedleTest]:
+    """Every needle × length × depth test of the settings ``cfg``; raises before any decoding
+    if a needle's answer cannot be located or a length does not fit."""
+    if not cfg["needles"]:
+        raise InterpError("retrieval scores need at least one needle")
+    for needle in cfg["needles"]:
+        check_needle(needle)
+    hay = haystack_ids(model, cfg["haystack"])  # tokenised once for all tests
     return [
-        build_test(model, needle, length, depth, i, cfg["haystack"])
+        build_test(model, needle, length, depth, i, cfg["haystack"], hay=hay)
         for i, needle in enumerate(cfg["needles"]) for length in cfg["lengths"] for depth in cfg["depths"]
     ]
 
 
 def retrieval_scores(model: Model, *, settings: dict[str, Any] | None = None, checkpoint=None,
-                     progress: bool = True) -> RetrievalResult:
-    """Retrieval score of every head over the needle tests (see the module docstring)."""
+                     progress: bool = True, tests: list[NeedleTest] | None = None) -> RetrievalResult:
+    """Retrieval score of every head over the needle tests (see the module docstring).
+
+    ``tests``: the tests of ``settings`` if already built (``needle_tests``); otherwise they
+    are built first, so a needle that cannot be located fails before any decoding."""
     cfg = settings or RetrievalSettings().as_dict()
-    tests = _tests(model, cfg)  # built first: a needle that cannot be located fails before any work
+    tests = tests if tests is not None else needle_tests(model, cfg)
     totals = np.zeros((model.cfg.n_layers, model.cfg.n_heads))
     n_ok, rows = 0, []
     for t in tqdm(tests, desc="retrieval tests", disable=not progress):
@@ -232,16 +289,22 @@ def retrieval_scores(model: Model, *, settings: dict[str, Any] | None = None, ch
         rows.append({"needle": t.needle, "length": t.length, "depth": t.depth, "recall": recall,
                      "recalled": ok, "response": response})
     scores = totals / n_ok if n_ok else np.full_like(totals, np.nan)
-    return RetrievalResult(scores, rows)
+    return RetrievalResult(scores, rows, float(cfg["threshold"]), float(cfg["recall_threshold"]))
 
 
 def needle_recall(model: Model, tests: list[NeedleTest], max_new_tokens: int, interventions=None) -> float:
-    """Mean ROUGE-1 recall of the answers over ``tests``."""
+    """Mean ROUGE-1 recall of the answers over ``tests``, decoded as in scoring (``greedy_decode``)."""
     recalls = []
     for t in tests:
-        ids = model.generate(t.prompt_ids, max_new_tokens=max_new_tokens, interventions=interventions)[0]
-        recalls.append(rouge1_recall(t.answer, ids.split("\n")[0]))
+        generated = greedy_decode(model, t.prompt_ids, max_new_tokens, interventions=interventions)
+        recalls.append(rouge1_recall(t.answer, model.tokenizer.decode(generated)))
     return float(np.mean(recalls))
+
+
+def masking_pool(n_total_heads: int) -> int:
+    """How many heads the random control of the masking check draws from: those outside the
+    top ``min(100, n/2)`` (Wu et al. draw outside the top 100)."""
+    return n_total_heads - min(100, n_total_heads // 2)
 
 
 def masking_check(model: Model, table, cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
@@ -257,8 +320,8 @@ def masking_check(model: Model, table, cfg: dict[str, Any], progress: bool = Tru
     order = np.argsort(-np.nan_to_num(scores, nan=-1).ravel())
     n_heads = model.cfg.n_heads
     ranked = [(int(i // n_heads), int(i % n_heads)) for i in order]
-    top, top100 = ranked[:k], ranked[: min(100, len(ranked) // 2)]
-    tests = _tests(model, {**cfg, "lengths": sorted(cfg["lengths"])[:1]})
+    top, top100 = ranked[:k], ranked[: len(ranked) - masking_pool(len(ranked))]
+    tests = needle_tests(model, {**cfg, "lengths": sorted(cfg["lengths"])[:1]})
 
     def masked(heads):
         by_layer: dict[int, list[int]] = {}

@@ -6,7 +6,7 @@
 >>> scores.top("induction", 5); scores.heatmap("induction"); scores.save("out")  # doctest: +SKIP
 """
 
-from interp.heads.head_scan import SCORES, scan
+from interp.heads.head_scan import SCORES, plan_scan, scan
 from interp.heads.table import HeadScores
 
-__all__ = ["SCORES", "HeadScores", "scan"]
+__all__ = ["SCORES", "HeadScores", "plan_scan", "scan"]

@@ -7,14 +7,17 @@ separately, on windows of natural text, where the n-gram scores live too.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from interp.errors import PromptTooLongError, UnknownNameError
+from interp.corpus import text as corpus_text
+from interp.errors import InterpError, PromptTooLongError, UnknownNameError
 from interp.head_stats import head_stats
 from interp.heads import scores as S
 from interp.heads.checkpoint import Checkpoint
@@ -22,9 +25,17 @@ from interp.heads.sequences import bos_id, natural_text, repeated_random
 from interp.heads.table import HeadScores
 from interp.model import Model
 
+if TYPE_CHECKING:
+    from interp.heads.retrieval import NeedleTest
+
 PATTERN_SCORES = ("prev_token", "duplicate", "induction", "ngram")
 SCORES = (*PATTERN_SCORES, "retrieval")
 NGRAM_ORDERS = (1, 2, 3, 4)
+RANDOM_SCORES = ("prev_token", "duplicate", "induction")
+
+
+class SettingError(InterpError, ValueError):
+    """A scan setting that cannot work (an empty list, a count below 1, a depth outside 0..1)."""
 
 
 def _versions() -> dict[str, str]:
@@ -46,7 +57,7 @@ def check_scores(names: Iterable[str]) -> list[str]:
 def _units(settings: dict[str, Any], names: list[str]) -> list[tuple[str, int, int]]:
     """(protocol, length, batch start) for every batch of work."""
     units = []
-    if any(n in names for n in ("prev_token", "duplicate", "induction")):
+    if any(n in names for n in RANDOM_SCORES):
         for length in settings["lengths"]:
             units += [("random", length, s) for s in range(0, settings["samples"], settings["batch_size"])]
     if any(n in names for n in PATTERN_SCORES):
@@ -93,6 +104,115 @@ def _score_unit(model: Model, unit: tuple[str, int, int], names: list[str], sett
     return {name: torch.stack(v, dim=1) for name, v in out.items()}  # [3, layers, heads]
 
 
+@dataclass
+class ScanPlan:
+    """Checked scan settings, and the needle tests when retrieval is scored."""
+
+    names: list[str]
+    settings: dict[str, Any]
+    needle_tests: list[NeedleTest] | None = None
+
+
+def _at_least(value: Any, low: int, what: str) -> None:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+        raise SettingError(f"{what} must be an integer of at least {low}; got {value!r}")
+
+
+def _retrieval_settings(model: Model, retrieval: dict[str, Any] | None, causal_checks: bool) -> dict[str, Any]:
+    from interp.heads.retrieval import RetrievalSettings, masking_pool
+
+    valid = [f.name for f in fields(RetrievalSettings)]
+    for key in retrieval or {}:
+        if key not in valid:
+            raise UnknownNameError("retrieval setting", key, valid)
+    cfg = RetrievalSettings(**(retrieval or {})).as_dict()
+    if not cfg["lengths"] or not cfg["depths"]:
+        raise SettingError("retrieval needs at least one haystack length and one depth")
+    for length in cfg["lengths"]:
+        _at_least(length, 1, "a retrieval length")
+    longest = max(cfg["lengths"])
+    if longest > model.cfg.n_ctx:
+        raise PromptTooLongError(
+            f"needle haystacks of {longest} tokens exceed {model.name}'s context window of {model.cfg.n_ctx}"
+        )
+    bad = [d for d in cfg["depths"] if not 0.0 <= float(d) <= 1.0]
+    if bad:
+        raise SettingError(f"needle depths must lie in 0..1 (0: start, 1: end); got {bad}")
+    _at_least(cfg["max_new_tokens"], 1, "max_new_tokens")
+    if causal_checks:
+        pool = masking_pool(model.cfg.n_layers * model.cfg.n_heads)
+        if not isinstance(cfg["mask_k"], numbers.Integral) or not 1 <= int(cfg["mask_k"]) <= pool:
+            raise SettingError(
+                f"the retrieval masking check masks mask_k heads and as many random ones from {pool} heads "
+                f"outside the top; {model.name} allows mask_k 1..{pool}, got {cfg['mask_k']!r}"
+            )
+        if not cfg["mask_seeds"]:
+            raise SettingError("the retrieval masking check needs at least one seed (mask_seeds)")
+    return cfg
+
+
+def plan_scan(
+    model: Model,
+    scores: Sequence[str] = PATTERN_SCORES,
+    *,
+    lengths: Sequence[int] = (25, 50, 100),
+    samples: int = 8,
+    text_tokens: int = 512,
+    text_samples: int = 4,
+    seed: int = 0,
+    exclude_bos: bool = False,
+    exclude_current: bool = False,
+    batch_size: int = 4,
+    retrieval: dict[str, Any] | None = None,
+    causal_checks: bool = True,
+) -> ScanPlan:
+    """Check every setting of a ``scan`` against ``model`` before any work, and build the
+    needle tests: unknown scores, lengths beyond the context window, a text window longer
+    than the window or the shipped text, a needle whose answer cannot be located after
+    tokenisation all raise here (``InterpError``). ``scan`` calls it first; the CLI calls it
+    for every model before it scans any."""
+    names = check_scores(scores)
+    random_wanted = any(n in names for n in RANDOM_SCORES)
+    text_wanted = any(n in names for n in PATTERN_SCORES)
+    lengths = [int(x) for x in lengths]
+    if random_wanted:
+        if not lengths:
+            raise SettingError("at least one repeated-sequence length is needed")
+        for length in lengths:
+            _at_least(length, 1, "a repeated-sequence length")
+        need = 2 * max(lengths) + (bos_id(model) is not None)
+        if need > model.cfg.n_ctx:
+            raise PromptTooLongError(
+                f"length {max(lengths)} needs {need} tokens but {model.name}'s context window is {model.cfg.n_ctx}"
+            )
+        _at_least(samples, 1, "samples")
+    if random_wanted or text_wanted:
+        _at_least(batch_size, 1, "batch_size")
+    if text_wanted:
+        _at_least(text_tokens, 1, "text_tokens")
+        _at_least(text_samples, 1, "text_samples")
+        if text_tokens > model.cfg.n_ctx:
+            raise PromptTooLongError(
+                f"natural-text windows of {text_tokens} tokens (text_tokens) exceed {model.name}'s context window "
+                f"of {model.cfg.n_ctx}"
+            )
+        available = len(model.tokenizer(corpus_text("alice"), return_tensors="pt")["input_ids"][0])
+        if text_tokens > available:
+            raise PromptTooLongError(f"the shipped text has {available} tokens, fewer than the {text_tokens} asked for")
+    settings: dict[str, Any] = {
+        "scores": names, "lengths": lengths, "samples": samples, "text_tokens": text_tokens,
+        "text_samples": text_samples, "seed": seed, "exclude_bos": exclude_bos,
+        "exclude_current": exclude_current, "batch_size": batch_size,
+    }
+    tests = None
+    if "retrieval" in names:
+        from interp.heads.retrieval import needle_tests
+
+        settings["retrieval"] = _retrieval_settings(model, retrieval, causal_checks)
+        tests = needle_tests(model, settings["retrieval"])  # every answer located before any work
+    return ScanPlan(names, settings, tests)
+
+
 def scan(
     model: Model,
     scores: Sequence[str] = PATTERN_SCORES,
@@ -120,31 +240,18 @@ def scan(
     TransformerLens's ``detect_head``. ``retrieval`` passes settings to
     ``interp.heads.retrieval.retrieval_scores``. With ``causal_checks`` the induction and
     retrieval labels are tested by ablation. ``checkpoint``: a folder for partial results, so
-    an interrupted scan resumes.
+    an interrupted scan resumes. Every setting is checked (``plan_scan``) before any work
+    starts or the checkpoint folder is created.
 
     >>> scores = scan(interp.load("smollm2-135m"), ["induction", "prev_token"])  # doctest: +SKIP
     >>> scores.top("induction", 5)                                               # doctest: +SKIP
     """
-    names = check_scores(scores)
-    need = 2 * max(lengths) + (bos_id(model) is not None)
-    if any(n in names for n in ("prev_token", "duplicate", "induction")) and need > model.cfg.n_ctx:
-        raise PromptTooLongError(
-            f"length {max(lengths)} needs {need} tokens but {model.name}'s context window is {model.cfg.n_ctx}"
-        )
-    settings: dict[str, Any] = {
-        "scores": names, "lengths": [int(x) for x in lengths], "samples": samples, "text_tokens": text_tokens,
-        "text_samples": text_samples, "seed": seed, "exclude_bos": exclude_bos,
-        "exclude_current": exclude_current, "batch_size": batch_size,
-    }
-    if "retrieval" in names:
-        from interp.heads.retrieval import RetrievalSettings
-
-        settings["retrieval"] = RetrievalSettings(**(retrieval or {})).as_dict()
-        longest = max(settings["retrieval"]["lengths"])
-        if longest > model.cfg.n_ctx:
-            raise PromptTooLongError(
-                f"needle haystacks of {longest} tokens exceed {model.name}'s context window of {model.cfg.n_ctx}"
-            )
+    plan = plan_scan(
+        model, scores, lengths=lengths, samples=samples, text_tokens=text_tokens, text_samples=text_samples,
+        seed=seed, exclude_bos=exclude_bos, exclude_current=exclude_current, batch_size=batch_size,
+        retrieval=retrieval, causal_checks=causal_checks,
+    )
+    names, settings = plan.names, plan.settings
     ckpt = Checkpoint(checkpoint, {"model": model.name, **settings})
     totals: dict[str, torch.Tensor] = {}
     units = _units(settings, names)
@@ -161,7 +268,8 @@ def scan(
     if "retrieval" in names:
         from interp.heads.retrieval import retrieval_scores
 
-        result = retrieval_scores(model, settings=settings["retrieval"], checkpoint=ckpt, progress=progress)
+        result = retrieval_scores(model, settings=settings["retrieval"], checkpoint=ckpt, progress=progress,
+                                  tests=plan.needle_tests)
         arrays["retrieval"] = result.scores
         checks["retrieval_tests"] = result.summary()
     table = HeadScores.from_arrays(

@@ -8,12 +8,30 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from wired_models import CharTokenizer, wired_gpt2
+from wired_models import CharTokenizer, alice_word_tokenizer, wired_gpt2, wired_ngram_gpt2
 
 import interp
-from interp.errors import PromptTooLongError, UnknownNameError
+from interp.errors import InterpError, PromptTooLongError, UnknownNameError
 from interp.heads import HeadScores, scan
-from interp.heads.retrieval import copy_scores, rouge1_recall
+from interp.heads.retrieval import (
+    NeedleTest,
+    RetrievalResult,
+    copy_scores,
+    greedy_decode,
+    needle_recall,
+    rouge1_recall,
+    zero_queries_when_decoding,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy CPU the threads' waiting
+    makes them several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +61,25 @@ def test_wired_heads_score_near_one_where_wired_and_near_zero_elsewhere(wired_sc
         assert m[layer, head] > 0.3 and m[layer, head] > 3 * np.delete(m.ravel(), layer * 2 + head).max(), (score, m)
     assert s.matrix("prev_token")[1, 0] < 0.2 and s.matrix("induction")[0, 0] < 0.2
     assert s.matrix("duplicate")[1, 0] < 0.5  # induction targets are not the duplicates themselves
+
+
+@pytest.fixture(scope="module")
+def wired_ngram():
+    return interp.Model(wired_ngram_gpt2(), CharTokenizer(), name="wired-ngram-gpt2")
+
+
+def test_wired_ngram_heads_score_near_one_where_wired_and_near_zero_elsewhere(wired_ngram):
+    # 128-character windows of the shipped text hold repeated 2-, 3- and 4-grams.
+    s = scan(wired_ngram, ["ngram"], text_tokens=128, text_samples=8, causal_checks=False, progress=False)
+    for n in (1, 2, 3, 4):
+        m = s.matrix(f"ngram{n}")
+        assert m[1, n - 1] > 0.9, (n, m)  # L1H(n-1) is wired for order n
+        assert m[1, 4] < 0.1 and m[0, 4] < 0.1, (n, m)  # the BOS sinks
+        assert m[0, :4].max() < 0.2, (n, m)  # the shift heads of layer 0
+    # An order-n head only partly attends where a longer context matches, an order-4 head
+    # only on part of the rows where the current token recurs.
+    assert s.matrix("ngram4")[1, 0] < 0.3 and s.matrix("ngram2")[1, 0] < 0.5
+    assert s.matrix("ngram1")[1, 3] < 0.8
 
 
 def _tl_mul(patterns, detection, rows, exclude_bos, exclude_current):
@@ -187,3 +224,74 @@ def test_retrieval_lengths_beyond_context_fail_before_any_work(wired, monkeypatc
     monkeypatch.setattr(head_scan, "_score_unit", lambda *a, **k: pytest.fail("work started"))
     with pytest.raises(PromptTooLongError, match="exceed wired-gpt2's context window of 32"):
         scan(wired, ["induction", "retrieval"], lengths=(8,), retrieval={"lengths": (64,)})
+
+
+def test_text_tokens_beyond_context_fail_before_any_work(wired, tmp_path, monkeypatch):
+    from interp.heads import head_scan
+
+    monkeypatch.setattr(head_scan, "_score_unit", lambda *a, **k: pytest.fail("work started"))
+    partial = tmp_path / ".r.partial"
+    with pytest.raises(PromptTooLongError, match="text_tokens.*context window of 32"):
+        scan(wired, ["prev_token"], lengths=(8,), text_tokens=64, checkpoint=str(partial))
+    with pytest.raises(InterpError, match="samples must be an integer of at least 1"):
+        scan(wired, ["induction"], lengths=(8,), samples=0, checkpoint=str(partial))
+    assert list(tmp_path.iterdir()) == []
+
+
+def _digitless_llama():
+    """A tiny random Llama whose tokenizer's normaliser removes digits (they get no token)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    tok = alice_word_tokenizer(drop="0123456789")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    return interp.Model(AutoModelForCausalLM.from_config(cfg).eval(), tok, name="digitless-llama")
+
+
+def test_needle_answer_without_tokens_fails_before_any_work(tmp_path, monkeypatch):
+    from interp.heads import head_scan, retrieval
+
+    model = _digitless_llama()
+    monkeypatch.setattr(head_scan, "_score_unit", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(retrieval, "greedy_decode", lambda *a, **k: pytest.fail("decoding started"))
+    good = {"needle": "The door is blue.", "question": "What colour is the door?", "answer": "blue"}
+    # The answer is a substring of the needle, but the tokenizer leaves no token on it.
+    bad = {"needle": "The door code is 4711.", "question": "What is the door code?", "answer": "4711"}
+    partial = tmp_path / ".r.partial"
+    with pytest.raises(InterpError, match="could not locate the answer '4711'"):
+        scan(model, ["induction", "retrieval"], lengths=(4,), text_tokens=64, checkpoint=str(partial),
+             retrieval={"lengths": (100,), "needles": [good, bad], "mask_k": 1})
+    with pytest.raises(InterpError, match="'green' is not a substring"):
+        scan(model, ["retrieval"], retrieval={"lengths": (100,), "needles": [{**good, "answer": "green"}], "mask_k": 1})
+    with pytest.raises(UnknownNameError, match="unknown retrieval setting 'lenghts'"):
+        scan(model, ["retrieval"], retrieval={"lenghts": (100,)})
+    with pytest.raises(InterpError, match="mask_k 1..4"):
+        scan(model, ["retrieval"], retrieval={"lengths": (100,), "mask_k": 10})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_masking_zeroes_queries_for_every_answer_token_the_first_included(wired):
+    # BOS, then 3 5 7 9 11, then 3 again: the induction head L1H0 predicts 5 7 9 ...
+    ids = torch.tensor([[0, 3, 5, 7, 9, 11, 3]])
+    mask = {"blocks.1.attn.hook_q": zero_queries_when_decoding([0])}
+    assert greedy_decode(wired, ids, 3) == [5, 7, 9]
+    masked = greedy_decode(wired, ids, 3, interventions=mask)
+
+    def zero_last_query(q, site):  # by hand: head 0's query zeroed at the last prompt position only
+        q = q.clone()
+        q[:, -1, [0]] = 0
+        return q
+
+    by_hand = int(wired.run(ids, interventions={"blocks.1.attn.hook_q": zero_last_query})[0, -1].argmax())
+    assert masked[0] == by_hand != 5  # the first answer token is produced with the head masked
+    test = NeedleTest(ids, (2, 5), "5 7 9", length=7, depth=0.0, needle=0)
+    assert needle_recall(wired, [test], 3) == 1.0
+    assert needle_recall(wired, [test], 3, mask) == 0.0  # the masking check decodes the same way
+
+
+def test_share_above_threshold_uses_the_settings_threshold():
+    result = RetrievalResult(np.array([[0.05, 0.2, 0.5, np.nan]]), [], threshold=0.3)
+    summary = result.summary()
+    assert summary["threshold"] == 0.3 and summary["share_above_threshold"] == pytest.approx(1 / 3)
+    assert RetrievalResult(np.array([[0.05, 0.2, 0.5]]), []).summary()["share_above_threshold"] == pytest.approx(2 / 3)

@@ -92,3 +92,105 @@ def wired_gpt2() -> GPT2LMHeadModel:
         _head(a1, 1, "q")[POS, HPOS] = SHARP * eye(P)
         _head(a1, 1, "k")[POS, HPOS] = -2.0 * eye(P)
     return model.eval()
+
+
+# -- n-gram heads -------------------------------------------------------------------------------
+# 128 positions, so that windows of natural text hold repeated 3- and 4-grams. Residual (d_model
+# 640): token one-hot [0, 16), position one-hot [16, 144), then four slots of 16 where layer 0
+# writes the tokens 1, 2, 3 and 4 places back, at the token one-hot's scale. Inside a head
+# (d_head 128) the query/key features come in blocks of 16.
+#
+# - L0H0..L0H3: shift-k heads (k = 1..4): query position i matches key position i-k; each copies
+#   that token into slot k. L0H4: BOS sink.
+# - L1H(n-1), the n-gram head of order n = 1..4: key j scores one match per agreeing pair
+#   x_i = x_{j-1}, x_{i-1} = x_{j-2}, ..., x_{i-n+1} = x_{j-n} (the query's token and slots
+#   against the key's slots), so it attends to the tokens that followed earlier occurrences of
+#   the current n-gram. L1H4: BOS sink. Layer 1 writes nothing; MLPs are zero.
+
+NG_P, NG_HEADS, NG_DH = 128, 5, 128
+NG_D = NG_HEADS * NG_DH
+NG_POS = slice(V, V + NG_P)
+NG_SLOTS = [slice(V + NG_P + V * k, V + NG_P + V * (k + 1)) for k in range(4)]  # slot k: the token k+1 back
+
+
+def _ng_head(attn, h: int, part: str) -> torch.Tensor:
+    offset = {"q": 0, "k": NG_D, "v": 2 * NG_D}[part] + h * NG_DH
+    return attn.c_attn.weight[:, offset : offset + NG_DH]
+
+
+def wired_ngram_gpt2() -> GPT2LMHeadModel:
+    cfg = GPT2Config(vocab_size=V, n_positions=NG_P, n_embd=NG_D, n_layer=2, n_head=NG_HEADS, n_inner=4,
+                     bos_token_id=0, eos_token_id=0, attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0)
+    model = GPT2LMHeadModel(cfg)
+    eye = torch.eye
+    block = [slice(V * m, V * (m + 1)) for m in range(4)]  # feature blocks inside a head
+    unit = (NG_D / 2) ** -0.5  # layer 0 sees a token feature of about 1 / unit after its layer norm
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        for ln in [*(b.ln_1 for b in model.transformer.h), *(b.ln_2 for b in model.transformer.h), model.transformer.ln_f]:
+            ln.weight.fill_(1.0)
+        model.transformer.wte.weight[:, TOK] = eye(V)
+        model.transformer.wpe.weight[:, NG_POS] = eye(NG_P)
+        a0, a1 = model.transformer.h[0].attn, model.transformer.h[1].attn
+        for k in range(1, 5):
+            shift = torch.zeros(NG_P, NG_P)
+            shift[torch.arange(k, NG_P), torch.arange(NG_P - k)] = 1.0  # position i -> feature i-k
+            h = k - 1
+            _ng_head(a0, h, "q")[NG_POS, 0:NG_P] = SHARP * shift
+            _ng_head(a0, h, "k")[NG_POS, 0:NG_P] = eye(NG_P)
+            _ng_head(a0, h, "v")[TOK, 0:V] = eye(V)
+            a0.c_proj.weight[h * NG_DH : h * NG_DH + V, NG_SLOTS[h]] = unit * eye(V)
+        for attn in (a0, a1):
+            _ng_head(attn, 4, "q")[TOK, V] = SHARP
+            _ng_head(attn, 4, "k")[V, V] = 1.0  # position 0's feature
+        for n in range(1, 5):
+            q, k = _ng_head(a1, n - 1, "q"), _ng_head(a1, n - 1, "k")
+            q[TOK, block[0]] = SHARP * eye(V)  # x_i against the key's x_{j-1}
+            k[NG_SLOTS[0], block[0]] = eye(V)
+            for m in range(1, n):  # x_{i-m} against the key's x_{j-1-m}
+                q[NG_SLOTS[m - 1], block[m]] = SHARP * eye(V)
+                k[NG_SLOTS[m], block[m]] = eye(V)
+    return model.eval()
+
+
+# -- a tiny Hugging Face folder for CLI runs --------------------------------------------------------
+
+
+def alice_word_tokenizer(vocab: int = 128, drop: str = ""):
+    """A word-level fast tokenizer (lower-cased) over the most frequent words and marks of the
+    shipped text, ``[UNK]`` for the rest; its normaliser removes the characters in ``drop``,
+    so they get no token at all (as some normalisers do with accents or control characters)."""
+    import re
+    from collections import Counter
+
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from interp.corpus import text
+
+    special = ["[PAD]", "[UNK]", "[EOS]"]
+    counts = Counter(re.findall(r"\w+|[^\w\s]", text("alice").lower()))
+    words = special + [w for w, _ in counts.most_common(vocab - len(special))]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    steps = [normalizers.Lowercase()] + ([normalizers.Replace(Regex(f"[{re.escape(drop)}]"), "")] if drop else [])
+    tok.normalizer = normalizers.Sequence(steps)
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]")
+
+
+def tiny_llama_folder(folder, n_ctx: int = 256, seed: int = 0):
+    """A random 3-layer Llama (4 query heads, 2 kv heads) with ``alice_word_tokenizer``,
+    saved as a local Hugging Face folder; returns the folder."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    tok = alice_word_tokenizer()
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=n_ctx,
+                      pad_token_id=0, eos_token_id=2)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

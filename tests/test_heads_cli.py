@@ -1,0 +1,115 @@
+"""``interp heads`` end to end on tiny local Hugging Face folders: the report files, several
+models with an index, bad input that leaves nothing behind, and an interrupted run that resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from wired_models import tiny_llama_folder
+
+from interp.cli import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy CPU the threads' waiting
+    makes them several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+SMALL = ["--lengths", "4,8", "--samples", "2", "--text-tokens", "32", "--text-samples", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """Two tiny Llamas with a 256-token window and one with a 64-token window."""
+    root = tmp_path_factory.mktemp("models")
+    return {name: tiny_llama_folder(root / name, n_ctx=ctx, seed=seed)
+            for name, ctx, seed in (("tiny-a", 256, 0), ("tiny-b", 256, 1), ("tiny-short", 64, 2))}
+
+
+def test_cli_heads_writes_the_report(folders, tmp_path, capsys):
+    out = tmp_path / "r"
+    code = main(["heads", str(folders["tiny-a"]), "--out", str(out), *SMALL,
+                 "--retrieval-lengths", "100", "--retrieval-depths", "0.5", "--mask-k", "2"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["head_scores.json", "head_scores.parquet", "report.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # the checkpoint is gone
+    data = json.loads((out / "head_scores.json").read_text())
+    assert {"model", "settings", "versions", "scores"} <= set(data) and data["model"] == "tiny-a"
+    assert data["settings"]["lengths"] == [4, 8] and data["settings"]["retrieval"]["depths"] == [0.5]
+    assert all(set(row) == {"score", "layer", "head", "value"} for row in data["scores"])
+    names = {row["score"] for row in data["scores"]}
+    assert {"prev_token", "duplicate", "induction", "retrieval", "ngram1", "ngram2", "ngram3", "ngram4"} <= names
+    assert len(data["scores"]) == len(names) * 3 * 4  # every score for each of 3 layers x 4 heads
+    assert data["checks"]["retrieval_tests"]["tests"] == 3  # three needles at one length and depth
+    assert "induction_ablation" in data["checks"] and "retrieval_masking" in data["checks"]
+    table = pd.read_parquet(out / "head_scores.parquet")
+    assert list(table.columns) == ["score", "layer", "head", "value"] and len(table) == len(data["scores"])
+    page = (out / "report.html").read_text()
+    assert "plotly" in page and "Needle tests" in page and "Induction: mean-ablation" in page
+    assert "tiny-a: wrote" in capsys.readouterr().out
+
+
+def test_cli_heads_several_models_write_a_folder_each_and_an_index(folders, tmp_path):
+    out = tmp_path / "r"
+    code = main(["heads", str(folders["tiny-a"]), str(folders["tiny-b"]), "--out", str(out), *SMALL,
+                 "--scores", "prev_token,ngram", "--no-causal-checks"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "tiny-a", "tiny-b"]
+    for name in ("tiny-a", "tiny-b"):
+        assert sorted(p.name for p in (out / name).iterdir()) == ["head_scores.json", "head_scores.parquet", "report.html"]
+        data = json.loads((out / name / "head_scores.json").read_text())
+        assert data["model"] == name and "ngram4" in {row["score"] for row in data["scores"]}
+    index = (out / "index.html").read_text()
+    assert "tiny-a/report.html" in index and "tiny-b/report.html" in index
+
+
+def test_cli_bad_input_leaves_neither_report_nor_checkpoint(folders, tmp_path, monkeypatch, capsys):
+    from interp.heads import head_scan
+
+    monkeypatch.setattr(head_scan, "_score_unit", lambda *a, **k: pytest.fail("work started"))
+    out = tmp_path / "r"
+    # Natural-text windows longer than the context window.
+    assert main(["heads", str(folders["tiny-a"]), "--out", str(out), *SMALL, "--text-tokens", "300"]) == 2
+    assert "context window of 256" in capsys.readouterr().err
+    # The second model's window is too short: the first is not scanned either.
+    assert main(["heads", str(folders["tiny-a"]), str(folders["tiny-short"]), "--out", str(out), *SMALL,
+                 "--scores", "induction", "--text-tokens", "100"]) == 2
+    assert "tiny-short's context window of 64" in capsys.readouterr().err
+    # Needle haystacks longer than the second model's window.
+    assert main(["heads", str(folders["tiny-a"]), str(folders["tiny-short"]), "--out", str(out), *SMALL,
+                 "--scores", "retrieval", "--retrieval-lengths", "100", "--mask-k", "2"]) == 2
+    assert "exceed tiny-short's context window" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / ".r.partial").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_interrupted_run_keeps_its_checkpoint_and_resumes(folders, tmp_path, monkeypatch):
+    from interp.heads import head_scan
+
+    real, calls, armed = head_scan._score_unit, [], [True]
+
+    def interrupted(*args, **kwargs):
+        calls.append(args[1])
+        if armed[0] and len(calls) == 2:
+            armed[0] = False
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(head_scan, "_score_unit", interrupted)
+    out, partial = tmp_path / "r", tmp_path / ".r.partial"
+    argv = ["heads", str(folders["tiny-a"]), "--out", str(out), *SMALL, "--scores", "induction", "--no-causal-checks"]
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    assert not out.exists() and len(list(partial.glob("*.safetensors"))) == 1  # one unit finished
+    calls.clear()
+    assert main(argv) == 0
+    assert len(calls) == 2  # the random units of length 8 and the text unit; length 4 came from the checkpoint
+    assert out.is_dir() and not partial.exists()

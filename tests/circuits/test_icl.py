@@ -23,6 +23,8 @@ from interp.circuits.icl import (
     step_edges,
 )
 from interp.circuits.icl_data import DATASETS, build_prompts, label_token_ids, load_dataset, pad_batch
+from interp.circuits.icl_patching import COLUMNS as PATCHING_ROWS
+from interp.circuits.icl_patching import patching_pairs
 from interp.circuits.report import ICLResult
 from interp.errors import MissingDependencyError, UnknownNameError
 
@@ -131,9 +133,46 @@ def test_summarize_needs_the_encoder_package(monkeypatch):
         sentence_embeddings(["a sentence"])
 
 
+def test_patching_pairs_share_demonstrations_and_differ_in_the_query_label(tiny_icl):
+    for name in DATASETS:
+        ds = load_dataset(name)
+        clean, corrupted = patching_pairs(ds, tiny_icl.tokenizer, k=4, n=4, seed=1)
+        assert len(clean) == len(corrupted) == 4
+        prompts = clean + corrupted
+        assert len({p.n_tokens for p in prompts}) == 1  # one length: positions line up, one batch
+        start = clean[0].text_spans[-1][0]  # the query text's first token
+        assert all(p.ids[:start] == clean[0].ids[:start] and p.demo_labels == clean[0].demo_labels for p in prompts)
+        assert sorted(clean[0].demo_labels) == sorted(i % len(ds.labels) for i in range(4))  # balanced
+        assert all(a.label != b.label and a.query_text != b.query_text for a, b in zip(clean, corrupted, strict=True))
+        directions = {(a.label, b.label) for a, b in zip(clean, corrupted, strict=True)}
+        assert any((b, a) in directions for a, b in directions)  # both directions of a label pair
+    assert patching_pairs(load_dataset("sentiment"), tiny_icl.tokenizer, k=2, n=0) == ([], [])
+
+
+def _check_patching_file(folder, datasets, n_layers=4, n_heads=4):
+    """``patching.parquet`` in the app's schema, read back by the app's own reader."""
+    from interp.app.report_files import PATCHING_COLUMNS, read_circuits
+
+    df = pd.read_parquet(folder / "patching.parquet")
+    assert list(df.columns) == PATCHING_ROWS and set(PATCHING_COLUMNS) <= set(df.columns)
+    for col in ("layer", "head", "position"):
+        assert df[col].dtype == "int64", col
+    assert set(df["dataset"]) == set(datasets)
+    assert set(df["site"]) == {"attn.hook_z", "hook_resid_pre"}
+    z, resid = df[df["site"] == "attn.hook_z"], df[df["site"] == "hook_resid_pre"]
+    assert len(z) == len(datasets) * n_layers * n_heads and (z["position"] == -1).all()
+    assert set(z["head"]) == set(range(n_heads)) and (resid["head"] == -1).all()
+    assert (resid["position"] >= 0).all() and "<query>" in set(resid["token"])
+    assert df["effect"].notna().all()
+    report = read_circuits(folder)
+    assert report.patching is not None and len(report.patching) == len(df)
+    return df
+
+
 def test_icl_pipeline_writes_the_schema(tiny_icl, tmp_path):
+    (tmp_path / "patching.parquet").write_bytes(b"left by an earlier run")
     result = icl_circuit(tiny_icl, ["sentiment", "topic"], ks=[0, 2], k=2, n_queries=6, n_ablation=4,
-                         summarize=False, progress=False, batch_size=4)
+                         summarize=False, progress=False, batch_size=4, patching_pairs=2)
     result.save(tmp_path)
     data = json.loads((tmp_path / "icl.json").read_text())
     for key in ("model", "settings", "versions", "accuracy", "summarize", "merge", "retrieval", "heads", "ablation"):
@@ -150,10 +189,26 @@ def test_icl_pipeline_writes_the_schema(tiny_icl, tmp_path):
     assert all(a["edges"] == b["edges"] for a, b in zip(own, rand, strict=True))
     long = pd.read_parquet(tmp_path / "icl.parquet")
     assert set(long["table"]) == {"accuracy", "merge", "retrieval", "heads", "ablation"}
-    for name in ("report.html", "accuracy.html", "steps.html", "ablation.html", "heads.html"):
+    for name in ("report.html", "accuracy.html", "steps.html", "ablation.html", "heads.html", "patching.html"):
         assert (tmp_path / name).stat().st_size > 1000
+    # The figure files share one plotly.min.js in the folder (they draw offline); report.html embeds it.
+    from plotly.offline import get_plotlyjs
+
+    assert (tmp_path / "plotly.min.js").read_text(encoding="utf-8") == get_plotlyjs()
+    for name in ("accuracy.html", "patching.html"):
+        page = (tmp_path / name).read_text()
+        assert 'src="plotly.min.js"' in page and "cdn.plot.ly" not in page and len(page) < 200_000
+    assert (tmp_path / "report.html").stat().st_size > 3_000_000
+    df = _check_patching_file(tmp_path, ["sentiment", "topic"])
+    summary = data["patching"]
+    assert summary["file"] == "patching.parquet" and set(summary["datasets"]) == {"sentiment", "topic"}
+    assert summary["datasets"]["topic"]["pairs"] == 2 and data["settings"]["patching_pairs"] == 2
+    assert summary["datasets"]["sentiment"]["top_heads"][0]["effect"] == round(
+        float(df[(df["dataset"] == "sentiment") & (df["site"] == "attn.hook_z")]["effect"].max()), 4)
     back = ICLResult.load(tmp_path)
     assert back["accuracy"].equals(result["accuracy"])
+    assert back.patching is not None and back.patching.equals(result.patching)
+    assert back.patching_summary == result.patching_summary
     with pytest.raises(UnknownNameError, match="table"):
         back["nothing"]
 
@@ -181,4 +236,9 @@ def test_cli_icl_on_a_local_folder(tiny_icl, tmp_path):
     assert code == 0
     data = json.loads((out / "icl.json").read_text())
     assert data["settings"]["n_queries"] == 4 and len(data["accuracy"]) == 2
+    _check_patching_file(out, ["sentiment"])  # the default --patching-pairs
+    code = main(["icl", str(folder), "--out", str(out), "--datasets", "sentiment", "--ks", "1", "--k", "1",
+                 "--queries", "4", "--no-ablation", "--no-summarize", "--patching-pairs", "0", "--quiet"])
+    assert code == 0 and not (out / "patching.parquet").exists()  # no stale file beside the new icl.json
+    assert "patching" not in json.loads((out / "icl.json").read_text())
     assert main(["icl", str(folder), "--out", str(out), "--datasets", "weather", "--quiet"]) == 2

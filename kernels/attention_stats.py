@@ -265,7 +265,8 @@ def _masses(p: Problem, plan: RulePlan, lse: torch.Tensor) -> torch.Tensor:
         kv = k_rows.index_select(0, bucket.k_index.reshape(-1)).view(n, width, hkv, d).permute(0, 2, 3, 1)
         dots = (qv @ kv).view(n, h, width)  # each key read once for its group of query heads
         prob = torch.exp(p.logits(dots) - lse_rows.index_select(0, bucket.out)[:, :, None])
-        mass[bucket.out] = (prob * bucket.valid[:, None, :]).sum(-1)
+        # Padded slots point at an arbitrary key whose exp may overflow: select, never multiply (inf * 0 is NaN).
+        mass[bucket.out] = torch.where(bucket.valid[:, None, :], prob, 0.0).sum(-1)
     return mass.view(b, r, h).transpose(1, 2)
 
 

@@ -218,3 +218,23 @@ def test_plan_reused_across_calls_gives_fresh_results():
     for rule in ("dup", "ngram1"):
         torch.testing.assert_close(reused.mass[rule], fresh.mass[rule])
         assert not torch.allclose(reused.mass[rule], first.mass[rule])
+
+
+def test_padded_target_slots_never_poison_masses():
+    # Rows with fewer targets than their bucket's width are padded with flat key 0 (batch 0's
+    # first key). Make that key's score with batch 1's queries overflow exp(): the masses must
+    # still be finite and equal the dense reference.
+    torch.manual_seed(0)
+    b, h, n, d = 2, 2, 12, 8
+    q = torch.randn(b, h, n, d) * 0.1
+    k = torch.randn(b, h, n, d) * 0.1
+    q[1] = 30.0
+    k[0, :, 0] = 30.0
+    tokens = torch.tensor([[1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3], [4, 5, 4, 5, 4, 6, 7, 4, 8, 9, 4, 5]])
+    stats = attention_stats(q, k, scaling=d**-0.5, rules=["dup"], tokens=tokens, row_stats=False, backend="torch")
+    assert torch.isfinite(stats.mass["dup"]).all()
+    probs, _ = dense_probs(q, k, scaling=d**-0.5)
+    for bi in range(b):
+        for i in range(n):
+            tm = target_mask("dup", tokens, bi, i, n)
+            torch.testing.assert_close(stats.mass["dup"][bi, :, i].double(), probs[bi, :, i][:, tm].sum(-1), atol=1e-5, rtol=0)

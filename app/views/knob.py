@@ -17,16 +17,22 @@ import streamlit as st
 from interp.app import figures, model_cache, report_files, ui
 
 
+def _number(value: Any, spec: str) -> str:
+    """``value`` formatted, or a dash where the report holds null (NaN when it was measured)."""
+    return "—" if value is None or (isinstance(value, float) and np.isnan(value)) else format(value, spec)
+
+
 def _summary(report: report_files.KnobReport) -> None:
     d = report.data
     c = st.columns(5)
-    c[0].metric("accuracy, prior intent", f"{d['accuracy']['prior']:.0%}")
-    c[1].metric("accuracy, context intent", f"{d['accuracy']['context']:.0%}")
-    c[2].metric("flip rate, DAS", f"{d['flip_rate'].get('das', float('nan')):.0%}")
-    c[3].metric("flip rate, diff. of means", f"{d['flip_rate'].get('diff_means', float('nan')):.0%}")
-    c[4].metric("flip rate, random direction", f"{d['random_flip_rate']:.0%}")
+    c[0].metric("accuracy, prior intent", _number(d["accuracy"].get("prior"), ".0%"))
+    c[1].metric("accuracy, context intent", _number(d["accuracy"].get("context"), ".0%"))
+    c[2].metric("flip rate, DAS", _number(d["flip_rate"].get("das"), ".0%"))
+    c[3].metric("flip rate, diff. of means", _number(d["flip_rate"].get("diff_means"), ".0%"))
+    c[4].metric("flip rate, random direction", _number(d["random_flip_rate"], ".0%"))
     st.caption(f"{d['model']}: direction at `{report.site}`; localised layers {d['layers']}; "
-               f"correlation of an item's separation along the direction with its accuracy {d['correlation']:+.2f}.")
+               f"correlation of an item's separation along the direction with its accuracy "
+               f"{_number(d['correlation'], '+.2f')}.")
     left, right = st.columns(2)
     left.plotly_chart(figures.knob_sweep(report.sweep), key="knob_sweep")
     right.plotly_chart(figures.knob_patching(report.patching, int(d["layer"])), key="knob_patching")

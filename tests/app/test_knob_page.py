@@ -40,6 +40,18 @@ def test_renders_from_report_alone(app, reports_root):
     assert any("needs a model" in i.value for i in at.info)
 
 
+def test_null_numbers_render_as_dashes(app, tmp_path):
+    """knob.json writes NaN (e.g. a correlation over items that all score the same) as null."""
+    folder = write_knob(tmp_path / "knob-null")
+    doc = json.loads((folder / "knob.json").read_text())
+    doc["correlation"], doc["flip_rate"]["das"] = None, None
+    (folder / "knob.json").write_text(json.dumps(doc))
+    at = app("knob", reports=tmp_path)
+    no_trouble(at)
+    assert {m.label: m.value for m in at.metric}["flip rate, DAS"] == "—"
+    assert any("accuracy —." in c.value for c in at.caption)
+
+
 def test_slider_switches_the_answer(app, reports_root, tiny_model):
     """With the direction planted as the answer's logit difference, the slider's ends give both answers."""
     import interp

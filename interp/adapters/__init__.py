@@ -1,13 +1,14 @@
 """Architecture adapters: where each family keeps its modules, as a small declarative table.
 
 An adapter only names module paths inside the real Hugging Face model; nothing is
-reimplemented. Adding a family means adding one file with one ``Adapter(...)`` and listing
-it in ``FAMILIES`` below.
+reimplemented. Adding a family means adding one file here that defines ``ADAPTER = Adapter(...)``;
+it is found by its presence in this package.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,7 @@ class Adapter:
 
 
 # One module per family, each defining ADAPTER.
-FAMILIES = ["llama", "mistral", "qwen", "gemma3", "gpt2", "gpt_neox"]
+FAMILIES = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
 def _registry() -> dict[str, Adapter]:

@@ -114,11 +114,12 @@ def ablation_bars(ablation: pd.DataFrame, dataset: str) -> go.Figure:
     return fig
 
 
-def patching_heatmap(df: pd.DataFrame, x: str, title: str) -> go.Figure:
-    """Layer × ``x`` (position or head) heatmap of patching effects, centred on zero."""
+def patching_heatmap(df: pd.DataFrame, x: str, title: str, labels: dict | None = None) -> go.Figure:
+    """Layer × ``x`` (position or head) heatmap of patching effects, centred on zero; ``labels`` name the columns."""
     table = df.pivot_table(index="layer", columns=x, values="effect", aggfunc="mean").sort_index()
     lim = float(np.nanmax(np.abs(table.to_numpy()))) if table.size else 1.0
-    fig = go.Figure(go.Heatmap(z=table.to_numpy(), x=[str(c) for c in table.columns], y=table.index.tolist(),
+    names = [(labels or {}).get(c, str(c)) for c in table.columns]
+    fig = go.Figure(go.Heatmap(z=table.to_numpy(), x=names, y=table.index.tolist(),
                                colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim,
                                hovertemplate=f"layer %{{y}}, {x} %{{x}}: %{{z:.4f}}<extra></extra>"))
     fig.update_layout(title=title, xaxis_title=x, yaxis_title="layer", yaxis={"autorange": "reversed"},

@@ -25,7 +25,7 @@ HOW_TO_MAKE = {
     "heads": "interp heads smollm2-135m --out reports/smollm2",
     "neurons": "interp neurons smollm2-135m --out reports/smollm2-neurons",
     "knob": "the knob case study (writes knob.json and direction.safetensors)",
-    "circuits": "the ICL circuit case study (writes icl.json and patching.parquet)",
+    "circuits": "interp icl smollm2-135m --out reports/smollm2-icl (writes icl.json and patching.parquet)",
 }
 
 

@@ -23,7 +23,8 @@ def _steps(tables: dict[str, pd.DataFrame], dataset: str) -> None:
     c1.plotly_chart(figures.lines(tables["accuracy"], "k", "accuracy", "dataset", "ICL accuracy by shots"),
                     key="acc")
     c2.plotly_chart(figures.lines(t["summarize"].assign(step="summarize"), "layer", "alignment", "step",
-                                  f"Summarize: label alignment by layer — {dataset}"), key="summarize")
+                                  f"Summarize: alignment of the query representations with the reference encoder, "
+                                  f"by layer — {dataset}"), key="summarize")
     c3, c4 = st.columns(2)
     merge = t["merge"].melt(id_vars=["layer"], value_vars=["heads_above", "mean_score"], var_name="measure")
     c3.plotly_chart(figures.lines(merge, "layer", "value", "measure", f"Merge heads by layer — {dataset}"), key="merge")
@@ -42,25 +43,56 @@ def _ablation(ablation: pd.DataFrame, dataset: str) -> None:
     st.dataframe(ablation[ablation["dataset"] == dataset].drop(columns="dataset"), hide_index=True, key="ablation",
                  column_config={c: st.column_config.NumberColumn(format="%.3f")
                                 for c in ("accuracy", "baseline_accuracy", "drop")})
-    st.caption("Random rows ablate as many edges in random layers: the control a step's drop must beat.")
+    st.caption("Random rows knock out as many random edges in the same layers: the control a step's drop must beat.")
 
 
-def _patching(df: pd.DataFrame) -> None:
+PATCHING_NOTE = ("Effect 1: the patch restores the clean run's logit difference; 0: no change. Head −1: the whole "
+                 "layer; position −1: every position patched at once.")
+
+
+def _position_labels(part: pd.DataFrame) -> dict | None:
+    """Position -> "position token" when the file names each position's token (``interp icl`` does)."""
+    if "token" not in part.columns:
+        return None
+    rows = part[part["position"] >= 0].drop_duplicates("position")
+    return {p: f"{p} {figures.token_label(str(t))}" for p, t in zip(rows["position"], rows["token"], strict=True)}
+
+
+def _patching(df: pd.DataFrame, dataset: str, about: dict | None = None) -> None:
+    if "dataset" in df.columns:  # interp icl writes every dataset's rows into one file
+        df = df[df["dataset"].astype(str) == dataset]
+        if df.empty:
+            st.info(f"patching.parquet has no rows for {dataset}.")
+            return
+    if about:
+        st.caption(f"{about.get('pairs', '?')} pairs: the same demonstrations, then a query of one label (clean) or "
+                   f"of another label with as many tokens (corrupted); metric: logit(clean label) − logit(corrupted "
+                   f"label) at the last token, clean {about.get('clean_logit_diff', float('nan')):.3f}, corrupted "
+                   f"{about.get('corrupted_logit_diff', float('nan')):.3f}. " + PATCHING_NOTE)
+    else:
+        st.caption(PATCHING_NOTE)
     sites = sorted(df["site"].astype(str).unique())
     site = st.selectbox("Site", sites, key="patch_site")
     part = df[df["site"].astype(str) == site]
+    labels = _position_labels(part)
     heads = sorted(part["head"].dropna().unique().tolist())
+    by_position = sorted(part["position"].dropna().unique().tolist()) != [-1]  # else all positions at once only
     if len(heads) > 1:
-        head = st.selectbox("Head (or all heads, averaged)", ["all", *heads], key="patch_head")
-        by_pos = part if head == "all" else part[part["head"] == head]
-        st.plotly_chart(figures.patching_heatmap(by_pos, "position", f"{site}: effect by layer and position"
-                                                 + ("" if head == "all" else f", head {head}")), key="patch_pos")
-        positions = sorted(part["position"].unique().tolist())
-        pos = st.selectbox("Position (or all positions, averaged)", ["all", *positions], key="patch_position")
-        by_head = part if pos == "all" else part[part["position"] == pos]
-        st.plotly_chart(figures.patching_heatmap(by_head, "head", f"{site}: effect by layer and head"), key="patch_head_map")
+        if by_position:
+            head = st.selectbox("Head (or all heads, averaged)", ["all", *heads], key="patch_head")
+            by_pos = part if head == "all" else part[part["head"] == head]
+            st.plotly_chart(figures.patching_heatmap(by_pos, "position", f"{site}: effect by layer and position"
+                                                     + ("" if head == "all" else f", head {head}"), labels),
+                            key="patch_pos")
+            positions = sorted(part["position"].unique().tolist())
+            pos = st.selectbox("Position (or all positions, averaged)", ["all", *positions], key="patch_position")
+            by_head = part if pos == "all" else part[part["position"] == pos]
+            title = f"{site}: effect by layer and head"
+        else:
+            by_head, title = part, f"{site}: effect by layer and head (all positions patched at once)"
+        st.plotly_chart(figures.patching_heatmap(by_head, "head", title), key="patch_head_map")
     else:
-        st.plotly_chart(figures.patching_heatmap(part, "position", f"{site}: effect by layer and position"),
+        st.plotly_chart(figures.patching_heatmap(part, "position", f"{site}: effect by layer and position", labels),
                         key="patch_pos")
 
 
@@ -140,7 +172,9 @@ def _report(report: report_files.Report) -> None:
             if data.patching is None:
                 st.info(f"No patching.parquet in {report.folder}.")
             else:
-                _patching(data.patching)
+                about = data.data.get("patching")
+                summaries = about.get("datasets", {}) if isinstance(about, dict) else {}
+                _patching(data.patching, dataset, summaries.get(dataset))
 
 
 if __name__ == "__main__":

@@ -118,12 +118,52 @@ def icl_data(model: str = TINY_NAME, n_layers: int = 3, n_heads: int = 4) -> dic
     return out
 
 
-def write_circuits(folder: Path, patching: bool = True, **kwargs) -> Path:
-    """``icl.json`` plus ``patching.parquet`` (per-head ``attn.hook_z`` and whole-layer ``hook_resid_post``)."""
+def icl_patching_rows(data: dict, positions: int = 6) -> tuple[pd.DataFrame, dict]:
+    """``patching.parquet`` as ``interp icl`` writes it (``interp.circuits.icl_patching``) and its icl.json summary.
+
+    Per dataset: ``attn.hook_z`` per head with every position patched at once (position −1) and
+    ``hook_resid_pre`` per position (head −1) over the query and the tokens after it; a planted head
+    (L1H2 for sentiment, L2H0 for topic) and the effect moving from the query to the last token.
+    """
+    from interp.circuits.icl_patching import COLUMNS, PATCH_SITES, QUERY_TOKEN
+
+    rng = np.random.default_rng(3)
+    n_layers = 1 + max(r["layer"] for r in data["summarize"])
+    n_heads = 1 + max(r["head"] for r in data["heads"])
+    start = 40  # the first position where the queries differ
+    tokens = [QUERY_TOKEN] * (positions - 2) + ["\n", ":"]
+    rows, summary = [], {}
+    for ds, planted in (("sentiment", (1, 2)), ("topic", (min(2, n_layers - 1), 0))):
+        for layer in range(n_layers):
+            for head in range(n_heads):
+                effect = 0.6 if (layer, head) == planted else float(rng.normal(0, 0.05))
+                rows.append({"dataset": ds, "site": PATCH_SITES["z"], "layer": layer, "head": head, "position": -1,
+                             "token": "", "effect": effect, "metric": effect})
+            for i, token in enumerate(tokens):
+                late = layer / max(n_layers - 1, 1)
+                effect = late if i == positions - 1 else (1 - late) * (0.8 if i == 1 else 0.1)
+                rows.append({"dataset": ds, "site": PATCH_SITES["resid_pre"], "layer": layer, "head": -1,
+                             "position": start + i, "token": token, "effect": effect, "metric": effect})
+        summary[ds] = {"pairs": 4, "tokens": start + positions, "first_query_position": start,
+                       "clean_logit_diff": 1.25, "corrupted_logit_diff": -0.75,
+                       "top_heads": [{"layer": planted[0], "head": planted[1], "effect": 0.6}]}
+    return pd.DataFrame(rows)[COLUMNS], summary
+
+
+def write_circuits(folder: Path, patching: bool = True, layout: str = "icl", **kwargs) -> Path:
+    """``icl.json`` plus ``patching.parquet``.
+
+    ``layout="icl"``: the file ``interp icl`` writes (see ``icl_patching_rows``); ``"positions"``:
+    the bare schema the page also reads (``layer, head, position, site, effect``, no dataset), with
+    per-head ``attn.hook_z`` at every position and whole-layer ``hook_resid_post``.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     data = icl_data(**kwargs)
-    (folder / "icl.json").write_text(json.dumps(data, indent=1))
-    if patching:
+    if patching and layout == "icl":
+        df, summary = icl_patching_rows(data)
+        data["patching"] = {"file": "patching.parquet", "direction": "denoise", "datasets": summary}
+        df.to_parquet(folder / "patching.parquet", index=False)
+    elif patching:
         rng = np.random.default_rng(3)
         n_layers = 1 + max(r["layer"] for r in data["summarize"])
         n_heads = 1 + max(r["head"] for r in data["heads"])
@@ -133,7 +173,36 @@ def write_circuits(folder: Path, patching: bool = True, **kwargs) -> Path:
                   "effect": float(0.5 if (layer, pos) == (1, 5) else rng.normal(0, 0.05))}
                  for layer in range(n_layers) for pos in range(6)]
         pd.DataFrame(rows).to_parquet(folder / "patching.parquet", index=False)
+    (folder / "icl.json").write_text(json.dumps(data, indent=1))
     return folder
+
+
+def write_icl_run(folder: Path) -> Path:
+    """A report written by the real ``interp icl`` pipeline on a tiny random Llama with a word-level tokenizer."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+
+    from interp import Model
+    from interp.circuits.icl import icl_circuit
+    from interp.circuits.icl_data import DATASETS, load_dataset
+
+    pre = pre_tokenizers.Split(Regex(r" ?\w+| ?[^\w\s]|\n"), behavior="isolated")
+    vocab = {"<pad>": 0, "<unk>": 1}
+    for name in DATASETS:
+        ds = load_dataset(name)
+        for text in [t for t, _ in ds.items] + [ds.input_prefix, ds.label_prefix] + [" " + lab for lab in ds.labels]:
+            for piece, _ in pre.pre_tokenize_str(" " + text) + pre.pre_tokenize_str(text + "\n"):
+                vocab.setdefault(piece, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    model = Model(AutoModelForCausalLM.from_config(cfg, dtype=torch.float32), fast, name=TINY_NAME)
+    result = icl_circuit(model, DATASETS, ks=[0, 1], k=1, n_queries=4, n_ablation=2, summarize=False,
+                         patching_pairs=2, batch_size=4, progress=False)
+    return result.save(folder)
 
 
 def write_all(root: Path) -> Path:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
+import numpy as np
 from app_checks import errors, no_trouble
-from report_fixtures import write_circuits
+from report_fixtures import write_circuits, write_icl_run
 
 
 def _specs(at) -> str:
@@ -19,26 +21,70 @@ def test_renders_steps_ablation_and_patching(app, reports_root):
     assert at.title[0].value.startswith("Circuits")
     assert [t.label for t in at.tabs] == ["Steps", "Ablation", "Patching"]
     specs = _specs(at)
-    for title in ("ICL accuracy by shots", "Summarize", "Merge heads", "Retrieval by layer",
-                  "Accuracy drop when ablating each step", "attn.hook_z: effect by layer and position"):
+    for title in ("ICL accuracy by shots", "Summarize: alignment of the query representations with the reference "
+                  "encoder", "Merge heads", "Retrieval by layer", "Accuracy drop when ablating each step",
+                  "attn.hook_z: effect by layer and head (all positions patched at once)"):
         assert title in specs, title
     ablation = at.dataframe[1].value
     assert set(ablation["step"]) == {"summarize", "merge", "retrieval", "random"}
+    assert any("same layers" in c.value for c in at.caption)
+    assert any("4 pairs" in c.value and "corrupted -0.750" in c.value.replace("−", "-") for c in at.caption)
+
+
+def _chart(at, title: str) -> dict:
+    return next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith(title))
+
+
+def _z(at, title: str) -> np.ndarray:
+    """A heatmap's values (plotly sends arrays as base64 ``bdata``)."""
+    z = _chart(at, title)["data"][0]["z"]
+    if isinstance(z, dict):
+        shape = [int(n) for n in str(z["shape"]).split(",")] if "shape" in z else -1
+        return np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"]).reshape(shape)
+    return np.array(z, dtype=float)
 
 
 def test_reacts_to_dataset_and_site(app, reports_root):
     at = app("circuits", reports=reports_root)
+    assert _z(at, "attn.hook_z")[1, 2] == 0.6  # sentiment's planted head, the file's rows for that dataset only
     at.selectbox(key="icl_dataset").select("topic").run()
     no_trouble(at)
     assert "— topic" in _specs(at)
+    assert _z(at, "attn.hook_z")[2, 0] == 0.6
+    assert at.selectbox(key="patch_site").options == ["attn.hook_z", "hook_resid_pre"]
+    at.selectbox(key="patch_site").select("hook_resid_pre").run()
+    no_trouble(at)
+    assert "hook_resid_pre: effect by layer and position" in _specs(at)
+    assert "effect by layer and head" not in _specs(at)  # one head only: no head heatmap
+    assert _chart(at, "hook_resid_pre")["data"][0]["x"][-2:] == ["44 ↵", "45 :"]  # positions named by token
+
+
+def test_per_position_head_patching(app, tmp_path):
+    write_circuits(tmp_path / "positions", layout="positions")
+    at = app("circuits", reports=tmp_path)
+    no_trouble(at)
+    assert "attn.hook_z: effect by layer and position" in _specs(at)
     at.selectbox(key="patch_site").select("hook_resid_post").run()
     no_trouble(at)
-    assert "hook_resid_post: effect by layer and position" in _specs(at)
-    assert "effect by layer and head" not in _specs(at)  # one head only: no head heatmap
+    assert "effect by layer and head" not in _specs(at)
     at.selectbox(key="patch_site").select("attn.hook_z").run()
     at.selectbox(key="patch_head").select(2).run()
     no_trouble(at)
     assert "head 2" in _specs(at)
+
+
+def test_renders_a_report_written_by_interp_icl(app, tmp_path):
+    """The files of a real (tiny-model) ``interp icl`` run, patching included, open on the page."""
+    write_icl_run(tmp_path / "icl")
+    at = app("circuits", reports=tmp_path)
+    no_trouble(at)
+    assert "attn.hook_z: effect by layer and head (all positions patched at once)" in _specs(at)
+    assert _z(at, "attn.hook_z").shape == (3, 4)  # layers × heads
+    at.selectbox(key="icl_dataset").select("topic").run()
+    at.selectbox(key="patch_site").select("hook_resid_pre").run()
+    no_trouble(at)
+    assert "hook_resid_pre: effect by layer and position" in _specs(at)
 
 
 def test_missing_patching_is_explained(app, tmp_path):

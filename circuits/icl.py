@@ -351,7 +351,7 @@ def icl_circuit(
     batch_size: int = 8,
     summarize: bool = True,
     ablation: bool = True,
-    patching_pairs: int = 4,
+    patching_pairs: int = 2,
     progress: bool = True,
 ) -> ICLResult:
     """Accuracy by k, the three steps by layer at ``k`` demonstrations, and the knockout table.

@@ -65,10 +65,14 @@ def _patching(df: pd.DataFrame, dataset: str, about: dict | None = None) -> None
             st.info(f"patching.parquet has no rows for {dataset}.")
             return
     if about:
+        def num(key: str) -> str:
+            v = about.get(key)
+            return f"{v:.3f}" if isinstance(v, (int, float)) else "n/a"
+
         st.caption(f"{about.get('pairs', '?')} pairs: the same demonstrations, then a query of one label (clean) or "
                    f"of another label with as many tokens (corrupted); metric: logit(clean label) − logit(corrupted "
-                   f"label) at the last token, clean {about.get('clean_logit_diff', float('nan')):.3f}, corrupted "
-                   f"{about.get('corrupted_logit_diff', float('nan')):.3f}. " + PATCHING_NOTE)
+                   f"label) at the last token, clean {num('clean_logit_diff')}, corrupted {num('corrupted_logit_diff')}. "
+                   + PATCHING_NOTE)
     else:
         st.caption(PATCHING_NOTE)
     sites = sorted(df["site"].astype(str).unique())

@@ -308,9 +308,11 @@ def masking_pool(n_total_heads: int) -> int:
 
 
 def masking_check(model: Model, table, cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
-    """Needle recall with the top-k retrieval heads' queries zeroed while decoding, against k
-    random heads drawn outside the top 100 (Wu et al.'s control), and unmasked. Runs on the
-    tests of the shortest haystack length, to bound its cost."""
+    """Needle recall with the top-k retrieval heads' queries zeroed while decoding, against as
+    many random heads drawn outside the top 100 (Wu et al.'s control), and unmasked. Only heads
+    above the retrieval threshold are masked (at most ``mask_k``): in a small model the top k
+    may include heads that never copy, and masking those would not test retrieval heads. Runs
+    on the tests of the shortest haystack length, to bound its cost."""
     from interp.heads.causal import random_heads
 
     k = cfg["mask_k"]
@@ -320,7 +322,11 @@ def masking_check(model: Model, table, cfg: dict[str, Any], progress: bool = Tru
     order = np.argsort(-np.nan_to_num(scores, nan=-1).ravel())
     n_heads = model.cfg.n_heads
     ranked = [(int(i // n_heads), int(i % n_heads)) for i in order]
-    top, top100 = ranked[:k], ranked[: len(ranked) - masking_pool(len(ranked))]
+    flat = np.nan_to_num(scores, nan=-1).ravel()
+    top = [(layer, h) for layer, h in ranked[:k] if flat[layer * n_heads + h] > cfg["threshold"]]
+    if not top:
+        return {"skipped": f"no head scores above the retrieval threshold {cfg['threshold']}"}
+    k, top100 = len(top), ranked[: len(ranked) - masking_pool(len(ranked))]
     tests = needle_tests(model, {**cfg, "lengths": sorted(cfg["lengths"])[:1]})
 
     def masked(heads):
@@ -337,7 +343,7 @@ def masking_check(model: Model, table, cfg: dict[str, Any], progress: bool = Tru
     for name, ivs in tqdm(conditions.items(), desc="retrieval masking", disable=not progress):
         recall[name] = needle_recall(model, tests, cfg["max_new_tokens"], ivs)
     return {
-        "k": k, "tests": len(tests), "length": sorted(cfg["lengths"])[0], "top_heads": [f"{layer}.{h}" for layer, h in top],
+        "k": k, "mask_k": cfg["mask_k"], "threshold": cfg["threshold"], "tests": len(tests), "length": sorted(cfg["lengths"])[0], "top_heads": [f"{layer}.{h}" for layer, h in top],
         "random_heads": {str(s): [f"{layer}.{h}" for layer, h in hs] for s, hs in randoms.items()},
         "recall": recall,
     }

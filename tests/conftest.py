@@ -14,6 +14,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import CONFIGS, NullTokenizer, build  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy CPU the threads' waiting
+    makes them several times slower (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(params=sorted(CONFIGS))
 def family(request):
     return request.param

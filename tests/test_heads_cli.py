@@ -7,20 +7,11 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 from wired_models import tiny_llama_folder
 
 from interp.cli import main
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy CPU the threads' waiting
-    makes them several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = ["--lengths", "4,8", "--samples", "2", "--text-tokens", "32", "--text-samples", "2", "--quiet"]

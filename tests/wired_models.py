@@ -58,18 +58,26 @@ def _out(attn, h: int) -> torch.Tensor:
     return attn.c_proj.weight[h * DH : (h + 1) * DH]
 
 
-def wired_gpt2() -> GPT2LMHeadModel:
-    cfg = GPT2Config(vocab_size=V, n_positions=P, n_embd=D, n_layer=2, n_head=2, n_inner=4,
-                     bos_token_id=0, eos_token_id=0, attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0)
+def _blank_gpt2(cfg: GPT2Config, pos: slice, n_pos: int) -> GPT2LMHeadModel:
+    """A GPT-2 with every weight zero but unit layer norms, one-hot tokens in TOK and one-hot
+    positions in ``pos``: heads are then wired by hand."""
     model = GPT2LMHeadModel(cfg)
-    eye = torch.eye
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
         for ln in [*(b.ln_1 for b in model.transformer.h), *(b.ln_2 for b in model.transformer.h), model.transformer.ln_f]:
             ln.weight.fill_(1.0)
-        model.transformer.wte.weight[:, TOK] = eye(V)
-        model.transformer.wpe.weight[:, POS] = eye(P)
+        model.transformer.wte.weight[:, TOK] = torch.eye(V)
+        model.transformer.wpe.weight[:, pos] = torch.eye(n_pos)
+    return model
+
+
+def wired_gpt2() -> GPT2LMHeadModel:
+    cfg = GPT2Config(vocab_size=V, n_positions=P, n_embd=D, n_layer=2, n_head=2, n_inner=4,
+                     bos_token_id=0, eos_token_id=0, attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0)
+    model = _blank_gpt2(cfg, POS, P)
+    eye = torch.eye
+    with torch.no_grad():
         shift = torch.zeros(P, P)
         shift[torch.arange(1, P), torch.arange(P - 1)] = 1.0  # position i -> feature i-1
         a0, a1 = model.transformer.h[0].attn, model.transformer.h[1].attn
@@ -121,17 +129,11 @@ def _ng_head(attn, h: int, part: str) -> torch.Tensor:
 def wired_ngram_gpt2() -> GPT2LMHeadModel:
     cfg = GPT2Config(vocab_size=V, n_positions=NG_P, n_embd=NG_D, n_layer=2, n_head=NG_HEADS, n_inner=4,
                      bos_token_id=0, eos_token_id=0, attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0)
-    model = GPT2LMHeadModel(cfg)
+    model = _blank_gpt2(cfg, NG_POS, NG_P)
     eye = torch.eye
     block = [slice(V * m, V * (m + 1)) for m in range(4)]  # feature blocks inside a head
     unit = (NG_D / 2) ** -0.5  # layer 0 sees a token feature of about 1 / unit after its layer norm
     with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        for ln in [*(b.ln_1 for b in model.transformer.h), *(b.ln_2 for b in model.transformer.h), model.transformer.ln_f]:
-            ln.weight.fill_(1.0)
-        model.transformer.wte.weight[:, TOK] = eye(V)
-        model.transformer.wpe.weight[:, NG_POS] = eye(NG_P)
         a0, a1 = model.transformer.h[0].attn, model.transformer.h[1].attn
         for k in range(1, 5):
             shift = torch.zeros(NG_P, NG_P)

@@ -71,7 +71,10 @@ def main_(argv: list[str] | None = None) -> None:
              "otherwise. Flip rate: share of held-out prompts not already answered as steered that switch "
              "answer when the projection is set to midpoint ± 2 × half-gap of the intents' means. Correlation: "
              "per item, separation of the two intents' projections vs the share of its two prompts answered "
-             "as asked (Pearson).", "",
+             "as asked (Pearson). Accuracy, as in the paper's one-word format: which of the two answers' "
+             "first tokens has the larger logit at the first position of the reply. SmolLM2's greedy reply "
+             "often restates the query first (\"Moscow is in Poland\"), so for it this reads its preference "
+             "between the two answers, not the first word it writes.", "",
              "| run | acc. prior intent | acc. context intent | localised layers | subspace layer | flip DAS | "
              "flip diff-means | flip random (each) | r DAS / diff-means | DAS training items |",
              "|---|---|---|---|---|---|---|---|---|---|"]

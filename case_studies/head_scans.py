@@ -1,8 +1,8 @@
 """Head scans of the bundled models, and what they say next to the papers' numbers.
 
-Runs ``interp heads MODEL`` with default settings for each model (one process each, timed), into
+Runs ``interp heads MODEL`` with default settings for each model (one process each), into
 ``case_studies/results/head_scans/MODEL``, writes the index page, and writes
-``case_studies/results/head_scans.md``: run time, the top heads per score, the share of
+``case_studies/results/head_scans.md``: the top heads per score, the share of
 retrieval heads against Wu et al.'s 3-6%, the two causal checks, and the agreement with
 TransformerLens's head detector (from ``heads_vs_transformerlens.json`` when present).
 
@@ -15,7 +15,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -33,13 +32,11 @@ def heads(names: list[str]) -> str:
     return ", ".join(f"L{n.replace('.', 'H')}" for n in names)
 
 
-def section(name: str, doc: dict, seconds: float | None, agreement: dict) -> list[str]:
+def section(name: str, doc: dict, agreement: dict) -> list[str]:
     df = pd.DataFrame(doc["scores"])
     checks = doc["checks"]
     shape = doc["shape"]
     lines = [f"## {name} ({shape['layers']} layers x {shape['heads']} query heads)", ""]
-    if seconds is not None:
-        lines += [f"`interp heads {name}` with default settings: {seconds / 60:.1f} min on this machine.", ""]
     lines += ["| score | top 5 heads (value) |", "|---|---|"]
     for score in TOP_SCORES:
         part = df[df["score"] == score].dropna(subset=["value"]).nlargest(5, "value")
@@ -83,14 +80,9 @@ def main() -> None:
     ap.add_argument("--summary-only", action="store_true", help="only rebuild the summary from saved reports")
     args = ap.parse_args()
     names = args.models.split(",")
-    timings_path = FOLDER / "timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     for name in names:
         if not args.summary_only:
-            start = time.perf_counter()
             subprocess.run([sys.executable, "-c", CLI, "heads", name, "--out", str(FOLDER / name)], check=True)
-            timings[name] = time.perf_counter() - start
-            atomic_write_text(timings_path, json.dumps(timings, indent=1) + "\n")
     write_index({n: FOLDER / n for n in names}, FOLDER)
     tl = OUT / "heads_vs_transformerlens.json"
     agreement = json.loads(tl.read_text()) if tl.exists() else {}
@@ -100,7 +92,7 @@ def main() -> None:
              "needles at 1000 and 2000 tokens, 5 depths, 3 needles). Heads are named LlayerHhead.", ""]
     for name in names:
         doc = json.loads((FOLDER / name / "head_scores.json").read_text())
-        lines += section(name, doc, timings.get(name), agreement)
+        lines += section(name, doc, agreement)
     atomic_write_text(OUT / "head_scans.md", "\n".join(lines))
     print("\n".join(lines))
 

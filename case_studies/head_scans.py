@@ -1,6 +1,6 @@
 """Head scans of the bundled models, and what they say next to the papers' numbers.
 
-Runs ``interp heads MODEL`` with default settings for each model (one process each), into
+Runs ``interp heads MODEL`` with default settings but five needle depths for each model (one process each), into
 ``case_studies/results/head_scans/MODEL``, writes the index page, and writes
 ``case_studies/results/head_scans.md``: the top heads per score, the share of
 retrieval heads against Wu et al.'s 3-6%, the two causal checks, and the agreement with
@@ -25,6 +25,7 @@ from interp.heads.report import write_index
 OUT = Path(__file__).parent / "results"
 FOLDER = OUT / "head_scans"
 CLI = "import sys; from interp.cli import main; sys.exit(main(sys.argv[1:]))"
+DEPTHS = ["--retrieval-depths", "0,0.25,0.5,0.75,1"]  # five depths, more than the CLI's default three
 TOP_SCORES = ["prev_token", "duplicate", "induction", "induction_text", "ngram2", "retrieval"]
 
 
@@ -82,12 +83,13 @@ def main() -> None:
     names = args.models.split(",")
     for name in names:
         if not args.summary_only:
-            subprocess.run([sys.executable, "-c", CLI, "heads", name, "--out", str(FOLDER / name)], check=True)
+            subprocess.run([sys.executable, "-c", CLI, "heads", name, "--out", str(FOLDER / name), *DEPTHS], check=True)
     write_index({n: FOLDER / n for n in names}, FOLDER)
     tl = OUT / "heads_vs_transformerlens.json"
     agreement = json.loads(tl.read_text()) if tl.exists() else {}
     lines = ["# Head scans of the bundled models", "",
-             "Produced by `python case_studies/head_scans.py` (`interp heads MODEL`, default settings: repeated "
+             "Produced by `python case_studies/head_scans.py` (`interp heads MODEL --retrieval-depths 0,0.25,0.5,0.75,1`, "
+             "otherwise default settings: repeated "
              "random sequences of 25, 50 and 100 tokens, 8 each, seed 0; 4 natural-text windows of 512 tokens; "
              "needles at 1000 and 2000 tokens, 5 depths, 3 needles). Heads are named LlayerHhead.", ""]
     for name in names:

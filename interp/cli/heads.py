@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-tokens", default=512, type=int, help="tokens per natural-text window")
     p.add_argument("--text-samples", default=4, type=int, help="natural-text windows")
     p.add_argument("--retrieval-lengths", default="1000,2000", type=_ints, help="needle-in-a-haystack lengths")
-    p.add_argument("--retrieval-depths", default="0,0.25,0.5,0.75,1", type=_floats,
+    p.add_argument("--retrieval-depths", default="0,0.5,1", type=_floats,
                    help="needle depths in the haystack (0: start, 1: end)")
     p.add_argument("--mask-k", default=10, type=int, help="heads masked in the retrieval masking check")
     p.add_argument("--seed", default=0, type=int)

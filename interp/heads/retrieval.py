@@ -41,7 +41,7 @@ def default_needles() -> list[dict[str, str]]:
 @dataclass
 class RetrievalSettings:
     lengths: tuple[int, ...] = (1000, 2000)
-    depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    depths: tuple[float, ...] = (0.0, 0.5, 1.0)  # 18 tests with the defaults: the default scan stays under 10 min on 2 CPU cores
     needles: list[dict[str, str]] = field(default_factory=default_needles)
     max_new_tokens: int = 24
     recall_threshold: float = 0.5

@@ -319,11 +319,11 @@ def masking_check(model: Model, table, cfg: dict[str, Any], progress: bool = Tru
     scores = table.matrix("retrieval")
     if np.isnan(scores).all():
         return {"skipped": "no needle test was recalled, so there are no retrieval scores to mask"}
-    order = np.argsort(-np.nan_to_num(scores, nan=-1).ravel())
+    flat = np.nan_to_num(scores, nan=-1).ravel()
+    order = np.argsort(-flat)
     n_heads = model.cfg.n_heads
     ranked = [(int(i // n_heads), int(i % n_heads)) for i in order]
-    flat = np.nan_to_num(scores, nan=-1).ravel()
-    top = [(layer, h) for layer, h in ranked[:k] if flat[layer * n_heads + h] > cfg["threshold"]]
+    top = [ranked[j] for j in range(k) if flat[order[j]] > cfg["threshold"]]
     if not top:
         return {"skipped": f"no head scores above the retrieval threshold {cfg['threshold']}"}
     k, top100 = len(top), ranked[: len(ranked) - masking_pool(len(ranked))]
@@ -343,7 +343,8 @@ def masking_check(model: Model, table, cfg: dict[str, Any], progress: bool = Tru
     for name, ivs in tqdm(conditions.items(), desc="retrieval masking", disable=not progress):
         recall[name] = needle_recall(model, tests, cfg["max_new_tokens"], ivs)
     return {
-        "k": k, "mask_k": cfg["mask_k"], "threshold": cfg["threshold"], "tests": len(tests), "length": sorted(cfg["lengths"])[0], "top_heads": [f"{layer}.{h}" for layer, h in top],
+        "k": k, "mask_k": cfg["mask_k"], "threshold": cfg["threshold"], "tests": len(tests),
+        "length": sorted(cfg["lengths"])[0], "top_heads": [f"{layer}.{h}" for layer, h in top],
         "random_heads": {str(s): [f"{layer}.{h}" for layer, h in hs] for s, hs in randoms.items()},
         "recall": recall,
     }

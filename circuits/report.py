@@ -21,6 +21,7 @@ import pandas as pd
 
 from interp.atomic import atomic_write_bytes, atomic_write_text
 from interp.errors import UnknownNameError
+from interp.strict_json import finite
 
 TABLES = ("accuracy", "summarize", "merge", "retrieval", "heads", "ablation")
 FIGURES = ("accuracy", "steps", "ablation", "heads", "patching")
@@ -35,14 +36,6 @@ def _versions() -> dict[str, str]:
     import interp
 
     return {"interp": interp.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
-
-
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if hasattr(v, "item"):
-        return _clean(v.item())
-    return v
 
 
 def _write_plotly_js(folder: Path) -> None:
@@ -86,7 +79,7 @@ class ICLResult:
         out: dict[str, Any] = {"model": self.model, "settings": self.settings, "versions": self.versions,
                                "shape": {"layers": self.n_layers, "heads": self.n_heads}}
         for t, df in self.tables.items():
-            out[t] = [{k: _clean(v) for k, v in row.items()} for row in df.to_dict("records")]
+            out[t] = finite(df.to_dict("records"))
         if self.patching_summary is not None:
             from interp.circuits.icl_patching import METRIC, PATCH_SITES
 

@@ -82,7 +82,7 @@ def main_(argv: list[str] | None = None) -> None:
     for name, argv_model in runs.items():
         folder = OUT / name
         if args.rerun or not (folder / "knob.json").exists():
-            main(["knob", *argv_model, "--out", str(folder)])
+            main(["knob", *argv_model, "--out", str(folder), "--force"])
         doc = json.loads((folder / "knob.json").read_text())
         lines.append(row(name, doc))
         notes.append(reading(name, doc))

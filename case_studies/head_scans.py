@@ -83,7 +83,7 @@ def main() -> None:
     names = args.models.split(",")
     for name in names:
         if not args.summary_only:
-            subprocess.run([sys.executable, "-c", CLI, "heads", name, "--out", str(FOLDER / name), *DEPTHS], check=True)
+            subprocess.run([sys.executable, "-c", CLI, "heads", name, "--out", str(FOLDER / name), "--force", *DEPTHS], check=True)
     write_index({n: FOLDER / n for n in names}, FOLDER)
     tl = OUT / "heads_vs_transformerlens.json"
     agreement = json.loads(tl.read_text()) if tl.exists() else {}

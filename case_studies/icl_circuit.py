@@ -115,7 +115,7 @@ def main() -> None:
     for name in args.models.split(","):
         folder = OUT / name
         if not args.summary_only:
-            subprocess.run([sys.executable, "-c", CLI, "icl", name, "--out", str(folder), "--quiet", *args.extra],
+            subprocess.run([sys.executable, "-c", CLI, "icl", name, "--out", str(folder), "--force", "--quiet", *args.extra],
                            check=True)
         summaries.append(summarize(ICLResult.load(folder)))
     atomic_write_text(OUT / "summary.json", json.dumps(summaries, indent=1))

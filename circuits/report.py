@@ -1,6 +1,6 @@
 """``ICLResult``: the ICL-circuit tables, their figures, and ``icl.json`` / ``icl.parquet`` / ``report.html``.
 
-Every file is written under a temporary name and renamed into place. ``report.html`` carries its
+The files land together when the report is complete (``interp.outputs``). ``report.html`` carries its
 own copy of plotly.js; the separate figure files (``accuracy.html``, ...) share one
 ``plotly.min.js`` written next to them, so they draw offline without 4.8 MB each.
 
@@ -19,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from interp.atomic import atomic_write_bytes, atomic_write_text
 from interp.errors import UnknownNameError
-from interp.strict_json import finite
+from interp.outputs import OutputFolder, writing
+from interp.strict_json import dumps, finite
 
 TABLES = ("accuracy", "summarize", "merge", "retrieval", "heads", "ablation")
 FIGURES = ("accuracy", "steps", "ablation", "heads", "patching")
@@ -38,14 +38,11 @@ def _versions() -> dict[str, str]:
     return {"interp": interp.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
-def _write_plotly_js(folder: Path) -> None:
-    """``plotly.min.js`` (the installed plotly's bundle) next to the figure files, unless already the same."""
+def _write_plotly_js(out: OutputFolder) -> None:
+    """``plotly.min.js`` (the installed plotly's bundle) next to the figure files."""
     from plotly.offline import get_plotlyjs
 
-    js = get_plotlyjs().encode("utf-8")
-    path = folder / PLOTLY_JS
-    if not (path.is_file() and path.stat().st_size == len(js) and path.read_bytes() == js):
-        atomic_write_bytes(path, js)
+    out.write_text(PLOTLY_JS, get_plotlyjs())
 
 
 class ICLResult:
@@ -113,32 +110,30 @@ class ICLResult:
                    n_heads=shape.get("heads", 0), versions=data.get("versions"), patching=patching,
                    patching_summary=summary)
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``icl.json``, ``icl.parquet``, ``patching.parquet``, the figures and ``report.html`` into ``folder``.
+    def save(self, folder: str | Path | OutputFolder, *, force: bool = False) -> Path:
+        """Write ``icl.json``, ``icl.parquet``, ``patching.parquet``, the figures and ``report.html`` into ``folder``
+        (a path or an open ``OutputFolder``).
 
-        Without patching rows a ``patching.parquet`` left there by an earlier run is removed, so the
-        folder never pairs this ``icl.json`` with another run's patching. The figure files load
-        ``plotly.min.js`` from the folder (written once); ``report.html`` embeds it.
+        The files land together; a ``patching.parquet`` of an earlier run that this one does not write is
+        removed with the rest of that run's files, so the folder never pairs this ``icl.json`` with another
+        run's patching, and files interp did not write are never touched (see ``interp.outputs``). The
+        figure files load ``plotly.min.js`` from the folder; ``report.html`` embeds it.
         """
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        ppath = folder / PATCHING_FILE
-        if self.patching is not None:
+        with writing(folder, force=force) as out:
+            if self.patching is not None:
+                buf = io.BytesIO()
+                self.patching.to_parquet(buf, index=False)
+                out.write_bytes(PATCHING_FILE, buf.getvalue())
+            out.write_text("icl.json", dumps(self.to_json(), indent=1))
             buf = io.BytesIO()
-            self.patching.to_parquet(buf, index=False)
-            atomic_write_bytes(ppath, buf.getvalue())
-        else:
-            ppath.unlink(missing_ok=True)
-        atomic_write_text(folder / "icl.json", json.dumps(self.to_json(), indent=1))
-        buf = io.BytesIO()
-        self.long().to_parquet(buf, index=False)
-        atomic_write_bytes(folder / "icl.parquet", buf.getvalue())
-        figs = {name: self.figure(name) for name in FIGURES}
-        _write_plotly_js(folder)
-        for name, fig in figs.items():
-            atomic_write_text(folder / f"{name}.html", fig.to_html(include_plotlyjs="directory"))
-        atomic_write_text(folder / "report.html", self.render_html(figs))
-        return folder
+            self.long().to_parquet(buf, index=False)
+            out.write_bytes("icl.parquet", buf.getvalue())
+            figs = {name: self.figure(name) for name in FIGURES}
+            _write_plotly_js(out)
+            for name, fig in figs.items():
+                out.write_text(f"{name}.html", fig.to_html(include_plotlyjs="directory"))
+            out.write_text("report.html", self.render_html(figs))
+        return out.path
 
     # -- figures ----------------------------------------------------------------------------------
     def figure(self, name: str):
@@ -278,7 +273,7 @@ class ICLResult:
             float_format=lambda x: f"{x:.3f}") if len(acc) else ""
         abl = self.tables["ablation"]
         abl_html = abl.to_html(index=False, float_format=lambda x: f"{x:.3f}") if len(abl) else ""
-        settings = html.escape(json.dumps({"settings": self.settings, "versions": self.versions}, indent=1))
+        settings = html.escape(dumps({"settings": self.settings, "versions": self.versions}, indent=1))
         return (f"<!doctype html><html><head><meta charset=utf-8><title>ICL circuit: {html.escape(self.model)}</title>"
                 "<style>body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1300px}"
                 "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}table{border-collapse:collapse}</style>"

@@ -22,9 +22,9 @@ from safetensors import safe_open
 from safetensors.numpy import save as save_bytes
 from tqdm.auto import tqdm
 
-from interp.atomic import atomic_write_bytes, atomic_write_text
 from interp.errors import InterpError
 from interp.model import Model
+from interp.outputs import check_output, output_folder
 
 Position = Any  # "last" | "mean" | int | {"token": str}
 MANIFEST = "activations.json"
@@ -156,13 +156,6 @@ def _batches(model: Model, texts: Sequence[str], names: list[str], position: Pos
         del batch, tr  # the consumer has written it; do not hold it through the next forward
 
 
-def _clear(folder: Path) -> None:
-    """Remove a previous collection in ``folder``: its manifest first, so it never looks complete."""
-    (folder / MANIFEST).unlink(missing_ok=True)
-    for old in folder.glob(SHARDS):
-        old.unlink()
-
-
 def collect(
     model: Model,
     texts: Sequence[str],
@@ -172,6 +165,7 @@ def collect(
     position: Position = "last",
     batch_size: int = 8,
     out: str | Path | None = None,
+    force: bool = False,
     progress: bool = True,
 ) -> Activations:
     """Activations of ``texts`` at ``sites`` (names or globs) and ``position``.
@@ -179,8 +173,11 @@ def collect(
     ``position``: ``"last"``, ``"mean"`` (over the real tokens), a token index, or
     ``{"token": " Paris"}`` (its last occurrence). ``out``: a folder to stream batches to as
     safetensors shards ``batch-000000.safetensors``... (labels must then be numbers), replacing
-    a previous collection there; only one batch is held at a time and the result reads the
-    shards on demand (as ``Activations.load(out)`` does later).
+    a previous collection there; only one batch is held in memory at a time, the shards land in
+    ``out`` together when the collection is complete, and the result reads them on demand (as
+    ``Activations.load(out)`` does later). ``out`` follows ``interp.outputs``: an existing file
+    or a folder holding files interp did not write is refused before any work (unless
+    ``force``).
 
     >>> acts = collect(model, ["Paris is in France", "Rome is in Italy"], [1, 0])   # doctest: +SKIP
     >>> acts.X["blocks.5.hook_resid_post"].shape                                    # doctest: +SKIP
@@ -194,6 +191,8 @@ def collect(
         raise InterpError(f"batch_size must be at least 1, got {batch_size}")
     y = None if labels is None else np.asarray(labels)
     names = [s.name for s in model.resolve(sites)]
+    if out is not None:
+        check_output(out, force=force)
     batches = _batches(model, texts, names, position, batch_size, progress)
     if out is None:
         kept: dict[str, list[np.ndarray]] = {n: [] for n in names}
@@ -205,18 +204,17 @@ def collect(
     if y is not None and y.dtype.kind not in "biuf":
         raise InterpError(f"with out=, labels must be numbers or booleans (they are stored in safetensors shards); "
                           f"got {y.dtype} labels such as {y[0]!r}")
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    _clear(folder)
     shards: list[dict[str, Any]] = []
-    for b, (start, batch) in enumerate(batches):
-        shard: dict[str, np.ndarray] = dict(batch)
-        if y is not None:
-            shard[LABELS] = np.ascontiguousarray(y[start : start + batch_size])
-        name = f"batch-{b:06d}.safetensors"
-        atomic_write_bytes(folder / name, save_bytes(shard))  # a shard is either whole or absent
-        shards.append({"file": name, "examples": len(next(iter(batch.values())))})
-        del shard, batch  # hold nothing of a written batch
-    meta = {"sites": names, "examples": len(texts), "labels": y is not None, "position": position, "shards": shards}
-    atomic_write_text(folder / MANIFEST, json.dumps(meta, indent=1))
+    with output_folder(out, force=force) as dest:
+        for b, (start, batch) in enumerate(batches):
+            shard: dict[str, np.ndarray] = dict(batch)
+            if y is not None:
+                shard[LABELS] = np.ascontiguousarray(y[start : start + batch_size])
+            name = f"batch-{b:06d}.safetensors"
+            dest.write_bytes(name, save_bytes(shard))
+            shards.append({"file": name, "examples": len(next(iter(batch.values())))})
+            del shard, batch  # hold nothing of a written batch
+        meta = {"sites": names, "examples": len(texts), "labels": y is not None, "position": position, "shards": shards}
+        dest.write_text(MANIFEST, json.dumps(meta, indent=1))
+    folder = dest.path
     return Activations(ShardedSites([folder / s["file"] for s in shards], names), y, folder)

@@ -9,9 +9,9 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
-from interp.atomic import atomic_dir
+from interp.outputs import OutputFolder, writing
 from interp.probes.knob import KnobResult
 from interp.strict_json import dumps, finite
 
@@ -81,10 +81,10 @@ def sweep_figure(doc: dict[str, Any]) -> go.Figure:
     return fig
 
 
-def write_report(r: KnobResult, folder: str | Path) -> Path:
+def write_report(r: KnobResult, folder: str | Path | OutputFolder, *, force: bool = False) -> Path:
     """Write ``knob.json``, ``direction.safetensors`` (tensors ``direction`` (DAS), ``diff_means``,
-    ``random0``...) and ``knob.html`` into ``folder``, replaced as a whole."""
-    folder = Path(folder)
+    ``random0``...) and ``knob.html`` into ``folder`` (a path or an open ``OutputFolder``); the three
+    land together and nothing else there is touched (see ``interp.outputs``)."""
     doc = to_json(r)
     figs = [patching_figure(doc), sweep_figure(doc)]
     body = "".join(f.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False) for i, f in enumerate(figs))
@@ -95,8 +95,8 @@ def write_report(r: KnobResult, folder: str | Path) -> Path:
             f"<pre>{html.escape(dumps(summary, indent=1))}</pre>{body}"
             f"<h2>Settings</h2><pre>{html.escape(dumps(doc['settings'], indent=1))}</pre></body></html>")
     tensors = {"direction" if k == "das" else k: v.float().contiguous() for k, v in r.directions.items()}
-    with atomic_dir(folder) as tmp:
-        (tmp / "knob.json").write_text(dumps(doc, indent=1))
-        save_file(tensors, str(tmp / "direction.safetensors"), metadata={"site": r.settings["site"], "layer": str(r.layer)})
-        (tmp / "knob.html").write_text(page, encoding="utf-8")
-    return folder
+    with writing(folder, force=force) as out:
+        out.write_text("knob.json", dumps(doc, indent=1))
+        out.write_bytes("direction.safetensors", save(tensors, metadata={"site": r.settings["site"], "layer": str(r.layer)}))
+        out.write_text("knob.html", page)
+    return out.path

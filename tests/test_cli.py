@@ -9,7 +9,7 @@ from interp.cli import main
 
 @pytest.mark.real_model
 def test_trace_prints_continuation_and_logit_lens(smollm2, capsys):
-    assert main(["trace", "smollm2-135m", "The capital of France is", "--new-tokens", "3"]) == 0
+    assert main(["trace", "smollm2-135m", "The capital of France is", "--max-new-tokens", "3"]) == 0
     out = capsys.readouterr().out
     assert "Paris" in out
     assert "logit lens" in out and out.count("\n") > smollm2.cfg.n_layers

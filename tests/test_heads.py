@@ -33,7 +33,8 @@ def wired():
 
 @pytest.fixture(scope="module")
 def wired_scores(wired):
-    return scan(wired, ["prev_token", "duplicate", "induction", "ngram"], lengths=(8, 12), samples=8,
+    return scan(wired, ["prev_token", "duplicate", "induction", "prev_token_text", "duplicate_text", "induction_text",
+                        "ngram"], lengths=(8, 12), samples=8,
                 text_tokens=24, text_samples=4, causal_checks=True, progress=False)
 
 
@@ -191,6 +192,13 @@ def test_interrupted_scan_resumes(wired, tmp_path, monkeypatch):
     np.testing.assert_allclose(resumed.matrix("induction"), fresh.matrix("induction"))
 
 
+def test_scan_computes_only_the_scores_asked_for(wired):
+    s = scan(wired, ["induction"], lengths=(8,), samples=2, causal_checks=False, progress=False)
+    assert s.scores == ["induction"]
+    s = scan(wired, ["ngram"], lengths=(8,), text_tokens=16, text_samples=2, causal_checks=False, progress=False)
+    assert s.scores == ["ngram1", "ngram2", "ngram3", "ngram4"]
+
+
 def test_bad_input(wired, tmp_path):
     with pytest.raises(UnknownNameError, match="unknown score 'inductoin'.*induction"):
         scan(wired, ["inductoin"])
@@ -224,7 +232,7 @@ def test_text_tokens_beyond_context_fail_before_any_work(wired, tmp_path, monkey
     monkeypatch.setattr(head_scan, "_score_unit", lambda *a, **k: pytest.fail("work started"))
     partial = tmp_path / ".r.partial"
     with pytest.raises(PromptTooLongError, match="text_tokens.*context window of 32"):
-        scan(wired, ["prev_token"], lengths=(8,), text_tokens=64, checkpoint=str(partial))
+        scan(wired, ["prev_token_text"], lengths=(8,), text_tokens=64, checkpoint=str(partial))
     with pytest.raises(InterpError, match="samples must be an integer of at least 1"):
         scan(wired, ["induction"], lengths=(8,), samples=0, checkpoint=str(partial))
     assert list(tmp_path.iterdir()) == []

@@ -30,8 +30,9 @@ def test_cli_heads_writes_the_report(folders, tmp_path, capsys):
     code = main(["heads", str(folders["tiny-a"]), "--out", str(out), *SMALL,
                  "--retrieval-lengths", "100", "--retrieval-depths", "0.5", "--mask-k", "2"])
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["head_scores.json", "head_scores.parquet", "report.html"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # the checkpoint is gone
+    assert sorted(p.name for p in out.iterdir()) == [".interp-manifest.json", "head_scores.json", "head_scores.parquet",
+                                                     "report.html"]  # the checkpoint and the lock are gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
     data = json.loads((out / "head_scores.json").read_text())
     assert {"model", "settings", "versions", "scores"} <= set(data) and data["model"] == "tiny-a"
     assert data["settings"]["lengths"] == [4, 8] and data["settings"]["retrieval"]["depths"] == [0.5]
@@ -53,9 +54,10 @@ def test_cli_heads_several_models_write_a_folder_each_and_an_index(folders, tmp_
     code = main(["heads", str(folders["tiny-a"]), str(folders["tiny-b"]), "--out", str(out), *SMALL,
                  "--scores", "prev_token,ngram", "--no-causal-checks"])
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["index.html", "tiny-a", "tiny-b"]
+    assert sorted(p.name for p in out.iterdir()) == [".interp-manifest.json", "index.html", "tiny-a", "tiny-b"]
     for name in ("tiny-a", "tiny-b"):
-        assert sorted(p.name for p in (out / name).iterdir()) == ["head_scores.json", "head_scores.parquet", "report.html"]
+        assert sorted(p.name for p in (out / name).iterdir()) == [".interp-manifest.json", "head_scores.json",
+                                                                  "head_scores.parquet", "report.html"]
         data = json.loads((out / name / "head_scores.json").read_text())
         assert data["model"] == name and "ngram4" in {row["score"] for row in data["scores"]}
     index = (out / "index.html").read_text()
@@ -72,13 +74,12 @@ def test_cli_bad_input_leaves_neither_report_nor_checkpoint(folders, tmp_path, m
     assert "context window of 256" in capsys.readouterr().err
     # The second model's window is too short: the first is not scanned either.
     assert main(["heads", str(folders["tiny-a"]), str(folders["tiny-short"]), "--out", str(out), *SMALL,
-                 "--scores", "induction", "--text-tokens", "100"]) == 2
+                 "--scores", "induction_text", "--text-tokens", "100"]) == 2
     assert "tiny-short's context window of 64" in capsys.readouterr().err
     # Needle haystacks longer than the second model's window.
     assert main(["heads", str(folders["tiny-a"]), str(folders["tiny-short"]), "--out", str(out), *SMALL,
                  "--scores", "retrieval", "--retrieval-lengths", "100", "--mask-k", "2"]) == 2
     assert "exceed tiny-short's context window" in capsys.readouterr().err
-    assert not out.exists() and not (tmp_path / ".r.partial").exists()
     assert list(tmp_path.iterdir()) == []
 
 
@@ -95,12 +96,13 @@ def test_cli_interrupted_run_keeps_its_checkpoint_and_resumes(folders, tmp_path,
         return real(*args, **kwargs)
 
     monkeypatch.setattr(head_scan, "_score_unit", interrupted)
-    out, partial = tmp_path / "r", tmp_path / ".r.partial"
+    out = tmp_path / "r"
+    partial = out / ".interp-checkpoint"
     argv = ["heads", str(folders["tiny-a"]), "--out", str(out), *SMALL, "--scores", "induction", "--no-causal-checks"]
-    with pytest.raises(KeyboardInterrupt):
-        main(argv)
-    assert not out.exists() and len(list(partial.glob("*.safetensors"))) == 1  # one unit finished
+    assert main(argv) == 130  # interrupted: one line, no traceback
+    assert len(list(partial.glob("*.safetensors"))) == 1  # one unit finished
+    assert sorted(p.name for p in out.iterdir()) == [".interp-checkpoint"]  # no report, no lock, no staging
     calls.clear()
     assert main(argv) == 0
-    assert len(calls) == 2  # the random units of length 8 and the text unit; length 4 came from the checkpoint
-    assert out.is_dir() and not partial.exists()
+    assert len(calls) == 1  # the random unit of length 8; length 4 came from the checkpoint
+    assert (out / "report.html").is_file() and not partial.exists()

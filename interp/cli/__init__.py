@@ -1,4 +1,8 @@
-"""The ``interp`` command line. Each subcommand lives in its own module with a ``register``."""
+"""The ``interp`` command line. Each subcommand lives in its own module with a ``register``.
+
+Every failure ends in one line, ``interp SUBCOMMAND: error: ...``, and exit code 2 for bad
+input (1 for an unexpected error, 130 when interrupted); ``--debug`` shows the traceback.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +16,53 @@ from interp.errors import InterpError
 COMMANDS = ["models", "trace", "heads", "neurons", "knob", "app", "icl"]
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"interp {v('interp')} (torch {v('torch')}, transformers {v('transformers')}, python {sys.version.split()[0]})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="interp", description="Mechanistic interpretability for open LMs.")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"interp.cli.{name}").register(sub)
+    for p in sub.choices.values():
+        p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    where = f"interp {args.command}"
+    if getattr(args, "quiet", False):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # transformers' own weight-loading bar
     try:
         return int(args.run(args) or 0)
     except InterpError as exc:
-        print(f"interp {args.command}: error: {exc}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"{where}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{where}: interrupted (a rerun of the same command resumes where it can)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line, with the way to the traceback
+        if args.debug:
+            raise
+        text = " ".join(str(exc).split()) or "(no message)"
+        print(f"{where}: error: unexpected {type(exc).__name__}: {text} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

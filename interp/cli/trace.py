@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from interp.cli import options as o
+
 DEFAULT_PROMPT = "The capital of France is"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trace", help="trace one prompt: continuation and logit lens by layer")
-    p.add_argument("model", help="bundled name, local HF folder, .gguf file or hub id")
-    p.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT)
-    p.add_argument("--new-tokens", type=int, default=8, help="greedy tokens to generate (default 8)")
+    o.add_model(p)
+    p.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, type=o.nonempty_text,
+                   help=f"text to run (default {DEFAULT_PROMPT!r})")
+    o.add_max_new_tokens(p, 8)
     p.set_defaults(run=run)
 
 
@@ -19,10 +22,10 @@ def run(args: argparse.Namespace) -> int:
     import interp
     from interp.lens import logit_lens
 
-    model = interp.load(args.model)
+    model = interp.load(args.model, device=args.device, dtype=args.dtype)
     print(model)
     print(f"prompt: {args.prompt!r}")
-    print(f"greedy continuation: {model.generate(args.prompt, max_new_tokens=args.new_tokens)[0]!r}\n")
+    print(f"greedy continuation: {model.generate(args.prompt, max_new_tokens=args.max_new_tokens)[0]!r}\n")
     lens = logit_lens(model, args.prompt, k=1)
     lens = lens.drop(columns=["rank"]).rename(columns={"token": "top token", "prob": "p"})
     print("logit lens at the last position (resid_post of each layer -> final norm -> unembed):")

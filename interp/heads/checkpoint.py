@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +13,40 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from interp.atomic import atomic_write_text, temp_sibling
+from interp.outputs import OutputError
+
+STAMP = "settings.sha256"
 
 
 class Checkpoint:
-    """Finished units under ``folder``; a folder written with other settings is discarded."""
+    """Finished units under ``folder``, tied to the settings that produced them.
+
+    Only a folder interp created and stamped is ever cleared: a folder written with other
+    settings loses its unit files; an existing folder without the stamp is used only if it
+    is empty, and a file or a folder holding anything else is refused.
+    """
 
     def __init__(self, folder: str | Path | None, settings: dict[str, Any]):
         self.folder = Path(folder) if folder is not None else None
         fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
         if self.folder is None:
             return
-        stamp = self.folder / "settings.sha256"
-        if self.folder.exists() and (not stamp.exists() or stamp.read_text().strip() != fingerprint):
-            shutil.rmtree(self.folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if not stamp.exists():
-            atomic_write_text(stamp, fingerprint)
+        stamp = self.folder / STAMP
+        if self.folder.exists() and not self.folder.is_dir():
+            raise OutputError(f"checkpoint {self.folder} is an existing file; give a folder (new or one interp made)")
+        if self.folder.is_dir() and not stamp.is_file() and any(self.folder.iterdir()):
+            raise OutputError(
+                f"checkpoint folder {self.folder} holds files interp did not write and has no {STAMP}; "
+                "give a new or empty folder"
+            )
+        if stamp.is_file() and stamp.read_text().strip() != fingerprint:
+            self.clear()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not stamp.exists():
+                atomic_write_text(stamp, fingerprint)
+        except OSError as exc:
+            raise OutputError(f"cannot write checkpoint folder {self.folder}: {exc.strerror or exc}") from None
 
     def _path(self, key: str) -> Path:
         assert self.folder is not None
@@ -49,5 +66,13 @@ class Checkpoint:
         tmp.replace(path)
 
     def clear(self) -> None:
-        if self.folder is not None and self.folder.exists():
-            shutil.rmtree(self.folder)
+        """Remove the unit files and the stamp (ours), then the folder if nothing else is in it."""
+        if self.folder is None or not (self.folder / STAMP).is_file():
+            return
+        for path in self.folder.glob("*.safetensors"):
+            path.unlink()
+        for path in self.folder.glob(".*.safetensors.tmp-*"):  # units being written when a run was killed
+            path.unlink()
+        (self.folder / STAMP).unlink()
+        if not any(self.folder.iterdir()):
+            self.folder.rmdir()

@@ -28,10 +28,13 @@ from interp.model import Model
 if TYPE_CHECKING:
     from interp.heads.retrieval import NeedleTest
 
-PATTERN_SCORES = ("prev_token", "duplicate", "induction", "ngram")
+RANDOM_SCORES = ("prev_token", "duplicate", "induction")
+TEXT_SCORES = ("prev_token_text", "duplicate_text", "induction_text", "ngram")
+PATTERN_SCORES = (*RANDOM_SCORES, *TEXT_SCORES)
 SCORES = (*PATTERN_SCORES, "retrieval")
 NGRAM_ORDERS = (1, 2, 3, 4)
-RANDOM_SCORES = ("prev_token", "duplicate", "induction")
+# The order of scores in every table and report, whatever order the work was done or resumed in.
+OUTPUT_ORDER = (*RANDOM_SCORES, *TEXT_SCORES[:3], *(f"ngram{n}" for n in NGRAM_ORDERS), "retrieval")
 
 
 class SettingError(InterpError, ValueError):
@@ -60,7 +63,7 @@ def _units(settings: dict[str, Any], names: list[str]) -> list[tuple[str, int, i
     if any(n in names for n in RANDOM_SCORES):
         for length in settings["lengths"]:
             units += [("random", length, s) for s in range(0, settings["samples"], settings["batch_size"])]
-    if any(n in names for n in PATTERN_SCORES):
+    if any(n in names for n in TEXT_SCORES):
         units += [("text", settings["text_tokens"], s) for s in range(0, settings["text_samples"], settings["batch_size"])]
     return units
 
@@ -76,7 +79,7 @@ def _score_unit(model: Model, unit: tuple[str, int, int], names: list[str], sett
         wanted = [n for n in ("prev_token", "duplicate", "induction") if n in names]
     else:
         ids = natural_text(model, length, settings["text_samples"], settings["seed"])[start:end]
-        wanted = [n for n in PATTERN_SCORES if n in names]
+        wanted = [n.removesuffix("_text") for n in TEXT_SCORES if n in names]
     rules = sorted({r for n in wanted for r in S.RULES_OF.get(n, [])} | {"bos", "self"}
                    | ({f"ngram{k}" for k in NGRAM_ORDERS} if "ngram" in wanted else set()))
     stats = head_stats(model, ids, rules=rules, exclude=exclude)
@@ -173,7 +176,7 @@ def plan_scan(
     for every model before it scans any."""
     names = check_scores(scores)
     random_wanted = any(n in names for n in RANDOM_SCORES)
-    text_wanted = any(n in names for n in PATTERN_SCORES)
+    text_wanted = any(n in names for n in TEXT_SCORES)
     lengths = [int(x) for x in lengths]
     if random_wanted:
         if not lengths:
@@ -232,11 +235,12 @@ def scan(
 ) -> HeadScores:
     """Score every head of ``model``; returns a ``HeadScores`` table.
 
-    ``scores`` from ``SCORES``. Repeated random sequences (``samples`` of each of ``lengths``,
-    seeded): ``prev_token`` over all rows, ``duplicate`` and ``induction`` over the second
-    copy. Natural text (``text_samples`` windows of ``text_tokens`` tokens of the shipped
-    public-domain text): ``prev_token_text``, ``duplicate_text``, ``induction_text`` and the
-    n-gram scores ``ngram1``..``ngram4``. ``exclude_bos``/``exclude_current`` as in
+    ``scores`` from ``SCORES``; only those asked for are computed. Repeated random sequences
+    (``samples`` of each of ``lengths``, seeded): ``prev_token`` over all rows, ``duplicate``
+    and ``induction`` over the second copy. Natural text (``text_samples`` windows of
+    ``text_tokens`` tokens of the shipped public-domain text): ``prev_token_text``,
+    ``duplicate_text``, ``induction_text``, and ``ngram`` (the n-gram scores
+    ``ngram1``..``ngram4``). ``exclude_bos``/``exclude_current`` as in
     TransformerLens's ``detect_head``. ``retrieval`` passes settings to
     ``interp.heads.retrieval.retrieval_scores``. With ``causal_checks`` the induction and
     retrieval labels are tested by ablation. ``checkpoint``: a folder for partial results, so
@@ -263,7 +267,7 @@ def scan(
             ckpt.put(key, part)
         for name, value in part.items():
             totals[name] = totals.get(name, 0) + value.double()
-    arrays = {name: S.finish(t).numpy() for name, t in totals.items()}
+    arrays = {name: S.finish(totals[name]).numpy() for name in OUTPUT_ORDER if name in totals}
     checks: dict[str, Any] = {}
     if "retrieval" in names:
         from interp.heads.retrieval import retrieval_scores

@@ -1,17 +1,19 @@
 """Head-score reports: ``head_scores.parquet``, ``head_scores.json`` and a self-contained ``report.html``.
 
-The folder is written under a temporary name and renamed into place, so a report is either
-complete or absent.
+Written through ``interp.outputs``: the files land together when the report is complete, and
+nothing else in the folder is touched.
 """
 
 from __future__ import annotations
 
 import html
-import json
+import io
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from interp.atomic import atomic_dir, atomic_write_text
+from interp.outputs import OutputFolder, writing
+from interp.strict_json import dumps
 
 if TYPE_CHECKING:
     from interp.heads.table import HeadScores
@@ -75,7 +77,7 @@ def render_html(scores: HeadScores) -> str:
     tops = "".join(
         f"<div><h3>{html.escape(name)}</h3>{_table(scores.top(name, 10).to_dict('records'))}</div>" for name in scores.scores
     )
-    settings = html.escape(json.dumps({"settings": scores.settings, "versions": scores.versions}, indent=1))
+    settings = html.escape(dumps({"settings": scores.settings, "versions": scores.versions}, indent=1))
     return (
         f"<!doctype html><html><head><meta charset=utf-8><title>Head scores: {html.escape(scores.model)}</title>"
         f"<style>{STYLE}</style></head><body><h1>Head scores — {html.escape(scores.model)}</h1>"
@@ -87,20 +89,22 @@ def render_html(scores: HeadScores) -> str:
     )
 
 
-def write_report(scores: HeadScores, folder: Path) -> Path:
-    """Write the three report files into ``folder`` (replaced as a whole)."""
-    with atomic_dir(folder) as tmp:
-        scores.df.to_parquet(tmp / "head_scores.parquet", index=False)
-        (tmp / "head_scores.json").write_text(json.dumps(scores.to_json(), indent=1))
-        (tmp / "report.html").write_text(render_html(scores), encoding="utf-8")
-    return folder
+def write_report(scores: HeadScores, dest: str | os.PathLike[str] | OutputFolder, *, force: bool = False) -> Path:
+    """Write ``head_scores.parquet``, ``head_scores.json`` and ``report.html`` into ``dest``
+    (a folder path, or an open ``OutputFolder``); other files there are left alone."""
+    with writing(dest, force=force) as out:
+        buf = io.BytesIO()
+        scores.df.to_parquet(buf, index=False)
+        out.write_bytes("head_scores.parquet", buf.getvalue())
+        out.write_text("head_scores.json", dumps(scores.to_json(), indent=1))
+        out.write_text("report.html", render_html(scores))
+    return out.path
 
 
-def write_index(folders: dict[str, Path], out: Path) -> Path:
-    """An index page linking the reports of several models."""
+def write_index(folders: dict[str, Path], out: OutputFolder) -> Path:
+    """An index page linking the reports of several models (subfolders of ``out``)."""
     items = "".join(
         f"<li><a href='{html.escape(p.name)}/report.html'>{html.escape(name)}</a></li>" for name, p in folders.items()
     )
-    atomic_write_text(out / "index.html", f"<!doctype html><html><head><meta charset=utf-8><title>Head scores</title>"
-                      f"<style>{STYLE}</style></head><body><h1>Head scores</h1><ul>{items}</ul></body></html>")
-    return out / "index.html"
+    return out.write_text("index.html", f"<!doctype html><html><head><meta charset=utf-8><title>Head scores</title>"
+                          f"<style>{STYLE}</style></head><body><h1>Head scores</h1><ul>{items}</ul></body></html>")

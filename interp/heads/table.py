@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from interp.errors import UnknownNameError
+from interp.outputs import OutputFolder
 
 COLUMNS = ["score", "layer", "head", "value"]
 
@@ -105,11 +106,14 @@ class HeadScores:
             "checks": self.checks,
         }
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``head_scores.parquet``, ``head_scores.json`` and ``report.html`` (atomically)."""
+    def save(self, folder: str | Path | OutputFolder, *, force: bool = False) -> Path:
+        """Write ``head_scores.parquet``, ``head_scores.json`` and ``report.html`` into ``folder``.
+
+        Files land only when all are written; files interp did not write are never touched,
+        and a folder holding any is refused unless ``force=True`` (see ``interp.outputs``)."""
         from interp.heads.report import write_report
 
-        return write_report(self, Path(folder))
+        return write_report(self, folder, force=force)
 
     @classmethod
     def load(cls, folder: str | Path) -> HeadScores:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from interp.atomic import atomic_write_bytes, atomic_write_text
+from interp.outputs import OutputFolder, writing
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
@@ -132,12 +132,13 @@ layer <select id="layer"><option value="">all</option>{options}</select>
 """
 
 
-def write_report(df: pd.DataFrame, out: str | Path, title: str, k_html: int = 5) -> dict[str, Path]:
-    """Write ``neurons.parquet`` (every row of ``df``) and ``neurons.html`` into ``out``."""
-    out = Path(out)
+def write_report(df: pd.DataFrame, out: str | Path | OutputFolder, title: str, k_html: int = 5, *,
+                 force: bool = False) -> dict[str, Path]:
+    """Write ``neurons.parquet`` (every row of ``df``) and ``neurons.html`` into ``out`` (a folder
+    path or an open ``OutputFolder``); nothing else there is touched (see ``interp.outputs``)."""
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
-    paths = {"parquet": out / "neurons.parquet", "html": out / "neurons.html"}
-    atomic_write_bytes(paths["parquet"], buf.getvalue())
-    atomic_write_text(paths["html"], html_page(df, title, k_html))
+    with writing(out, force=force) as dest:
+        paths = {"parquet": dest.write_bytes("neurons.parquet", buf.getvalue()),
+                 "html": dest.write_text("neurons.html", html_page(df, title, k_html))}
     return paths

@@ -231,13 +231,13 @@ def test_cli_icl_on_a_local_folder(tiny_icl, tmp_path):
     tiny_icl.hf.save_pretrained(folder)
     tiny_icl.tokenizer.save_pretrained(folder)
     out = tmp_path / "out"
-    code = main(["icl", str(folder), "--out", str(out), "--datasets", "sentiment", "--ks", "0,1", "--k", "1",
+    code = main(["icl", str(folder), "--out", str(out), "--datasets", "sentiment", "--demo-counts", "0,1", "--demos", "1",
                  "--queries", "4", "--ablation-queries", "2", "--no-summarize", "--quiet"])
     assert code == 0
     data = json.loads((out / "icl.json").read_text())
     assert data["settings"]["n_queries"] == 4 and len(data["accuracy"]) == 2
     _check_patching_file(out, ["sentiment"])  # the default --patching-pairs
-    code = main(["icl", str(folder), "--out", str(out), "--datasets", "sentiment", "--ks", "1", "--k", "1",
+    code = main(["icl", str(folder), "--out", str(out), "--datasets", "sentiment", "--demo-counts", "1", "--demos", "1",
                  "--queries", "4", "--no-ablation", "--no-summarize", "--patching-pairs", "0", "--quiet"])
     assert code == 0 and not (out / "patching.parquet").exists()  # no stale file beside the new icl.json
     assert "patching" not in json.loads((out / "icl.json").read_text())

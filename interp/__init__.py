@@ -1,5 +1,9 @@
 """interp: mechanistic interpretability for open language models.
 
+``import interp`` is cheap: the subpackages (``interp.heads``, ``interp.neurons``,
+``interp.probes``, ``interp.circuits``, ``interp.kernels``, ``interp.app``, ...) and the
+names below load on first use.
+
 >>> import interp
 >>> model = interp.load("smollm2-135m")                              # doctest: +SKIP
 >>> with model.trace("The cat sat on the mat", sites="blocks.*.attn.hook_[qk]") as tr:
@@ -7,19 +11,45 @@
 >>> interp.attention_pattern(tr, layer=5, heads=[0], rows=[-1])       # doctest: +SKIP
 """
 
-from interp import heads, interventions, neurons
-from interp.model import Model, ModelConfig
-from interp.patterns import attention_pattern
-from interp.tracing import Trace
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+_NAMES = {"Model": "interp.model", "ModelConfig": "interp.model", "attention_pattern": "interp.patterns",
+          "Trace": "interp.tracing"}
+_SUBPACKAGES = ("heads", "interventions", "neurons", "probes", "circuits", "kernels", "app")
 
-def load(*args, **kwargs) -> Model:
+if TYPE_CHECKING:
+    from interp import heads, interventions, kernels, neurons
+    from interp.model import Model, ModelConfig
+    from interp.patterns import attention_pattern
+    from interp.tracing import Trace
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f"interp.{name}")
+    else:
+        raise AttributeError(f"module 'interp' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_NAMES, *_SUBPACKAGES])
+
+
+def load(*args: Any, **kwargs: Any) -> Model:
     """Load a model; see ``interp.loading.load`` for every kind of spec."""
     from interp.loading import load as _load
 
     return _load(*args, **kwargs)
 
 
-__all__ = ["Model", "ModelConfig", "Trace", "attention_pattern", "heads", "interventions", "load", "neurons", "__version__"]
+__all__ = ["Model", "ModelConfig", "Trace", "attention_pattern", "circuits", "heads", "interventions", "kernels",
+           "load", "neurons", "probes", "__version__"]

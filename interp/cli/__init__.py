@@ -28,8 +28,15 @@ def _version() -> str:
     return f"interp {v('interp')} (torch {v('torch')}, transformers {v('transformers')}, python {sys.version.split()[0]})"
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported in one line (no usage block above it)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="interp", description="Mechanistic interpretability for open LMs.")
+    parser = Parser(prog="interp", description="Mechanistic interpretability for open LMs.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:

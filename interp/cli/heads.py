@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from interp.heads.head_scan import SCORES
+    from interp.heads.names import SCORES
 
     p = sub.add_parser("heads", help="score every attention head and write reports")
     o.add_model(p, several=True)
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from interp.heads.report import write_index
     from interp.outputs import check_output, output_folder
 
+    how = o.model_options(args)  # device and dtype checked before anything else
     names = check_scores(args.scores)
     settings = dict(
         lengths=args.lengths, samples=args.samples, text_tokens=args.text_tokens, text_samples=args.text_samples,
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     def load(spec: str) -> interp.Model:
-        return interp.load(spec, device=args.device, dtype=args.dtype)
+        return interp.load(spec, **how)
 
     # The output folder is locked first, so a second run on it fails at once; then every
     # model's settings and needles are checked before any scan starts (a folder this run

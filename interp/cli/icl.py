@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
     from interp.circuits.icl import icl_circuit
     from interp.outputs import output_folder
 
+    how = o.model_options(args)  # device and dtype checked before anything else
     with output_folder(args.out, force=args.force) as out:  # locked before the model loads
-        model = interp.load(args.model, device=args.device, dtype=args.dtype)
+        model = interp.load(args.model, **how)
         result = icl_circuit(
             model, args.datasets, ks=args.demo_counts, k=args.demos, n_queries=args.queries,
             n_ablation=args.ablation_queries, seed=args.seed, random_seeds=args.random_seeds,

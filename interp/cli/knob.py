@@ -30,10 +30,11 @@ def run(args: argparse.Namespace) -> int:
     from interp.probes.knob import knob
     from interp.probes.knob_report import to_json, write_report
 
+    how = o.model_options(args)  # device and dtype checked before anything else
     if not 0 < args.threshold <= 1:
         raise InterpError(f"--threshold must lie in (0, 1], got {args.threshold:g}")
     with output_folder(args.out, force=args.force) as out:  # locked before the model loads
-        model = interp.load(args.model, device=args.device, dtype=args.dtype)
+        model = interp.load(args.model, **how)
         if args.layer is not None:
             model.check_layer(args.layer)
         result = knob(model, n_items=args.items, seed=args.seed, threshold=args.threshold, layer=args.layer,

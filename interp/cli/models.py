@@ -1,7 +1,11 @@
 """``interp models``: the bundled models, whether they are installed and cached.
 
 $ interp models                       # table of bundled models and their cache state
+$ interp models --verify              # the same, hashing every cached file (about a second per GB)
 $ interp models --prepare smollm2-135m  # convert now, so the first load is fast
+
+The listing checks each cache entry cheaply (manifest, file list, file sizes): a missing or
+truncated file shows as damaged at once. Every load still checks the sha256 of every file.
 """
 
 from __future__ import annotations
@@ -18,6 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         help="build the cache entry of a bundled model (or .gguf file) now; may be repeated",
     )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="also check the sha256 of every cached file (a load always does; about a second per GB)",
+    )
     p.set_defaults(run=run)
 
 
@@ -32,14 +41,25 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def list_models() -> str:
+def _cache_cell(state: str | None, size: int, hashed: bool) -> str:
+    if state is None:
+        return "-"
+    text = state + (f" {_size(size)}" if size else "")
+    if state == "ready":
+        text += " (sha256 checked)" if hashed else " (verified on load)"
+    elif state == "damaged":
+        text += " (rebuilt on the next load)"
+    return text
+
+
+def list_models(verify: bool = False) -> str:
     from interp.cache import bundled_states, cache_dir
 
     rows = [["name", "package", "installed", "cache", "description"]]
     missing = []
-    for s in bundled_states():
+    for s in bundled_states(hashes=verify):
         installed = f"yes {s.version}" if s.version else "no"
-        cache = "-" if s.state is None else s.state + (f" {_size(s.size)}" if s.size else "")
+        cache = _cache_cell(s.state, s.size, s.hashed)
         rows.append([s.name, s.package, installed, cache, s.description])
         if s.version is None:
             missing.append(f"  {s.name}: {s.install_command}")
@@ -51,7 +71,7 @@ def list_models() -> str:
 
 def run(args: argparse.Namespace) -> int:
     if not args.prepare:
-        print(list_models())
+        print(list_models(verify=args.verify))
         return 0
     from interp.loading import prepare
 

@@ -23,14 +23,12 @@ def _neuron(text: str) -> tuple[int, int]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from interp.neurons.vectors import WEIGHTS
-
     p = sub.add_parser("neurons", help="decode MLP neurons through the LM head; find and clamp concept neurons")
     o.add_model(p)
     o.add_out(p, required=False, what="folder for neurons.parquet and neurons.html")
     p.add_argument("--find", type=o.word_list, metavar="WORD[,WORD]",
                    help="comma-separated concept words (a leading space means that token only: ' dog,dogs')")
-    p.add_argument("--weights", default="up", choices=WEIGHTS,
+    p.add_argument("--weights", default="up",
                    help="which weight vector of each neuron to decode: up (default), gate or down")
     p.add_argument("--top-tokens", type=o.at_least(1), default=10, help="top tokens kept per neuron in neurons.parquet")
     p.add_argument("--html-top-tokens", type=o.at_least(1), default=5, help="top tokens per neuron shown in neurons.html")
@@ -51,9 +49,13 @@ def run(args: argparse.Namespace) -> int:
 
     import interp
     from interp import neurons
-    from interp.neurons.vectors import check_layers, check_neuron, check_weights
+    from interp.errors import UnknownNameError
+    from interp.neurons.vectors import WEIGHTS, check_layers, check_neuron, check_weights
     from interp.outputs import output_folder
 
+    how = o.model_options(args)  # device and dtype checked before anything else
+    if args.weights not in WEIGHTS:
+        raise UnknownNameError("weight vector", args.weights, WEIGHTS)
     if not args.out and not args.find:
         raise InterpError("nothing to do: pass --out DIR to decode every neuron, or --find WORD")
     if args.clamp is not None and (not args.find or not args.prompt):
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise InterpError("--neuron and --prompt are for steering: add --clamp VALUE")
     # The output folder (if any) is checked and locked before the model loads.
     with output_folder(args.out, force=args.force) if args.out else contextlib.nullcontext() as out:
-        model = interp.load(args.model, device=args.device, dtype=args.dtype)
+        model = interp.load(args.model, **how)
         check_weights(model, args.weights)
         if args.layers is not None:
             check_layers(model, args.layers)

@@ -92,38 +92,22 @@ def nonempty_text(text: str) -> str:
     return text
 
 
-def device(text: str) -> Any:
-    from interp.errors import InterpError
-    from interp.loading import check_device
-
-    try:
-        return check_device(text)
-    except InterpError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def dtype(text: str) -> Any:
-    from interp.errors import InterpError
-    from interp.loading import check_dtype
-
-    try:
-        return check_dtype(text)
-    except InterpError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def add_model(p: argparse.ArgumentParser, *, several: bool = False) -> None:
-    """The model argument(s), ``--device`` and ``--dtype``."""
-    from interp.loading import DTYPES
-
+    """The model argument(s), ``--device`` and ``--dtype`` (checked by :func:`model_options`)."""
     what = "bundled name (smollm2-135m, gemma3-270m), local HF folder, .gguf file or hub id"
     if several:
         p.add_argument("models", nargs="+", metavar="MODEL", help=f"one or more: {what}")
     else:
         p.add_argument("model", help=what)
-    p.add_argument("--device", default="cpu", type=device, help=DEVICE_HELP)
-    p.add_argument("--dtype", default="float32", type=dtype,
-                   help=f"weights' precision: {', '.join(d for d in DTYPES if isinstance(d, str))} (default float32)")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    p.add_argument("--dtype", default="float32", help="weights' precision: float32 (default), bfloat16 or float16")
+
+
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``device`` and ``dtype`` for ``interp.load``, checked before any work (a bad one: one line)."""
+    from interp.loading import check_device, check_dtype
+
+    return {"device": check_device(args.device), "dtype": check_dtype(args.dtype)}
 
 
 def add_seed(p: argparse.ArgumentParser) -> None:

@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
     import interp
     from interp.lens import logit_lens
 
-    model = interp.load(args.model, device=args.device, dtype=args.dtype)
+    how = o.model_options(args)  # device and dtype checked before anything else
+    model = interp.load(args.model, **how)
     print(model)
     print(f"prompt: {args.prompt!r}")
     print(f"greedy continuation: {model.generate(args.prompt, max_new_tokens=args.max_new_tokens)[0]!r}\n")

@@ -6,7 +6,26 @@
 >>> scores.top("induction", 5); scores.heatmap("induction"); scores.save("out")  # doctest: +SKIP
 """
 
-from interp.heads.head_scan import SCORES, plan_scan, scan
-from interp.heads.table import HeadScores
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from interp.heads.names import SCORES
+
+if TYPE_CHECKING:
+    from interp.heads.head_scan import plan_scan, scan
+    from interp.heads.table import HeadScores
+
+_NAMES = {"plan_scan": "interp.heads.head_scan", "scan": "interp.heads.head_scan", "HeadScores": "interp.heads.table"}
+
+
+def __getattr__(name: str) -> Any:  # loaded on first use, so the CLI's parser stays light
+    if name not in _NAMES:
+        raise AttributeError(f"module 'interp.heads' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_NAMES[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["SCORES", "HeadScores", "plan_scan", "scan"]

@@ -21,6 +21,7 @@ from interp.errors import InterpError, PromptTooLongError, UnknownNameError
 from interp.head_stats import head_stats
 from interp.heads import scores as S
 from interp.heads.checkpoint import Checkpoint
+from interp.heads.names import NGRAM_ORDERS, OUTPUT_ORDER, PATTERN_SCORES, RANDOM_SCORES, SCORES, TEXT_SCORES
 from interp.heads.sequences import bos_id, natural_text, repeated_random
 from interp.heads.table import HeadScores
 from interp.model import Model
@@ -28,13 +29,6 @@ from interp.model import Model
 if TYPE_CHECKING:
     from interp.heads.retrieval import NeedleTest
 
-RANDOM_SCORES = ("prev_token", "duplicate", "induction")
-TEXT_SCORES = ("prev_token_text", "duplicate_text", "induction_text", "ngram")
-PATTERN_SCORES = (*RANDOM_SCORES, *TEXT_SCORES)
-SCORES = (*PATTERN_SCORES, "retrieval")
-NGRAM_ORDERS = (1, 2, 3, 4)
-# The order of scores in every table and report, whatever order the work was done or resumed in.
-OUTPUT_ORDER = (*RANDOM_SCORES, *TEXT_SCORES[:3], *(f"ngram{n}" for n in NGRAM_ORDERS), "retrieval")
 
 
 class SettingError(InterpError, ValueError):

@@ -12,9 +12,9 @@ class InterpError(Exception):
 class UnknownNameError(InterpError, ValueError):
     """A name (model, site, score, ...) that is not one of the valid choices."""
 
-    def __init__(self, kind: str, name: object, valid: Iterable[object], hint: str = ""):
+    def __init__(self, kind: str, name: object, valid: Iterable[object], hint: str = "", *, plural: str | None = None):
         choices = ", ".join(str(v) for v in valid)
-        message = f"unknown {kind} {name!r}; valid {kind}s: {choices}"
+        message = f"unknown {kind} {name!r}; valid {plural or kind + 's'}: {choices}"
         super().__init__(message + (f". {hint}" if hint else ""))
         self.name, self.kind = name, kind
 
@@ -22,8 +22,9 @@ class UnknownNameError(InterpError, ValueError):
 class OutOfRangeError(InterpError, IndexError):
     """A layer, head, neuron or position index outside the model."""
 
-    def __init__(self, kind: str, index: object, size: int):
-        super().__init__(f"{kind} {index} is out of range: valid {kind}s are 0..{size - 1}")
+    def __init__(self, kind: str, index: object, size: int, *, plural: str | None = None, hint: str = ""):
+        message = f"{kind} {index} is out of range: valid {plural or kind + 's'} are 0..{size - 1}"
+        super().__init__(message + (f"; {hint}" if hint else ""))
 
 
 class PromptTooLongError(InterpError, ValueError):
@@ -50,3 +51,12 @@ def require(module: str, feature: str, install: str | None = None):
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(module.split(".")[0], feature, install) from exc
+
+
+class BadInputError(InterpError, ValueError):
+    """An argument of a type, shape or value the call cannot use (an empty prompt, a vector of
+    the wrong width, a NaN); raised before any work starts."""
+
+
+class UsageError(InterpError, RuntimeError):
+    """Calls made in an order that cannot work (e.g. a knockout opened after the forward ran)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,11 +12,54 @@ import torch
 
 from interp import attention
 from interp.adapters import Adapter, adapter_for
-from interp.errors import OutOfRangeError, PromptTooLongError
+from interp.errors import BadInputError, OutOfRangeError, PromptTooLongError
 from interp.sites import GLOBAL_SITES, LAYER_SITES, Site, Where, all_site_names, expand
 from interp.tracing import Hooks, Reducer, Trace
 
 Inputs = Any  # str | list[str] | token ids (list or tensor) | {"input_ids", "attention_mask"}
+ACCEPTED = ("a str, a list of str, token ids (a list of ints, a list of equal-length lists of ints, or an integer "
+            "tensor or array [pos] or [batch, pos]) or a dict with input_ids (and optionally attention_mask)")
+
+
+def _describe(x: Any) -> str:
+    text = repr(x)
+    return f"{type(x).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _int_list(x: Any) -> bool:
+    return isinstance(x, (list, tuple)) and all(
+        isinstance(i, int) and not isinstance(i, bool) or (hasattr(i, "dtype") and getattr(i, "ndim", 1) == 0)
+        for i in x
+    )
+
+
+def _ids_tensor(x: Any, what: str) -> torch.Tensor:
+    """Token ids (or an attention mask) as a 1-D or 2-D integer tensor; anything else: a clear error."""
+    if isinstance(x, (list, tuple)):
+        if x and all(isinstance(r, (list, tuple)) for r in x):
+            for i, row in enumerate(x):
+                if not row:
+                    raise BadInputError(f"prompt {i} of {len(x)} is empty (0 token ids); every prompt needs at least "
+                                        "one token")
+                if not _int_list(row):
+                    bad = next(t for t in row if not _int_list([t]))
+                    raise BadInputError(f"{what} must be integers, got {_describe(bad)} in row {i}; inputs may be {ACCEPTED}")
+            lengths = sorted({len(r) for r in x})
+            if len(lengths) > 1:
+                raise BadInputError(f"{what} rows have different lengths {[len(r) for r in x]}; pass rows of one length, "
+                                    "or a dict with left-padded input_ids and an attention_mask")
+        elif not _int_list(x):
+            bad = next(t for t in x if not _int_list([t]))
+            raise BadInputError(f"{what} must be integers, got {_describe(bad)}; inputs may be {ACCEPTED}")
+    try:
+        t = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError):
+        raise BadInputError(f"inputs must be {ACCEPTED}; got {_describe(x)}") from None
+    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+        raise BadInputError(f"{what} must be integers, got a {t.dtype} tensor; inputs may be {ACCEPTED}")
+    if t.ndim not in (1, 2):
+        raise BadInputError(f"{what} must be [pos] or [batch, pos], got a tensor of shape {tuple(t.shape)}")
+    return t.long()
 
 
 @dataclass(frozen=True)
@@ -62,6 +106,7 @@ class Model:
         attention.install(hf_model, [self.module(self._in_block(i, self.adapter.attn)) for i in range(len(self.blocks))])
         self._available = self._available_leaves()
         self._site_names = all_site_names(self.cfg.n_layers, self._available)
+        self._open_traces: list[Trace] = []  # traces whose block is running, innermost last
         if getattr(tokenizer, "pad_token", None) is None and getattr(tokenizer, "eos_token", None) is not None:
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -162,6 +207,22 @@ class Model:
             raise OutOfRangeError("layer", layer, self.cfg.n_layers)
         return layer
 
+    def site_dims(self, site: str | Site) -> list[tuple[str, int]]:
+        """The axes of a site after ``[batch, pos]``, named: ``[("n_heads", 9), ("d_head", 64)]``."""
+        leaf = site.leaf if isinstance(site, Site) else site.rsplit(".", 1)[-1]
+        c = self.cfg
+        if leaf in ("hook_q", "hook_z"):
+            return [("n_heads", c.n_heads), ("d_head", c.d_head)]
+        if leaf in ("hook_k", "hook_v"):
+            return [("n_kv_heads", c.n_kv_heads), ("d_head", c.d_head)]
+        if leaf == "hook_result":
+            return [("n_heads", c.n_heads), ("d_model", c.d_model)]
+        if leaf in ("hook_pre", "hook_pre_linear", "hook_post"):
+            return [("d_mlp", c.d_mlp)]
+        if leaf == "logits":
+            return [("d_vocab", c.d_vocab)]
+        return [("d_model", c.d_model)]
+
     def check_heads(self, heads: int | Sequence[int] | None, n: int | None = None) -> list[int]:
         """Head indices, all of them for ``None``; out of range: a clear error."""
         n = n or self.cfg.n_heads
@@ -181,33 +242,130 @@ class Model:
 
     # -- inputs -------------------------------------------------------------------------------
     def to_tokens(self, inputs: Inputs) -> dict[str, torch.Tensor]:
-        """Text, a batch of texts (left-padded) or token ids to ``input_ids`` + ``attention_mask``."""
-        if isinstance(inputs, dict) or hasattr(inputs, "keys"):
-            ids = torch.as_tensor(inputs["input_ids"])
+        """Text, a batch of texts (left-padded) or token ids to ``input_ids`` + ``attention_mask``.
+
+        Accepted: a str, a list of str, token ids (a list of ints, a list of equal-length lists,
+        an integer tensor or array ``[pos]`` / ``[batch, pos]``) or a dict with ``input_ids``
+        (and optionally ``attention_mask``). Anything else, an empty list, a prompt with no
+        tokens (counting what the tokenizer adds, such as BOS), token ids outside the vocabulary
+        or longer than the context window: a clear error, before any forward pass.
+        """
+        if isinstance(inputs, dict) or (hasattr(inputs, "keys") and hasattr(inputs, "__getitem__")):
+            if "input_ids" not in inputs:
+                raise BadInputError(f"a dict input needs input_ids (and optionally attention_mask); got keys "
+                                    f"{sorted(map(str, inputs.keys()))}")
+            ids = _ids_tensor(inputs["input_ids"], "input_ids")
             mask = inputs.get("attention_mask")
             mask = torch.ones_like(ids) if mask is None else torch.as_tensor(mask)
+            if mask.shape != ids.shape:
+                raise BadInputError(f"attention_mask has shape {tuple(mask.shape)} but input_ids {tuple(ids.shape)}; "
+                                    "they must match")
         elif isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)):
             texts = [inputs] if isinstance(inputs, str) else list(inputs)
+            for i, t in enumerate(texts):
+                if not isinstance(t, str):
+                    raise BadInputError(f"a list of prompts must hold only str, but item {i} is {_describe(t)}")
             side = self.tokenizer.padding_side
             self.tokenizer.padding_side = "left"
             try:
                 enc = self.tokenizer(texts, return_tensors="pt", padding=True)
             finally:
                 self.tokenizer.padding_side = side
-            ids, mask = enc["input_ids"], enc["attention_mask"]
-        else:
-            ids = torch.as_tensor(inputs, dtype=torch.long)
+            ids = torch.as_tensor(enc["input_ids"])
+            mask = enc.get("attention_mask") if hasattr(enc, "get") else None
+            mask = torch.ones_like(ids) if mask is None else torch.as_tensor(mask)
+            if ids.ndim == 2 and ids.shape[1] == 0:
+                mask = torch.zeros(len(texts), 0, dtype=torch.long)
+            for i, row in enumerate(mask.reshape(len(texts), -1)):
+                if not bool(row.any()):
+                    which = f"the prompt {texts[i]!r}" if len(texts) == 1 else f"prompt {i} of {len(texts)} ({texts[i]!r})"
+                    raise BadInputError(f"{which} is empty: the tokenizer gives it no tokens; every prompt needs at "
+                                        "least one token")
+        elif isinstance(inputs, (list, tuple)) and not inputs:
+            raise BadInputError(f"inputs is an empty {type(inputs).__name__}: give at least one prompt; inputs may be "
+                                f"{ACCEPTED}")
+        elif isinstance(inputs, (list, tuple, torch.Tensor)) or (hasattr(inputs, "__array__") and hasattr(inputs, "dtype")):
+            ids = _ids_tensor(inputs, "token ids")
             mask = torch.ones_like(ids)
+        else:
+            raise BadInputError(f"inputs must be {ACCEPTED}; got {_describe(inputs)}")
         if ids.ndim == 1:
             ids, mask = ids[None], mask[None]
+        if ids.shape[0] == 0:
+            raise BadInputError("inputs hold no prompts (a batch of 0); give at least one prompt")
+        if ids.shape[1] == 0:
+            which = "the prompt" if ids.shape[0] == 1 else f"all {ids.shape[0]} prompts"
+            raise BadInputError(f"{which} {'is' if ids.shape[0] == 1 else 'are'} empty (0 token ids); every prompt "
+                                "needs at least one token")
+        for i, row in enumerate(mask):
+            if not bool(row.any()):
+                raise BadInputError(f"prompt {i} of {len(mask)} has no real tokens: its attention_mask row is all 0")
         if ids.shape[1] > self.cfg.n_ctx:
             raise PromptTooLongError(
                 f"input has {ids.shape[1]} tokens but {self.name} has a context window of {self.cfg.n_ctx}; "
                 f"shorten it to at most {self.cfg.n_ctx} tokens"
             )
-        if ids.numel() and (int(ids.max()) >= self.cfg.d_vocab or int(ids.min()) < 0):
-            raise OutOfRangeError("token id", int(ids.max()), self.cfg.d_vocab)
+        outside = (ids >= self.cfg.d_vocab) | (ids < 0)
+        if bool(outside.any()):
+            b, p = (int(x) for x in outside.nonzero()[0])
+            raise OutOfRangeError("token id", int(ids[b, p]), self.cfg.d_vocab,
+                                  hint=f"prompt {b}, position {p}; {self.name} has a vocabulary of {self.cfg.d_vocab}")
         return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+
+    def check_generation(self, tokens: dict[str, torch.Tensor], max_new_tokens: int | None,
+                         interventions: dict[str, Any] | None = None) -> None:
+        """What ``generate`` checks before it runs: ``max_new_tokens``, the context window, interventions."""
+        if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
+                                           or max_new_tokens < 1):
+            raise BadInputError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        n_prompt, n_ctx = tokens["input_ids"].shape[1], self.cfg.n_ctx
+        if max_new_tokens is not None and n_prompt + max_new_tokens > n_ctx:
+            room = f"ask for at most {n_ctx - n_prompt} new tokens or " if n_prompt < n_ctx else ""
+            raise PromptTooLongError(
+                f"prompt of {n_prompt} tokens + max_new_tokens={max_new_tokens} is {n_prompt + max_new_tokens} "
+                f"tokens but {self.name} has a context window of {n_ctx}; {room}shorten the prompt"
+            )
+        by_site = self._plan_interventions(interventions)
+        self._check_interventions(by_site, n_prompt)
+        if max_new_tokens is None or max_new_tokens > 1:
+            self._check_interventions(by_site, 1, note=" at each generate step after the prompt, which passes only the "
+                                      "new token: -1 (or 0) fits every step, a slice such as slice(3, None) acts on "
+                                      "the prompt only", skip=("hook_k", "hook_v"))
+
+    def token_id(self, token: Any, what: str = "token") -> int:
+        """A token given as a string that is exactly one token of the tokenizer (no special tokens
+        added), or as an id in the vocabulary; anything else: a clear error naming ``what``."""
+        if isinstance(token, str):
+            try:
+                enc = self.tokenizer(token, add_special_tokens=False)
+            except TypeError:
+                raise BadInputError(f"{what} {token!r}: the tokenizer of {self.name} cannot encode text here; pass the "
+                                    "token id instead") from None
+            ids = enc["input_ids"]
+            ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+            if ids and isinstance(ids[0], list):
+                ids = ids[0]
+            if len(ids) != 1:
+                pieces = [self._piece(int(i)) for i in ids]
+                count = "no token" if not ids else f"{len(ids)} tokens {pieces}"
+                raise BadInputError(f"{what} {token!r} is {count} of {self.name}'s tokenizer; pass a string that is "
+                                    "exactly one token, or a token id")
+            return int(ids[0])
+        if isinstance(token, bool) or not (isinstance(token, int) or (hasattr(token, "dtype") and getattr(token, "ndim", 1) == 0
+                                                                   and not torch.as_tensor(token).is_floating_point())):
+            raise BadInputError(f"{what} must be a token id (int) or a string that is one token, got {_describe(token)}")
+        index = int(token)
+        if not 0 <= index < self.cfg.d_vocab:
+            raise OutOfRangeError("token id", index, self.cfg.d_vocab, hint=f"{what}; {self.name} has a vocabulary of "
+                                  f"{self.cfg.d_vocab}")
+        return index
+
+    def _piece(self, index: int) -> str:
+        convert = getattr(self.tokenizer, "convert_ids_to_tokens", None)
+        decode = getattr(self.tokenizer, "decode", None)
+        if callable(decode):
+            return str(decode([index]))
+        return str(convert(index)) if callable(convert) else str(index)
 
     # -- tracing ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -226,36 +384,101 @@ class Model:
         With ``inputs`` the forward pass runs on entry (``trace.logits``); inside the block
         you may also call ``model.hf(...)`` or ``model.generate(...)`` yourself. ``reduce``
         maps a site (or glob) to a function applied to the value as it passes, whose result
-        is stored instead of the tensor. ``positions`` keeps only those positions of
-        captured tensors. Hooks are removed on exit, also when the block raises.
+        is stored instead of the tensor. ``positions`` (an int, a list of ints, negative ones
+        counting from the end, or a slice) keeps only those positions of captured tensors.
+        Sites, inputs, positions and interventions (their widths, heads, units and positions,
+        see ``interp.interventions``) are all checked before any hook is installed or any
+        forward runs. Hooks are removed on exit, also when the block raises.
+
+        A ``circuits.knockout`` must be opened before a trace with inputs, whose forward
+        runs on entry: ``with knockout(model, blocked), model.trace(inputs) as tr:``.
 
         >>> with model.trace("Hello world", sites=["blocks.0.hook_resid_post", "logits"]) as tr:
         ...     pass                                                    # doctest: +SKIP
         >>> tr["logits"].shape                                          # doctest: +SKIP
         """
         capture = self.resolve(sites) if sites else []
-        by_site: dict[Site, list[Callable]] = {}
-        for pattern, fns in (interventions or {}).items():
-            fns = [fns] if callable(fns) else list(fns)
-            for site in self.resolve(pattern):
-                by_site.setdefault(site, []).extend(fns)
-        reducers = {s.name: fn for pattern, fn in (reduce or {}).items() for s in self.resolve(pattern)}
+        by_site = self._plan_interventions(interventions)
+        reducers: dict[str, Reducer] = {}
+        for pattern, fn in (reduce or {}).items():
+            if not callable(fn):
+                raise BadInputError(f"reduce[{pattern!r}] must be a function of the site's tensor, got {_describe(fn)}")
+            reducers.update({s.name: fn for s in self.resolve(pattern)})
         for name in reducers:
             if name not in {s.name for s in capture}:
                 capture.append(self._site(name))
+        tokens = self.to_tokens(inputs) if inputs is not None else None
+        n_pos = int(tokens["input_ids"].shape[1]) if tokens is not None else None
+        kept = self._positions(positions, n_pos)
+        self._check_interventions(by_site, n_pos)
         trace = Trace()
         trace.n_layers = self.cfg.n_layers
-        hooks = Hooks(self, trace, capture, by_site, reducers, positions=positions, to_cpu=to_cpu)
+        hooks = Hooks(self, trace, capture, by_site, reducers, positions=kept, to_cpu=to_cpu)
         hooks.install()
+        self._open_traces.append(trace)
         try:
-            if inputs is not None:
-                tokens = self.to_tokens(inputs)
+            if tokens is not None:
                 trace.input_ids, trace.attention_mask = tokens["input_ids"], tokens["attention_mask"]
+                trace.ran_forward = True
                 with torch.no_grad():
                     trace.logits = self.hf(**tokens, use_cache=False).logits
             yield trace
         finally:
             hooks.remove()
+            self._open_traces.remove(trace)
+
+    def _plan_interventions(self, interventions: dict[str, Any] | None) -> dict[Site, list[Callable]]:
+        """Resolved sites and their functions; a non-callable: a clear error."""
+        if interventions is not None and not isinstance(interventions, dict):
+            raise BadInputError(f"interventions must be a dict of site (or glob) -> intervention, got "
+                                f"{_describe(interventions)}")
+        by_site: dict[Site, list[Callable]] = {}
+        for pattern, fns in (interventions or {}).items():
+            fns = [fns] if callable(fns) else list(fns) if isinstance(fns, (list, tuple)) else [fns]
+            for fn in fns:
+                if not callable(fn):
+                    raise BadInputError(f"interventions[{pattern!r}] must be an intervention (interp.interventions) or "
+                                        f"a function (value, site) -> value, got {_describe(fn)}")
+            for site in self.resolve(pattern):
+                by_site.setdefault(site, []).extend(fns)
+        return by_site
+
+    def _check_interventions(self, by_site: dict[Site, list[Callable]], n_pos: int | None, note: str = "",
+                             skip: tuple[str, ...] = ()) -> None:
+        """Check each intervention against its site (width, heads, units, positions) before any run."""
+        for site, fns in by_site.items():
+            if site.leaf in skip:
+                continue
+            for fn in fns:
+                check = getattr(fn, "check", None)
+                if callable(check):
+                    check(site.name, self.site_dims(site), n_pos, note)
+
+    def _positions(self, positions: Any, n_pos: int | None) -> None | slice | list[int]:
+        """``positions=`` of a trace as None, a slice or a list of ints, checked against ``n_pos`` tokens."""
+        if positions is None or isinstance(positions, slice):
+            return positions
+        items: list[int] | None = None
+        if isinstance(positions, int) and not isinstance(positions, bool):
+            items = [positions]
+        elif isinstance(positions, (list, tuple, range, torch.Tensor)) or hasattr(positions, "__array__"):
+            try:
+                values = positions.tolist() if hasattr(positions, "tolist") else list(positions)
+                values = values if isinstance(values, list) else [values]
+                if not any(isinstance(p, bool) for p in values):
+                    items = [operator.index(p) for p in values]  # ints, numpy ints; not floats
+            except (TypeError, ValueError):
+                items = None
+        if items is None:
+            raise BadInputError(f"positions must be an int, a list of ints (negative ones count from the end) or a "
+                                f"slice, got {_describe(positions)}")
+        if n_pos is not None:
+            for p in items:
+                if not -n_pos <= p < n_pos:
+                    raise OutOfRangeError("position", p, n_pos,
+                                          hint=f"trace(positions=...): the input has {n_pos} tokens (negative "
+                                               "positions count from the end)")
+        return items
 
     def run(self, inputs: Inputs, *, interventions: dict[str, Any] | None = None) -> torch.Tensor:
         """Logits ``[batch, pos, vocab]``, optionally under interventions."""
@@ -274,19 +497,20 @@ class Model:
         """Greedy continuation (unless sampling is asked for) of each prompt, as text.
 
         The (padded) prompt plus ``max_new_tokens`` must fit in the context window; otherwise
-        ``PromptTooLongError`` says by how much, before anything runs.
+        ``PromptTooLongError`` says by how much, before anything runs. Interventions are checked
+        against the prompt and, since every step after the prompt passes only the new token
+        (``hook_k``/``hook_v`` excepted: they hold the whole cache), against one position.
         """
         tokens = self.to_tokens(inputs)
-        n_prompt, n_ctx = tokens["input_ids"].shape[1], self.cfg.n_ctx
-        if max_new_tokens is not None and n_prompt + max_new_tokens > n_ctx:
-            room = f"ask for at most {n_ctx - n_prompt} new tokens or " if n_prompt < n_ctx else ""
-            raise PromptTooLongError(
-                f"prompt of {n_prompt} tokens + max_new_tokens={max_new_tokens} is {n_prompt + max_new_tokens} "
-                f"tokens but {self.name} has a context window of {n_ctx}; {room}shorten the prompt"
-            )
+        self.check_generation(tokens, max_new_tokens, interventions)
         kwargs = {"do_sample": False, "pad_token_id": self.tokenizer.pad_token_id, **generate_kwargs}
+        outer = [t for t in self._open_traces if not t.ran_forward]
         with self.trace(interventions=interventions), torch.no_grad():
             out = self.hf.generate(**tokens, max_new_tokens=max_new_tokens, **kwargs)
         new = out[:, tokens["input_ids"].shape[1] :]
+        # Traces open around this call see the padding of the prompt (for attention_pattern).
+        mask = torch.cat([tokens["attention_mask"], torch.ones_like(new)], dim=1)
+        for t in outer:
+            t.input_ids, t.attention_mask = out, mask
         return self.tokenizer.batch_decode(new, skip_special_tokens=True)
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from interp.errors import OutOfRangeError
+from interp.errors import BadInputError, OutOfRangeError
 from interp.tracing import Trace
 
 
@@ -26,7 +26,10 @@ def attention_pattern(
     ``rows`` are query positions (default: all); only those rows are built. Rows of padding
     tokens, which attend to nothing, come back as zeros. A layer outside the model raises
     ``OutOfRangeError`` naming the valid layers; one whose q and k were not captured, a
-    ``KeyError`` naming what was.
+    ``KeyError`` naming what was; q or k captured at some positions only (``positions=``) or
+    through a reducer, a ``BadInputError``: a row needs every key position, so capture both
+    at all positions and pick query rows with ``rows=``. Under ``generate`` with a KV cache the
+    last step's queries are the new token's and its keys every cached position.
 
     >>> with model.trace(text, sites=["blocks.3.attn.hook_q", "blocks.3.attn.hook_k"]) as tr:
     ...     pass                                                    # doctest: +SKIP
@@ -34,12 +37,16 @@ def attention_pattern(
     """
     if trace.n_layers is not None and not 0 <= layer < trace.n_layers:
         raise OutOfRangeError("layer", layer, trace.n_layers)
-    q = trace[f"blocks.{layer}.attn.hook_q"]  # [b, q_pos, H, d]
-    k = trace[f"blocks.{layer}.attn.hook_k"]  # [b, k_pos, Hkv, d]
+    names = [f"blocks.{layer}.attn.hook_q", f"blocks.{layer}.attn.hook_k"]
+    q = trace[names[0]]  # [b, q_pos, H, d]
+    k = trace[names[1]]  # [b, k_pos, Hkv, d]
+    _check_complete(trace, layer, names)
     spec = trace.specs[layer]
     n_q, n_k = q.shape[1], k.shape[1]
-    head_list = _indices(heads, spec.n_heads, "head")
-    row_list = _indices(rows, n_q, "row")
+    head_list = _indices(heads, spec.n_heads, "head", f"attention_pattern(heads=...): layer {layer} has {spec.n_heads} "
+                         "query heads")
+    row_list = _indices(rows, n_q, "row", f"attention_pattern(rows=...): rows are the {n_q} query positions "
+                        "captured (negative rows count from the end)")
     rows_t = torch.tensor(row_list, device=q.device)
     kv = torch.tensor([h // spec.group for h in head_list], device=q.device)
 
@@ -57,20 +64,43 @@ def attention_pattern(
         allowed &= q_abs[:, None] - keys[None, :] < spec.sliding_window
     allowed = allowed[None, None]
     if trace.attention_mask is not None:
-        key_mask = trace.attention_mask.to(q.device)[:, -n_k:].bool()
+        # Keys are the first n_k positions of the sequence the mask covers (all of it for a trace
+        # with inputs; under generate the mask also covers the last token, which no step read).
+        key_mask = trace.attention_mask.to(q.device)[:, :n_k].bool()
         allowed = allowed & key_mask[:, None, None, :]
     scores = scores.masked_fill(~allowed, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
     return torch.nan_to_num(probs, nan=0.0)
 
 
-def _indices(index: int | Sequence[int] | None, size: int, kind: str) -> list[int]:
+def _check_complete(trace: Trace, layer: int, names: list[str]) -> None:
+    """q and k must be whole tensors at every position, or the softmax runs over the wrong keys."""
+    for name in names:
+        if name in trace.reduced:
+            raise BadInputError(
+                f"attention_pattern(layer={layer}) needs {name} itself, but this trace captured it through a reducer "
+                f"(reduce=), which stores the reducer's result; capture hook_q and hook_k at all positions without "
+                f"a reducer (sites='blocks.{layer}.attn.hook_[qk]') and pick query rows with rows="
+            )
+    for name in names:
+        kept = trace.kept_positions.get(name)
+        if kept is not None:
+            raise BadInputError(
+                f"attention_pattern(layer={layer}) needs {name} at every position, but this trace kept only positions "
+                f"{kept!r} (positions=); each row's softmax runs over all earlier keys, so capture hook_q and hook_k "
+                f"at all positions (leave out positions=) and pick query rows with rows="
+            )
+
+
+def _indices(index: int | Sequence[int] | None, size: int, kind: str, hint: str = "") -> list[int]:
     if index is None:
         return list(range(size))
     items = [index] if isinstance(index, int) else list(index)
     out = []
     for i in items:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise BadInputError(f"attention_pattern: {kind}s must be ints, got {i!r}")
         if not -size <= i < size:
-            raise OutOfRangeError(kind, i, size)
+            raise OutOfRangeError(kind, i, size, hint=hint)
         out.append(i % size)
     return out

@@ -13,6 +13,7 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from interp.attention import AttentionSpec, hooks_of
+from interp.errors import OutOfRangeError
 from interp.sites import Site
 
 Reducer = Callable[[torch.Tensor], Any]
@@ -23,7 +24,11 @@ class Trace:
 
     ``trace[site]`` is the value of the last forward call; ``trace.steps(site)`` every call
     (one per decoding step under ``generate``). ``specs[layer]`` records how that layer
-    computed attention, for ``attention_pattern``.
+    computed attention, for ``attention_pattern``. ``kept_positions[site]`` holds the
+    ``positions=`` a site was captured at (absent: every position), and ``reduced`` the
+    sites whose stored value is a reducer's result rather than the tensor itself.
+    ``input_ids`` and ``attention_mask`` are the inputs of a trace with inputs, or of the last
+    ``model.generate`` run inside one without (prompt and new tokens).
     """
 
     def __init__(self) -> None:
@@ -33,6 +38,9 @@ class Trace:
         self.attention_mask: torch.Tensor | None = None
         self.logits: torch.Tensor | None = None
         self.n_layers: int | None = None  # the traced model's layers, for range checks
+        self.kept_positions: dict[str, Any] = {}
+        self.reduced: set[str] = set()
+        self.ran_forward = False  # the forward pass ran when the trace was entered
 
     def __getitem__(self, site: str) -> Any:
         values = self._captured.get(site)
@@ -55,11 +63,21 @@ class Trace:
         self._captured[site].append(value)
 
 
-def _select(x: torch.Tensor, positions: Any) -> torch.Tensor:
+def _select(x: torch.Tensor, positions: Any, site: str) -> torch.Tensor:
+    """Positions (axis 1) of a captured value; ``positions`` is None, a slice or a list of ints."""
     if positions is None:
         return x
     if isinstance(positions, int):
         positions = [positions]
+    if not isinstance(positions, slice):
+        n = x.shape[1]
+        for p in positions:
+            if not -n <= p < n:
+                raise OutOfRangeError(
+                    "position", p, n,
+                    hint=f"{site} passed {n} position(s) in this forward call (negative positions count from "
+                         f"the end; under generate each step after the prompt passes only the new token)",
+                )
     return x[:, positions]
 
 
@@ -94,9 +112,12 @@ class Hooks:
             reducer = self.reduce.get(site.name)
             if reducer is not None:
                 kept = reducer(value)
+                self.trace.reduced.add(site.name)
             else:
-                kept = _select(value.detach(), self.positions)
+                kept = _select(value.detach(), self.positions, site.name)
                 kept = kept.to("cpu", copy=True) if self.to_cpu else kept.clone()
+                if self.positions is not None and self.positions != slice(None):
+                    self.trace.kept_positions[site.name] = self.positions
             self.trace._store(site.name, kept)
         return value
 

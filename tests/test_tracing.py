@@ -289,3 +289,23 @@ def test_unsupported_architecture_is_named():
     hf = BertLMHeadModel(BertConfig(vocab_size=32, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, is_decoder=True))
     with pytest.raises(UnknownNameError, match="unknown architecture 'bert'.*llama"):
         Model(hf, NullTokenizer())
+
+
+def test_site_dims_match_the_captured_shapes(tiny):
+    """The widths interventions are checked against are the widths the sites really have."""
+    batch = padded_batch(lengths=(9, 6))
+    with tiny.trace(batch, sites=all_sites(tiny)) as tr:
+        pass
+    for name in tiny.site_names():
+        assert tuple(tr[name].shape[2:]) == tuple(size for _, size in tiny.site_dims(name)), name
+
+
+def test_trace_records_positions_and_reducers(tiny):
+    with tiny.trace(padded_batch(), sites="blocks.0.attn.hook_q", positions=[-1],
+                    reduce={"blocks.0.attn.hook_k": lambda k: k.norm()}) as tr:
+        pass
+    assert tr.kept_positions == {"blocks.0.attn.hook_q": [-1]} and tr.reduced == {"blocks.0.attn.hook_k"}
+    assert tr.ran_forward and not tiny._open_traces
+    with tiny.trace(padded_batch(), sites="blocks.0.attn.hook_q") as full:
+        assert tiny._open_traces == [full]
+    assert full.kept_positions == {} and full.reduced == set()

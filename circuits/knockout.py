@@ -7,6 +7,10 @@ the paper adds ``finfo.min``, a boolean mask is the same softmax). The mask is h
 model's own attention function (SDPA stays SDPA: it gets a mask tensor instead of ``is_causal``),
 so no forward pass is rewritten. Hooks are removed when the block ends, also on errors.
 
+Open the knockout first, then the trace: ``model.trace(inputs)`` runs its forward pass when it
+is entered, so a knockout opened inside it would change nothing; that order raises
+``UsageError``.
+
 >>> import torch
 >>> from interp.circuits.knockout import knockout, edges_mask
 >>> blocked = edges_mask([[(5, 2), (5, 3)]], n=8)        # query 5 may not read keys 2 and 3
@@ -24,6 +28,7 @@ from typing import Any
 
 import torch
 
+from interp.errors import BadInputError, OutOfRangeError, UsageError
 from interp.model import Model
 
 
@@ -35,8 +40,10 @@ def edges_mask(edges: Sequence[Iterable[tuple[int, int]]], n: int) -> torch.Tens
     out = torch.zeros(len(edges), n, n, dtype=torch.bool)
     for b, pairs in enumerate(edges):
         for q, k in pairs:
-            if not (-n <= q < n and -n <= k < n):
-                raise IndexError(f"edge ({q}, {k}) of item {b} is outside a sequence of {n} tokens")
+            for p in (q, k):
+                if not -n <= p < n:
+                    raise OutOfRangeError("position", p, n, hint=f"edge ({q}, {k}) of item {b} is outside a sequence "
+                                          f"of {n} tokens (negative positions count from the end)")
             out[b, q % n, k % n] = True
     return out
 
@@ -65,7 +72,7 @@ def _combine(base: torch.Tensor | None, module: torch.nn.Module, blocked: torch.
         if additive:
             base = torch.zeros((), dtype=dtype, device=blocked.device).masked_fill(~base, torch.finfo(dtype).min)
     if base.shape[-2:] != (n_q, n_k):
-        raise ValueError(f"knockout mask covers {n_q} queries x {n_k} keys but the layer sees "
+        raise BadInputError(f"knockout mask covers {n_q} queries x {n_k} keys but the layer sees "
                          f"{base.shape[-2]} x {base.shape[-1]}; knockout needs a full forward pass without a KV cache")
     if base.dtype == torch.bool:
         allowed = base & ~drop
@@ -77,7 +84,7 @@ def _combine(base: torch.Tensor | None, module: torch.nn.Module, blocked: torch.
         lost = visible.any(-1) & ~(visible & ~drop).any(-1)
     if bool(lost.any()):
         item, _, row = (int(x) for x in lost.nonzero()[0])
-        raise ValueError(f"knockout leaves query {row} of item {item} with no key to attend to; keep at least "
+        raise BadInputError(f"knockout leaves query {row} of item {item} with no key to attend to; keep at least "
                          "one edge per row (e.g. never block a token's edge to itself)")
     return new
 
@@ -86,8 +93,8 @@ def _combine(base: torch.Tensor | None, module: torch.nn.Module, blocked: torch.
 def knockout(
     model: Model,
     blocked: torch.Tensor,
-    layers: Iterable[int] | None = None,
-    heads: Sequence[int] | None = None,
+    layers: int | Iterable[int] | None = None,
+    heads: int | Sequence[int] | None = None,
 ) -> Iterator[None]:
     """Block query→key edges while the block runs.
 
@@ -98,11 +105,51 @@ def knockout(
         heads: query heads where they are removed (default: all heads of those layers).
 
     Rows of real tokens must keep at least one visible key (else a clear error).
+
+    Open the knockout first, then the trace (``with knockout(model, blocked),
+    model.trace(inputs) as tr:``): a trace with inputs runs its forward pass on entry, so
+    opening a knockout inside one raises ``UsageError`` instead of silently changing nothing.
+    Inside a trace without inputs (``with model.trace(sites=...):``) a knockout is fine: the
+    forward passes you run after it see it.
     """
-    if blocked.dtype != torch.bool or blocked.ndim != 3 or blocked.shape[1] != blocked.shape[2]:
-        raise ValueError(f"blocked must be a bool [batch, pos, pos] tensor, got {blocked.dtype} {tuple(blocked.shape)}")
+    ran = [t for t in getattr(model, "_open_traces", ()) if t.ran_forward]
+    if ran:
+        raise UsageError(
+            "knockout(...) was opened inside `with model.trace(inputs)`, whose forward pass already ran when the trace "
+            "was entered, so the knockout would change nothing; open the knockout first, then the trace: "
+            "`with knockout(model, blocked, layers=...), model.trace(inputs, sites=...) as tr:`"
+        )
+    with _knockout(model, blocked, layers, heads):
+        yield
+
+
+def _check_blocked(model: Model, blocked: Any, layers: Any, heads: Any,
+                   mask: torch.Tensor | None = None) -> tuple[list[int], list[int] | None]:
+    if not isinstance(blocked, torch.Tensor) or blocked.dtype != torch.bool or blocked.ndim != 3 \
+            or blocked.shape[1] != blocked.shape[2]:
+        got = f"{blocked.dtype} {tuple(blocked.shape)}" if isinstance(blocked, torch.Tensor) else type(blocked).__name__
+        raise BadInputError(f"blocked must be a bool [batch, pos, pos] tensor (see edges_mask), got {got}")
+    if isinstance(layers, int):
+        layers = [layers]
     chosen = sorted({model.check_layer(layer) for layer in (range(model.cfg.n_layers) if layers is None else layers)})
     head_list = model.check_heads(heads) if heads is not None else None
+    if mask is not None:  # rows of real tokens that lose every key (the forward also checks windows)
+        n = blocked.shape[1]
+        causal = torch.ones(n, n, dtype=torch.bool, device=blocked.device).tril()
+        real = mask.to(blocked.device).bool()
+        visible = causal[None] & real[:, None, :] & ~blocked
+        lost = real & ~visible.any(-1)
+        if bool(lost.any()):
+            item, row = (int(x) for x in lost.nonzero()[0])
+            raise BadInputError(f"knockout leaves query {row} of item {item} with no key to attend to; keep at least "
+                                "one edge per row (e.g. never block a token's edge to itself)")
+    return chosen, head_list
+
+
+@contextlib.contextmanager
+def _knockout(model: Model, blocked: torch.Tensor, layers: Any, heads: Any) -> Iterator[None]:
+    """``knockout`` without the order check (for callers that run their own forward inside)."""
+    chosen, head_list = _check_blocked(model, blocked, layers, heads)
     additive = not str(model.hf.config._attn_implementation).endswith("sdpa")
     handles = []
     # Layers that share a mask share the knocked-out mask; the base is kept so its id stays unique.
@@ -113,8 +160,8 @@ def knockout(
         if hidden is None:
             raise RuntimeError("knockout: the attention module was called without hidden_states")
         if hidden.shape[0] != blocked.shape[0] or hidden.shape[1] != blocked.shape[1]:
-            raise ValueError(f"knockout mask is for {blocked.shape[0]} items of {blocked.shape[1]} tokens, "
-                             f"but the model runs {hidden.shape[0]} items of {hidden.shape[1]} tokens")
+            raise BadInputError(f"knockout mask is for {blocked.shape[0]} items of {blocked.shape[1]} tokens, "
+                                f"but the model runs {hidden.shape[0]} items of {hidden.shape[1]} tokens")
         base = kwargs.get("attention_mask")
         key = (id(base), getattr(module, "sliding_window", None))
         if key not in cache:
@@ -132,11 +179,17 @@ def knockout(
             handle.remove()
 
 
-def run_with_knockout(model: Model, inputs: Any, blocked: torch.Tensor, layers: Iterable[int] | None = None,
-                      heads: Sequence[int] | None = None, *, last_only: bool = False) -> torch.Tensor:
+def run_with_knockout(model: Model, inputs: Any, blocked: torch.Tensor, layers: int | Iterable[int] | None = None,
+                      heads: int | Sequence[int] | None = None, *, last_only: bool = False) -> torch.Tensor:
     """Logits under a knockout; ``last_only`` computes the last position's logits only ``[batch, vocab]``."""
     tokens = model.to_tokens(inputs)
-    with knockout(model, blocked, layers, heads), torch.no_grad():
+    ids = tokens["input_ids"]
+    if isinstance(blocked, torch.Tensor) and blocked.ndim == 3 and tuple(blocked.shape[:2]) != tuple(ids.shape):
+        raise BadInputError(f"knockout mask is for {blocked.shape[0]} items of {blocked.shape[1]} tokens, "
+                            f"but the inputs are {ids.shape[0]} items of {ids.shape[1]} tokens")
+    _check_blocked(model, blocked, layers, heads, tokens["attention_mask"])
+    # Its own forward runs inside the knockout, so an open trace around it is no problem.
+    with _knockout(model, blocked, layers, heads), torch.no_grad():
         extra = {"logits_to_keep": 1} if last_only else {}
         logits = model.hf(**tokens, use_cache=False, **extra).logits
     return logits[:, -1] if last_only else logits

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from tiny_models import NullTokenizer, build, padded_batch
@@ -113,3 +115,52 @@ def test_knockout_errors():
     with pytest.raises(IndexError, match="layer 7"):
         run_with_knockout(model, ids, edges_mask([[(3, 1)]], n=8), layers=[7])
     assert all(not m._forward_pre_hooks for m in model.hf.modules())
+
+
+def test_knockout_must_be_opened_before_a_trace_with_inputs():
+    from interp.errors import UsageError
+
+    model = tiny("llama")
+    ids = torch.randint(1, 128, (1, 10), generator=torch.Generator().manual_seed(5))
+    blocked = edges_mask([[(9, j) for j in range(9)]], n=10)
+    plain = model.run(ids)
+    # The right order: the knockout is in place when the trace's forward runs.
+    with knockout(model, blocked), model.trace(ids) as tr:
+        pass
+    assert not torch.allclose(tr.logits[0, -1], plain[0, -1], atol=1e-4)
+    torch.testing.assert_close(tr.logits, run_with_knockout(model, ids, blocked))
+    # The wrong order: the forward already ran on entry, so the knockout would change nothing.
+    message = ("knockout(...) was opened inside `with model.trace(inputs)`, whose forward pass already ran when the "
+               "trace was entered, so the knockout would change nothing; open the knockout first, then the trace: "
+               "`with knockout(model, blocked, layers=...), model.trace(inputs, sites=...) as tr:`")
+    with model.trace(ids) as tr2, pytest.raises(UsageError, match=re.escape(message)):
+        with knockout(model, blocked):
+            pass
+    assert all(not m._forward_pre_hooks for m in model.hf.modules())
+    # A trace without inputs runs nothing on entry: a knockout opened inside it acts on what runs after.
+    with model.trace(sites="blocks.0.attn.hook_z") as tr3:
+        with knockout(model, blocked):
+            logits = model.hf(input_ids=ids).logits
+    torch.testing.assert_close(logits, tr.logits)
+    # run_with_knockout runs its own forward, so it is fine inside any trace.
+    with model.trace(ids):
+        torch.testing.assert_close(run_with_knockout(model, ids, blocked), tr.logits)
+    assert "blocks.0.attn.hook_z" in tr3 and tr2.logits is not None
+
+
+def test_knockout_input_errors():
+    from interp.errors import BadInputError, OutOfRangeError
+
+    model = tiny("llama")
+    ids = torch.randint(1, 128, (1, 8))
+    with pytest.raises(BadInputError, match=r"^blocked must be a bool \[batch, pos, pos\] tensor \(see edges_mask\), "
+                                            r"got torch.float32 \(1, 8, 8\)$"):
+        run_with_knockout(model, ids, torch.zeros(1, 8, 8))
+    with pytest.raises(OutOfRangeError, match=r"^position 9 is out of range: valid positions are 0..7; edge \(9, 1\) "
+                                              r"of item 0 is outside a sequence of 8 tokens"):
+        edges_mask([[(9, 1)]], n=8)
+    with pytest.raises(OutOfRangeError, match=r"^head 4 is out of range: valid heads are 0..3$"):
+        with knockout(model, edges_mask([[(3, 1)]], n=8), heads=[4]):
+            pass
+    with pytest.raises(BadInputError, match=r"^knockout leaves query 3 of item 0 with no key to attend to"):
+        run_with_knockout(model, ids, edges_mask([[(3, j) for j in range(4)]], n=8))

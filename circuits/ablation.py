@@ -21,8 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from interp import interventions as iv
-from interp.circuits.patching import Metric, _per_item, _run_metric
-from interp.errors import UnknownNameError
+from interp.circuits.patching import Metric, _per_item, _run_metric, prepare_metric
+from interp.errors import BadInputError, UnknownNameError
 from interp.model import Model
 
 METHODS = ("zero", "mean", "resample")
@@ -45,7 +45,11 @@ def ablate_heads(model: Model, heads: Sequence[tuple[int, int]], method: str = "
     if method not in METHODS:
         raise UnknownNameError("ablation method", method, METHODS)
     by_layer: dict[int, list[int]] = {}
-    for layer, head in heads:
+    for pair in heads:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2
+                and all(isinstance(i, int) and not isinstance(i, bool) for i in pair)):
+            raise BadInputError(f"ablate_heads: heads must be (layer, head) pairs such as [(1, 0), (2, 3)], got {pair!r}")
+        layer, head = pair
         model.check_layer(layer)
         model.check_heads([head])
         by_layer.setdefault(layer, []).append(head)
@@ -53,7 +57,7 @@ def ablate_heads(model: Model, heads: Sequence[tuple[int, int]], method: str = "
         return {f"blocks.{la}.attn.hook_z": iv.zero(heads=hs) for la, hs in by_layer.items()}
     source = reference if reference is not None else inputs
     if source is None:
-        raise ValueError(f"{method} ablation needs reference= (or inputs=) to take its values from")
+        raise BadInputError(f"{method} ablation needs reference= (or inputs=) to take its values from")
     values = _z_values(model, source, set(by_layer))
     out: dict[str, Any] = {}
     for la, hs in by_layer.items():
@@ -63,7 +67,7 @@ def ablate_heads(model: Model, heads: Sequence[tuple[int, int]], method: str = "
         else:
             if reference is None:
                 if z.shape[0] < 2:
-                    raise ValueError("resample ablation without a reference needs a batch of at least 2 inputs")
+                    raise BadInputError("resample ablation without a reference needs a batch of at least 2 inputs")
                 z = z.roll(1, dims=0)
             out[f"blocks.{la}.attn.hook_z"] = iv.patch(z, heads=hs)
     return out
@@ -72,10 +76,25 @@ def ablate_heads(model: Model, heads: Sequence[tuple[int, int]], method: str = "
 def ablation_scan(model: Model, inputs: Any, metric: Metric, *, method: str = "mean", reference: Any = None,
                   layers: Sequence[int] | None = None, progress: bool = True) -> pd.DataFrame:
     """Ablate each head alone; ``layer, head, method, metric, effect`` (effect = metric change)."""
+    if method not in METHODS:
+        raise UnknownNameError("ablation method", method, METHODS)
     tokens = model.to_tokens(inputs)
+    n_items, n_pos = tokens["input_ids"].shape
+    prepare_metric(metric, model, n_items, n_pos)
+    layer_list = [model.check_layer(la) for la in (layers if layers is not None else range(model.cfg.n_layers))]
+    if method == "resample":
+        if reference is None and n_items < 2:
+            raise BadInputError("resample ablation without a reference needs a batch of at least 2 inputs")
+        if reference is not None:
+            ref_shape = tuple(model.to_tokens(reference)["input_ids"].shape)
+            if ref_shape != (n_items, n_pos):
+                raise BadInputError(f"resample ablation: reference has shape {ref_shape} (batch, tokens) but the inputs "
+                                    f"have {(n_items, n_pos)}; they must match so each head takes the value at its "
+                                    "own position")
+    elif method == "mean" and reference is not None:
+        model.to_tokens(reference)
     base = _run_metric(model, tokens, metric)
     rows = []
-    layer_list = [model.check_layer(la) for la in (layers if layers is not None else range(model.cfg.n_layers))]
     for la in tqdm(layer_list, desc=f"{method} ablation", disable=not progress, leave=False):
         for h in range(model.cfg.n_heads):
             fns = ablate_heads(model, [(la, h)], method, reference=reference, inputs=tokens)

@@ -22,12 +22,28 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interp.circuits.patching import Metric, Patch, PatchingResult, _interventions, _per_item, _run_metric
-from interp.errors import UnknownNameError
+from interp.circuits.patching import (
+    Metric,
+    Patch,
+    PatchingResult,
+    _interventions,
+    _per_item,
+    _run_metric,
+    prepare_metric,
+)
+from interp.errors import BadInputError, UnknownNameError
 from interp.model import Model
 
 KINDS = {"z": "blocks.{l}.attn.hook_z", "mlp_post": "blocks.{l}.mlp.hook_post"}
 COLUMNS = ["site", "layer", "head", "neuron", "position", "effect"]
+
+
+def _pair(model: Model, clean: Any, corrupted: Any) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    clean_t, corr_t = model.to_tokens(clean), model.to_tokens(corrupted)
+    if clean_t["input_ids"].shape != corr_t["input_ids"].shape:
+        raise BadInputError(f"clean and corrupted inputs must have the same shape (batch, tokens) so positions line "
+                            f"up; got {tuple(clean_t['input_ids'].shape)} and {tuple(corr_t['input_ids'].shape)}")
+    return clean_t, corr_t
 
 
 def gradients_at(model: Model, tokens: dict[str, torch.Tensor], metric: Metric, names: list[str]) -> tuple[float, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -68,10 +84,9 @@ def attribution_patching(
         if s not in KINDS:
             raise UnknownNameError("attribution site", s, KINDS)
     if positions not in ("sum", "each"):
-        raise UnknownNameError("positions", positions, ["sum", "each"])
-    clean_t, corr_t = model.to_tokens(clean), model.to_tokens(corrupted)
-    if clean_t["input_ids"].shape != corr_t["input_ids"].shape:
-        raise ValueError("clean and corrupted inputs must have the same shape (batch, tokens)")
+        raise UnknownNameError("positions", positions, ["sum", "each"], plural="positions")
+    clean_t, corr_t = _pair(model, clean, corrupted)
+    prepare_metric(metric, model, *clean_t["input_ids"].shape)
     names = [KINDS[s].format(l=la) for s in sites for la in range(model.cfg.n_layers)]
     with model.trace(clean_t, sites=names) as tr:
         pass
@@ -108,14 +123,15 @@ def check_against_patching(model: Model, clean: Any, corrupted: Any, metric: Met
     ``attrs["pearson"]`` holds the correlation of the two columns. Position-summed attributions only.
     """
     if attribution["position"].notna().any():
-        raise ValueError("check_against_patching needs an attribution with positions='sum'")
+        raise BadInputError("check_against_patching needs an attribution with positions='sum'")
     rng = np.random.default_rng(seed)
     order = attribution["effect"].abs().sort_values(ascending=False).index
     chosen = list(order[:top])
     rest = [i for i in attribution.index if i not in set(chosen)]
     chosen += list(rng.choice(rest, size=min(max(0, n - top), len(rest)), replace=False))
     sample = attribution.loc[chosen]
-    clean_t, corr_t = model.to_tokens(clean), model.to_tokens(corrupted)
+    clean_t, corr_t = _pair(model, clean, corrupted)
+    prepare_metric(metric, model, *clean_t["input_ids"].shape)
     items = clean_t["input_ids"].shape[0]
     m_clean, m_corr = _run_metric(model, clean_t, metric), _run_metric(model, corr_t, metric)
     patched = []

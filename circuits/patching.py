@@ -17,6 +17,7 @@ run in one forward pass: the target batch is repeated and each copy gets its own
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from interp.errors import UnknownNameError
+from interp.errors import BadInputError, OutOfRangeError, UnknownNameError
 from interp.model import Model
 
 # short name -> (site template, per-head axis: "query", "kv" or None)
@@ -45,14 +46,104 @@ COLUMNS = ["site", "layer", "head", "position", "effect", "metric"]
 Metric = Callable[[torch.Tensor], torch.Tensor]
 
 
-def logit_diff(good: int | Sequence[int], bad: int | Sequence[int], position: int = -1) -> Metric:
-    """Metric: logit of ``good`` minus logit of ``bad`` at ``position`` (per item ids allowed), mean over the batch."""
+def _token(item: Any, what: str, tokens: Any) -> str | int:
+    if isinstance(item, str):
+        return item
+    if not isinstance(item, bool):
+        try:
+            return operator.index(item)  # ints, numpy ints, 0-d integer tensors
+        except TypeError:
+            pass
+    raise BadInputError(f"logit_diff: {what} must be token ids (ints) or strings that are one token each, "
+                        f"got {item!r}" + (f" in {tokens!r}" if tokens is not item else ""))
 
-    def metric(logits: torch.Tensor) -> torch.Tensor:
-        last = logits[:, position].float()
-        g, b = (_per_row(torch.as_tensor(x, device=last.device), last.shape[0]) for x in (good, bad))
+
+def _token_list(tokens: Any, what: str) -> list[str | int]:
+    """One token or a list of them (ids or strings, one per item) as a list."""
+    if isinstance(tokens, torch.Tensor) or hasattr(tokens, "__array__"):
+        t = torch.as_tensor(tokens)
+        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool or t.ndim > 1:
+            raise BadInputError(f"logit_diff: {what} must be token ids (ints) or strings that are one token each, "
+                                f"got a {t.dtype} tensor of shape {tuple(t.shape)}")
+        return [int(i) for i in t.reshape(-1).tolist()]
+    if isinstance(tokens, (list, tuple)):
+        if not tokens:
+            raise BadInputError(f"logit_diff: {what} is an empty list; give a token or one per item")
+        return [_token(item, what, tokens) for item in tokens]
+    return [_token(tokens, what, tokens)]
+
+
+class LogitDiff:
+    """Metric: logit of ``good`` minus logit of ``bad`` at ``position``, one value per item.
+
+    Tokens are ids or strings; a string must be exactly one token of the model's tokenizer and
+    is looked up by ``bind(model)`` (at construction with ``model=``; the patching functions
+    bind it before any forward pass and check the ids against the inputs' batch).
+    """
+
+    def __init__(self, good: Any, bad: Any, position: int = -1, model: Any = None):
+        self.good, self.bad = _token_list(good, "good"), _token_list(bad, "bad")
+        if isinstance(position, bool) or not isinstance(position, int):
+            raise BadInputError(f"logit_diff: position must be an int (-1: the last position), got {position!r}")
+        self.position = position
+        self.spec = f"logit_diff({good!r}, {bad!r})"
+        self._ids: tuple[torch.Tensor, torch.Tensor] | None = None
+        if model is not None:
+            self.bind(model)
+        elif not any(isinstance(t, str) for t in [*self.good, *self.bad]):
+            self._ids = (torch.tensor(self.good), torch.tensor(self.bad))
+
+    def bind(self, model: Any, n_items: int | None = None, n_pos: int | None = None) -> LogitDiff:
+        """Look up string tokens in ``model``'s tokenizer and check every id and the position (before a run)."""
+        ids = []
+        for name, items in (("good", self.good), ("bad", self.bad)):
+            ids.append(torch.tensor([model.token_id(t, f"{self.spec}: {name} token") for t in items]))
+            if n_items is not None and len(items) not in (1, n_items):
+                raise BadInputError(f"{self.spec}: {name} has {len(items)} tokens but the inputs have {n_items} items; "
+                                    "give one token for all items or one per item")
+        if n_pos is not None and not -n_pos <= self.position < n_pos:
+            raise OutOfRangeError("position", self.position, n_pos,
+                                  hint=f"{self.spec}: the metric reads logits at {n_pos} position(s)")
+        self._ids = (ids[0], ids[1])
+        return self
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if self._ids is None:
+            raise BadInputError(f"{self.spec} names tokens as strings, which need the model's tokenizer: pass "
+                                "model= to logit_diff, or use it in activation_patching, attribution_patching or "
+                                "ablation_scan, which look the strings up before any forward pass")
+        last = logits[:, self.position].float()
+        g, b = (_per_row(x.to(last.device), last.shape[0]) for x in self._ids)
         return (last.gather(1, g[:, None]) - last.gather(1, b[:, None])).squeeze(1)
 
+    def __repr__(self) -> str:
+        return self.spec
+
+
+def logit_diff(good: Any, bad: Any, position: int = -1, *, model: Any = None) -> LogitDiff:
+    """Metric: logit of ``good`` minus logit of ``bad`` at ``position``, one value per batch item.
+
+    ``good`` and ``bad`` are a token or a list of tokens, one per item; a token is an id or a
+    string that is exactly one token of the model's tokenizer (``" Paris"``). Strings are looked
+    up with ``model=`` at once, or by ``activation_patching`` / ``attribution_patching`` /
+    ``ablation_scan`` before their first forward pass; a string that is several tokens raises
+    ``BadInputError`` naming the tokens it splits into.
+
+    >>> metric = logit_diff(" Paris", " Rome", model=model)                    # doctest: +SKIP
+    """
+    return LogitDiff(good, bad, position, model)
+
+
+def prepare_metric(metric: Any, model: Model, n_items: int, n_pos: int) -> Metric:
+    """Check a metric before any forward pass: a callable, and a ``logit_diff`` bound to ``model``
+    (its strings looked up, ids in the vocabulary and one per item, its position inside the
+    ``n_pos`` logits the metric will see)."""
+    if not callable(metric):
+        raise BadInputError(f"metric must be a function of the logits [batch, pos, vocab] returning one value per "
+                            f"item (e.g. logit_diff(good, bad)), got {type(metric).__name__}")
+    bind = getattr(metric, "bind", None)
+    if callable(bind):
+        bind(model, n_items=n_items, n_pos=n_pos)
     return metric
 
 
@@ -60,7 +151,7 @@ def _per_row(ids: torch.Tensor, rows: int) -> torch.Tensor:
     """One id per row: a single id for all, or per-item ids tiled over the repeated copies of a batch."""
     ids = ids.reshape(-1)
     if rows % ids.numel():
-        raise ValueError(f"{ids.numel()} per-item token ids do not fit a batch of {rows}")
+        raise BadInputError(f"{ids.numel()} per-item token ids do not fit a batch of {rows}")
     return ids.repeat(rows // ids.numel())
 
 
@@ -69,7 +160,7 @@ def _per_item(metric: Metric, logits: torch.Tensor, n_items: int) -> torch.Tenso
     copies = logits.shape[0] // n_items
     out = metric(logits)
     if out.ndim == 0:
-        raise ValueError("the metric must return one value per batch item ([batch]), not a scalar, so that "
+        raise BadInputError("the metric must return one value per batch item ([batch]), not a scalar, so that "
                          "patches batched together can be told apart")
     return out.float().view(copies, n_items).mean(1)
 
@@ -161,7 +252,7 @@ class _Prefix:
             out = model.hf(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, logits_to_keep=1)
         self.cache = out.get(self.kw)
         if self.cache is None:
-            raise ValueError(f"{model.name} returned no key/value cache, which shared_prefix needs")
+            raise BadInputError(f"{model.name} returned no key/value cache, which shared_prefix needs")
 
     def run(self, model: Model, tokens: dict[str, torch.Tensor], logits_to_keep: int) -> torch.Tensor:
         import copy
@@ -214,7 +305,7 @@ def _interventions(patches: list[Patch], source: dict[str, torch.Tensor], n_item
         def fn(x: torch.Tensor, _site: str) -> torch.Tensor:
             src = source[name].to(x.device, x.dtype)  # [n_items, ...]
             if src.shape[1:] != x.shape[1:]:
-                raise ValueError(f"cannot patch {name}: source has shape {tuple(src.shape)}, run has {tuple(x.shape)}")
+                raise BadInputError(f"cannot patch {name}: source has shape {tuple(src.shape)}, run has {tuple(x.shape)}")
             x = x.clone()
             for c, p in items:
                 rows = slice(c * n_items, (c + 1) * n_items)
@@ -236,11 +327,11 @@ def _shared_prefix(model: Model, clean: dict[str, torch.Tensor], corrupted: dict
         return None
     ids = torch.cat([clean["input_ids"], corrupted["input_ids"]])
     if not 0 < length < ids.shape[1]:
-        raise ValueError(f"shared_prefix must leave at least one position: got {length} of {ids.shape[1]} tokens")
+        raise BadInputError(f"shared_prefix must leave at least one position: got {length} of {ids.shape[1]} tokens")
     if not (bool(clean["attention_mask"].all()) and bool(corrupted["attention_mask"].all())):
-        raise ValueError("shared_prefix needs inputs without padding")
+        raise BadInputError("shared_prefix needs inputs without padding")
     if not bool((ids[:, :length] == ids[:1, :length]).all()):
-        raise ValueError(f"shared_prefix={length}: the first {length} tokens differ between the inputs")
+        raise BadInputError(f"shared_prefix={length}: the first {length} tokens differ between the inputs")
     return _Prefix(model, ids[:1, :length])
 
 
@@ -282,26 +373,43 @@ def activation_patching(
     sites = _check_sites(sites)
     if direction not in ("denoise", "noise"):
         raise UnknownNameError("direction", direction, ["denoise", "noise"])
+    for name, value, low in (("batch_size", batch_size, 1), ("logits_to_keep", logits_to_keep, 0),
+                             ("shared_prefix", shared_prefix, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise BadInputError(f"activation_patching: {name} must be an int >= {low}, got {value!r}")
     clean_t, corr_t = _tokens(model, clean), _tokens(model, corrupted)
     if clean_t["input_ids"].shape != corr_t["input_ids"].shape:
-        raise ValueError(f"clean and corrupted inputs must have the same shape (batch, tokens) so positions line up; "
-                         f"got {tuple(clean_t['input_ids'].shape)} and {tuple(corr_t['input_ids'].shape)}")
+        raise BadInputError(f"clean and corrupted inputs must have the same shape (batch, tokens) so positions line "
+                            f"up; got {tuple(clean_t['input_ids'].shape)} and {tuple(corr_t['input_ids'].shape)}")
     n_items, n_pos = clean_t["input_ids"].shape
     layer_list = [model.check_layer(la) for la in (layers if layers is not None else range(model.cfg.n_layers))]
-    prefix = _shared_prefix(model, clean_t, corr_t, shared_prefix)
-    start = prefix.length if prefix is not None else 0
+    # The metric sees the logits of the positions after a shared prefix, or the last logits_to_keep.
+    seen = n_pos - shared_prefix if 0 < shared_prefix < n_pos else n_pos
+    prepare_metric(metric, model, n_items, min(logits_to_keep, seen) if logits_to_keep else seen)
     if positions == "all":
         pos_list: list[int | None] = [None]
     elif positions == "each":
-        pos_list = list(range(start, n_pos))
+        pos_list = []
     elif isinstance(positions, str):
-        raise UnknownNameError("positions", positions, ["all", "each", "a list of positions"])
+        raise UnknownNameError("positions", positions, ["all", "each", "a list of positions"], plural="positions")
     else:
-        explicit = [p % n_pos for p in positions]
-        if any(p < start for p in explicit):
-            raise ValueError(f"positions {sorted(p for p in explicit if p < start)} lie in the shared prefix "
-                             f"(the first {start} tokens), which is not patched")
+        explicit = []
+        for p in positions:
+            if isinstance(p, bool) or not isinstance(p, int):
+                raise BadInputError(f"activation_patching: positions must be 'all', 'each' or a list of ints, got "
+                                    f"{p!r} in {positions!r}")
+            if not -n_pos <= p < n_pos:
+                raise OutOfRangeError("position", p, n_pos, hint=f"activation_patching(positions=...): the inputs have "
+                                      f"{n_pos} tokens (negative positions count from the end)")
+            explicit.append(p % n_pos)
+        if shared_prefix and any(p < shared_prefix for p in explicit):
+            raise BadInputError(f"positions {sorted(p for p in explicit if p < shared_prefix)} lie in the shared prefix "
+                                f"(the first {shared_prefix} tokens), which is not patched")
         pos_list = list(explicit)
+    prefix = _shared_prefix(model, clean_t, corr_t, shared_prefix)
+    start = prefix.length if prefix is not None else 0
+    if positions == "each":
+        pos_list = list(range(start, n_pos))
     src_t, tgt_t = (clean_t, corr_t) if direction == "denoise" else (corr_t, clean_t)
     names = [SITES[s][0].format(l=la) for s in sites for la in layer_list]
     _, src_tr = _logits(model, src_t, logits_to_keep=logits_to_keep or 1, prefix=prefix, sites=names)

@@ -249,7 +249,7 @@ def test_bad_indices_and_names_are_clear_errors():
         N.activation_evidence(model, 0, -1, ["a"], ["b"])
     with pytest.raises(OutOfRangeError):
         N.decode(model, layers=[5], progress=False)
-    with pytest.raises(UnknownNameError, match="valid weightss: up, gate, down"):
+    with pytest.raises(UnknownNameError, match="valid weights: up, gate, down"):
         N.decode(model, "upp", progress=False)
     with pytest.raises(InterpError, match="apply_input_ln"):
         N.decode(model, "down", apply_input_ln=True, progress=False)
@@ -347,3 +347,56 @@ def test_real_dog_neuron_decodes_and_steers_and_suppression_neuron_steers_negati
     base = N.concept_prob(smollm2, prompt, coffee)
     assert N.concept_prob(smollm2, prompt, coffee, N.clamp(smollm2, 29, 750, -20.0)) > 5 * base
     assert N.concept_prob(smollm2, prompt, coffee, N.clamp(smollm2, 29, 750, 20.0)) < base / 5
+
+
+# -- the decode cache behind find ------------------------------------------------------------------
+
+
+def test_find_decodes_once_per_model_settings_and_weights(monkeypatch):
+    calls: list[int] = []
+    real = decode_module.decode_topk
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decode_module, "decode_topk", counting)
+    model = tiny("llama")
+    n = model.cfg.n_layers
+    first = N.find(model, "dog", top=5, k=5, progress=False)
+    assert len(calls) == n
+    again = N.find(model, ["cat", " red"], top=5, k=5, progress=False)  # another concept, same decode
+    assert len(calls) == n
+    pd.testing.assert_frame_equal(N.find(model, "dog", top=5, k=5, progress=False), first)
+    assert len(calls) == n and set(again.concept_token) <= {"cat", " cat", " red"}
+    N.find(model, "dog", top=5, k=6, progress=False)  # another k
+    N.find(model, "dog", top=5, k=5, weights="down", progress=False)  # other weights
+    N.find(model, "dog", top=5, k=5, apply_final_norm=False, progress=False)  # another norm option
+    N.find(model, "dog", top=5, k=5, layers=[1], progress=False)  # other layers
+    assert len(calls) == 4 * n + 1
+    N.find(tiny("llama"), "dog", top=5, k=5, progress=False)  # another model object with equal weights
+    assert len(calls) == 5 * n + 1
+    # Weights changed in place: the table is rebuilt and sees the planted neuron.
+    plant(model, 2, 11, "up", DOG)
+    hits = N.find(model, "dog", top=5, k=5, progress=False)
+    assert len(calls) == 6 * n + 1 and (hits.layer[0], hits.neuron[0]) == (2, 11)
+    # A replaced parameter also invalidates it.
+    head = model.module(model.adapter.unembed)
+    head.weight = torch.nn.Parameter(head.weight.detach().clone())
+    N.find(model, "dog", top=5, k=5, progress=False)
+    assert len(calls) == 7 * n + 1
+
+
+def test_find_settings_are_checked_before_decoding(monkeypatch):
+    monkeypatch.setattr(decode_module, "decode_topk", lambda *a, **k: pytest.fail("decoded"))
+    model = tiny("llama")
+    with pytest.raises(InterpError, match=r"^find: k must be an int in 1..128 \(the vocabulary\), got 0$"):
+        N.find(model, "dog", k=0, progress=False)
+    with pytest.raises(InterpError, match=r"^find: top must be a positive int or None \(every neuron\), got 0$"):
+        N.find(model, "dog", top=0, progress=False)
+    with pytest.raises(OutOfRangeError, match=r"^layer 3 is out of range: valid layers are 0..2$"):
+        N.find(model, "dog", layers=[3], progress=False)
+    with pytest.raises(UnknownNameError, match=r"^unknown weights 'upp'; valid weights: up, gate, down"):
+        N.find(model, "dog", weights="upp", progress=False)
+    with pytest.raises(UnknownNameError, match=r"^unknown on_split 'all'; valid on_split values: first, skip, error$"):
+        N.find(model, "dog", on_split="all", progress=False)

@@ -11,16 +11,19 @@ piece like ``" Wis"`` may mean something else entirely.
 from __future__ import annotations
 
 import warnings
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from interp.errors import InterpError, UnknownNameError
+from interp.errors import BadInputError, InterpError, UnknownNameError
 from interp.neurons.decoding import iter_layers, token_strings
-from interp.neurons.vectors import unembedding
+from interp.neurons.vectors import READS, check_layers, check_weights, decoding_vectors, unembedding
 
 ON_SPLIT = ("first", "skip", "error")
 
@@ -55,7 +58,7 @@ def concept_tokens(model: Any, concept: str | Sequence[str], on_split: str = "fi
     >>> concept_tokens(model, ["dog", "Wisconsin"])                               # doctest: +SKIP
     """
     if on_split not in ON_SPLIT:
-        raise UnknownNameError("on_split", on_split, ON_SPLIT)
+        raise UnknownNameError("on_split", on_split, ON_SPLIT, plural="on_split values")
     rows: list[dict[str, Any]] = []
     for word in _words(concept):
         # " dog" asks for that token only; "dog" for both "dog" and " dog".
@@ -85,6 +88,74 @@ def _used_ids(table: pd.DataFrame) -> list[int]:
 
 
 SORTS = ("rank", "z", "prob")
+CACHE_ENTRIES = 4  # decoded tables kept per model (each [layers x d_mlp x k] ids and a few vectors)
+
+
+@dataclass
+class DecodedLayer:
+    """What ``find`` needs of one layer's decode, whatever the concept."""
+
+    layer: int
+    index: torch.Tensor  # [d_mlp, k] top-k token ids, best first
+    top_prob: torch.Tensor  # [d_mlp] probability of the top token
+    lse: torch.Tensor  # [d_mlp] log-sum-exp of the logits over the vocabulary
+    vmean: torch.Tensor  # [d_mlp] mean logit over the vocabulary (v · mean unembedding row)
+    std: torch.Tensor  # [d_mlp] standard deviation of the logits over the vocabulary
+
+
+@dataclass
+class _Entry:
+    fingerprint: tuple
+    layers: list[DecodedLayer]
+
+
+_CACHE: weakref.WeakKeyDictionary[Any, OrderedDict[tuple, _Entry]] = weakref.WeakKeyDictionary()
+
+
+def weights_fingerprint(model: Any) -> tuple:
+    """Cheap identity of a model's current weights: each parameter's object, storage address,
+    version counter (bumped by every in-place write, also through views), shape, dtype and
+    device. Any change to any weight gives a different fingerprint."""
+    return tuple((id(p), p.data_ptr(), p._version, tuple(p.shape), p.dtype, p.device) for p in model.hf.parameters())
+
+
+def clear_cache(model: Any | None = None) -> None:
+    """Forget the decoded tables of ``model`` (or of every model)."""
+    if model is None:
+        _CACHE.clear()
+    else:
+        _CACHE.pop(model, None)
+
+
+def decoded(model: Any, *, weights: str = "up", k: int = 50, apply_input_ln: bool | None = None,
+            apply_final_norm: bool = True, layers: int | Iterable[int] | None = None,
+            progress: bool = True) -> list[DecodedLayer]:
+    """Every chosen layer's decode for ``find``, from the cache when the model's weights and the
+    settings are those it was built with (see ``find``)."""
+    check_weights(model, weights)
+    chosen = check_layers(model, layers)
+    ln = weights in READS if apply_input_ln is None else bool(apply_input_ln)
+    key = (weights, int(k), ln, bool(apply_final_norm), tuple(chosen))
+    fingerprint = weights_fingerprint(model)
+    entries = _CACHE.setdefault(model, OrderedDict())
+    entry = entries.get(key)
+    if entry is not None and entry.fingerprint == fingerprint:
+        entries.move_to_end(key)
+        return entry.layers
+    if entry is not None or any(e.fingerprint != fingerprint for e in entries.values()):
+        entries.clear()  # the weights changed: every table of this model is stale
+    u_all = unembedding(model)
+    mean, cov = u_all.mean(0), torch.cov(u_all.T, correction=0)
+    out = []
+    for layer, v, tt in iter_layers(model, weights=weights, k=k, apply_input_ln=apply_input_ln,
+                                    apply_final_norm=apply_final_norm, layers=chosen, progress=progress,
+                                    unembed=u_all):
+        out.append(DecodedLayer(layer=layer, index=tt.index, top_prob=tt.prob[:, 0].clone(), lse=tt.lse,
+                                vmean=v @ mean, std=((v @ cov) * v).sum(1).clamp_min(1e-30).sqrt()))
+    entries[key] = _Entry(fingerprint, out)
+    while len(entries) > CACHE_ENTRIES:
+        entries.popitem(last=False)
+    return out
 
 
 def find(
@@ -115,35 +186,43 @@ def find(
     are the neuron's top 5. ``top=None`` keeps every neuron. How the words tokenized is in
     ``.attrs["concept"]``. Decoding options as in ``decode``.
 
+    The concept-independent part of the work (every neuron's top-k decode, log-sum-exp and
+    spread over the vocabulary) is cached per model and decoding settings (``weights``, ``k``,
+    the norm options, ``layers``), so further searches on the same model take a moment; the
+    cache is dropped when any weight of the model is changed (in place or replaced; see
+    ``weights_fingerprint``) and with the model itself.
+
     >>> import interp, interp.neurons
     >>> model = interp.load("smollm2-135m")                                       # doctest: +SKIP
     >>> interp.neurons.find(model, ["dog", "dogs"], top=5)                       # doctest: +SKIP
     """
     if sort not in SORTS:
         raise UnknownNameError("sort", sort, SORTS)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= model.cfg.d_vocab:
+        raise BadInputError(f"find: k must be an int in 1..{model.cfg.d_vocab} (the vocabulary), got {k!r}")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
+        raise BadInputError(f"find: top must be a positive int or None (every neuron), got {top!r}")
     table = concept_tokens(model, concept, on_split)
     ids = _used_ids(table)
-    u_all = unembedding(model)
-    mean, cov = u_all.mean(0), torch.cov(u_all.T, correction=0)
-    u = u_all[ids]
+    u = unembedding(model)[ids]
     parts = []
-    for layer, v, tt in iter_layers(model, weights=weights, k=k, apply_input_ln=apply_input_ln,
-                                    apply_final_norm=apply_final_norm, layers=layers, progress=progress,
-                                    unembed=u_all):
+    for layer in decoded(model, weights=weights, k=k, apply_input_ln=apply_input_ln,
+                         apply_final_norm=apply_final_norm, layers=layers, progress=progress):
+        v = decoding_vectors(model, layer.layer, weights, apply_input_ln=apply_input_ln,
+                             apply_final_norm=apply_final_norm).to(u.device)
         logits = v @ u.T  # [d_mlp, n_concept_tokens]
-        std = ((v @ cov) * v).sum(1).clamp_min(1e-30).sqrt()
         best = logits.max(1)
-        hit = torch.isin(tt.index, torch.tensor(ids, device=tt.index.device))
+        hit = torch.isin(layer.index, torch.tensor(ids, device=layer.index.device))
         rank = torch.where(hit.any(1), hit.int().argmax(1) + 1, torch.zeros_like(best.indices)).cpu().numpy()
         parts.append(pd.DataFrame({
-            "layer": layer,
+            "layer": layer.layer,
             "neuron": np.arange(v.shape[0]),
             "rank_of_concept": rank,  # 0: not among the top k
-            "concept_z": ((best.values - v @ mean) / std).cpu().numpy(),
-            "concept_prob": torch.exp(logits - tt.lse[:, None]).sum(1).cpu().numpy(),
+            "concept_z": ((best.values - layer.vmean) / layer.std).cpu().numpy(),
+            "concept_prob": torch.exp(logits - layer.lse[:, None]).sum(1).cpu().numpy(),
             "concept_token_id": np.asarray(ids)[best.indices.cpu().numpy()],
-            "top_prob": tt.prob[:, 0].cpu().numpy(),
-            "top_ids": list(tt.index[:, :5].cpu().numpy()),
+            "top_prob": layer.top_prob.cpu().numpy(),
+            "top_ids": list(layer.index[:, :5].cpu().numpy()),
         }))
     df = pd.concat(parts, ignore_index=True)
     df["rank_of_concept"] = df["rank_of_concept"].astype("Int64").mask(df["rank_of_concept"] == 0)

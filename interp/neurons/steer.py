@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from interp.interventions import Index, set_value
+from interp.errors import BadInputError
+from interp.interventions import Index, check_finite, set_value
 from interp.neurons.decoding import token_strings
 from interp.neurons.find import _used_ids, concept_tokens
 from interp.neurons.vectors import check_neuron
@@ -22,11 +23,23 @@ from interp.neurons.vectors import check_neuron
 def clamp(model: Any, layer: int, neuron: int, value: float, *, positions: Index = None) -> dict[str, Any]:
     """An ``interventions=`` dict holding one neuron's post-activation value at ``value``.
 
+    The layer and neuron must be inside the model and ``value`` a finite number (else a clear
+    error here); ``positions`` are checked against the input when a run installs it.
+
     >>> iv = interp.neurons.clamp(model, 12, 345, 8.0)                           # doctest: +SKIP
     >>> model.generate("My favourite animal is the", interventions=iv)           # doctest: +SKIP
     """
     check_neuron(model, layer, neuron)
-    return {f"blocks.{layer}.mlp.hook_post": set_value(float(value), units=[neuron], positions=positions)}
+    return {f"blocks.{layer}.mlp.hook_post": set_value(_number(value, "clamp"), units=[neuron], positions=positions)}
+
+
+def _number(value: Any, what: str) -> float:
+    """A clamp value: a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not (hasattr(value, "ndim") and value.ndim == 0):
+        raise BadInputError(f"{what}: value must be a number, got {value!r}")
+    number = float(value)
+    check_finite(number, f"{what}: value")
+    return number
 
 
 @dataclass
@@ -73,9 +86,12 @@ def steer(
     >>> r.ratio, r.text_clamped                                                   # doctest: +SKIP
     """
     check_neuron(model, layer, neuron)
+    iv = clamp(model, layer, neuron, value)
+    if not isinstance(prompt, str):
+        raise BadInputError(f"steer: prompt must be a str, got {type(prompt).__name__}")
+    model.check_generation(model.to_tokens(prompt), max_new_tokens, iv)  # every input, before any run
     table = concept_tokens(model, concept)
     ids = _used_ids(table)
-    iv = clamp(model, layer, neuron, value)
     names = token_strings(model.tokenizer, ids)
     return SteerResult(
         layer=layer, neuron=neuron, value=float(value), prompt=prompt, concept_tokens=[names[i] for i in ids],

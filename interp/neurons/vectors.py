@@ -37,7 +37,7 @@ def check_weights(model: Any, weights: str) -> str:
     valid = valid_weights(model)
     if weights not in valid:
         hint = f"{model.name} has no gated MLP" if weights == "gate" else "see interp.neurons.vectors"
-        raise UnknownNameError("weights", weights, valid, hint=hint)
+        raise UnknownNameError("weights", weights, valid, hint=hint, plural="weights")
     return weights
 
 

@@ -26,9 +26,10 @@ def main() -> None:
     with st.sidebar:
         options = model_cache.choices(flag)
         st.selectbox("Model", options, index=options.index(flag) if flag else 0, key="model",
+                     format_func=lambda spec: ui.display_path(spec) if os.path.isabs(spec) else spec,
                      help="Live views (attention on a prompt, clamping, the knob slider) need a model; "
                           "reports alone need none. A model loads once per server process.")
-        st.caption("Reports from: " + ", ".join(f"`{d}`" for d in ui.report_dirs()))
+        st.caption("Reports from: " + ", ".join(f"`{ui.display_path(d)}`" for d in ui.report_dirs()))
     pages = [st.Page(path, title=title, url_path=url, icon=icon, default=(i == 0))
              for i, (path, title, url, icon) in enumerate(PAGES)]
     st.navigation(pages).run()

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
-from interp.app import model_cache, report_files
+from interp.app import model_cache, paths, report_files
 from interp.app.report_files import Report
 from interp.errors import InterpError
 
@@ -38,9 +38,9 @@ def shown_errors(what: str) -> Iterator[None]:
     try:
         yield
     except InterpError as exc:
-        st.error(f"{what}: {exc}")
+        st.error(display_text(f"{what}: {exc}"))
     except Exception as exc:  # anything else is still a message, with its type for bug reports
-        st.error(f"{what} failed: {type(exc).__name__}: {exc}")
+        st.error(display_text(f"{what} failed: {type(exc).__name__}: {exc}"))
 
 
 @contextlib.contextmanager
@@ -50,11 +50,21 @@ def warnings_shown() -> Iterator[None]:
         warnings.simplefilter("always")
         yield
     for message in dict.fromkeys(str(w.message) for w in caught):
-        st.warning(message)
+        st.warning(display_text(message))
 
 
 def report_dirs() -> list[Path]:
     return report_files.dirs_from_env(os.environ.get(ENV_REPORTS))
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as pages show it, never absolute (``paths.display_path`` with the report folders as roots)."""
+    return paths.display_path(path, report_dirs())
+
+
+def display_text(text: str) -> str:
+    """``text`` (a message, a report's settings) with any absolute path in it shown as ``display_path`` shows it."""
+    return paths.display_text(text, report_dirs())
 
 
 def reports(kind: str) -> list[Report]:
@@ -65,7 +75,7 @@ def pick_report(kind: str, label: str = "Report") -> Report | None:
     """A selectbox of the reports of ``kind``; explains how to make one when there is none."""
     found = reports(kind)
     if not found:
-        where = ", ".join(str(d) for d in report_dirs())
+        where = ", ".join(f"`{display_path(d)}`" for d in report_dirs())
         st.info(f"No {report_files.MARKERS[kind]} found under {where}. Make one with `{HOW_TO_MAKE[kind]}` "
                 "and pass its folder with `interp app --reports DIR`.")
         return None
@@ -117,8 +127,8 @@ def need_model(what: str) -> str | None:
 def model_mismatch(report_model: str, model: Any) -> None:
     """Warn when the report was made with another model than the one picked."""
     if str(report_model) != str(model.name):
-        st.warning(f"This report is for {report_model!r} but the picked model is {model.name!r}; "
-                   "layer, head and neuron indices may not mean the same thing.")
+        st.warning(display_text(f"This report is for {report_model!r} but the picked model is {model.name!r}; "
+                                "layer, head and neuron indices may not mean the same thing."))
 
 
 def cached(fn: Callable[..., T]) -> Callable[..., T]:

@@ -164,8 +164,8 @@ def _report(report: report_files.Report) -> None:
         tables = data.tables
         datasets = sorted(set().union(*(set(df["dataset"].astype(str)) for df in tables.values())))
         if not datasets:
-            raise report_files.ReportError(f"{report.folder / 'icl.json'} has no rows for any dataset")
-        st.caption(f"{data.data['model']}; settings: {data.data.get('settings', {})}")
+            raise report_files.ReportError(f"{ui.display_path(report.folder / 'icl.json')} has no rows for any dataset")
+        st.caption(ui.display_text(f"{data.data['model']}; settings: {data.data.get('settings', {})}"))
         dataset = st.selectbox("Dataset", datasets, key="icl_dataset")
         steps, ablation, patching = st.tabs(["Steps", "Ablation", "Patching"])
         with steps:
@@ -174,7 +174,7 @@ def _report(report: report_files.Report) -> None:
             _ablation(tables["ablation"], dataset)
         with patching:
             if data.patching is None:
-                st.info(f"No patching.parquet in {report.folder}.")
+                st.info(f"No patching.parquet in `{ui.display_path(report.folder)}`.")
             else:
                 about = data.data.get("patching")
                 summaries = about.get("datasets", {}) if isinstance(about, dict) else {}

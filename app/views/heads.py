@@ -142,7 +142,8 @@ def page() -> None:
             scores = _quick_scan(spec)
     if scores is None:
         return
-    st.caption(f"{scores.model}: {scores.n_layers} layers × {scores.n_heads} heads; scores: {', '.join(scores.scores)}")
+    st.caption(ui.display_text(f"{scores.model}: {scores.n_layers} layers × {scores.n_heads} heads; "
+                               f"scores: {', '.join(scores.scores)}"))
     _heatmaps(scores)
     st.subheader("Heads")
     pick = _table(scores)

@@ -30,9 +30,9 @@ def _summary(report: report_files.KnobReport) -> None:
     c[2].metric("flip rate, DAS", _number(d["flip_rate"].get("das"), ".0%"))
     c[3].metric("flip rate, diff. of means", _number(d["flip_rate"].get("diff_means"), ".0%"))
     c[4].metric("flip rate, random direction", _number(d["random_flip_rate"], ".0%"))
-    st.caption(f"{d['model']}: direction at `{report.site}`; localised layers {d['layers']}; "
-               f"correlation of an item's separation along the direction with its accuracy "
-               f"{_number(d['correlation'], '+.2f')}.")
+    st.caption(ui.display_text(f"{d['model']}: direction at `{report.site}`; localised layers {d['layers']}; "
+                               f"correlation of an item's separation along the direction with its accuracy "
+                               f"{_number(d['correlation'], '+.2f')}."))
     left, right = st.columns(2)
     left.plotly_chart(figures.knob_sweep(report.sweep), key="knob_sweep")
     right.plotly_chart(figures.knob_patching(report.patching, int(d["layer"])), key="knob_patching")

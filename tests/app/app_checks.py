@@ -16,3 +16,9 @@ def no_trouble(at: AppTest) -> None:
     """No uncaught exception and no error message on the page."""
     assert not at.exception, [e.value for e in at.exception]
     assert not errors(at), errors(at)
+
+
+def rendered_text(at: AppTest) -> str:
+    """Everything the run sent to the page, sidebar included, as text: each element's message in
+    protobuf text form (labels, options as shown, captions, messages, table and chart data)."""
+    return "\n".join(str(node.proto) for node in at._tree if getattr(node, "proto", None) is not None)

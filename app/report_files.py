@@ -1,8 +1,10 @@
 """Finding and reading the report folders the app shows (JSON, parquet, safetensors; never pickle).
 
 A report is a folder holding one of the marker files below. ``find_reports`` scans folders
-recursively; each ``read_*`` checks the file against the schema the page needs and raises
-``ReportError`` naming the file and what is missing, so a page can show one clear message.
+recursively, passing over hidden files and folders (a writer's ``.interp-manifest.json`` or
+``.interp.lock``, ``.git``); each ``read_*`` checks the file against the schema the page needs
+and raises ``ReportError`` naming the file and what is missing, so a page can show one clear
+message (pages show its paths through ``paths.display_text``).
 """
 
 from __future__ import annotations
@@ -78,8 +80,9 @@ def find_reports(dirs: Sequence[Path]) -> list[Report]:
     for root in dirs:
         if not root.is_dir():
             continue
-        for here, subdirs, files in os.walk(root):
+        for here, subdirs, names in os.walk(root):
             subdirs[:] = sorted(d for d in subdirs if d not in SKIP_DIRS and not d.startswith("."))
+            files = {f for f in names if not f.startswith(".")}
             for kind, marker in MARKERS.items():
                 if marker in files:
                     folder = Path(here).resolve()

@@ -5,7 +5,9 @@
 
 Reports missing for a page (the knob and circuits until their case studies land) are replaced
 by the sample reports of ``report_fixtures`` (made-up numbers, the schema's shape), written to a
-temporary folder; the caption printed for each picture says which.
+temporary folder; the caption printed for each picture says which. A page whose text holds an
+absolute path of this machine (the working folder, the home folder, a report folder) is not
+saved: the pictures are committed.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ SHOTS = [
                                  " && document.body.innerText.includes('Steered generation')")]),
     ("circuits", "circuits", 1500, [("", "document.querySelectorAll('.js-plotly-plot').length >= 4")]),
 ]
+
+
+def absolute_paths(text: str, folders: list[Path]) -> list[str]:
+    """Those of ``folders`` (and the working and home folders) whose absolute path appears in ``text``."""
+    names = {str(p) for f in [*folders, Path.cwd(), Path.home()] for p in (f, f.resolve())}
+    return sorted(n for n in names if len(Path(n).parts) > 1 and n in text)
 
 
 def main() -> int:
@@ -79,6 +87,9 @@ def main() -> int:
                         time.sleep(1)
                     b.wait_for(ready, 300)
                 time.sleep(2)  # plotly's transitions
+                leaks = absolute_paths(b.evaluate("document.body.innerText") or "", [*dirs, scratch])
+                if leaks:
+                    raise SystemExit(f"{name}: the page shows absolute paths {leaks}; not saving it")
                 shot = b.screenshot(args.out / f"{name}.png")
             print(f"{shot}{'  (sample report)' if page in samples else ''}")
     finally:

@@ -48,6 +48,7 @@ from interp.circuits.icl_data import (
     pad_batch,
 )
 from interp.circuits.knockout import knockout
+from interp.errors import BadInputError
 from interp.kernels import attention_stats
 from interp.model import Model
 
@@ -373,10 +374,23 @@ def icl_circuit(
     from interp.circuits.report import ICLResult
 
     if k < 1:
-        raise ValueError(f"k must be at least 1 to measure the circuit (it needs demonstrations), got {k}")
+        raise BadInputError(f"k must be at least 1 to measure the circuit (it needs demonstrations), got {k}")
     if patching_pairs < 0:
-        raise ValueError(f"patching_pairs must be 0 (no patching) or more, got {patching_pairs}")
+        raise BadInputError(f"patching_pairs must be 0 (no patching) or more, got {patching_pairs}")
+    if not ks or min(ks) < 0:
+        raise BadInputError(f"ks must be demonstration counts of 0 or more, got {list(ks)}")
+    for value, what in ((n_queries, "n_queries"), (n_ablation, "n_ablation"), (batch_size, "batch_size"),
+                        (neighbors, "neighbors")):
+        if value < 1:
+            raise BadInputError(f"{what} must be at least 1, got {value}")
+    if not datasets:
+        raise BadInputError("no datasets given; shipped ones: sentiment, topic")
     loaded: list[tuple[str, ICLDataset]] = [(name, load_dataset(name)) for name in datasets]
+    for name, ds in loaded:  # every prompt set drawn below must fit the dataset
+        need = max(n_queries, n_ablation) + max(*ks, k)
+        if need > len(ds.items):
+            raise BadInputError(f"dataset {name!r} has {len(ds.items)} items, but {max(n_queries, n_ablation)} queries "
+                                f"with up to {max(*ks, k)} demonstrations each need {need}")
     if summarize:
         sentence_embeddings(["check"])  # fail early, before any model work, if the encoder is missing
     tables: dict[str, list[dict[str, Any]]] = {t: [] for t in ("accuracy", "summarize", "merge", "retrieval", "heads", "ablation")}

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from interp.errors import UnknownNameError
+from interp.errors import BadInputError, UnknownNameError
 
 DATASETS = ("sentiment", "topic")
 
@@ -54,14 +54,22 @@ def load_dataset(name: str) -> ICLDataset:
     """A shipped dataset (``sentiment``, ``topic``) or a JSON file of the same layout."""
     if name in DATASETS:
         data = json.loads(resources.files("interp").joinpath(f"data/icl_{name}.json").read_text(encoding="utf-8"))
-    elif Path(name).suffix == ".json" and Path(name).exists():
-        data = json.loads(Path(name).read_text(encoding="utf-8"))
+    elif Path(name).suffix == ".json" and Path(name).is_file():
+        try:
+            data = json.loads(Path(name).read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or not {"labels", "items", "template"} <= set(data):
+                raise ValueError("it needs the keys labels, items and template")
+            labels = list(data["labels"])
+            bad = sorted({it["label"] for it in data["items"]} - set(labels))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise BadInputError(f"ICL dataset {name} is not a dataset file: {exc}; see the shipped "
+                                "interp/data/icl_sentiment.json for the layout") from None
     else:
         raise UnknownNameError("ICL dataset", name, DATASETS, hint="or the path of a JSON file with the same layout")
     labels = list(data["labels"])
     bad = sorted({it["label"] for it in data["items"]} - set(labels))
     if bad:
-        raise ValueError(f"dataset {name!r} has items labelled {bad}, not among its labels {labels}")
+        raise BadInputError(f"dataset {name!r} has items labelled {bad}, not among its labels {labels}")
     items = [(it["text"], labels.index(it["label"])) for it in data["items"]]
     t = data["template"]
     return ICLDataset(data.get("task", name), labels, t["input_prefix"], t["label_prefix"], items, data.get("licence", ""))

@@ -286,6 +286,12 @@ def knob(model: Model, *, n_items: int = 200, test_share: float = 0.5, seed: int
     """
     if not 0 < test_share < 1:
         raise InterpError(f"test_share must be between 0 and 1, got {test_share}")
+    if not 0 < threshold <= 1:
+        raise InterpError(f"threshold must lie in (0, 1] (a share of the logit difference recovered), got {threshold}")
+    for value, what, low in ((n_items, "n_items", 2), (das_steps, "das_steps", 1), (n_random, "n_random", 1),
+                             (batch_size, "batch_size", 1), (min_das_items, "min_das_items", 1)):
+        if value < low:
+            raise InterpError(f"{what} must be at least {low}, got {value}")
     if layer is not None:
         model.check_layer(layer)
     items = knob_items(n_items, seed=seed)

@@ -93,8 +93,12 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return json.loads((folder / MANIFEST).read_text())
 
 
-def check_entry(folder: str | os.PathLike[str]) -> str | None:
-    """None if the entry is intact, else what is wrong with it (one line)."""
+def check_entry(folder: str | os.PathLike[str], *, hashes: bool = True) -> str | None:
+    """None if the entry is intact, else what is wrong with it (one line).
+
+    ``hashes=False`` stops after the cheap checks (manifest, file list, sizes): a listing
+    uses it; a load always hashes every file.
+    """
     folder = Path(folder)
     try:
         manifest = read_manifest(folder)
@@ -118,6 +122,8 @@ def check_entry(folder: str | os.PathLike[str]) -> str | None:
             return f"missing file {rel}"
         if (actual := (folder / rel).stat().st_size) != size:
             return f"{rel} has {actual} bytes, expected {size}"
+    if not hashes:
+        return None
     for rel, (_, sha) in expected.items():
         if file_sha256(folder / rel) != sha:
             return f"{rel} has the wrong sha256 (corrupted)"
@@ -128,27 +134,48 @@ def entry_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def entry_state(folder: Path) -> State:
+def entry_state(folder: Path, *, hashes: bool = True) -> State:
     if not folder.exists():
         return "absent"
-    return "ready" if check_entry(folder) is None else "damaged"
+    return "ready" if check_entry(folder, hashes=hashes) is None else "damaged"
+
+
+def lock_path(folder: Path) -> Path:
+    """The lock file that guards building ``folder``: ``.<name>.lock`` beside it."""
+    return folder.parent / f".{folder.name}.lock"
 
 
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock for ``folder`` so two processes never convert the same model at once."""
+    """Hold an exclusive lock for ``folder`` so two processes never convert the same model at once.
+
+    The lock file is removed again before the lock is released, so none is left in the cache.
+    Removing it while still holding the lock (never after) is what keeps this safe: a process
+    that was waiting on the removed file finds it unlinked once it gets the lock and retries
+    on a fresh one (filelock checks the link count after locking).
+    """
+    from filelock import FileLock, Timeout
+
     folder.parent.mkdir(parents=True, exist_ok=True)
+    path = lock_path(folder)
+    lock = FileLock(str(path))
     try:
-        import fcntl
-    except ImportError:  # not POSIX: atomic_dir still keeps the entry whole, only work may repeat
+        lock.acquire(timeout=1)
+    except Timeout:
+        _warn(f"waiting for another process that is building {folder.name}")
+        lock.acquire()
+    try:
         yield
-        return
-    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    finally:
         try:
-            yield
+            # A flock lock file is empty; one with content is a marker of filelock's soft
+            # fallback (no flock on this file system), which removes itself on release.
+            if path.stat().st_size == 0:
+                path.unlink()
+        except OSError:
+            pass
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.release()
 
 
 @dataclass(frozen=True)
@@ -198,10 +225,16 @@ class BundledState:
     path: Path | None
     install_command: str
     description: str
+    hashed: bool = False  # True: "ready" includes the sha256 of every file, not only sizes
 
 
-def bundled_states() -> list[BundledState]:
-    """One row per bundled model; verifies each present entry (reads and hashes its files)."""
+def bundled_states(*, hashes: bool = False) -> list[BundledState]:
+    """One row per bundled model.
+
+    By default a present entry gets the cheap check (manifest, file list, sizes), which
+    finds a missing or truncated file at once; ``hashes=True`` also hashes every file (about a
+    second per GB), as every load does anyway.
+    """
     rows = []
     for model in BUNDLED.values():
         version = model.version()
@@ -209,7 +242,7 @@ def bundled_states() -> list[BundledState]:
         size = 0
         if version is not None:
             path = entry_path(model.name, model.cache_key())
-            state = entry_state(path)
+            state = entry_state(path, hashes=hashes)
             size = entry_size(path) if state != "absent" else 0
         rows.append(
             BundledState(
@@ -221,6 +254,7 @@ def bundled_states() -> list[BundledState]:
                 path,
                 model.install_command,
                 model.description,
+                hashed=hashes,
             )
         )
     return rows

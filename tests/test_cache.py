@@ -113,6 +113,42 @@ def test_entry_built_once_then_reused(cache_root):
     assert not again.built and build.calls == 1 and again.path == first.path
     assert cache.get_or_build("tiny", "v2", build).built  # another key, another entry
     assert leftovers(cache_root / "models") == []
+    assert sorted(p.name for p in (cache_root / "models").iterdir()) == ["tiny-v1", "tiny-v2"]  # no .lock
+
+
+def test_concurrent_builds_build_once_and_leave_no_lock(cache_root):
+    import threading
+    import time
+
+    inside: list[int] = []
+    calls: list[int] = []
+
+    def slow_build(folder: Path) -> None:
+        inside.append(1)
+        assert len(inside) == 1, "two builders ran at once"
+        calls.append(1)
+        time.sleep(0.2)
+        (folder / "model.safetensors").write_bytes(b"weights")
+        inside.pop()
+
+    threads = [threading.Thread(target=cache.get_or_build, args=("tiny", "v1", slow_build)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert sorted(p.name for p in (cache_root / "models").iterdir()) == ["tiny-v1"]
+
+
+def test_lock_is_held_during_the_build_and_removed_after(cache_root):
+    seen: list[bool] = []
+
+    def build(folder: Path) -> None:
+        seen.append(cache.lock_path(cache.entry_path("tiny", "v1")).exists())
+        (folder / "model.safetensors").write_bytes(b"weights")
+
+    cache.get_or_build("tiny", "v1", build)
+    assert seen == [True] and not cache.lock_path(cache.entry_path("tiny", "v1")).exists()
 
 
 def truncate(path: Path) -> None:
@@ -182,6 +218,18 @@ def test_failed_build_leaves_nothing(cache_root):
     path = cache.entry_path("tiny", "v1")
     assert cache.entry_state(path) == "absent"
     assert leftovers(path.parent) == []
+    assert list(path.parent.iterdir()) == []  # no lock file either
+
+
+def test_cheap_check_finds_size_damage_but_not_a_flipped_byte(cache_root):
+    entry = cache.get_or_build("tiny", "v1", Builder())
+    weights = entry.path / "model.safetensors"
+    flip_byte(weights)
+    assert cache.check_entry(entry.path, hashes=False) is None
+    assert cache.entry_state(entry.path, hashes=False) == "ready"
+    assert "wrong sha256" in (cache.check_entry(entry.path) or "")
+    truncate(weights)
+    assert "bytes, expected" in (cache.check_entry(entry.path, hashes=False) or "")
 
 
 def test_stale_temp_from_killed_build_is_swept(cache_root):
@@ -280,6 +328,32 @@ def test_models_command_reports_damaged_entry(cache_root, monkeypatch, capsys):
     path.mkdir(parents=True)
     (path / "config.json").write_text("{}")  # no manifest: never to be trusted
     assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "damaged" in out and "(rebuilt on the next load)" in out
+
+
+def test_models_command_checks_sizes_and_hashes_only_with_verify(cache_root, monkeypatch, capsys):
+    from interp.cli import main
+
+    entry = cache.get_or_build("fake-model", "pytest-" + pytest.__version__, Builder())
+    monkeypatch.setitem(BUNDLED, "fake-model", fake_bundled("pytest"))  # installed: has a version
+    hashed: list[str] = []
+    real_sha256 = cache.file_sha256
+    monkeypatch.setattr(cache, "file_sha256", lambda p: hashed.append(str(p)) or real_sha256(p))
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "ready 0 MB (verified on load)" in out and hashed == []
+    states = {s.name: s for s in cache.bundled_states()}
+    assert states["fake-model"].state == "ready" and not states["fake-model"].hashed
+
+    assert main(["models", "--verify"]) == 0
+    assert "ready 0 MB (sha256 checked)" in capsys.readouterr().out and len(hashed) == 2
+
+    flip_byte(entry.path / "model.safetensors")
+    assert main(["models"]) == 0
+    assert "(verified on load)" in capsys.readouterr().out  # the listing does not hash
+    assert main(["models", "--verify"]) == 0
     assert "damaged" in capsys.readouterr().out
 
 

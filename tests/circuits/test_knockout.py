@@ -108,7 +108,7 @@ def test_knockout_errors():
     ids = torch.randint(1, 128, (1, 8))
     with pytest.raises(ValueError, match="no key to attend"):
         run_with_knockout(model, ids, edges_mask([[(3, j) for j in range(4)]], n=8))
-    with pytest.raises(ValueError, match="items of"):
+    with pytest.raises(ValueError, match="mask is for 1 item of 9 tokens, but the inputs are 1 item of 8 tokens"):
         run_with_knockout(model, ids, edges_mask([[(3, 1)]], n=9))
     with pytest.raises(IndexError, match="outside"):
         edges_mask([[(9, 1)]], n=8)

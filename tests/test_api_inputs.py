@@ -377,7 +377,7 @@ def test_non_finite_values_raise_at_construction(make, message):
 def test_neuron_clamp_and_steer_values(model):
     with pytest.raises(BadInputError, match=r"^clamp: value must be finite, got nan$"):
         N.clamp(model, 0, 3, float("nan"))
-    with raises(model, BadInputError, "clamp: value must be finite, got inf"):
+    with raises(model, BadInputError, "steer: value must be finite, got inf"):
         N.steer(model, 0, 3, float("inf"), "The cat sat on the", "dog")
     with raises(model, BadInputError, "the prompt '' is empty: the tokenizer gives it no tokens; every prompt "
                                       "needs at least one token"):
@@ -420,7 +420,7 @@ def test_logit_diff_errors_come_before_any_forward(model):
                                         "logit_diff(1000, 3): good token; tiny-llama has a vocabulary of 128"):
         activation_patching(model, clean, corrupt, logit_diff(1000, 3), progress=False)
     with raises(model, BadInputError, "logit_diff(['Paris', 'Rome', 'cat'], 'dog'): good has 3 tokens but the inputs "
-                                      "have 1 items; give one token for all items or one per item"):
+                                      "have 1 item; give one token for all items or one per item"):
         activation_patching(model, clean, corrupt, logit_diff(["Paris", "Rome", "cat"], "dog"), progress=False)
     with raises(model, OutOfRangeError, "position 7 is out of range: valid positions are 0..4; "
                                         "logit_diff('Paris', 'Rome'): the metric reads logits at 5 position(s)"):

@@ -86,6 +86,7 @@ def steer(
     >>> r.ratio, r.text_clamped                                                   # doctest: +SKIP
     """
     check_neuron(model, layer, neuron)
+    value = _number(value, "steer")
     iv = clamp(model, layer, neuron, value)
     if not isinstance(prompt, str):
         raise BadInputError(f"steer: prompt must be a str, got {type(prompt).__name__}")

@@ -26,7 +26,7 @@ import torch
 
 from interp.atomic import atomic_write_text
 from interp.circuits.attribution import attribution_patching
-from interp.circuits.patching import Metric, _per_item
+from interp.circuits.patching import Metric, _per_item, prepare_metric
 from interp.model import Model
 
 
@@ -94,9 +94,10 @@ def build_circuit(model: Model, clean: Any, corrupted: Any, metric: Metric, *, n
     ``node_effects`` is an ``attribution_patching`` table (computed here when not given); all
     effects and scores are normalised by ``m_clean − m_corrupted``.
     """
+    clean_t, corr_t = model.to_tokens(clean), model.to_tokens(corrupted)
+    metric = prepare_metric(metric, model, *clean_t["input_ids"].shape)  # before any forward pass
     att = node_effects if node_effects is not None else attribution_patching(model, clean, corrupted, metric)
     kept = {k: v for k, v in _node_effects(att).items() if abs(v[3]) >= node_threshold}
-    clean_t, corr_t = model.to_tokens(clean), model.to_tokens(corrupted)
     L, a = model.cfg.n_layers, model.adapter
     senders = [f"blocks.{la}.attn.hook_result" for la in range(L)] + [f"blocks.{la}.hook_mlp_out" for la in range(L)]
     with model.trace(clean_t, sites=senders) as ct:

@@ -381,15 +381,15 @@ def icl_circuit(
         raise BadInputError(f"ks must be demonstration counts of 0 or more, got {list(ks)}")
     for value, what in ((n_queries, "n_queries"), (n_ablation, "n_ablation"), (batch_size, "batch_size"),
                         (neighbors, "neighbors")):
-        if value < 1:
+        if value is not None and value < 1:
             raise BadInputError(f"{what} must be at least 1, got {value}")
     if not datasets:
         raise BadInputError("no datasets given; shipped ones: sentiment, topic")
     loaded: list[tuple[str, ICLDataset]] = [(name, load_dataset(name)) for name in datasets]
     for name, ds in loaded:  # every prompt set drawn below must fit the dataset
-        need = max(n_queries, n_ablation) + max(*ks, k)
+        need = n_queries + max(*ks, k)  # the knockouts use the first n_ablation of these queries
         if need > len(ds.items):
-            raise BadInputError(f"dataset {name!r} has {len(ds.items)} items, but {max(n_queries, n_ablation)} queries "
+            raise BadInputError(f"dataset {name!r} has {len(ds.items)} items, but {n_queries} queries "
                                 f"with up to {max(*ks, k)} demonstrations each need {need}")
     if summarize:
         sentence_embeddings(["check"])  # fail early, before any model work, if the encoder is missing

@@ -105,8 +105,10 @@ def test_knob_bad_input(tiny):
         knob(tiny, layer=99)
     with pytest.raises(InterpError, match="the fact table gives at most"):
         knob(tiny, n_items=10**6)
-    with pytest.raises(InterpError, match="1 items leave none for training"):
+    with pytest.raises(InterpError, match="n_items must be at least 2, got 1"):
         knob(tiny, n_items=1)
+    with pytest.raises(InterpError, match=r"threshold must lie in \(0, 1\]"):
+        knob(tiny, threshold=1.5)
     with pytest.raises(InterpError, match="unknown pairing 'XY'; valid: CP, PC"):
         localise(tiny, None, "XY")  # type: ignore[arg-type]
 

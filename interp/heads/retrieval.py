@@ -14,6 +14,7 @@ included, comes from a decoding step with the masked heads masked.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections import Counter
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from interp.attention import observers_of
 from interp.corpus import text as corpus_text
 from interp.errors import InterpError, PromptTooLongError
-from interp.kernels import attention_stats
+from interp.kernels import decode_argmax
 from interp.model import Model
 
 
@@ -153,23 +154,48 @@ def zero_queries_when_decoding(heads: list[int]) -> Callable:
     return op
 
 
+def _cache_keyword(model: Model) -> str:
+    # transformers renamed ``past_key_values`` to ``cache`` during 5.x; use whichever this one takes.
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.hf.forward).parameters else "past_key_values"
+
+
+def _one_logit(model: Model) -> dict[str, int]:
+    # A prefill's logits are never read: skip the unembedding of every prompt position.
+    import inspect
+
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.hf.forward).parameters else {}
+
+
+def prefill(model: Model, prompt_ids: torch.Tensor) -> Any:
+    """The key/value cache of every prompt token but the last (``None`` for a one-token prompt),
+    from which ``greedy_decode`` starts; the masking check decodes several conditions from one."""
+    ids = prompt_ids.reshape(1, -1).to(model.device)
+    if ids.shape[1] < 2:
+        return None
+    kw = _cache_keyword(model)
+    with torch.no_grad():
+        return model.hf(input_ids=ids[:, :-1], use_cache=True, **_one_logit(model)).get(kw)
+
+
 def greedy_decode(model: Model, prompt_ids: torch.Tensor, max_new_tokens: int, *,
-                  interventions: dict | None = None, on_token: Callable[[int], None] | None = None) -> list[int]:
+                  interventions: dict | None = None, on_token: Callable[[int], None] | None = None,
+                  cache: Any = None) -> list[int]:
     """Greedy decoding as in Wu et al.: the prompt except its last token is prefilled, then
     decoding starts from the last prompt token, so every generated token, the first included,
     comes from a one-token decoding step (where ``zero_queries_when_decoding`` masks heads and
     decode observers read the arg-max keys). Stops at EOS or a newline, which is not returned.
-    ``on_token(token)`` runs after each generated token's step. Retrieval scoring and the
-    masking check both decode through here."""
-    import inspect
-
+    ``on_token(token)`` runs after each generated token's step. ``cache``: a ``prefill`` of this
+    prompt to start from (it is extended in place; pass a copy to reuse it), for interventions
+    that act on decoding steps only. Retrieval scoring and the masking check both decode here."""
     ids = prompt_ids.reshape(1, -1).to(model.device)
     eos = getattr(model.tokenizer, "eos_token_id", None)
-    # transformers renamed ``past_key_values`` to ``cache`` during 5.x; use whichever this one takes.
-    kw = "cache" if "cache" in inspect.signature(model.hf.forward).parameters else "past_key_values"
+    kw = _cache_keyword(model)
     generated: list[int] = []
     with model.trace(interventions=interventions), torch.no_grad():
-        cache = model.hf(input_ids=ids[:, :-1], use_cache=True).get(kw) if ids.shape[1] > 1 else None
+        if cache is None and ids.shape[1] > 1:
+            cache = model.hf(input_ids=ids[:, :-1], use_cache=True, **_one_logit(model)).get(kw)
         nxt = ids[:, -1:]
         for _ in range(max_new_tokens):
             out = model.hf(input_ids=nxt, use_cache=True, **{kw: cache})
@@ -187,20 +213,25 @@ def greedy_decode(model: Model, prompt_ids: torch.Tensor, max_new_tokens: int, *
 def decode_with_argmax(model: Model, test: NeedleTest, max_new_tokens: int,
                        interventions: dict | None = None) -> tuple[list[int], list[torch.Tensor]]:
     """Greedy decoding (``greedy_decode``); for every generated token, each head's arg-max
-    prompt key ``[layers, heads]`` at the step that produced it."""
+    prompt key ``[layers, heads]`` (an absolute position) at the step that produced it.
+
+    A decoding step needs only each head's arg-max key, so each layer computes that and nothing
+    else (``decode_argmax``). A sliding-window layer's cache holds only its window, so its key
+    indices are shifted to absolute positions."""
     argmax: dict[int, torch.Tensor] = {}
+    position = [test.prompt_ids.shape[-1] - 1]  # the absolute position of the current query
 
     def observe(layer, q, k, spec, lse):
         if q.shape[2] != 1:
             return  # the prefill; every decoding step overwrites what is read here anyway
-        s = attention_stats(q[:, :, -1:], k, scaling=spec.scaling, sliding_window=spec.sliding_window,
-                            softcap=spec.softcap, row_stats=True)
-        argmax[layer] = s.argmax[0, :, 0].cpu()
+        idx = decode_argmax(q, k, scaling=spec.scaling, sliding_window=spec.sliding_window, softcap=spec.softcap)
+        argmax[layer] = idx[0] + (position[0] + 1 - k.shape[2])
 
     per_step: list[torch.Tensor] = []
 
     def snapshot(token: int) -> None:
-        per_step.append(torch.stack([argmax[layer] for layer in range(model.cfg.n_layers)]))
+        per_step.append(torch.stack([argmax[layer] for layer in range(model.cfg.n_layers)]).cpu())
+        position[0] += 1
 
     modules = [model.module(f"{model.adapter.layers}.{layer}.{model.adapter.attn}") for layer in range(model.cfg.n_layers)]
     for m in modules:
@@ -301,6 +332,15 @@ def needle_recall(model: Model, tests: list[NeedleTest], max_new_tokens: int, in
     return float(np.mean(recalls))
 
 
+def _scored_recalls(table, tests: list[NeedleTest]) -> list[float] | None:
+    """The unmasked recalls of ``tests`` as the scoring pass measured them (same decoding, no
+    intervention), or ``None`` when the table does not hold all of them."""
+    rows = {(r["needle"], r["length"], r["depth"]): r["recall"]
+            for r in (table.checks.get("retrieval_tests") or {}).get("per_test", [])}
+    found = [rows.get((t.needle, t.length, t.depth)) for t in tests]
+    return None if any(r is None for r in found) else [float(r) for r in found]  # type: ignore[arg-type]
+
+
 def masking_pool(n_total_heads: int) -> int:
     """How many heads the random control of the masking check draws from: those outside the
     top ``min(100, n/2)`` (Wu et al. draw outside the top 100)."""
@@ -339,9 +379,23 @@ def masking_check(model: Model, table, cfg: dict[str, Any], progress: bool = Tru
     randoms = {s: random_heads(model, k, top100, s) for s in cfg["mask_seeds"]}
     for s, heads in randoms.items():
         conditions[f"random_{s}"] = masked(heads)
-    recall = {}
-    for name, ivs in tqdm(conditions.items(), desc="retrieval masking", disable=not progress):
-        recall[name] = needle_recall(model, tests, cfg["max_new_tokens"], ivs)
+    # Masking acts on decoding steps only, so every condition decodes from one prefill per test;
+    # the unmasked condition is the scoring pass's own decoding of the same tests, where it ran.
+    recalls: dict[str, list[float]] = {name: [] for name in conditions}
+    scored = _scored_recalls(table, tests)
+    if scored is not None:
+        recalls["none"] = scored
+    todo = [name for name in conditions if not recalls[name]]
+    bar = tqdm(total=len(tests) * len(todo), desc="retrieval masking", disable=not progress)
+    for t in tests:
+        cache = prefill(model, t.prompt_ids)
+        for name in todo:
+            generated = greedy_decode(model, t.prompt_ids, cfg["max_new_tokens"], interventions=conditions[name],
+                                      cache=copy.deepcopy(cache))
+            recalls[name].append(rouge1_recall(t.answer, model.tokenizer.decode(generated)))
+            bar.update()
+    bar.close()
+    recall = {name: float(np.mean(recalls[name])) for name in conditions}
     return {
         "k": k, "mask_k": cfg["mask_k"], "threshold": cfg["threshold"], "tests": len(tests),
         "length": sorted(cfg["lengths"])[0], "top_heads": [f"{layer}.{h}" for layer, h in top],

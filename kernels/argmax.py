@@ -1,0 +1,39 @@
+"""The arg-max key of one query row per head: what a decoding step of a retrieval scan needs.
+
+One batched matrix product per layer instead of a row's full statistics: under GQA/MQA each kv
+head is read once by its group of query heads, and the scores are scaled and soft-capped exactly
+as the layer does (so ties resolve as in ``attention_stats``), with the sliding window and key
+padding masked.
+
+>>> import torch
+>>> q, k = torch.randn(1, 4, 1, 8), torch.randn(1, 2, 10, 8)
+>>> decode_argmax(q, k, scaling=8 ** -0.5).shape
+torch.Size([1, 4])
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def decode_argmax(q: torch.Tensor, k: torch.Tensor, *, scaling: float, sliding_window: int | None = None,
+                  softcap: float | None = None, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``[batch, heads]`` index (into ``k``'s positions) of each head's largest attention score for
+    the last query row of ``q`` ``[batch, heads, rows, d]``, which sits at ``k``'s last position.
+
+    ``k``: ``[batch, kv_heads, keys, d]``; ``key_mask``: ``[batch, keys]``, True for real keys.
+    Causality needs no mask: the query is the last key. Ties go to the first key.
+    """
+    b, h, _, d = q.shape
+    hkv, n = k.shape[1], k.shape[2]
+    if h % hkv:
+        raise ValueError(f"{h} query heads cannot share {hkv} kv heads")
+    qg = q[:, :, -1].float().reshape(b, hkv, h // hkv, d)
+    s = (qg @ k.float().transpose(-1, -2)) * scaling  # [b, kv, group, keys]
+    if softcap is not None:
+        s = torch.tanh(s / softcap) * softcap
+    if sliding_window is not None and n > sliding_window:
+        s[..., : n - sliding_window] = float("-inf")
+    if key_mask is not None:
+        s = s.masked_fill(~key_mask.bool()[:, None, None, :], float("-inf"))
+    return s.argmax(dim=-1).reshape(b, h)

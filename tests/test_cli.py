@@ -19,3 +19,41 @@ def test_unknown_model_is_a_clear_error(capsys):
     assert main(["trace", "no-such-model"]) == 2
     err = capsys.readouterr().err
     assert "no-such-model" in err and "smollm2-135m" in err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("interp 0.") and "torch" in out and "transformers" in out
+
+
+def test_parsing_imports_nothing_heavy():
+    """A bad argument is reported before torch or transformers load (the parser stays light)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom interp.cli import build_parser\nbuild_parser()\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_options_mean_one_thing_across_subcommands():
+    """Shared options are spelled alike in every subcommand, and the renamed ones are gone."""
+    from interp.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    options = {name: {o for a in p._actions for o in a.option_strings} for name, p in sub.items()}
+    for name in ("heads", "neurons", "knob", "icl", "trace"):
+        assert {"--device", "--dtype", "--debug"} <= options[name], name
+    for name in ("heads", "neurons", "knob", "icl"):
+        assert {"--out", "--force"} <= options[name], name
+    everything = set().union(*options.values())
+    assert not {"--new-tokens", "--k", "--ks", "--html-k"} & everything
+    for p in sub.values():
+        for a in p._actions:
+            if a.option_strings and a.help is None and a.dest != "help":
+                raise AssertionError(f"{p.prog} {a.option_strings} has no help")

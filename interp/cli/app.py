@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: reports/ and the committed case_studies/results/)")
     p.add_argument("--model", help="model for the live views: bundled name, local HF folder or .gguf file")
     p.add_argument("--host", default=LOOPBACK, help=f"address to listen on (default {LOOPBACK}, this machine only)")
-    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--port", type=int, default=8501, help="port to listen on (default 8501)")
     p.set_defaults(run=run)
 
 

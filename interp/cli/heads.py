@@ -4,6 +4,13 @@ Every model's settings and needles, and every output folder, are checked before 
 starts, so bad input leaves nothing behind. The output folder is locked for the run; an
 interrupted run keeps its finished units in ``DIR/.interp-checkpoint`` (per model with several
 models) and a rerun of the same command resumes from them.
+
+Checkpoints of one training run (``interp heads 'run/checkpoint-*' --out DIR``: several folders,
+each with a step in its name or a ``trainer_state.json``, or any folders with ``--timeline``) are
+scanned in step order, one subfolder each, and ``DIR`` gets ``timeline.parquet`` (step, layer,
+head, score, value), ``timeline.json`` and ``timeline.html`` (chosen scores against step). Their
+finished units stay in ``DIR/.interp-checkpoint`` until the whole timeline is written, so an
+interrupted timeline resumes without rescanning the checkpoints it finished.
 """
 
 from __future__ import annotations
@@ -39,6 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exclude-bos", action="store_true", help="leave the first token out of pattern scores")
     p.add_argument("--exclude-current", action="store_true", help="leave each query's own token out")
     p.add_argument("--no-causal-checks", action="store_true", help="skip the ablation checks")
+    p.add_argument("--timeline", action="store_true",
+                   help="the models are checkpoints of one run: scan them in step order (from each folder's name "
+                        "or trainer_state.json) and write timeline.parquet and timeline.html; implied when there "
+                        "are several folders and each has a step")
+    p.add_argument("--timeline-scores", default=None, type=o.names_list,
+                   help="comma-separated scores drawn against step in timeline.html (default: prev_token, "
+                        "duplicate, induction and retrieval, where computed)")
     o.add_quiet(p)
     p.set_defaults(run=run)
 
@@ -55,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     how = o.model_options(args)  # device and dtype checked before anything else
     names = check_scores(args.scores)
+    steps, figure_scores = _timeline(args, names)
     settings = dict(
         lengths=args.lengths, samples=args.samples, text_tokens=args.text_tokens, text_samples=args.text_samples,
         seed=args.seed, exclude_bos=args.exclude_bos, exclude_current=args.exclude_current,
@@ -70,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     # model's settings and needles are checked before any scan starts (a folder this run
     # created is removed again if that fails). With several models each is loaded again for
     # its scan rather than all held in memory at once.
-    several = len(args.models) > 1
+    several = len(args.models) > 1 or steps is not None
     kept: interp.Model | None = None
     folders: dict[str, str] = {}
     with output_folder(args.out, force=args.force) as top:
@@ -85,13 +100,19 @@ def run(args: argparse.Namespace) -> int:
             folders[model.name] = sub
             kept = None if several else model
             del model
+        reports: list[tuple[int, str, HeadScores]] = []
         for spec, (name, sub) in zip(args.models, folders.items(), strict=True):
             model = kept if kept is not None else load(spec)
             if several:
+                # A timeline keeps every checkpoint's finished units in the top folder's
+                # checkpoint until the whole timeline is written, so a rerun skips finished ones.
+                partial = top.checkpoint / sub if steps is not None else None
                 with top.subfolder(sub, force=args.force) as dest:
-                    scores = interp.heads.scan(model, names, **settings, checkpoint=str(dest.checkpoint),
+                    scores = interp.heads.scan(model, names, **settings, checkpoint=str(partial or dest.checkpoint),
                                                progress=not args.quiet)
                     scores.save(dest)
+                if steps is not None:
+                    reports.append((steps[spec], sub, scores))
             else:
                 scores = interp.heads.scan(model, names, **settings, checkpoint=str(top.checkpoint),
                                            progress=not args.quiet)
@@ -100,9 +121,34 @@ def run(args: argparse.Namespace) -> int:
             del model
         if several:
             index = write_index({name: Path(sub) for name, sub in folders.items()}, top)
+        if steps is not None:
+            from interp.heads.timeline import Timeline
+
+            timeline = Timeline.from_reports(reports, figure_scores=figure_scores, settings={"scores": names, **settings})
+            timeline.save(top)
     if several:
         print(f"index: {index}")
+    if steps is not None:
+        print(f"timeline: {args.out / 'timeline.parquet'} ({len(reports)} checkpoints, steps "
+              f"{min(steps.values())}..{max(steps.values())}); figure: {args.out / 'timeline.html'}")
     return 0
+
+
+def _timeline(args: argparse.Namespace, names: list[str]) -> tuple[dict[str, int] | None, list[str] | None]:
+    """Expand glob patterns among the models; when they are checkpoints of a run (see the module
+    doc), order them by step: returns ``{spec: step}`` and the scores the figure draws (checked
+    against those computed), else ``(None, None)``."""
+    from interp.heads.timeline import check_figure_scores, checkpoint_steps, expand_globs, score_names
+
+    args.models = expand_globs(args.models)
+    ordered = checkpoint_steps(args.models, required=args.timeline)
+    if ordered is None or (len(ordered) < 2 and not args.timeline):
+        if args.timeline_scores:
+            raise InterpError("--timeline-scores draws a timeline of checkpoints: give several checkpoint folders "
+                              "(run/checkpoint-*) or --timeline")
+        return None, None
+    args.models = [spec for _, spec in ordered]
+    return {spec: step for step, spec in ordered}, check_figure_scores(args.timeline_scores, score_names(names))
 
 
 def _summary(name: str, folder: Path, scores: HeadScores) -> None:

@@ -1,0 +1,295 @@
+"""Head scores across training checkpoints: checkpoint folders ordered by step, the timeline
+table (one row per step, layer, head and score) and its figure of scores against step.
+
+``interp heads CKPT [CKPT ...] --out DIR`` on checkpoint folders (``run/checkpoint-*``) scans
+each one into its own subfolder and writes ``timeline.parquet``, ``timeline.json`` and
+``timeline.html`` beside them.
+
+>>> checkpoint_step("runs/checkpoint-1500")
+1500
+>>> checkpoint_step("runs/final") is None
+True
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from interp.errors import InterpError, UnknownNameError
+from interp.heads.names import NGRAM_ORDERS, OUTPUT_ORDER, RANDOM_SCORES
+from interp.outputs import OutputFolder, writing
+from interp.strict_json import dumps
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from interp.heads.table import HeadScores
+
+COLUMNS = ["step", "layer", "head", "score", "value"]
+TABLE, META, FIGURE = "timeline.parquet", "timeline.json", "timeline.html"
+TRAINER_STATE = "trainer_state.json"
+# checkpoint-500, step_500, step500, ckpt-500, global_step500, iter-500, or a bare 500.
+_STEP_NAME = re.compile(r"(?:^|[-_.])(?:checkpoint|ckpt|step|global[-_]?step|iter|iteration)[-_=]?(\d+)$|^(\d+)$",
+                        re.IGNORECASE)
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+class TimelineError(InterpError, ValueError):
+    """Checkpoint folders that cannot make a timeline (no step, two with one step, no match)."""
+
+
+def _trainer_step(folder: Path) -> int | None:
+    path = folder / TRAINER_STATE
+    if not path.is_file():
+        return None
+    try:
+        step = json.loads(path.read_text(encoding="utf-8")).get("global_step")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        raise TimelineError(f"{path} is not readable JSON with a global_step") from None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise TimelineError(f"{path}: global_step should be a non-negative integer, got {step!r}")
+    return step
+
+
+def checkpoint_step(folder: str | Path) -> int | None:
+    """A checkpoint folder's training step: ``global_step`` of its ``trainer_state.json`` (as the
+    Hugging Face Trainer writes it), else the number its name ends with after ``checkpoint``,
+    ``step``, ``ckpt``, ``global_step`` or ``iter`` (or a name that is only a number); None if neither."""
+    folder = Path(folder)
+    if folder.is_dir():
+        step = _trainer_step(folder)
+        if step is not None:
+            return step
+    match = _STEP_NAME.search(folder.name)
+    return None if match is None else int(match.group(1) or match.group(2))
+
+
+def expand_globs(specs: Iterable[str]) -> list[str]:
+    """``specs`` with every glob pattern that is not itself a path replaced by its matches in
+    sorted order (``run/checkpoint-*``); a pattern that matches nothing raises."""
+    out: list[str] = []
+    for spec in specs:
+        if _GLOB_CHARS.search(spec) and not Path(spec).expanduser().exists():
+            matches = sorted(glob.glob(str(Path(spec).expanduser())))
+            if not matches:
+                raise TimelineError(f"no file or folder matches {spec!r}")
+            out += matches
+        else:
+            out.append(spec)
+    return list(dict.fromkeys(out))
+
+
+def checkpoint_steps(specs: Sequence[str], *, required: bool = False) -> list[tuple[int, str]] | None:
+    """``[(step, spec), ...]`` ordered by step when every spec is a local folder with a step
+    (see ``checkpoint_step``), else None; with ``required`` a spec without one raises instead.
+    Two checkpoints at one step raise: the timeline would be ambiguous."""
+    steps: list[tuple[int, str]] = []
+    for spec in specs:
+        path = Path(spec).expanduser()
+        step = checkpoint_step(path) if path.is_dir() else None
+        if step is None:
+            if required:
+                why = "is not a folder" if not path.is_dir() else f"has no {TRAINER_STATE} and no step in its name"
+                raise TimelineError(f"{spec} {why}; a timeline needs checkpoint folders such as run/checkpoint-500 "
+                                    f"or folders with a {TRAINER_STATE}")
+            return None
+        steps.append((step, spec))
+    seen: dict[int, str] = {}
+    for step, spec in steps:
+        if step in seen:
+            raise TimelineError(f"two checkpoints are at step {step}: {seen[step]} and {spec}")
+        seen[step] = spec
+    return sorted(steps)
+
+
+def score_names(scores: Iterable[str]) -> list[str]:
+    """The table names a scan's score choice produces (``ngram`` gives ``ngram1``..``ngram4``)."""
+    out: list[str] = []
+    for s in scores:
+        out += [f"ngram{n}" for n in NGRAM_ORDERS] if s == "ngram" else [s]
+    return [s for s in OUTPUT_ORDER if s in out]
+
+
+def default_figure_scores(computed: Sequence[str]) -> list[str]:
+    """The scores drawn against step when none are chosen: the repeated-token scores and
+    retrieval where computed, else every score."""
+    main = [s for s in computed if s in (*RANDOM_SCORES, "retrieval")]
+    return main or list(computed)
+
+
+def check_figure_scores(chosen: Sequence[str] | None, computed: Sequence[str]) -> list[str]:
+    """``chosen`` checked against the scores the scan computes (its default when None)."""
+    if not chosen:
+        return default_figure_scores(computed)
+    for s in chosen:
+        if s not in computed:
+            raise UnknownNameError("timeline score", s, computed,
+                                   hint="the figure can draw only scores the scan computes (--scores)")
+    return list(dict.fromkeys(chosen))
+
+
+def timeline_table(reports: Iterable[tuple[int, HeadScores]]) -> pd.DataFrame:
+    """One row per (step, layer, head, score), ordered by step, then score, layer and head."""
+    parts = []
+    for step, scores in reports:
+        df = scores.df.copy()
+        df.insert(0, "step", int(step))
+        parts.append(df)
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("step", "layer", "head") else
+                                          ("float64" if c == "value" else "object")) for c in COLUMNS})
+    table = pd.concat(parts, ignore_index=True)
+    rank = {s: i for i, s in enumerate(dict.fromkeys(table["score"]))}
+    table["_rank"] = table["score"].map(rank)
+    table = table.sort_values(["step", "_rank", "layer", "head"], kind="stable").drop(columns="_rank")
+    return table[COLUMNS].astype({"step": "int64", "layer": "int64", "head": "int64", "value": "float64"}) \
+        .reset_index(drop=True)
+
+
+@dataclass
+class Timeline:
+    """Head scores of one training run at each checkpoint.
+
+    ``df``: columns ``step, layer, head, score, value``. ``checkpoints``: per step, the report
+    subfolder (relative to the timeline's folder) and the model name. ``figure_scores``: the
+    scores ``figure()`` draws by default.
+    """
+
+    df: pd.DataFrame
+    checkpoints: list[dict[str, Any]]
+    figure_scores: list[str]
+    settings: dict[str, Any]
+
+    @classmethod
+    def from_reports(cls, reports: Sequence[tuple[int, str, HeadScores]], *, figure_scores: Sequence[str] | None = None,
+                     settings: dict[str, Any] | None = None) -> Timeline:
+        """From ``[(step, subfolder, HeadScores), ...]`` (any order)."""
+        ordered = sorted(reports, key=lambda r: r[0])
+        df = timeline_table((step, scores) for step, _, scores in ordered)
+        computed = list(dict.fromkeys(df["score"]))
+        return cls(df=df, checkpoints=[{"step": int(step), "folder": folder, "model": scores.model,
+                                        "layers": scores.n_layers, "heads": scores.n_heads}
+                                       for step, folder, scores in ordered],
+                   figure_scores=check_figure_scores(figure_scores, computed), settings=settings or {})
+
+    @property
+    def steps(self) -> list[int]:
+        return [int(c["step"]) for c in self.checkpoints]
+
+    @property
+    def scores(self) -> list[str]:
+        return list(dict.fromkeys(self.df["score"]))
+
+    def folder_of(self, step: int) -> str:
+        """The report subfolder of the checkpoint at ``step``."""
+        for c in self.checkpoints:
+            if int(c["step"]) == int(step):
+                return str(c["folder"])
+        raise UnknownNameError("step", step, self.steps)
+
+    def head(self, score: str, layer: int, head: int) -> pd.DataFrame:
+        """``step, value`` of one head's score across checkpoints."""
+        part = self.df[(self.df["score"] == score) & (self.df["layer"] == layer) & (self.df["head"] == head)]
+        return part[["step", "value"]].reset_index(drop=True)
+
+    def top_heads(self, score: str, k: int = 6) -> list[tuple[int, int]]:
+        """The ``k`` heads whose ``score`` peaks highest over the run."""
+        if score not in self.scores:
+            raise UnknownNameError("score", score, self.scores)
+        part = self.df[self.df["score"] == score]
+        peak = part.groupby(["layer", "head"])["value"].max().sort_values(ascending=False, kind="stable")
+        return [(int(layer), int(h)) for layer, h in peak.index[:k]]
+
+    def figure(self, scores: Sequence[str] | None = None, *, top: int = 6, step: int | None = None) -> go.Figure:
+        """Each score against step: the ``top`` heads that peak highest and the maximum over all
+        heads (dashed); ``step`` draws a vertical line there."""
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        chosen = list(scores) if scores else self.figure_scores
+        for s in chosen:
+            if s not in self.scores:
+                raise UnknownNameError("score", s, self.scores)
+        fig = make_subplots(rows=len(chosen), cols=1, shared_xaxes=True, subplot_titles=chosen,
+                            vertical_spacing=0.08 if len(chosen) > 1 else 0.0)
+        palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+        for row, score in enumerate(chosen, start=1):
+            part = self.df[self.df["score"] == score]
+            best = part.groupby("step")["value"].max()
+            fig.add_trace(go.Scatter(x=best.index.tolist(), y=best.tolist(), name=f"{score}: max over heads",
+                                     mode="lines", line={"color": "black", "dash": "dash"}, legendgroup=score,
+                                     hovertemplate="step %{x}: %{y:.3f}<extra>max</extra>"), row=row, col=1)
+            for i, (layer, h) in enumerate(self.top_heads(score, top)):
+                one = self.head(score, layer, h)
+                fig.add_trace(go.Scatter(x=one["step"].tolist(), y=one["value"].tolist(), mode="lines+markers",
+                                         name=f"{score}: L{layer}H{h}", legendgroup=score, marker={"size": 4},
+                                         line={"color": palette[i % len(palette)]},
+                                         hovertemplate=f"L{layer}H{h} step %{{x}}: %{{y:.3f}}<extra></extra>"),
+                              row=row, col=1)
+            fig.update_yaxes(title_text="score", row=row, col=1)
+            if step is not None:
+                fig.add_vline(x=step, line={"color": "#999", "width": 1}, row=row, col=1)  # type: ignore[arg-type]
+        fig.update_xaxes(title_text="training step", row=len(chosen), col=1)
+        fig.update_layout(title=f"Head scores against training step ({len(self.steps)} checkpoints)",
+                          height=160 + 260 * len(chosen), width=900)
+        return fig
+
+    def to_json(self) -> dict[str, Any]:
+        return {"columns": COLUMNS, "checkpoints": self.checkpoints, "scores": self.scores,
+                "figure_scores": self.figure_scores, "settings": self.settings}
+
+    def save(self, dest: str | Path | OutputFolder, *, force: bool = False) -> Path:
+        """Write ``timeline.parquet``, ``timeline.json`` and ``timeline.html`` (self-contained)."""
+        with writing(dest, force=force) as out:
+            buf = io.BytesIO()
+            self.df.to_parquet(buf, index=False)
+            out.write_bytes(TABLE, buf.getvalue())
+            out.write_text(META, dumps(self.to_json(), indent=1))
+            out.write_text(FIGURE, self.figure().to_html(include_plotlyjs="inline"))
+        return out.path / TABLE
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Timeline:
+        """Read ``timeline.json`` and ``timeline.parquet`` back; a damaged pair raises ``TimelineError``."""
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / META).read_text(encoding="utf-8"))
+            df = pd.read_parquet(folder / TABLE)
+        except FileNotFoundError as exc:
+            raise TimelineError(f"no {Path(exc.filename or TABLE).name} in {folder}") from None
+        except Exception as exc:  # json and pyarrow raise their own types for damaged files
+            raise TimelineError(f"cannot read the timeline in {folder}: {exc}") from None
+        missing = [c for c in COLUMNS if c not in df.columns]
+        if missing or not isinstance(meta, dict) or not isinstance(meta.get("checkpoints"), list):
+            raise TimelineError(f"{folder} does not hold a timeline (columns {COLUMNS} and a checkpoints list)")
+        for c in meta["checkpoints"]:
+            if not isinstance(c, dict) or "step" not in c or "folder" not in c:
+                raise TimelineError(f"{folder / META}: each checkpoint needs a step and a folder")
+        return cls(df=df[COLUMNS], checkpoints=meta["checkpoints"],
+                   figure_scores=list(meta.get("figure_scores") or []) or default_figure_scores(
+                       list(dict.fromkeys(df["score"]))),
+                   settings=meta.get("settings") or {})
+
+
+def find_timeline(report_folder: str | Path) -> Path | None:
+    """The folder of the timeline a head-score report belongs to (its parent, when that holds
+    ``timeline.json`` listing the report), else None."""
+    folder = Path(report_folder)
+    meta = folder.parent / META
+    if not meta.is_file():
+        return None
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        listed = {str(c.get("folder")) for c in data.get("checkpoints", []) if isinstance(c, dict)}
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    return folder.parent if folder.name in listed else None

@@ -3,6 +3,9 @@
 The attention view traces only the chosen layer's q and k and recomputes softmax rows for the
 chosen query positions (``interp.attention_pattern``), so the model keeps its fast attention
 and a long prompt costs one forward pass plus a few rows.
+
+A report that is one checkpoint of a timeline (``interp heads 'run/checkpoint-*' --out DIR``) gets
+a step slider over the run's checkpoints and the timeline figure with the chosen step marked.
 """
 
 from __future__ import annotations
@@ -41,6 +44,46 @@ def _quick_scan(spec: str) -> Any:
             df, model=parts[0].model, n_layers=parts[0].n_layers, n_heads=parts[0].n_heads,
             settings={**parts[0].settings, "scores": chosen}, versions=parts[0].versions)
     return st.session_state.get("scan_result")
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _read_timeline(folder: str, stamp: int) -> Any:
+    from interp.heads.timeline import Timeline
+
+    return Timeline.load(folder)
+
+
+def _timeline_step(report: Any) -> tuple[Any, Any, int | None]:
+    """For a report that is one checkpoint of a timeline: a slider over the run's steps, starting at
+    the report's own; returns the report at the chosen step, the timeline and the step."""
+    from interp.app.report_files import Report
+    from interp.heads.timeline import META, TimelineError, find_timeline
+
+    root = find_timeline(report.folder)
+    if root is None:
+        return report, None, None
+    try:
+        timeline = _read_timeline(str(root), (root / META).stat().st_mtime_ns)
+    except (TimelineError, OSError) as exc:  # the checkpoint's own report still shows
+        st.warning(ui.display_text(f"Timeline: {exc}"))
+        return report, None, None
+    own = next(int(c["step"]) for c in timeline.checkpoints if str(c["folder"]) == report.folder.name)
+    if st.session_state.get("_timeline_report") != str(report.folder):  # another report picked: start at its step
+        st.session_state["_timeline_report"] = str(report.folder)
+        st.session_state["timeline_step"] = own
+    step = st.select_slider("Training step", options=timeline.steps, key="timeline_step",
+                            help=f"{len(timeline.steps)} checkpoints of this run; heatmaps and table show the "
+                                 "chosen one's report")
+    folder = root / timeline.folder_of(step)
+    return Report("heads", folder, f"{folder.name}  (step {step})"), timeline, int(step)
+
+
+def _timeline_figure(timeline: Any, step: int) -> None:
+    shown = [s for s in timeline.figure_scores if s in timeline.scores] or timeline.scores[:1]
+    with st.expander("Scores against training step", expanded=True):
+        chosen = st.multiselect("Timeline scores", timeline.scores, default=shown, key="timeline_scores")
+        if chosen:
+            st.plotly_chart(timeline.figure(chosen, step=step), key="timeline_figure")
 
 
 def _heatmaps(scores: Any) -> None:
@@ -132,18 +175,24 @@ def page() -> None:
     spec = ui.model_spec()
     sources = ["Saved report"] + (["Quick scan of the picked model"] if spec else [])
     source = st.radio("Source", sources, horizontal=True, key="heads_source")
-    scores = None
+    scores, timeline, step = None, None, None
     with ui.shown_errors("Head scores"):
         if source == "Saved report":
             report = ui.pick_report("heads")
+            if report is not None:
+                report, timeline, step = _timeline_step(report)
             scores = ui.read(report) if report is not None else None
         else:
             assert spec is not None
             scores = _quick_scan(spec)
     if scores is None:
         return
-    st.caption(ui.display_text(f"{scores.model}: {scores.n_layers} layers × {scores.n_heads} heads; "
+    at_step = "" if step is None else f" at step {step} ({len(timeline.steps)} checkpoints)"
+    st.caption(ui.display_text(f"{scores.model}{at_step}: {scores.n_layers} layers × {scores.n_heads} heads; "
                                f"scores: {', '.join(scores.scores)}"))
+    if timeline is not None and step is not None:
+        with ui.shown_errors("Timeline"):
+            _timeline_figure(timeline, step)
     _heatmaps(scores)
     st.subheader("Heads")
     pick = _table(scores)

@@ -1,7 +1,7 @@
 """Head scans of the bundled models, and what they say next to the papers' numbers.
 
-Runs ``interp heads MODEL`` with default settings but five needle depths for each model (one process each), into
-``case_studies/results/head_scans/MODEL``, writes the index page, and writes
+Runs ``interp heads MODEL [MODEL ...]`` with default settings but five needle depths, into
+``case_studies/results/head_scans/MODEL`` (and the index page there), and writes
 ``case_studies/results/head_scans.md``: the top heads per score, the share of
 retrieval heads against Wu et al.'s 3-6%, the two causal checks, and the agreement with
 TransformerLens's head detector (from ``heads_vs_transformerlens.json`` when present).
@@ -20,7 +20,6 @@ from pathlib import Path
 import pandas as pd
 
 from interp.atomic import atomic_write_text
-from interp.heads.report import write_index
 
 OUT = Path(__file__).parent / "results"
 FOLDER = OUT / "head_scans"
@@ -81,10 +80,8 @@ def main() -> None:
     ap.add_argument("--summary-only", action="store_true", help="only rebuild the summary from saved reports")
     args = ap.parse_args()
     names = args.models.split(",")
-    for name in names:
-        if not args.summary_only:
-            subprocess.run([sys.executable, "-c", CLI, "heads", name, "--out", str(FOLDER / name), "--force", *DEPTHS], check=True)
-    write_index({n: FOLDER / n for n in names}, FOLDER)
+    if not args.summary_only:  # one subfolder per model and the index page
+        subprocess.run([sys.executable, "-c", CLI, "heads", *names, "--out", str(FOLDER), "--force", *DEPTHS], check=True)
     tl = OUT / "heads_vs_transformerlens.json"
     agreement = json.loads(tl.read_text()) if tl.exists() else {}
     lines = ["# Head scans of the bundled models", "",

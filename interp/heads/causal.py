@@ -70,17 +70,26 @@ def induction_ablation(model: Model, table: HeadScores, *, k: int = 10, length: 
     }
 
 
+def check_names(table: HeadScores) -> list[str]:
+    """The causal checks that apply to the scores in ``table``, in the order they run."""
+    return [name for name, score in (("induction_ablation", "induction"), ("retrieval_masking", "retrieval"))
+            if score in table.scores]
+
+
+def run_check(model: Model, name: str, table: HeadScores, settings: dict[str, Any], *,
+              progress: bool = True) -> dict[str, Any]:
+    """One causal check (``check_names``) of the scores in ``table``."""
+    if name == "induction_ablation":
+        k = max(1, min(10, model.cfg.n_total_heads // 10))
+        return induction_ablation(model, table, k=k, length=max(settings["lengths"]), samples=settings["samples"])
+    if name == "retrieval_masking":
+        from interp.heads.retrieval import masking_check
+
+        return masking_check(model, table, settings["retrieval"], progress=progress)
+    raise ValueError(f"unknown check {name!r}")
+
+
 def run_checks(model: Model, table: HeadScores, settings: dict[str, Any], *, checkpoint=None,
                progress: bool = True) -> dict[str, Any]:
     """The causal checks that apply to the scores in ``table``."""
-    checks: dict[str, Any] = {}
-    if "induction" in table.scores:
-        k = max(1, min(10, model.cfg.n_total_heads // 10))
-        checks["induction_ablation"] = induction_ablation(
-            model, table, k=k, length=max(settings["lengths"]), samples=settings["samples"]
-        )
-    if "retrieval" in table.scores:
-        from interp.heads.retrieval import masking_check
-
-        checks["retrieval_masking"] = masking_check(model, table, settings["retrieval"], progress=progress)
-    return checks
+    return {name: run_check(model, name, table, settings, progress=progress) for name in check_names(table)}

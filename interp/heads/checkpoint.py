@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from interp.atomic import atomic_write_text, temp_sibling
 from interp.outputs import OutputError
+from interp.strict_json import dumps
 
 STAMP = "settings.sha256"
 
@@ -28,6 +29,7 @@ class Checkpoint:
 
     def __init__(self, folder: str | Path | None, settings: dict[str, Any]):
         self.folder = Path(folder) if folder is not None else None
+        self._memory: dict[str, Any] = {}  # without a folder, results live here for one run
         fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
         if self.folder is None:
             return
@@ -53,25 +55,41 @@ class Checkpoint:
         return self.folder / (re.sub(r"[^\w.=-]", "_", key) + ".safetensors")
 
     def get(self, key: str) -> dict[str, torch.Tensor] | None:
-        if self.folder is None or not self._path(key).exists():
+        if self.folder is None:
+            return self._memory.get(key)
+        if not self._path(key).exists():
             return None
         return load_file(self._path(key))
 
     def put(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
         if self.folder is None:
+            self._memory[key] = tensors
             return
         path = self._path(key)
         tmp = temp_sibling(path)
         save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp))
         tmp.replace(path)
 
+    def get_json(self, key: str) -> Any:
+        """A unit's result stored as JSON (``put_json``), or None."""
+        if self.folder is None:
+            return self._memory.get(key + ".json")
+        path = self._path(key).with_suffix(".json")
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def put_json(self, key: str, value: Any) -> None:
+        if self.folder is None:
+            self._memory[key + ".json"] = json.loads(dumps(value))  # as it would read back
+        else:
+            atomic_write_text(self._path(key).with_suffix(".json"), dumps(value))
+
     def clear(self) -> None:
         """Remove the unit files and the stamp (ours), then the folder if nothing else is in it."""
         if self.folder is None or not (self.folder / STAMP).is_file():
             return
-        for path in self.folder.glob("*.safetensors"):
+        for path in [*self.folder.glob("*.safetensors"), *self.folder.glob("*.json")]:
             path.unlink()
-        for path in self.folder.glob(".*.safetensors.tmp-*"):  # units being written when a run was killed
+        for path in self.folder.glob(".*.tmp-*"):  # units being written when a run was killed
             path.unlink()
         (self.folder / STAMP).unlink()
         if not any(self.folder.iterdir()):

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -21,9 +20,10 @@ from interp.errors import InterpError, PromptTooLongError, UnknownNameError
 from interp.head_stats import head_stats
 from interp.heads import scores as S
 from interp.heads.checkpoint import Checkpoint
-from interp.heads.names import NGRAM_ORDERS, OUTPUT_ORDER, PATTERN_SCORES, RANDOM_SCORES, SCORES, TEXT_SCORES
+from interp.heads.names import NGRAM_ORDERS, PATTERN_SCORES, RANDOM_SCORES, SCORES, TEXT_SCORES
 from interp.heads.sequences import bos_id, natural_text, repeated_random
 from interp.heads.table import HeadScores
+from interp.heads.units import ScanUnits
 from interp.model import Model
 
 if TYPE_CHECKING:
@@ -249,36 +249,14 @@ def scan(
         seed=seed, exclude_bos=exclude_bos, exclude_current=exclude_current, batch_size=batch_size,
         retrieval=retrieval, causal_checks=causal_checks,
     )
-    names, settings = plan.names, plan.settings
-    ckpt = Checkpoint(checkpoint, {"model": model.name, **settings})
-    totals: dict[str, torch.Tensor] = {}
-    units = _units(settings, names)
-    for unit in tqdm(units, desc="head scan", disable=not progress or not units):
-        key = "-".join(map(str, unit))
-        part = ckpt.get(key)
-        if part is None:
-            part = _score_unit(model, unit, names, settings)
-            ckpt.put(key, part)
-        for name, value in part.items():
-            totals[name] = totals.get(name, 0) + value.double()
-    arrays = {name: S.finish(totals[name]).numpy() for name in OUTPUT_ORDER if name in totals}
-    checks: dict[str, Any] = {}
-    if "retrieval" in names:
-        from interp.heads.retrieval import retrieval_scores
-
-        result = retrieval_scores(model, settings=settings["retrieval"], checkpoint=ckpt, progress=progress,
-                                  tests=plan.needle_tests)
-        arrays["retrieval"] = result.scores
-        checks["retrieval_tests"] = result.summary()
-    table = HeadScores.from_arrays(
-        {k: np.asarray(v) for k, v in arrays.items()}, model=model.name, settings=settings, versions=_versions(),
-        n_layers=model.cfg.n_layers, n_heads=model.cfg.n_heads,
-    )
+    ckpt = Checkpoint(checkpoint, {"model": model.name, **plan.settings})
+    units = ScanUnits(model.name, (model.cfg.n_layers, model.cfg.n_heads), plan, ckpt, _versions(), causal_checks)
+    for key in tqdm(units.keys(1), desc="head scan", disable=not progress):
+        if not units.done(key):
+            units.save(key, units.run(model, key))
     if causal_checks:
-        from interp.heads.causal import run_checks
-
-        table.checks.update(checks)
-        table.checks.update(run_checks(model, table, settings, checkpoint=ckpt, progress=progress))
-    else:
-        table.checks.update(checks)
-    return table
+        table = units.scores()
+        for key in units.keys(2):
+            if not units.done(key):
+                units.save(key, units.run(model, key, table, progress=progress))
+    return units.report()

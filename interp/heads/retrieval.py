@@ -289,6 +289,42 @@ def needle_tests(model: Model, cfg: dict[str, Any]) -> list[NeedleTest]:
     ]
 
 
+def test_key(test: NeedleTest) -> str:
+    """The test's name in a scan's store (its unit key)."""
+    return f"retrieval-{test.needle}-{test.length}-{test.depth}"
+
+
+def score_test(model: Model, test: NeedleTest, cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """One needle test decoded and scored: every head's copy score, the answer's ROUGE-1 recall
+    and the response (as bytes), ready for a scan's store."""
+    generated, steps = decode_with_argmax(model, test, cfg["max_new_tokens"])
+    response = model.tokenizer.decode(generated)
+    recall = rouge1_recall(test.answer, response)
+    shape = (model.cfg.n_layers, model.cfg.n_heads)
+    score = copy_scores(test.prompt_ids, test.span, generated, steps) if steps else np.zeros(shape)
+    return {"score": torch.as_tensor(score), "recall": torch.tensor(recall),
+            "response": torch.tensor(list(response.encode()), dtype=torch.uint8)}
+
+
+def merge_tests(tests: list[NeedleTest], saved: list[dict[str, torch.Tensor]], cfg: dict[str, Any],
+                shape: tuple[int, int]) -> RetrievalResult:
+    """The retrieval scores from every test's stored result, in test order: the mean copy score
+    over the recalled tests (NaN where none was)."""
+    totals = np.zeros(shape)
+    n_ok, rows = 0, []
+    for t, part in zip(tests, saved, strict=True):
+        recall = float(part["recall"])
+        response = bytes(part["response"].tolist()).decode(errors="replace")
+        ok = recall > cfg["recall_threshold"]
+        if ok:
+            totals += part["score"].numpy()
+            n_ok += 1
+        rows.append({"needle": t.needle, "length": t.length, "depth": t.depth, "recall": recall,
+                     "recalled": ok, "response": response})
+    scores = totals / n_ok if n_ok else np.full_like(totals, np.nan)
+    return RetrievalResult(scores, rows, float(cfg["threshold"]), float(cfg["recall_threshold"]))
+
+
 def retrieval_scores(model: Model, *, settings: dict[str, Any] | None = None, checkpoint=None,
                      progress: bool = True, tests: list[NeedleTest] | None = None) -> RetrievalResult:
     """Retrieval score of every head over the needle tests (see the module docstring).
@@ -297,30 +333,15 @@ def retrieval_scores(model: Model, *, settings: dict[str, Any] | None = None, ch
     are built first, so a needle that cannot be located fails before any decoding."""
     cfg = settings or RetrievalSettings().as_dict()
     tests = tests if tests is not None else needle_tests(model, cfg)
-    totals = np.zeros((model.cfg.n_layers, model.cfg.n_heads))
-    n_ok, rows = 0, []
+    saved = []
     for t in tqdm(tests, desc="retrieval tests", disable=not progress):
-        key = f"retrieval-{t.needle}-{t.length}-{t.depth}"
-        saved = checkpoint.get(key) if checkpoint is not None else None
-        if saved is None:
-            generated, steps = decode_with_argmax(model, t, cfg["max_new_tokens"])
-            response = model.tokenizer.decode(generated)
-            recall = rouge1_recall(t.answer, response)
-            score = copy_scores(t.prompt_ids, t.span, generated, steps) if steps else np.zeros_like(totals)
-            saved = {"score": torch.as_tensor(score), "recall": torch.tensor(recall),
-                     "response": torch.tensor(list(response.encode()), dtype=torch.uint8)}
+        part = checkpoint.get(test_key(t)) if checkpoint is not None else None
+        if part is None:
+            part = score_test(model, t, cfg)
             if checkpoint is not None:
-                checkpoint.put(key, saved)
-        recall = float(saved["recall"])
-        response = bytes(saved["response"].tolist()).decode(errors="replace")
-        ok = recall > cfg["recall_threshold"]
-        if ok:
-            totals += saved["score"].numpy()
-            n_ok += 1
-        rows.append({"needle": t.needle, "length": t.length, "depth": t.depth, "recall": recall,
-                     "recalled": ok, "response": response})
-    scores = totals / n_ok if n_ok else np.full_like(totals, np.nan)
-    return RetrievalResult(scores, rows, float(cfg["threshold"]), float(cfg["recall_threshold"]))
+                checkpoint.put(test_key(t), part)
+        saved.append(part)
+    return merge_tests(tests, saved, cfg, (model.cfg.n_layers, model.cfg.n_heads))
 
 
 def needle_recall(model: Model, tests: list[NeedleTest], max_new_tokens: int, interventions=None) -> float:

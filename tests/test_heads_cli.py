@@ -54,7 +54,12 @@ def test_cli_heads_several_models_write_a_folder_each_and_an_index(folders, tmp_
     code = main(["heads", str(folders["tiny-a"]), str(folders["tiny-b"]), "--out", str(out), *SMALL,
                  "--scores", "prev_token,ngram", "--no-causal-checks"])
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == [".interp-manifest.json", "index.html", "tiny-a", "tiny-b"]
+    assert sorted(p.name for p in out.iterdir()) == [".interp-manifest.json", "heads.parquet", "index.html", "tiny-a",
+                                                     "tiny-b"]
+    table = pd.read_parquet(out / "heads.parquet")
+    assert list(table.columns) == ["model", "revision", "layer", "head", "kv_head", "score", "value"]
+    assert set(table["model"]) == {"tiny-a", "tiny-b"} and table["revision"].str.startswith("sha256 ").all()
+    assert (table["kv_head"] == table["head"] // 2).all()  # 4 query heads share 2 kv heads
     for name in ("tiny-a", "tiny-b"):
         assert sorted(p.name for p in (out / name).iterdir()) == [".interp-manifest.json", "head_scores.json",
                                                                   "head_scores.parquet", "report.html"]

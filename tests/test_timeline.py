@@ -83,7 +83,7 @@ def test_timeline_has_one_row_per_step_layer_head_and_score(run, tmp_path, capsy
     page = (out / "timeline.html").read_text()
     assert "plotly" in page and "max over heads" in page
     assert sorted(p.name for p in out.iterdir()) == [".interp-manifest.json", "checkpoint-0", "checkpoint-100",
-                                                     "checkpoint-50", "final", "index.html", "timeline.html",
+                                                     "checkpoint-50", "final", "heads.parquet", "index.html", "timeline.html",
                                                      "timeline.json", "timeline.parquet"]
     assert "timeline:" in capsys.readouterr().out
     loaded = Timeline.load(out)

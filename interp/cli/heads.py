@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exclude-bos", action="store_true", help="leave the first token out of pattern scores")
     p.add_argument("--exclude-current", action="store_true", help="leave each query's own token out")
     p.add_argument("--no-causal-checks", action="store_true", help="skip the ablation checks")
+    p.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                   help="run the scan's units on Ray: auto (a local cluster started for this run) or the address of "
+                        "a running cluster; needs interp[ray]")
     p.add_argument("--timeline", action="store_true",
                    help="the models are checkpoints of one run: scan them in step order (from each folder's name "
                         "or trainer_state.json) and write timeline.parquet and timeline.html; implied when there "
@@ -63,7 +66,8 @@ def _folder_name(name: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     import interp
-    from interp.heads.head_scan import check_scores, plan_scan
+    from interp.heads import sweep
+    from interp.heads.head_scan import check_scores
     from interp.heads.report import write_index
     from interp.outputs import check_output, output_folder
 
@@ -82,54 +86,45 @@ def run(args: argparse.Namespace) -> int:
         return interp.load(spec, **how)
 
     # The output folder is locked first, so a second run on it fails at once; then every
-    # model's settings and needles are checked before any scan starts (a folder this run
-    # created is removed again if that fails). With several models each is loaded again for
-    # its scan rather than all held in memory at once.
+    # model's settings and needles are checked before any unit runs (a folder this run created
+    # is removed again if that fails). Each model's finished units are kept in the folder's
+    # checkpoint until every report is written, so a rerun resumes.
     several = len(args.models) > 1 or steps is not None
-    kept: interp.Model | None = None
-    folders: dict[str, str] = {}
+    if args.ray is not None:
+        sweep.require_ray()
     with output_folder(args.out, force=args.force) as top:
-        for spec in args.models:
-            model = load(spec)
-            plan_scan(model, names, **settings)
+        def subfolder(model: interp.Model) -> str:
             sub = _folder_name(model.name) if several else ""
-            if several and sub in folders.values():
-                raise InterpError(f"two of the models would write to {args.out / sub}: {', '.join(args.models)}")
-            if several:
+            if sub:
                 check_output(args.out / sub, force=args.force)
-            folders[model.name] = sub
-            kept = None if several else model
-            del model
-        reports: list[tuple[int, str, HeadScores]] = []
-        for spec, (name, sub) in zip(args.models, folders.items(), strict=True):
-            model = kept if kept is not None else load(spec)
+            return sub
+
+        models = sweep.plan_sweep(args.models, names, settings, load, lambda sub: top.checkpoint / sub if sub
+                                  else top.checkpoint, subfolder)
+
+        def write(m: sweep.SweepModel, scores: HeadScores) -> None:
             if several:
-                # A timeline keeps every checkpoint's finished units in the top folder's
-                # checkpoint until the whole timeline is written, so a rerun skips finished ones.
-                partial = top.checkpoint / sub if steps is not None else None
-                with top.subfolder(sub, force=args.force) as dest:
-                    scores = interp.heads.scan(model, names, **settings, checkpoint=str(partial or dest.checkpoint),
-                                               progress=not args.quiet)
+                with top.subfolder(m.folder, force=args.force) as dest:
                     scores.save(dest)
-                if steps is not None:
-                    reports.append((steps[spec], sub, scores))
             else:
-                scores = interp.heads.scan(model, names, **settings, checkpoint=str(top.checkpoint),
-                                           progress=not args.quiet)
                 scores.save(top)
-            _summary(name, args.out / sub, scores)
-            del model
+            _summary(m.name, args.out / m.folder, scores)
+
+        reports = sweep.run_sweep(models, load, ray=args.ray, load_options=how, progress=not args.quiet,
+                                  on_report=write)
         if several:
-            index = write_index({name: Path(sub) for name, sub in folders.items()}, top)
+            index = write_index({m.name: Path(m.folder) for m in models}, top)
+            top.write_bytes("heads.parquet", sweep.heads_parquet(models, reports))
         if steps is not None:
             from interp.heads.timeline import Timeline
 
-            timeline = Timeline.from_reports(reports, figure_scores=figure_scores, settings={"scores": names, **settings})
+            timeline = Timeline.from_reports([(steps[m.spec], m.folder, r) for m, r in zip(models, reports, strict=True)],
+                                             figure_scores=figure_scores, settings={"scores": names, **settings})
             timeline.save(top)
     if several:
         print(f"index: {index}")
     if steps is not None:
-        print(f"timeline: {args.out / 'timeline.parquet'} ({len(reports)} checkpoints, steps "
+        print(f"timeline: {args.out / 'timeline.parquet'} ({len(models)} checkpoints, steps "
               f"{min(steps.values())}..{max(steps.values())}); figure: {args.out / 'timeline.html'}")
     return 0
 

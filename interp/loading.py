@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import zipfile
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -434,12 +435,16 @@ def _first_line(exc: BaseException) -> str:
 
 
 # -- HF folders and the hub ------------------------------------------------------------------------
+# Options for the model's from_pretrained only (not the tokenizer's), set by ``load`` for its call.
+_MODEL_OPTIONS: ContextVar[dict[str, Any] | None] = ContextVar("interp_model_options", default=None)
+
+
 def _from_pretrained(
     source: str | Path, dtype: torch.dtype, tokenizer: Any, **kwargs: Any
 ) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    hf = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    hf = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs, **(_MODEL_OPTIONS.get() or {}))
     if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     return hf, tokenizer
@@ -601,7 +606,8 @@ def _from_folder(folder: Path, dtype: torch.dtype, tokenizer: Any, **kwargs: Any
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        hf = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True, **kwargs)
+        hf = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True, **kwargs,
+                                                  **(_MODEL_OPTIONS.get() or {}))
     except _LOAD_ERRORS as exc:
         raise ModelFileError(f"{folder} could not be loaded as a causal LM ({_first_line(exc)})") from exc
     if tokenizer is None:
@@ -667,6 +673,7 @@ def load(
     dtype: str | torch.dtype | None = None,
     name: str | None = None,
     trust_remote_code: bool = False,
+    device_map: str | dict[str, Any] | None = None,
 ) -> Model:
     """Load a causal LM and its tokenizer as an ``interp.Model``.
 
@@ -678,6 +685,9 @@ def load(
     ``dtype``: ``torch.float32`` (default), ``torch.bfloat16``, ``torch.float16`` or their names
     (see ``DTYPES``). Both are checked before anything is read, as are the model files.
     ``trust_remote_code`` is passed to ``from_pretrained`` for folders and hub ids only.
+    ``device_map`` is passed to transformers' ``from_pretrained`` (e.g. ``"auto"`` to split a model
+    over the GPUs of one machine, or a dict of module names to devices); the model is then left
+    where it was placed, and traced and scanned unchanged. It excludes ``device``.
 
     >>> import interp
     >>> m = interp.load("smollm2-135m", dtype=torch.bfloat16)   # doctest: +SKIP
@@ -706,8 +716,18 @@ def load(
             f"load() needs a spec or model=...; {_SPEC_HINT}; bundled: {', '.join(bundled_names())}"
         )
     target, precision = check_device(device), check_dtype(dtype)
-    hf, tok, default_name, source = _resolve(spec, precision, tokenizer, trust_remote_code)
-    hf = hf.to(target)
+    if device_map is not None and device is not None:
+        raise LoadArgumentError("give device= or device_map=, not both (device_map places every module itself)")
+    if device_map is not None and not isinstance(device_map, str | dict):
+        raise LoadArgumentError(f"device_map must be a string such as 'auto' or a dict of module names to devices, "
+                                f"got {type(device_map).__name__}")
+    token = _MODEL_OPTIONS.set({} if device_map is None else {"device_map": device_map})
+    try:
+        hf, tok, default_name, source = _resolve(spec, precision, tokenizer, trust_remote_code)
+    finally:
+        _MODEL_OPTIONS.reset(token)
+    if device_map is None:
+        hf = hf.to(target)
     return Model(hf, tok, name=name or default_name, source=source)
 
 

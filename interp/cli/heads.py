@@ -90,8 +90,10 @@ def run(args: argparse.Namespace) -> int:
     # is removed again if that fails). Each model's finished units are kept in the folder's
     # checkpoint until every report is written, so a rerun resumes.
     several = len(args.models) > 1 or steps is not None
-    if args.ray is not None:
+    if args.ray is not None:  # Ray installed and the cluster answering, before anything is written
         sweep.require_ray()
+        if args.ray != "auto":
+            sweep.check_address(args.ray)
     with output_folder(args.out, force=args.force) as top:
         def subfolder(model: interp.Model) -> str:
             sub = _folder_name(model.name) if several else ""

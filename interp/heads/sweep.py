@@ -156,18 +156,36 @@ def require_ray() -> Any:
 
 
 def connect(address: str) -> Any:
-    """Start (``auto``: a local cluster for this sweep) or join a Ray cluster; a clear error if
-    the address cannot be reached."""
+    """Start (``auto``: a local cluster for this sweep, on the loopback address) or join a Ray
+    cluster; a clear error at once if the address is malformed or nothing answers there."""
     ray = require_ray()
+    if address != "auto":
+        check_address(address)
     try:
         if address == "auto":
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     _node_ip_address="127.0.0.1")
         else:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-        raise InterpError(f"cannot reach the Ray cluster at {address!r}: {str(exc).splitlines()[0]}; give the address "
-                          "of a running cluster (ray start --head prints it) or auto for a local one") from None
+        raise InterpError(f"cannot reach the Ray cluster at {address!r}: {str(exc).splitlines()[0]}") from None
     return ray
+
+
+def check_address(address: str) -> None:
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise InterpError(f"--ray {address!r} is not an address: give HOST:PORT of a running cluster (ray start "
+                          "--head prints it) or auto for a local one")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        raise InterpError(f"cannot reach the Ray cluster at {address!r} ({exc.strerror or exc}); give the address of "
+                          "a running cluster (ray start --head prints it) or auto for a local one") from None
 
 
 class _Worker:

@@ -4,7 +4,8 @@ The attention view traces only the chosen layer's q and k and recomputes softmax
 chosen query positions (``interp.attention_pattern``), so the model keeps its fast attention
 and a long prompt costs one forward pass plus a few rows.
 
-A report that is one checkpoint of a timeline (``interp heads 'run/checkpoint-*' --out DIR``) gets
+A report that is one model of a sweep (``interp heads A B --out DIR`` writes ``DIR/heads.parquet``)
+can be shown side by side with another model of the same sweep. A report that is one checkpoint of a timeline (``interp heads 'run/checkpoint-*' --out DIR``) gets
 a step slider over the run's checkpoints and the timeline figure with the chosen step marked.
 """
 
@@ -84,6 +85,39 @@ def _timeline_figure(timeline: Any, step: int) -> None:
         chosen = st.multiselect("Timeline scores", timeline.scores, default=shown, key="timeline_scores")
         if chosen:
             st.plotly_chart(timeline.figure(chosen, step=step), key="timeline_figure")
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _read_sweep(path: str, stamp: int) -> pd.DataFrame:
+    return pd.read_parquet(path)  # parquet, never pickle
+
+
+def _sweep_comparison(folder: Any, scores: Any) -> None:
+    """For a report that is one model of a sweep (a ``heads.parquet`` beside its folder): its
+    heatmap of a score next to another model's of the same sweep."""
+    from interp.heads import HeadScores
+
+    path = folder.parent / "heads.parquet"
+    if not path.is_file():
+        return
+    table = _read_sweep(str(path), path.stat().st_mtime_ns)
+    others = [m for m in dict.fromkeys(table["model"]) if m != scores.model]
+    if not others:
+        return
+    with st.expander(f"Side by side with another model of this sweep ({len(others) + 1} models)", expanded=False):
+        c1, c2 = st.columns(2)
+        other = c1.selectbox("Other model", others, key="compare_model")
+        part = table[table["model"] == other]
+        common = [s for s in scores.scores if s in set(part["score"])]
+        if not common:
+            st.info(f"{other} has none of this report's scores.")
+            return
+        score = c2.selectbox("Score", common, key="compare_score")
+        theirs = HeadScores(part, model=other, n_layers=int(part["layer"].max()) + 1,
+                            n_heads=int(part["head"].max()) + 1)
+        left, right = st.columns(2)
+        left.plotly_chart(scores.heatmap(score), key="compare_left")
+        right.plotly_chart(theirs.heatmap(score), key="compare_right")
 
 
 def _heatmaps(scores: Any) -> None:
@@ -175,7 +209,7 @@ def page() -> None:
     spec = ui.model_spec()
     sources = ["Saved report"] + (["Quick scan of the picked model"] if spec else [])
     source = st.radio("Source", sources, horizontal=True, key="heads_source")
-    scores, timeline, step = None, None, None
+    scores, timeline, step, report = None, None, None, None
     with ui.shown_errors("Head scores"):
         if source == "Saved report":
             report = ui.pick_report("heads")
@@ -193,6 +227,9 @@ def page() -> None:
     if timeline is not None and step is not None:
         with ui.shown_errors("Timeline"):
             _timeline_figure(timeline, step)
+    if source == "Saved report" and report is not None:
+        with ui.shown_errors("Sweep"):
+            _sweep_comparison(report.folder, scores)
     _heatmaps(scores)
     st.subheader("Heads")
     pick = _table(scores)

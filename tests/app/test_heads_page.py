@@ -149,3 +149,31 @@ def test_switching_reports_resets_the_views(app, tmp_path):
     no_trouble(at)
     assert at.multiselect(key="heatmap_scores").value == ["retrieval"]
     assert "5 layers × 6 heads" in " ".join(c.value for c in at.caption)
+
+
+def test_a_model_of_a_sweep_shows_side_by_side_with_another(app, tmp_path):
+    """A sweep folder (one report per model and heads.parquet): the page offers the other models
+    and draws the same score for both."""
+    from interp.heads import HeadScores
+    from interp.heads.sweep import heads_table
+
+    root = tmp_path / "sweep"
+    write_heads(root / "model-a", model="model-a")
+    rng = np.random.default_rng(1)
+    other = HeadScores.from_arrays({s: rng.uniform(0, 0.2, (2, 4)) for s in ("prev_token", "induction")},
+                                   model="model-b")
+    other.save(root / "model-b")
+    reports = [HeadScores.load(root / "model-a"), other]
+
+    class M:  # what heads_table reads of a sweep's models
+        def __init__(self, name):
+            self.name, self.revision, self.n_kv_heads = name, "sha256 0", 2
+
+    heads_table([M("model-a"), M("model-b")], reports).to_parquet(root / "heads.parquet")
+    at = app("heads", reports=root)
+    no_trouble(at)
+    at.selectbox(key="compare_model").select("model-b").run()
+    at.selectbox(key="compare_score").select("induction").run()
+    no_trouble(at)
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("model-b" in s for s in specs) and any("model-a" in s for s in specs)

@@ -295,3 +295,41 @@ def test_share_above_threshold_uses_the_settings_threshold():
     summary = result.summary()
     assert summary["threshold"] == 0.3 and summary["share_above_threshold"] == pytest.approx(1 / 3)
     assert RetrievalResult(np.array([[0.05, 0.2, 0.5]]), []).summary()["share_above_threshold"] == pytest.approx(2 / 3)
+
+
+def test_masking_check_prefills_each_test_once_and_matches_decoding_each_condition_anew(wired, monkeypatch):
+    """The masking check decodes every condition from one prefill per test (masking acts on
+    decoding steps only), takes the unmasked recall from the scoring pass, and gets the same
+    recalls as decoding each condition from scratch."""
+    from interp.heads import retrieval
+    from interp.heads.table import HeadScores
+
+    tests = [NeedleTest(torch.tensor([[0, 3, 5, 7, 9, 11, 3]]), (2, 5), "5 7 9", length=7, depth=0.0, needle=0),
+             NeedleTest(torch.tensor([[0, 4, 6, 8, 10, 12, 4]]), (2, 5), "6 8 10", length=7, depth=1.0, needle=0)]
+    monkeypatch.setattr(retrieval, "needle_tests", lambda model, cfg: tests)
+    scores = np.zeros((wired.cfg.n_layers, wired.cfg.n_heads))
+    scores[1, 0] = 0.9  # the wired induction head copies the answer
+    table = HeadScores.from_arrays({"retrieval": scores}, model="wired")
+    table.checks["retrieval_tests"] = {"per_test": [
+        {"needle": t.needle, "length": t.length, "depth": t.depth, "recall": needle_recall(wired, [t], 3)}
+        for t in tests]}
+    cfg = {"mask_k": 1, "threshold": 0.1, "lengths": [7], "max_new_tokens": 3, "mask_seeds": [0, 1]}
+    prefills = []
+    handle = wired.hf.register_forward_pre_hook(
+        lambda m, args, kwargs: prefills.append(1) if kwargs["input_ids"].shape[1] > 1 else None, with_kwargs=True)
+    try:
+        check = retrieval.masking_check(wired, table, cfg, progress=False)
+    finally:
+        handle.remove()
+    assert len(prefills) == len(tests)
+    expected = {"none": needle_recall(wired, tests, 3),
+                "top": needle_recall(wired, tests, 3, {"blocks.1.attn.hook_q": zero_queries_when_decoding([0])})}
+    for s, heads in check["random_heads"].items():
+        by_layer: dict[int, list[int]] = {}
+        for name in heads:
+            layer, head = map(int, name.split("."))
+            by_layer.setdefault(layer, []).append(head)
+        expected[f"random_{s}"] = needle_recall(wired, tests, 3, {
+            f"blocks.{layer}.attn.hook_q": zero_queries_when_decoding(hs) for layer, hs in by_layer.items()})
+    assert check["recall"] == pytest.approx(expected)
+    assert check["recall"]["none"] == 1.0 and check["recall"]["top"] < 1.0

@@ -125,22 +125,24 @@ def attention_stats(
         exclude: ``"bos"`` and/or ``"self"``: drop the first real key and/or the query's own key
             from the targets of every other rule (TransformerLens's ``exclude_bos`` and
             ``exclude_current_token``); the ``bos`` and ``self`` masses are unaffected.
-        backend: ``"auto"`` (Triton on CUDA tensors, PyTorch otherwise), ``"torch"`` or ``"triton"``.
+        backend: ``"auto"`` (Triton on CUDA tensors where Triton is installed, PyTorch otherwise),
+            ``"torch"`` or ``"triton"``. On CUDA the PyTorch path takes the rows' log-sum-exp from
+            SDPA's fused CUDA kernel where the mask allows (``fused_lse_call``); 16-bit inputs
+            are summed in float32 throughout.
         block: query rows per block of the PyTorch path (memory ~ block × pos_k × heads).
-        plan: a dict to keep the rules' target layout in, filled on first use; pass the same
-            dict to later calls with the same tokens, rows, padding and window (e.g. every
-            layer of one forward pass) to reuse it. PyTorch path only.
+        plan: a dict to keep the rules' target layout (PyTorch path) or target counts (Triton
+            path) in, filled on first use; pass the same dict to later calls with the same
+            tokens, rows, padding and window (e.g. every layer of one forward pass) to reuse it.
     """
     problem = _validate(q, k, scaling, rules, tokens, spans, rows, key_mask, sliding_window, softcap, causal, topk)
     for name in exclude:
         if name not in ("bos", "self"):
             raise UnknownNameError("exclusion", name, ["bos", "self"])
-    if backend == "auto":
-        backend = "triton" if q.is_cuda else "torch"
+    backend = choose_backend(backend, is_cuda=q.is_cuda, dtype=q.dtype, head_dim=q.shape[3])
     if backend == "triton":
         from interp.kernels.triton_stats import triton_attention_stats
 
-        return triton_attention_stats(problem, list(rules), tokens, spans, row_stats, topk, tuple(exclude))
+        return triton_attention_stats(problem, list(rules), tokens, spans, row_stats, topk, tuple(exclude), plan=plan)
     if backend != "torch":
         raise UnknownNameError("backend", backend, ["auto", "torch", "triton"])
     return _torch_stats(problem, list(rules), tokens, spans, row_stats, topk, lse, block, plan, tuple(exclude))
@@ -178,29 +180,83 @@ def _validate(q, k, scaling, rules, tokens, spans, rows, key_mask, sliding_windo
     return Problem(q, k, float(scaling), rows_t, rows_t + (pk - pq), key_mask, sliding_window, softcap, causal)
 
 
+def _triton_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
+
+
+def choose_backend(backend: str, *, is_cuda: bool, triton_installed: bool | None = None,
+                   dtype: torch.dtype = torch.float32, head_dim: int = 64) -> str:
+    """The implementation ``backend`` resolves to: ``"auto"`` is Triton for CUDA tensors the
+    kernel takes (``triton_stats.triton_supports``) where Triton is installed, else PyTorch."""
+    if backend != "auto":
+        return backend
+    if not is_cuda:
+        return "torch"
+    if triton_installed is None:
+        triton_installed = _triton_available()
+    if not triton_installed:
+        return "torch"
+    from interp.kernels.triton_stats import triton_supports
+
+    return "triton" if triton_supports(dtype, head_dim) else "torch"
+
+
 # -- PyTorch path ---------------------------------------------------------------------------------
 
 
-def _flash_lse(p: Problem) -> torch.Tensor | None:
-    """Row log-sum-exp from the fused CPU flash kernel, when the mask is plain causal."""
-    simple = (
+def _plain_causal(p: Problem) -> bool:
+    """Whether a fused SDPA kernel computes exactly these rows' softmax: causal, no soft-cap, no
+    window shorter than the keys, no padding, one query per key."""
+    return (
         p.causal
         and p.softcap is None
         and (p.sliding_window is None or p.sliding_window >= p.k.shape[2])
         and (p.key_mask is None or bool(p.key_mask.all()))
         and p.q.shape[2] == p.k.shape[2]
-        and not p.q.is_cuda
     )
-    if not simple:
+
+
+def fused_lse_call(p: Problem, device_type: str | None = None) -> tuple[str, tuple, dict] | None:
+    """The fused SDPA op that yields the rows' log-sum-exp for ``p``: ``(op name, args, kwargs)``.
+
+    CPU: the flash kernel for the CPU, in float32. CUDA: the flash kernel for float16/bfloat16
+    inputs (its log-sum-exp accumulates in float32) with a head size that is a multiple of 8 up
+    to 256, else the memory-efficient kernel (float32 inputs, other head sizes). None when no
+    fused kernel computes these rows (``_plain_causal``). GQA/MQA keys are repeated per query head;
+    the value is the key itself (only the log-sum-exp is read, and no copy is made for it).
+    """
+    if not _plain_causal(p):
         return None
+    device_type = device_type or p.q.device.type
     k = p.k.repeat_interleave(p.group, dim=1) if p.group > 1 else p.k
-    v = k[..., :1].expand(*k.shape[:-1], 8).contiguous()  # a narrow value: only the lse is wanted
-    try:
-        _, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            p.q.float().contiguous(), k.float().contiguous(), v.float(), 0.0, True, scale=p.scaling
-        )
-    except (RuntimeError, AttributeError):
+    d = p.q.shape[3]
+    if device_type == "cpu":
+        q, k = p.q.float().contiguous(), k.float().contiguous()
+        v = k[..., :1].expand(*k.shape[:-1], 8).contiguous()  # a narrow value: only the lse is wanted
+        return "_scaled_dot_product_flash_attention_for_cpu", (q, k, v, 0.0, True), {"scale": p.scaling}
+    if device_type != "cuda":
         return None
+    q, k = p.q.contiguous(), k.to(p.q.dtype).contiguous()
+    if q.dtype in (torch.float16, torch.bfloat16) and d % 8 == 0 and d <= 256:
+        # (query, key, value, dropout_p, is_causal, return_debug_mask, *, scale)
+        return "_scaled_dot_product_flash_attention", (q, k, k, 0.0, True, False), {"scale": p.scaling}
+    # (query, key, value, attn_bias, compute_log_sumexp, dropout_p, is_causal, *, scale)
+    return "_scaled_dot_product_efficient_attention", (q, k, k, None, True, 0.0, True), {"scale": p.scaling}
+
+
+def _flash_lse(p: Problem, device_type: str | None = None) -> torch.Tensor | None:
+    """Row log-sum-exp [b, H, R] from SDPA's fused kernel (``fused_lse_call``), or None."""
+    call = fused_lse_call(p, device_type)
+    if call is None:
+        return None
+    name, args, kwargs = call
+    try:
+        lse = getattr(torch.ops.aten, name)(*args, **kwargs)[1]
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return None  # this build or device lacks the kernel, or rejects these inputs: the blocked path
+    lse = lse[:, :, : p.q.shape[2]].float()  # the memory-efficient kernel pads rows to a multiple of 32
     return lse.gather(2, p.rows[:, None, :].expand(-1, p.q.shape[1], -1))
 
 
@@ -214,7 +270,7 @@ def _blocked_rows(p: Problem, row_stats: bool, topk: int, block: int, out: Atten
         rows = p.rows[:, start : start + block]
         q_abs = p.q_abs[:, start : start + block]
         n = rows.shape[1]
-        qb = p.q.float().gather(2, rows[:, None, :, None].expand(b, h, n, d))  # [b, H, n, d]
+        qb = p.q.gather(2, rows[:, None, :, None].expand(b, h, n, d)).float()  # [b, H, n, d], float32 sums
         s = qb.view(b, hkv, p.group * n, d) @ k.transpose(-1, -2)  # each kv head read once per group
         s = p.logits(s.view(b, h, n, pk))
         ok = p.visible(q_abs[:, :, None], keys[None, None, :])  # [b, n, K]

@@ -89,14 +89,15 @@ def test_a_stopped_ray_sweep_resumes_without_recomputing(folders, in_process, tm
     run.wait()
     subprocess.run([os.path.join(os.path.dirname(sys.executable), "ray"), "stop", "--force"], capture_output=True,
                    check=False)  # the cluster the killed driver started
-    stored = {p.stem for p in (out / ".interp-checkpoint").rglob("*.safetensors")} | {
-        p.stem for p in (out / ".interp-checkpoint").rglob("check-*.json")}
+    # (model, unit) pairs: both models have units of the same names, each in its own subfolder
+    ckpt = out / ".interp-checkpoint"
+    stored = {(p.relative_to(ckpt).parts[0], p.stem) for p in [*ckpt.rglob("*.safetensors"), *ckpt.rglob("check-*.json")]}
     assert stored, "the first run stored nothing before it was stopped"
     first = executions(log)
     log.unlink()
     assert subprocess.run(argv, check=False).returncode == 0
     second = executions(log)
-    assert not {key for _, key in second} & stored  # nothing stored was computed again
+    assert not set(second) & stored  # nothing stored was computed again
     assert max(second.values()) == 1
     assert sum(first.values()) >= len(stored)
     same_reports(in_process, out)

@@ -7,8 +7,8 @@ process (so its peak RSS is its own) and, in the same process, the model's floor
   text       pattern and n-gram scores on natural text   floor: plain forwards of the same batches
   retrieval  needle tests decoded with arg-max readout   floor: prefill + greedy decoding of the
                                                          same prompts, no observers
-  masking    the retrieval masking check                 floor: one prefill per test + greedy decoding
-                                                         of the masked conditions, no interventions
+  masking    the retrieval masking check, after scoring  floor: one prefill per test + greedy decoding
+             as the command scores (its prefills kept)   of each masked condition, no interventions
   induction  the induction ablation check                floor: plain forwards of the same batches
 
 It also times the whole command (``interp heads MODEL --out ...``, defaults, in a subprocess,
@@ -125,7 +125,9 @@ def run_phase(model_name: str, phase: str, lengths: tuple[int, ...] | None) -> d
     elif phase == "masking":
         cfg = settings["retrieval"]
         tests = plan.needle_tests or []
-        result = retrieval.retrieval_scores(model, settings=cfg, tests=tests, progress=False)
+        # scored as the CLI's units score them: the shortest tests' prefills kept for the check
+        parts = [retrieval.score_test(model, t, cfg, keep=t.length == min(cfg["lengths"])) for t in tests]
+        result = retrieval.merge_tests(tests, parts, cfg, (model.cfg.n_layers, model.cfg.n_heads))
         table = interp.heads.HeadScores.from_arrays({"retrieval": result.scores}, model=model.name)
         table.checks["retrieval_tests"] = result.summary()
         counter = Counter(model)

@@ -333,3 +333,70 @@ def test_masking_check_prefills_each_test_once_and_matches_decoding_each_conditi
             f"blocks.{layer}.attn.hook_q": zero_queries_when_decoding(hs) for layer, hs in by_layer.items()})
     assert check["recall"] == pytest.approx(expected)
     assert check["recall"]["none"] == 1.0 and check["recall"]["top"] < 1.0
+
+
+class _StopTokenizer:
+    """Decodes every token as its number, and tokens divisible by 7 as a newline (a stop)."""
+
+    eos_token_id = None
+
+    def decode(self, ids):
+        return "".join("\n" if int(t) % 7 == 0 else f" {int(t)}" for t in ids)
+
+
+def test_decoding_masking_conditions_as_rows_equals_decoding_each_alone(tiny):
+    """The masking check decodes its conditions as rows of one batch from one prefill; each row
+    equals greedy decoding of its condition alone, for every family (GQA, sliding windows,
+    soft-capping), with rows that stop at different steps. (That masking changes the decoded
+    answer is checked on the wired model, above.)"""
+    from interp.heads import retrieval
+
+    tiny.tokenizer = _StopTokenizer()
+    with torch.no_grad():  # sharper attention than the tiny models' initialisation, so masks matter more
+        for name, p in tiny.hf.named_parameters():
+            if p.dim() == 2 and not any(e in name for e in ("embed", "wte", "lm_head")):
+                p.mul_(4)
+    n_layers, n_heads = tiny.cfg.n_layers, tiny.cfg.n_heads
+    ids = torch.randint(1, tiny.cfg.d_vocab, (1, 30), generator=torch.Generator().manual_seed(0))
+    conditions = [[], [(0, 0)], [(n_layers - 1, h) for h in range(n_heads)], [(layer, 1) for layer in range(n_layers)]]
+    masks = torch.zeros(len(conditions), n_layers, n_heads, dtype=torch.bool)
+    for r, heads in enumerate(conditions):
+        for layer, h in heads:
+            masks[r, layer, h] = True
+    rowwise = {f"blocks.{layer}.attn.hook_q": retrieval.zero_queries_by_row(masks[:, layer]) for layer in range(n_layers)}
+    rows = retrieval.decode_rows(tiny, ids, 12, len(conditions), interventions=rowwise,
+                                 cache=retrieval.prefill(tiny, ids))
+    for heads, row in zip(conditions, rows, strict=True):
+        by_layer: dict[int, list[int]] = {}
+        for layer, h in heads:
+            by_layer.setdefault(layer, []).append(h)
+        alone = retrieval.greedy_decode(tiny, ids, 12, interventions={
+            f"blocks.{layer}.attn.hook_q": zero_queries_when_decoding(hs) for layer, hs in by_layer.items()})
+        assert row == alone
+
+
+def test_a_scan_in_one_process_reuses_the_scoring_prefills_for_the_masking_check(wired, monkeypatch):
+    """Scoring keeps the prefills of the tests the masking check decodes again, so the check
+    prefills nothing, and its recalls equal a check that prefills anew."""
+    from interp.heads import retrieval
+    from interp.heads.table import HeadScores
+
+    tests = [NeedleTest(torch.tensor([[0, 3, 5, 7, 9, 11, 3]]), (2, 5), "5 7 9", length=7, depth=0.0, needle=0),
+             NeedleTest(torch.tensor([[0, 4, 6, 8, 10, 12, 4]]), (2, 5), "6 8 10", length=7, depth=1.0, needle=0)]
+    monkeypatch.setattr(retrieval, "needle_tests", lambda model, cfg: tests)
+    cfg = {"mask_k": 1, "threshold": 0.1, "lengths": [7], "max_new_tokens": 3, "mask_seeds": [0, 1],
+           "recall_threshold": 0.5}
+    parts = [retrieval.score_test(wired, t, cfg, keep=True) for t in tests]
+    assert len(retrieval._kept[wired]) == len(tests)
+    result = retrieval.merge_tests(tests, parts, cfg, (wired.cfg.n_layers, wired.cfg.n_heads))
+    table = HeadScores.from_arrays({"retrieval": result.scores}, model="wired")
+    table.checks["retrieval_tests"] = result.summary()
+    prefills = []
+    handle = wired.hf.register_forward_pre_hook(
+        lambda m, args, kwargs: prefills.append(1) if kwargs["input_ids"].shape[1] > 1 else None, with_kwargs=True)
+    try:
+        reused = retrieval.masking_check(wired, table, cfg, progress=False)
+    finally:
+        handle.remove()
+    assert prefills == [] and wired not in retrieval._kept  # none made, none left behind
+    assert retrieval.masking_check(wired, table, cfg, progress=False) == reused  # prefilled anew

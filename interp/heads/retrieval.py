@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -154,6 +155,20 @@ def zero_queries_when_decoding(heads: list[int]) -> Callable:
     return op
 
 
+def zero_queries_by_row(masks: torch.Tensor) -> Callable:
+    """``zero_queries_when_decoding`` for a batch of decoding rows: row ``r`` zeroes the queries
+    of the heads where ``masks[r]`` (``[rows, n_heads]``, bool) is true."""
+
+    def op(q: torch.Tensor, site: str) -> torch.Tensor:
+        if q.shape[1] != 1:
+            return q
+        q = q.clone()
+        q[masks.to(q.device)[:, None, :].expand(q.shape[:3])] = 0
+        return q
+
+    return op
+
+
 def _cache_keyword(model: Model) -> str:
     # transformers renamed ``past_key_values`` to ``cache`` during 5.x; use whichever this one takes.
     import inspect
@@ -166,6 +181,33 @@ def _one_logit(model: Model) -> dict[str, int]:
     import inspect
 
     return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.hf.forward).parameters else {}
+
+
+# Prefills of the masking check's tests kept from the scoring pass in this process (the masking
+# check decodes its conditions from them instead of prefilling again), up to this many bytes.
+KEEP_BYTES = 2 * 2**30
+_kept: weakref.WeakKeyDictionary[Model, dict[str, tuple[torch.Tensor, Any]]] = weakref.WeakKeyDictionary()
+
+
+def _cache_bytes(cache: Any) -> int:
+    return sum(t.nelement() * t.element_size() for layer in getattr(cache, "layers", [])
+               for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if isinstance(t, torch.Tensor))
+
+
+def keep_prefill(model: Model, test: NeedleTest, cache: Any) -> None:
+    """Keep a copy of ``test``'s prefill for the masking check, within ``KEEP_BYTES`` per model."""
+    if cache is None:
+        return
+    kept = _kept.setdefault(model, {})
+    used = sum(_cache_bytes(c) for _, c in kept.values())
+    if used + _cache_bytes(cache) <= KEEP_BYTES:
+        kept[test_key(test)] = (test.prompt_ids, copy.deepcopy(cache))
+
+
+def take_prefill(model: Model, test: NeedleTest) -> Any:
+    """``test``'s prefill: the one kept by the scoring pass (removed from the store), else a new one."""
+    ids, cache = _kept.get(model, {}).pop(test_key(test), (None, None))
+    return cache if ids is not None and torch.equal(ids, test.prompt_ids) else prefill(model, test.prompt_ids)
 
 
 def prefill(model: Model, prompt_ids: torch.Tensor) -> Any:
@@ -189,29 +231,50 @@ def greedy_decode(model: Model, prompt_ids: torch.Tensor, max_new_tokens: int, *
     ``on_token(token)`` runs after each generated token's step. ``cache``: a ``prefill`` of this
     prompt to start from (it is extended in place; pass a copy to reuse it), for interventions
     that act on decoding steps only. Retrieval scoring and the masking check both decode here."""
+    return decode_rows(model, prompt_ids, max_new_tokens, 1, interventions=interventions, on_token=on_token,
+                       cache=cache)[0]
+
+
+def decode_rows(model: Model, prompt_ids: torch.Tensor, max_new_tokens: int, rows: int, *,
+                interventions: dict | None = None, on_token: Callable[[int], None] | None = None,
+                cache: Any = None) -> list[list[int]]:
+    """``greedy_decode`` of one prompt in ``rows`` batch rows at once (``interventions`` may act
+    on each row differently, e.g. ``zero_queries_by_row``); each row stops on its own. The rows
+    share one prefill (``cache``, of batch 1, extended in place), and a decoding step of a few
+    rows costs about what one row does, since it reads the same weights. ``on_token``: rows == 1 only.
+    Row-wise results equal decoding each row alone up to the float rounding of batched products."""
     ids = prompt_ids.reshape(1, -1).to(model.device)
     eos = getattr(model.tokenizer, "eos_token_id", None)
     kw = _cache_keyword(model)
-    generated: list[int] = []
+    generated: list[list[int]] = [[] for _ in range(rows)]
     with model.trace(interventions=interventions), torch.no_grad():
         if cache is None and ids.shape[1] > 1:
             cache = model.hf(input_ids=ids[:, :-1], use_cache=True, **_one_logit(model)).get(kw)
-        nxt = ids[:, -1:]
+        if cache is not None and rows > 1:
+            cache.batch_repeat_interleave(rows)
+        nxt = ids[:, -1:].expand(rows, 1)
+        running = [True] * rows  # finished rows decode on (their tokens unused): the batch keeps its shape
         for _ in range(max_new_tokens):
             out = model.hf(input_ids=nxt, use_cache=True, **{kw: cache})
             cache = out.get(kw)
-            token = int(out.logits[0, -1].argmax())
-            if token == eos or "\n" in model.tokenizer.decode([token]):
+            tokens = out.logits[:, -1].argmax(-1).tolist()
+            for r, t in enumerate(tokens):
+                if not running[r]:
+                    continue
+                if t == eos or "\n" in model.tokenizer.decode([t]):
+                    running[r] = False
+                    continue
+                generated[r].append(t)
+                if on_token is not None:
+                    on_token(t)
+            if not any(running):
                 break
-            generated.append(token)
-            if on_token is not None:
-                on_token(token)
-            nxt = torch.tensor([[token]], device=ids.device)
+            nxt = torch.tensor([[t] for t in tokens], device=ids.device)
     return generated
 
 
-def decode_with_argmax(model: Model, test: NeedleTest, max_new_tokens: int,
-                       interventions: dict | None = None) -> tuple[list[int], list[torch.Tensor]]:
+def decode_with_argmax(model: Model, test: NeedleTest, max_new_tokens: int, interventions: dict | None = None,
+                       cache: Any = None) -> tuple[list[int], list[torch.Tensor]]:
     """Greedy decoding (``greedy_decode``); for every generated token, each head's arg-max
     prompt key ``[layers, heads]`` (an absolute position) at the step that produced it.
 
@@ -237,7 +300,8 @@ def decode_with_argmax(model: Model, test: NeedleTest, max_new_tokens: int,
     for m in modules:
         observers_of(m).append(observe)
     try:
-        generated = greedy_decode(model, test.prompt_ids, max_new_tokens, interventions=interventions, on_token=snapshot)
+        generated = greedy_decode(model, test.prompt_ids, max_new_tokens, interventions=interventions, on_token=snapshot,
+                                  cache=cache)
     finally:
         for m in modules:
             observers_of(m).remove(observe)
@@ -294,10 +358,14 @@ def test_key(test: NeedleTest) -> str:
     return f"retrieval-{test.needle}-{test.length}-{test.depth}"
 
 
-def score_test(model: Model, test: NeedleTest, cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
+def score_test(model: Model, test: NeedleTest, cfg: dict[str, Any], keep: bool = False) -> dict[str, torch.Tensor]:
     """One needle test decoded and scored: every head's copy score, the answer's ROUGE-1 recall
-    and the response (as bytes), ready for a scan's store."""
-    generated, steps = decode_with_argmax(model, test, cfg["max_new_tokens"])
+    and the response (as bytes), ready for a scan's store. ``keep``: keep a copy of its prefill
+    for the masking check (``keep_prefill``)."""
+    cache = prefill(model, test.prompt_ids)
+    if keep:
+        keep_prefill(model, test, cache)
+    generated, steps = decode_with_argmax(model, test, cfg["max_new_tokens"], cache=cache)
     response = model.tokenizer.decode(generated)
     recall = rouge1_recall(test.answer, response)
     shape = (model.cfg.n_layers, model.cfg.n_heads)
@@ -374,6 +442,13 @@ def masking_check(model: Model, table, cfg: dict[str, Any], progress: bool = Tru
     above the retrieval threshold are masked (at most ``mask_k``): in a small model the top k
     may include heads that never copy, and masking those would not test retrieval heads. Runs
     on the tests of the shortest haystack length, to bound its cost."""
+    try:
+        return _masking_check(model, table, cfg, progress)
+    finally:
+        _kept.pop(model, None)  # the kept prefills serve this check only
+
+
+def _masking_check(model: Model, table, cfg: dict[str, Any], progress: bool) -> dict[str, Any]:
     from interp.heads.causal import random_heads
 
     k = cfg["mask_k"]
@@ -390,32 +465,29 @@ def masking_check(model: Model, table, cfg: dict[str, Any], progress: bool = Tru
     k, top100 = len(top), ranked[: len(ranked) - masking_pool(len(ranked))]
     tests = needle_tests(model, {**cfg, "lengths": sorted(cfg["lengths"])[:1]})
 
-    def masked(heads):
-        by_layer: dict[int, list[int]] = {}
-        for layer, h in heads:
-            by_layer.setdefault(layer, []).append(h)
-        return {f"blocks.{layer}.attn.hook_q": zero_queries_when_decoding(hs) for layer, hs in by_layer.items()}
-
-    conditions = {"none": None, "top": masked(top)}
+    conditions: dict[str, list[tuple[int, int]]] = {"none": [], "top": top}
     randoms = {s: random_heads(model, k, top100, s) for s in cfg["mask_seeds"]}
     for s, heads in randoms.items():
-        conditions[f"random_{s}"] = masked(heads)
-    # Masking acts on decoding steps only, so every condition decodes from one prefill per test;
-    # the unmasked condition is the scoring pass's own decoding of the same tests, where it ran.
+        conditions[f"random_{s}"] = heads
+    # Masking acts on decoding steps only, so every condition decodes from one prefill per test
+    # (the scoring pass's own, when it ran in this process), all conditions at once as rows of
+    # one batch; the unmasked condition is the scoring pass's own decoding, where it ran.
     recalls: dict[str, list[float]] = {name: [] for name in conditions}
     scored = _scored_recalls(table, tests)
     if scored is not None:
         recalls["none"] = scored
     todo = [name for name in conditions if not recalls[name]]
-    bar = tqdm(total=len(tests) * len(todo), desc="retrieval masking", disable=not progress)
-    for t in tests:
-        cache = prefill(model, t.prompt_ids)
-        for name in todo:
-            generated = greedy_decode(model, t.prompt_ids, cfg["max_new_tokens"], interventions=conditions[name],
-                                      cache=copy.deepcopy(cache))
+    masks = torch.zeros(len(todo), model.cfg.n_layers, model.cfg.n_heads, dtype=torch.bool)
+    for r, name in enumerate(todo):
+        for layer, h in conditions[name]:
+            masks[r, layer, h] = True
+    rowwise = {f"blocks.{layer}.attn.hook_q": zero_queries_by_row(masks[:, layer])
+               for layer in range(model.cfg.n_layers) if masks[:, layer].any()}
+    for t in tqdm(tests, desc="retrieval masking", disable=not progress):
+        rows = decode_rows(model, t.prompt_ids, cfg["max_new_tokens"], len(todo), interventions=rowwise,
+                           cache=take_prefill(model, t))
+        for name, generated in zip(todo, rows, strict=True):
             recalls[name].append(rouge1_recall(t.answer, model.tokenizer.decode(generated)))
-            bar.update()
-    bar.close()
     recall = {name: float(np.mean(recalls[name])) for name in conditions}
     return {
         "k": k, "mask_k": cfg["mask_k"], "threshold": cfg["threshold"], "tests": len(tests),

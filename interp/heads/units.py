@@ -60,7 +60,11 @@ class ScanUnits:
             assert table is not None, "a check needs the merged scores"
             return run_check(model, key.removeprefix("check-"), table, self.plan.settings, progress=progress)
         if key in self._tests:
-            return score_test(model, self._tests[key], self.plan.settings["retrieval"])
+            cfg = self.plan.settings["retrieval"]
+            test = self._tests[key]
+            # the masking check (a causal check) decodes the shortest tests again: keep their prefills
+            keep = self.causal_checks and test.length == min(cfg["lengths"])
+            return score_test(model, test, cfg, keep=keep)
         protocol, length, start = key.split("-")
         return _score_unit(model, (protocol, int(length), int(start)), self.plan.names, self.plan.settings)
 

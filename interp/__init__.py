@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _NAMES = {"Model": "interp.model", "ModelConfig": "interp.model", "attention_pattern": "interp.patterns",
-          "Trace": "interp.tracing"}
+          "Trace": "interp.tracing", "act_name": "interp.sites"}
 _SUBPACKAGES = ("heads", "interventions", "neurons", "probes", "circuits", "kernels", "app")
 
 if TYPE_CHECKING:
     from interp import heads, interventions, kernels, neurons
     from interp.model import Model, ModelConfig
     from interp.patterns import attention_pattern
+    from interp.sites import act_name
     from interp.tracing import Trace
 
 
@@ -51,5 +52,5 @@ def load(*args: Any, **kwargs: Any) -> Model:
     return _load(*args, **kwargs)
 
 
-__all__ = ["Model", "ModelConfig", "Trace", "attention_pattern", "circuits", "heads", "interventions", "kernels",
+__all__ = ["Model", "ModelConfig", "Trace", "act_name", "attention_pattern", "circuits", "heads", "interventions", "kernels",
            "load", "neurons", "probes", "__version__"]

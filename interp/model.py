@@ -480,6 +480,31 @@ class Model:
                                                "positions count from the end)")
         return items
 
+    def run_with_cache(self, inputs: Inputs, names_filter: str | Sequence[str] | Callable[[str], bool] | None = None,
+                       *, interventions: dict[str, Any] | None = None, positions: Any = None,
+                       to_cpu: bool = True) -> tuple[torch.Tensor, Trace]:
+        """``(logits, cache)``, as TransformerLens's ``run_with_cache``: ``cache[name]`` is the
+        value of each captured site (also ``cache["z", 3]``). ``names_filter``: site names or
+        globs, or a function of the name; ``None`` captures every site except the per-head
+        ``hook_result`` (``[batch, pos, n_heads, d_model]``; ask for it by name).
+
+        >>> logits, cache = model.run_with_cache("The cat sat", names_filter="blocks.*.hook_resid_post")  # doctest: +SKIP
+        >>> cache["resid_post", 3].shape                                                   # doctest: +SKIP
+        """
+        if names_filter is None:
+            sites: str | Sequence[str] = [n for n in self.site_names() if not n.endswith("hook_result")]
+        elif callable(names_filter):
+            sites = [n for n in self.site_names() if names_filter(n)]
+            if not sites:
+                raise BadInputError(f"names_filter matches no site of {self.name}; its sites are "
+                                    f"{', '.join(self.site_names()[:3])}, ...")
+        else:
+            sites = names_filter
+        with self.trace(inputs, sites, interventions=interventions, positions=positions, to_cpu=to_cpu) as tr:
+            pass
+        assert tr.logits is not None
+        return tr.logits, tr
+
     def run(self, inputs: Inputs, *, interventions: dict[str, Any] | None = None) -> torch.Tensor:
         """Logits ``[batch, pos, vocab]``, optionally under interventions."""
         with self.trace(inputs, interventions=interventions) as tr:

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from interp.errors import OutOfRangeError, UnknownNameError
+from interp.errors import BadInputError, OutOfRangeError, UnknownNameError
 
 # Per-layer sites; "{l}" is the layer.
 LAYER_SITES = (
@@ -43,6 +43,38 @@ LAYER_SITES = (
     "blocks.{l}.mlp.hook_post",
 )
 GLOBAL_SITES = ("hook_embed", "ln_final.hook_normalized", "logits")
+
+# TransformerLens's short names (``utils.get_act_name``) -> the site's name template.
+SHORT_NAMES = {
+    "embed": "hook_embed", "resid_pre": "blocks.{l}.hook_resid_pre", "resid_mid": "blocks.{l}.hook_resid_mid",
+    "resid_post": "blocks.{l}.hook_resid_post", "attn_out": "blocks.{l}.hook_attn_out",
+    "mlp_out": "blocks.{l}.hook_mlp_out", "q": "blocks.{l}.attn.hook_q", "k": "blocks.{l}.attn.hook_k",
+    "v": "blocks.{l}.attn.hook_v", "z": "blocks.{l}.attn.hook_z", "result": "blocks.{l}.attn.hook_result",
+    "pre": "blocks.{l}.mlp.hook_pre", "pre_linear": "blocks.{l}.mlp.hook_pre_linear",
+    "post": "blocks.{l}.mlp.hook_post", "normalized": "ln_final.hook_normalized", "logits": "logits",
+}
+_ALIASES = {"mlp_post": "post", "mlp_pre": "pre", "attn_z": "z"}
+
+
+def act_name(name: str, layer: int | None = None) -> str:
+    """The full site name of a TransformerLens short name (as ``transformer_lens.utils.get_act_name``).
+
+    >>> act_name("z", 3)
+    'blocks.3.attn.hook_z'
+    >>> act_name("resid_pre", 0), act_name("embed")
+    ('blocks.0.hook_resid_pre', 'hook_embed')
+    """
+    template = SHORT_NAMES.get(_ALIASES.get(name, name))
+    if template is None:
+        raise UnknownNameError("short site name", name, sorted(SHORT_NAMES))
+    if "{l}" not in template:
+        if layer is not None:
+            raise BadInputError(f"act_name({name!r}) names a site outside the blocks; it takes no layer (got {layer})")
+        return template
+    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+        raise BadInputError(f"act_name({name!r}, layer) needs a layer number (0 or more), got {layer!r}")
+    return template.format(l=layer)
+
 
 # Sites whose axis 2 is a head axis.
 HEAD_SITES = ("hook_q", "hook_k", "hook_v", "hook_z", "hook_result")

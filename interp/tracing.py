@@ -22,8 +22,9 @@ Reducer = Callable[[torch.Tensor], Any]
 class Trace:
     """What a traced run captured, by site name.
 
-    ``trace[site]`` is the value of the last forward call; ``trace.steps(site)`` every call
-    (one per decoding step under ``generate``). ``specs[layer]`` records how that layer
+    ``trace[site]`` is the value of the last forward call (also by TransformerLens's short name
+    and layer: ``trace["z", 3]``); ``trace.steps(site)`` every call (one per decoding step
+    under ``generate``). ``specs[layer]`` records how that layer
     computed attention, for ``attention_pattern``. ``kept_positions[site]`` holds the
     ``positions=`` a site was captured at (absent: every position), and ``reduced`` the
     sites whose stored value is a reducer's result rather than the tensor itself.
@@ -42,7 +43,11 @@ class Trace:
         self.reduced: set[str] = set()
         self.ran_forward = False  # the forward pass ran when the trace was entered
 
-    def __getitem__(self, site: str) -> Any:
+    def __getitem__(self, site: str | tuple[str, int]) -> Any:
+        if isinstance(site, tuple):  # TransformerLens's cache["z", 3]
+            from interp.sites import act_name
+
+            site = act_name(*site)
         values = self._captured.get(site)
         if not values:
             have = ", ".join(self._captured) or "nothing"

@@ -309,3 +309,39 @@ def test_trace_records_positions_and_reducers(tiny):
     with tiny.trace(padded_batch(), sites="blocks.0.attn.hook_q") as full:
         assert tiny._open_traces == [full]
     assert full.kept_positions == {} and full.reduced == set()
+
+
+def test_act_name_gives_the_transformerlens_full_names():
+    from interp import act_name
+    from interp.errors import BadInputError, UnknownNameError
+
+    assert act_name("z", 3) == "blocks.3.attn.hook_z"
+    assert act_name("resid_pre", 0) == "blocks.0.hook_resid_pre"
+    assert act_name("post", 2) == act_name("mlp_post", 2) == "blocks.2.mlp.hook_post"
+    assert act_name("embed") == "hook_embed" and act_name("normalized") == "ln_final.hook_normalized"
+    with pytest.raises(UnknownNameError, match="unknown short site name 'pattern'.*valid short site names: attn_out"):
+        act_name("pattern", 0)
+    with pytest.raises(BadInputError, match="needs a layer number"):
+        act_name("z")
+    with pytest.raises(BadInputError, match="takes no layer"):
+        act_name("embed", 1)
+
+
+def test_run_with_cache_returns_logits_and_every_site_as_transformerlens_does(tiny):
+    from interp import act_name
+    from interp.errors import BadInputError
+
+    ids = torch.randint(1, tiny.cfg.d_vocab, (2, 9), generator=torch.Generator().manual_seed(0))
+    logits, cache = tiny.run_with_cache(ids)
+    assert torch.equal(logits, tiny.run(ids))
+    assert not any(k.endswith("hook_result") for k in cache.keys())
+    assert set(cache.keys()) == {n for n in tiny.site_names() if not n.endswith("hook_result")}
+    with tiny.trace(ids, sites="blocks.1.attn.hook_z") as tr:
+        pass
+    assert torch.equal(cache["z", 1], tr["blocks.1.attn.hook_z"]) and cache[act_name("z", 1)] is cache["z", 1]
+    _, some = tiny.run_with_cache(ids, names_filter=lambda name: name.endswith("hook_resid_post"))
+    assert some.keys() == [f"blocks.{layer}.hook_resid_post" for layer in range(tiny.cfg.n_layers)]
+    _, globbed = tiny.run_with_cache(ids, names_filter="blocks.*.hook_resid_post")
+    assert globbed.keys() == some.keys()
+    with pytest.raises(BadInputError, match="names_filter matches no site"):
+        tiny.run_with_cache(ids, names_filter=lambda name: False)

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from interp.errors import BadInputError, OutOfRangeError, UsageError
+from interp.masks import visible
 from interp.model import Model
 
 
@@ -56,12 +57,9 @@ def _items(shape: Any) -> str:
 def _base_allowed(module: torch.nn.Module, n_q: int, n_k: int, device: torch.device) -> torch.Tensor:
     """The mask the layer would use with no mask tensor: causal, and its sliding window if it has one."""
     q_abs = torch.arange(n_q, device=device)[:, None] + (n_k - n_q)
-    keys = torch.arange(n_k, device=device)[None, :]
-    allowed = keys <= q_abs
     window = getattr(module, "sliding_window", None)
-    if isinstance(window, int) and window > 0:
-        allowed &= q_abs - keys < window
-    return allowed[None, None]
+    return visible(q_abs, torch.arange(n_k, device=device)[None, :],
+                   sliding_window=window if isinstance(window, int) else None)[None, None]
 
 
 def _combine(base: torch.Tensor | None, module: torch.nn.Module, blocked: torch.Tensor, heads: list[int] | None,

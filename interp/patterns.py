@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from interp.errors import BadInputError, OutOfRangeError
+from interp.masks import visible
 from interp.tracing import Trace
 
 
@@ -59,10 +60,7 @@ def attention_pattern(
     # Query i sits at key index i + (n_k - n_q): the cache holds the earlier positions.
     q_abs = rows_t + (n_k - n_q)
     keys = torch.arange(n_k, device=q.device)
-    allowed = keys[None, :] <= q_abs[:, None]
-    if spec.sliding_window is not None:
-        allowed &= q_abs[:, None] - keys[None, :] < spec.sliding_window
-    allowed = allowed[None, None]
+    allowed = visible(q_abs[:, None], keys[None, :], sliding_window=spec.sliding_window)[None, None]
     if trace.attention_mask is not None:
         # Keys are the first n_k positions of the sequence the mask covers (all of it for a trace
         # with inputs; under generate the mask also covers the last token, which no step read).

@@ -23,6 +23,7 @@ import torch
 
 from interp.errors import OutOfRangeError, UnknownNameError
 from interp.kernels.targets import RULES, TOKEN_RULES, RulePlan, plan_rule, rule_pairs
+from interp.masks import visible
 
 MAX_TOPK = 8
 
@@ -62,11 +63,7 @@ class Problem:
 
     def visible(self, q_abs: torch.Tensor, keys: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor:
         """Whether each key is visible from its query (causal, window, padding); broadcasts."""
-        ok = torch.ones(torch.broadcast_shapes(q_abs.shape, keys.shape), dtype=torch.bool, device=keys.device)
-        if self.causal:
-            ok &= keys <= q_abs
-        if self.sliding_window is not None:
-            ok &= q_abs - keys < self.sliding_window
+        ok = visible(q_abs, keys, causal=self.causal, sliding_window=self.sliding_window)
         ok &= (keys >= 0) & (keys < self.k.shape[2])
         if self.key_mask is not None:
             if batch is None:  # dense: q_abs [b, B, 1], keys [1, 1, K]

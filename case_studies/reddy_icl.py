@@ -33,22 +33,22 @@ installed).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import io
 import json
 import math
-import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from _study import Stopwatch, arguments, files_line, write_figures, write_tables
+from _study import fmt as fmt_number
 from torch import nn
 
-from interp.atomic import atomic_write_bytes, atomic_write_text
+from interp.atomic import atomic_write_text
 
 OUT = Path(__file__).parent / "results" / "reddy_icl"
 
@@ -367,31 +367,7 @@ def figures(history: pd.DataFrame, main_k: int):
     return {"icl_accuracy": acc, "progress": prog}
 
 
-def write_figures(figs: dict, out: Path) -> list[str]:
-    """Each figure as HTML sharing one plotly.min.js in ``out``, and PNG where kaleido is installed."""
-    from plotly.offline import get_plotlyjs
-
-    written = ["plotly.min.js"]
-    atomic_write_text(out / "plotly.min.js", get_plotlyjs())
-    for name, fig in figs.items():
-        atomic_write_text(out / f"{name}.html", fig.to_html(include_plotlyjs="directory"))
-        written.append(f"{name}.html")
-    try:
-        import kaleido  # noqa: F401
-    except ImportError:
-        return written
-    for name, fig in figs.items():
-        atomic_write_bytes(out / f"{name}.png", fig.to_image(format="png"))
-        written.append(f"{name}.png")
-    return written
-
-
-def fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.3f}" if abs(v) < 10 else f"{v:.0f}"
-    return str(v)
+fmt = partial(fmt_number, whole_from=10)  # steps as whole numbers, shares and accuracies with 3 decimals
 
 
 def joined(values) -> str:
@@ -435,9 +411,9 @@ def markdown(results: list[dict], cfg: Config, seconds: float, command: str, wri
                      f"{cell['item_label_attn']} | {cell['target_label_attn']} | "
                      f"{fmt(r['context_label_acc_onset'])}, {fmt(r['context_label_acc_half'])} |")
     lines += ["", "## Against the paper", ""] + reading(df, cfg)
-    lines += ["", "Files: " + ", ".join(f"`{w}`" for w in ["summary.md", "summary.json", "history.parquet", *written])
-              + ". `icl_accuracy.html`: ICL and IWL accuracy against step for every run; `progress.html`: the "
-              "progress measures with ICL accuracy for each bursty run of the first seed."]
+    lines += ["", files_line(["summary.md", "summary.json", "history.parquet", *written],
+                             "`icl_accuracy.html`: ICL and IWL accuracy against step for every run; `progress.html`: the "
+                             "progress measures with ICL accuracy for each bursty run of the first seed.")]
     return "\n".join(lines) + "\n"
 
 
@@ -514,7 +490,7 @@ def run_all(runs: list[tuple[Config, int, int]]) -> tuple[pd.DataFrame, list[dic
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arguments(__doc__, OUT)
     parser.add_argument("--bursts", default="0,1,2,4", help="burstiness settings B (each divides N)")
     parser.add_argument("--seeds", default="0,1", help="seeds per setting")
     parser.add_argument("--steps", type=int, default=Config.steps)
@@ -522,10 +498,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--control-K", type=int, default=512,
                         help="classes of one control run (B = 2, first seed); 0 for none")
     parser.add_argument("--alpha", type=float, default=Config.alpha, help="Zipf exponent")
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--smoke", action="store_true", help="a tiny run of every part (CI)")
-    parser.add_argument("--render", action="store_true",
-                        help="rebuild summary.md and the figures from the saved history.parquet and summary.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.render:
@@ -540,17 +512,12 @@ def main(argv: list[str] | None = None) -> None:
     runs = [(cfg, B, seed) for B in bursts for seed in seeds]
     if args.control_K:
         runs.append((dataclasses.replace(cfg, K=args.control_K), 2, seeds[0]))
-    start = time.perf_counter()
+    watch = Stopwatch()
     history, results = run_all(runs)
-    seconds = time.perf_counter() - start
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    history.to_parquet(buf, index=False)
-    atomic_write_bytes(out / "history.parquet", buf.getvalue())
+    write_tables(args.out, {"history.parquet": history})
     meta = {"command": command, "config": dataclasses.asdict(cfg), "bursts": bursts, "seeds": seeds,
-            "control_K": args.control_K, "seconds": round(seconds, 1)}
-    write_report(out, history, results, cfg, meta)
+            "control_K": args.control_K, "seconds": watch.done()["total"]}
+    write_report(args.out, history, results, cfg, meta)
 
 
 def write_report(out: Path, history: pd.DataFrame, results: list[dict], cfg: Config, meta: dict) -> None:

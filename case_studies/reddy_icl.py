@@ -28,7 +28,7 @@ installed).
 
     python case_studies/reddy_icl.py                 # B = 0, 1, 2, 4, two seeds each, and a K = 512 control
                                                      # (~15 min on 2 shared CPU cores)
-    python case_studies/reddy_icl.py --smoke --out /tmp/reddy   # a tiny run of every part (seconds)
+    python case_studies/reddy_icl.py --smoke --out DIR   # a tiny run of every part (seconds)
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ def _timed(fn) -> tuple[float, float, Any]:
 
 def run_phase(model_name: str, phase: str, lengths: tuple[int, ...] | None) -> dict[str, Any]:
     import interp
-    from interp.heads import head_scan, retrieval
+    from interp.heads import causal, head_scan, retrieval
     from interp.heads.causal import induction_ablation
 
     model = interp.load(model_name)
@@ -131,7 +131,7 @@ def run_phase(model_name: str, phase: str, lengths: tuple[int, ...] | None) -> d
         table = interp.heads.HeadScores.from_arrays({"retrieval": result.scores}, model=model.name)
         table.checks["retrieval_tests"] = result.summary()
         counter = Counter(model)
-        row["seconds"], row["peak_gib"], check = _timed(lambda: retrieval.masking_check(model, table, cfg, progress=False))
+        row["seconds"], row["peak_gib"], check = _timed(lambda: causal.masking_check(model, table, cfg, progress=False))
         row["prefills"], counter.prefills = counter.prefills, 0
         counter.handle.remove()
         shortest = [t for t in tests if t.length == min(cfg["lengths"])]

@@ -38,7 +38,6 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from interp.attention import observers_of
 from interp.circuits.icl_data import (
     ICLDataset,
     Prompt,
@@ -91,7 +90,6 @@ def run_batch(model: Model, prompts: list[Prompt], label_ids: list[int], *, stat
     out: dict[str, Any] = {}
     masses: dict[int, torch.Tensor] = {}
     observe = None
-    modules = []
     if stats:
         # Rows y_1..y_k (span: their forerunner) then s_q k times (span: y_i), per item.
         rows, spans = [], []
@@ -113,17 +111,10 @@ def run_batch(model: Model, prompts: list[Prompt], label_ids: list[int], *, stat
                                  row_stats=False, lse=lse)
             masses[layer] = st.mass["span"].cpu()  # [b, H, 2k]
 
-        modules = [model.module(f"{model.adapter.layers}.{i}.{model.adapter.attn}") for i in range(model.cfg.n_layers)]
-        for m in modules:
-            observers_of(m).append(observe)
     sites = "blocks.*.hook_resid_post" if hidden else ()
     reduce = {"blocks.*.hook_resid_post": lambda x: x[:, -1].float().cpu()} if hidden else None
-    try:
-        with model.trace(sites=sites, reduce=reduce) as tr, torch.no_grad():
-            out["logits"] = _label_logits(model, tokens, label_ids)
-    finally:
-        for m in modules:
-            observers_of(m).remove(observe)
+    with model.trace(sites=sites, reduce=reduce, observe=observe) as tr, torch.no_grad():
+        out["logits"] = _label_logits(model, tokens, label_ids)
     if stats:
         a = torch.stack([masses[i] for i in range(model.cfg.n_layers)], dim=1).numpy()  # [b, L, H, 2k]
         merge, retr = a[..., :k], a[..., k:]

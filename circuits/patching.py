@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.errors import BadInputError, OutOfRangeError, UnknownNameError
+from interp.kv_cache import fork, run_cached
 from interp.model import Model
 
 # short name -> (site template, per-head axis: "query", "kv" or None)
@@ -243,26 +244,18 @@ class _Prefix:
     """
 
     def __init__(self, model: Model, ids: torch.Tensor):
-        import inspect
-
         self.length = int(ids.shape[1])
-        # transformers renamed ``past_key_values`` to ``cache`` during 5.x; use whichever this one takes.
-        self.kw = "cache" if "cache" in inspect.signature(model.hf.forward).parameters else "past_key_values"
         with model.trace(), torch.no_grad():
-            out = model.hf(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, logits_to_keep=1)
-        self.cache = out.get(self.kw)
+            _, self.cache = run_cached(model.hf, input_ids=ids, attention_mask=torch.ones_like(ids), logits_to_keep=1)
         if self.cache is None:
             raise BadInputError(f"{model.name} returned no key/value cache, which shared_prefix needs")
 
     def run(self, model: Model, tokens: dict[str, torch.Tensor], logits_to_keep: int) -> torch.Tensor:
-        import copy
-
         tail = tokens["input_ids"][:, self.length :]
-        cache = copy.deepcopy(self.cache)
-        cache.batch_repeat_interleave(tail.shape[0])
         mask = torch.ones(tail.shape[0], self.length + tail.shape[1], dtype=torch.long, device=tail.device)
-        return model.hf(input_ids=tail, attention_mask=mask, use_cache=True, logits_to_keep=logits_to_keep,
-                        **{self.kw: cache}).logits
+        out, _ = run_cached(model.hf, fork(self.cache, tail.shape[0]), input_ids=tail, attention_mask=mask,
+                            logits_to_keep=logits_to_keep)
+        return out.logits
 
 
 def _logits(model: Model, tokens: dict[str, torch.Tensor], interventions=None, logits_to_keep: int = 0,

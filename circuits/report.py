@@ -22,20 +22,12 @@ import pandas as pd
 from interp.errors import UnknownNameError
 from interp.outputs import OutputFolder, writing
 from interp.strict_json import dumps, finite
+from interp.versions import versions as _versions
 
 TABLES = ("accuracy", "summarize", "merge", "retrieval", "heads", "ablation")
 FIGURES = ("accuracy", "steps", "ablation", "heads", "patching")
 PATCHING_FILE = "patching.parquet"
 PLOTLY_JS = "plotly.min.js"
-
-
-def _versions() -> dict[str, str]:
-    import torch
-    import transformers
-
-    import interp
-
-    return {"interp": interp.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
 def _write_plotly_js(out: OutputFolder) -> None:

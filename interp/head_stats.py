@@ -13,13 +13,8 @@ from typing import Any
 
 import torch
 
-from interp.attention import observers_of
 from interp.kernels import AttentionStats, attention_stats
 from interp.model import Inputs, Model
-
-
-class _Done(Exception):
-    """Raised by the last needed layer to end the forward pass early."""
 
 
 def head_stats(
@@ -55,8 +50,6 @@ def head_stats(
     plans: dict[Any, dict] = {}  # target layouts depend on the tokens and the window, not the layer
 
     def observe(layer: int, q: torch.Tensor, k: torch.Tensor, spec: Any, lse: torch.Tensor | None) -> None:
-        if layer not in wanted:
-            return
         if lse is not None and rows_t is not None:
             r = rows_t.expand(q.shape[0], -1) if rows_t.ndim == 1 else rows_t
             lse = lse.gather(2, r[:, None, :].expand(-1, q.shape[1], -1))
@@ -67,20 +60,9 @@ def head_stats(
             plan=plans.setdefault(spec.sliding_window, {}),
         )
         results[layer] = _to_cpu(stats)
-        if layer == wanted[-1]:
-            raise _Done
 
-    modules = [model.module(f"{model.adapter.layers}.{layer}.{model.adapter.attn}") for layer in wanted]
-    for module in modules:
-        observers_of(module).append(observe)
-    try:
-        with torch.no_grad():
-            model.hf(**tokens, use_cache=False)
-    except _Done:
+    with model.trace(tokens, observe=observe, observe_layers=wanted, stop_after=wanted[-1]):
         pass
-    finally:
-        for module in modules:
-            observers_of(module).remove(observe)
     return results
 
 

@@ -574,9 +574,10 @@ def _gguf_entry(path: Path) -> Entry:
 
 
 def _versions() -> dict[str, str]:
-    import transformers
+    """What a cache entry's conversion depends on."""
+    from interp.versions import versions
 
-    return {"transformers": transformers.__version__, "torch": torch.__version__}
+    return {k: v for k, v in versions().items() if k in ("transformers", "torch")}
 
 
 def prepare(spec: Spec) -> Entry:

@@ -14,7 +14,7 @@ from interp import attention
 from interp.adapters import Adapter, adapter_for
 from interp.errors import BadInputError, OutOfRangeError, PromptTooLongError
 from interp.sites import GLOBAL_SITES, LAYER_SITES, Site, Where, all_site_names, expand
-from interp.tracing import Hooks, Reducer, Trace
+from interp.tracing import Hooks, Reducer, StopForward, Trace
 
 Inputs = Any  # str | list[str] | token ids (list or tensor) | {"input_ids", "attention_mask"}
 ACCEPTED = ("a str, a list of str, token ids (a list of ints, a list of equal-length lists of ints, or an integer "
@@ -378,6 +378,9 @@ class Model:
         reduce: dict[str, Reducer] | None = None,
         positions: Any = None,
         to_cpu: bool = True,
+        observe: Callable | None = None,
+        observe_layers: Sequence[int] | None = None,
+        stop_after: int | None = None,
     ) -> Iterator[Trace]:
         """Capture ``sites`` (names or globs) and apply ``interventions`` while the block runs.
 
@@ -389,6 +392,13 @@ class Model:
         Sites, inputs, positions and interventions (their widths, heads, units and positions,
         see ``interp.interventions``) are all checked before any hook is installed or any
         forward runs. Hooks are removed on exit, also when the block raises.
+
+        ``observe(layer, q, k, spec, lse)`` is called by the attention of each of
+        ``observe_layers`` (default: all) with its final queries and keys (after rotary and
+        norms, ``[batch, heads, pos, d_head]``) and the rows' log-sum-exp where the fused kernel
+        gives it: the feed of the attention-statistics kernels. ``stop_after``: end the
+        forward pass once this layer's attention has run (the trace's logits are then
+        ``None``), for analyses that need only the first layers.
 
         A ``circuits.knockout`` must be opened before a trace with inputs, whose forward
         runs on entry: ``with knockout(model, blocked), model.trace(inputs) as tr:``.
@@ -411,18 +421,27 @@ class Model:
         n_pos = int(tokens["input_ids"].shape[1]) if tokens is not None else None
         kept = self._positions(positions, n_pos)
         self._check_interventions(by_site, n_pos)
+        if observe is not None and not callable(observe):
+            raise BadInputError(f"observe must be a function (layer, q, k, spec, lse), got {_describe(observe)}")
+        observed = [self.check_layer(la) for la in observe_layers] if observe_layers is not None else \
+            list(range(self.cfg.n_layers))
+        if stop_after is not None:
+            self.check_layer(stop_after)
         trace = Trace()
         trace.n_layers = self.cfg.n_layers
-        hooks = Hooks(self, trace, capture, by_site, reducers, positions=kept, to_cpu=to_cpu)
+        hooks = Hooks(self, trace, capture, by_site, reducers, positions=kept, to_cpu=to_cpu,
+                      observers={la: observe for la in observed} if observe is not None else None, stop_after=stop_after)
         hooks.install()
         self._open_traces.append(trace)
         try:
             if tokens is not None:
                 trace.input_ids, trace.attention_mask = tokens["input_ids"], tokens["attention_mask"]
                 trace.ran_forward = True
-                with torch.no_grad():
+                with torch.no_grad(), contextlib.suppress(StopForward):
                     trace.logits = self.hf(**tokens, use_cache=False).logits
             yield trace
+        except StopForward:  # a forward run inside the block stopped at ``stop_after``
+            pass
         finally:
             hooks.remove()
             self._open_traces.remove(trace)

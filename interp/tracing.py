@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch.utils.hooks import RemovableHandle
 
-from interp.attention import AttentionSpec, hooks_of
+from interp.attention import AttentionSpec, Observer, hooks_of, observers_of
 from interp.errors import OutOfRangeError
 from interp.sites import Site
 
@@ -86,6 +86,15 @@ def _select(x: torch.Tensor, positions: Any, site: str) -> torch.Tensor:
     return x[:, positions]
 
 
+class StopForward(Exception):
+    """Raised by the attention of a trace's ``stop_after`` layer to end the forward pass early;
+    the trace that asked for it catches it."""
+
+
+def _stop(layer: int, q: torch.Tensor, k: torch.Tensor, spec: AttentionSpec, lse: torch.Tensor | None) -> None:
+    raise StopForward
+
+
 class Hooks:
     """Installs the hooks of one trace on a model and removes them all in ``remove``."""
 
@@ -98,14 +107,19 @@ class Hooks:
         reduce: dict[str, Reducer],
         positions: Any = None,
         to_cpu: bool = True,
+        observers: dict[int, Observer] | None = None,
+        stop_after: int | None = None,
     ):
         self.model, self.trace = model, trace
+        self.observers = dict(observers or {})
+        self.stop_after = stop_after
         self.capture = {s.name for s in capture}
         self.interventions = {s.name: fns for s, fns in interventions.items()}
         self.reduce, self.positions, self.to_cpu = reduce, positions, to_cpu
         self.sites = {s.name: s for s in [*capture, *interventions]}
         self._handles: list[RemovableHandle] = []
         self._qkv: list[tuple[torch.nn.Module, Callable]] = []
+        self._observed: list[tuple[torch.nn.Module, Observer]] = []
 
     # -- one site value passing by --------------------------------------------------------
     def process(self, site: Site, value: torch.Tensor) -> torch.Tensor:
@@ -143,6 +157,14 @@ class Hooks:
                 hook = self._qkv_hook(sites)
                 hooks_of(module).append(hook)
                 self._qkv.append((module, hook))
+        for layer, fn in self.observers.items():
+            module = self.model.module(f"{self.model.adapter.layers}.{layer}.{self.model.adapter.attn}")
+            observers_of(module).append(fn)
+            self._observed.append((module, fn))
+        if self.stop_after is not None:  # after that layer's attention (and its observers)
+            module = self.model.module(f"{self.model.adapter.layers}.{self.stop_after}.{self.model.adapter.attn}")
+            observers_of(module).append(_stop)
+            self._observed.append((module, _stop))
 
     def remove(self) -> None:
         for handle in self._handles:
@@ -150,8 +172,12 @@ class Hooks:
         for module, hook in self._qkv:
             if hook in hooks_of(module):
                 hooks_of(module).remove(hook)
+        for module, fn in self._observed:
+            if fn in observers_of(module):
+                observers_of(module).remove(fn)
         self._handles.clear()
         self._qkv.clear()
+        self._observed.clear()
 
     # -- hook factories ----------------------------------------------------------------------
     def _process_input(self, site: Site, value: torch.Tensor) -> torch.Tensor:

@@ -8,22 +8,12 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
-import torch
 from safetensors.torch import save
 
 from interp.outputs import OutputFolder, writing
 from interp.probes.knob import KnobResult
 from interp.strict_json import dumps, finite
-
-
-def _versions() -> dict[str, str]:
-    import transformers
-
-    import interp
-
-    return {"interp": interp.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
-
-
+from interp.versions import versions as _versions
 
 
 def to_json(r: KnobResult) -> dict[str, Any]:

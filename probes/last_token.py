@@ -8,7 +8,6 @@ as decoding one token instead of a forward over the whole prompt.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from interp.errors import InterpError
+from interp.kv_cache import fork, run_cached
 from interp.model import Model
 
 # Interventions for one batch, given the batch's item indices.
@@ -56,9 +56,9 @@ class LastTokenRuns:
             if ids.shape[1] < 2:
                 raise InterpError("each prompt needs at least two tokens")
             with torch.no_grad():
-                out = model.hf(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=True)
+                _, cache = run_cached(model.hf, input_ids=ids[:, :-1], attention_mask=mask[:, :-1], logits_to_keep=1)
             idx = np.arange(s, s + len(ids))
-            self.batches.append(_Batch(idx, ids[:, -1:], mask, out.past_key_values, choices[idx].to(model.device)))
+            self.batches.append(_Batch(idx, ids[:, -1:], mask, cache, choices[idx].to(model.device)))
 
     def _step(self, batch: _Batch, interventions: dict[str, Any] | None, sites: Any = (),
               grad: bool = False) -> tuple[torch.Tensor, Any]:
@@ -67,11 +67,11 @@ class LastTokenRuns:
         Only those logits are computed: the final hidden state times the choices' unembedding rows
         (with the family's final soft-cap), not the whole vocabulary (262k tokens for Gemma 3).
         """
-        cache = copy.deepcopy(batch.cache)  # a step appends to the cache; each run starts from the prefix
         hf = self.model.hf
         with self.model.trace(sites=sites, interventions=interventions) as tr, torch.set_grad_enabled(grad):
-            h = hf.base_model(input_ids=batch.last, attention_mask=batch.mask, past_key_values=cache,
-                              use_cache=True).last_hidden_state[:, -1]
+            # a step appends to the cache; each run starts from a copy of the prefix's
+            out, _ = run_cached(hf.base_model, fork(batch.cache), input_ids=batch.last, attention_mask=batch.mask)
+            h = out.last_hidden_state[:, -1]
             head = self.model.module(self.model.adapter.unembed)
             w = self.model.weight(self.model.adapter.unembed)[batch.choices]  # [b, n_choices, d]
             logits = torch.einsum("bd,bcd->bc", h.to(w.dtype), w)

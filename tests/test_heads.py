@@ -301,7 +301,7 @@ def test_masking_check_prefills_each_test_once_and_matches_decoding_each_conditi
     """The masking check decodes every condition from one prefill per test (masking acts on
     decoding steps only), takes the unmasked recall from the scoring pass, and gets the same
     recalls as decoding each condition from scratch."""
-    from interp.heads import retrieval
+    from interp.heads import causal, retrieval
     from interp.heads.table import HeadScores
 
     tests = [NeedleTest(torch.tensor([[0, 3, 5, 7, 9, 11, 3]]), (2, 5), "5 7 9", length=7, depth=0.0, needle=0),
@@ -318,7 +318,7 @@ def test_masking_check_prefills_each_test_once_and_matches_decoding_each_conditi
     handle = wired.hf.register_forward_pre_hook(
         lambda m, args, kwargs: prefills.append(1) if kwargs["input_ids"].shape[1] > 1 else None, with_kwargs=True)
     try:
-        check = retrieval.masking_check(wired, table, cfg, progress=False)
+        check = causal.masking_check(wired, table, cfg, progress=False)
     finally:
         handle.remove()
     assert len(prefills) == len(tests)
@@ -378,7 +378,7 @@ def test_decoding_masking_conditions_as_rows_equals_decoding_each_alone(tiny):
 def test_a_scan_in_one_process_reuses_the_scoring_prefills_for_the_masking_check(wired, monkeypatch):
     """Scoring keeps the prefills of the tests the masking check decodes again, so the check
     prefills nothing, and its recalls equal a check that prefills anew."""
-    from interp.heads import retrieval
+    from interp.heads import causal, retrieval
     from interp.heads.table import HeadScores
 
     tests = [NeedleTest(torch.tensor([[0, 3, 5, 7, 9, 11, 3]]), (2, 5), "5 7 9", length=7, depth=0.0, needle=0),
@@ -395,8 +395,8 @@ def test_a_scan_in_one_process_reuses_the_scoring_prefills_for_the_masking_check
     handle = wired.hf.register_forward_pre_hook(
         lambda m, args, kwargs: prefills.append(1) if kwargs["input_ids"].shape[1] > 1 else None, with_kwargs=True)
     try:
-        reused = retrieval.masking_check(wired, table, cfg, progress=False)
+        reused = causal.masking_check(wired, table, cfg, progress=False)
     finally:
         handle.remove()
     assert prefills == [] and wired not in retrieval._kept  # none made, none left behind
-    assert retrieval.masking_check(wired, table, cfg, progress=False) == reused  # prefilled anew
+    assert causal.masking_check(wired, table, cfg, progress=False) == reused  # prefilled anew

@@ -345,3 +345,32 @@ def test_run_with_cache_returns_logits_and_every_site_as_transformerlens_does(ti
     assert globbed.keys() == some.keys()
     with pytest.raises(BadInputError, match="names_filter matches no site"):
         tiny.run_with_cache(ids, names_filter=lambda name: False)
+
+
+def test_trace_observers_and_early_stop_are_installed_and_removed_by_the_trace(tiny):
+    """``observe=`` feeds each layer's final q/k to a function, ``stop_after=`` ends the forward
+    after that layer's attention; both are gone after the block, also when it raises."""
+    from interp.attention import observers_of
+    from interp.errors import BadInputError
+
+    ids = torch.randint(1, tiny.cfg.d_vocab, (1, 8), generator=torch.Generator().manual_seed(0))
+    seen: list[int] = []
+    with tiny.trace(ids, observe=lambda layer, q, k, spec, lse: seen.append(layer)) as tr:
+        pass
+    assert seen == list(range(tiny.cfg.n_layers)) and tr.logits is not None
+    seen.clear()
+    with tiny.trace(ids, observe=lambda layer, q, k, spec, lse: seen.append(layer), observe_layers=[0],
+                    stop_after=0, sites="blocks.1.hook_resid_pre") as tr:
+        pass
+    assert seen == [0] and tr.logits is None and "blocks.1.hook_resid_pre" not in tr  # stopped in layer 0
+    modules = [tiny.module(f"{tiny.adapter.layers}.{la}.{tiny.adapter.attn}") for la in range(tiny.cfg.n_layers)]
+    with pytest.raises(RuntimeError, match="inside"):
+        with tiny.trace(observe=lambda *a: None, stop_after=1):
+            raise RuntimeError("inside")
+    assert all(not observers_of(m) for m in modules)
+    with pytest.raises(BadInputError, match="observe must be a function"):
+        with tiny.trace(ids, observe=3):
+            pass
+    with pytest.raises(OutOfRangeError):
+        with tiny.trace(ids, stop_after=99):
+            pass

@@ -6,8 +6,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from interp import interventions as iv
+from interp.heads import retrieval as R
 from interp.heads.sequences import repeated_random
 from interp.heads.table import HeadScores
 from interp.model import Model
@@ -83,8 +85,6 @@ def run_check(model: Model, name: str, table: HeadScores, settings: dict[str, An
         k = max(1, min(10, model.cfg.n_total_heads // 10))
         return induction_ablation(model, table, k=k, length=max(settings["lengths"]), samples=settings["samples"])
     if name == "retrieval_masking":
-        from interp.heads.retrieval import masking_check
-
         return masking_check(model, table, settings["retrieval"], progress=progress)
     raise ValueError(f"unknown check {name!r}")
 
@@ -93,3 +93,78 @@ def run_checks(model: Model, table: HeadScores, settings: dict[str, Any], *, che
                progress: bool = True) -> dict[str, Any]:
     """The causal checks that apply to the scores in ``table``."""
     return {name: run_check(model, name, table, settings, progress=progress) for name in check_names(table)}
+
+
+# -- the retrieval masking check (Wu et al.) ---------------------------------------------------
+def _scored_recalls(table, tests: list[R.NeedleTest]) -> list[float] | None:
+    """The unmasked recalls of ``tests`` as the scoring pass measured them (same decoding, no
+    intervention), or ``None`` when the table does not hold all of them."""
+    rows = {(r["needle"], r["length"], r["depth"]): r["recall"]
+            for r in (table.checks.get("retrieval_tests") or {}).get("per_test", [])}
+    found = [rows.get((t.needle, t.length, t.depth)) for t in tests]
+    return None if any(r is None for r in found) else [float(r) for r in found]  # type: ignore[arg-type]
+
+
+def masking_pool(n_total_heads: int) -> int:
+    """How many heads the random control of the masking check draws from: those outside the
+    top ``min(100, n/2)`` (Wu et al. draw outside the top 100)."""
+    return n_total_heads - min(100, n_total_heads // 2)
+
+
+def masking_check(model: Model, table, cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+    """Needle recall with the top-k retrieval heads' queries zeroed while decoding, against as
+    many random heads drawn outside the top 100 (Wu et al.'s control), and unmasked. Only heads
+    above the retrieval threshold are masked (at most ``mask_k``): in a small model the top k
+    may include heads that never copy, and masking those would not test retrieval heads. Runs
+    on the tests of the shortest haystack length, to bound its cost."""
+    try:
+        return _masking_check(model, table, cfg, progress)
+    finally:
+        R.forget_prefills(model)  # the kept prefills serve this check only
+
+
+def _masking_check(model: Model, table, cfg: dict[str, Any], progress: bool) -> dict[str, Any]:
+    k = cfg["mask_k"]
+    scores = table.matrix("retrieval")
+    if np.isnan(scores).all():
+        return {"skipped": "no needle test was recalled, so there are no retrieval scores to mask"}
+    flat = np.nan_to_num(scores, nan=-1).ravel()
+    order = np.argsort(-flat)
+    n_heads = model.cfg.n_heads
+    ranked = [(int(i // n_heads), int(i % n_heads)) for i in order]
+    top = [ranked[j] for j in range(k) if flat[order[j]] > cfg["threshold"]]
+    if not top:
+        return {"skipped": f"no head scores above the retrieval threshold {cfg['threshold']}"}
+    k, top100 = len(top), ranked[: len(ranked) - masking_pool(len(ranked))]
+    tests = R.needle_tests(model, {**cfg, "lengths": sorted(cfg["lengths"])[:1]})
+
+    conditions: dict[str, list[tuple[int, int]]] = {"none": [], "top": top}
+    randoms = {s: random_heads(model, k, top100, s) for s in cfg["mask_seeds"]}
+    for s, heads in randoms.items():
+        conditions[f"random_{s}"] = heads
+    # Masking acts on decoding steps only, so every condition decodes from one prefill per test
+    # (the scoring pass's own, when it ran in this process), all conditions at once as rows of
+    # one batch; the unmasked condition is the scoring pass's own decoding, where it ran.
+    recalls: dict[str, list[float]] = {name: [] for name in conditions}
+    scored = _scored_recalls(table, tests)
+    if scored is not None:
+        recalls["none"] = scored
+    todo = [name for name in conditions if not recalls[name]]
+    masks = torch.zeros(len(todo), model.cfg.n_layers, model.cfg.n_heads, dtype=torch.bool)
+    for r, name in enumerate(todo):
+        for layer, h in conditions[name]:
+            masks[r, layer, h] = True
+    rowwise = {f"blocks.{layer}.attn.hook_q": R.zero_queries_by_row(masks[:, layer])
+               for layer in range(model.cfg.n_layers) if masks[:, layer].any()}
+    for t in tqdm(tests, desc="retrieval masking", disable=not progress):
+        rows = R.decode_rows(model, t.prompt_ids, cfg["max_new_tokens"], len(todo), interventions=rowwise,
+                           cache=R.take_prefill(model, t))
+        for name, generated in zip(todo, rows, strict=True):
+            recalls[name].append(R.rouge1_recall(t.answer, model.tokenizer.decode(generated)))
+    recall = {name: float(np.mean(recalls[name])) for name in conditions}
+    return {
+        "k": k, "mask_k": cfg["mask_k"], "threshold": cfg["threshold"], "tests": len(tests),
+        "length": sorted(cfg["lengths"])[0], "top_heads": [f"{layer}.{h}" for layer, h in top],
+        "random_heads": {str(s): [f"{layer}.{h}" for layer, h in hs] for s, hs in randoms.items()},
+        "recall": recall,
+    }

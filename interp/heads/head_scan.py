@@ -25,6 +25,7 @@ from interp.heads.sequences import bos_id, natural_text, repeated_random
 from interp.heads.table import HeadScores
 from interp.heads.units import ScanUnits
 from interp.model import Model
+from interp.versions import versions as _versions
 
 if TYPE_CHECKING:
     from interp.heads.retrieval import NeedleTest
@@ -33,14 +34,6 @@ if TYPE_CHECKING:
 
 class SettingError(InterpError, ValueError):
     """A scan setting that cannot work (an empty list, a count below 1, a depth outside 0..1)."""
-
-
-def _versions() -> dict[str, str]:
-    import transformers
-
-    import interp
-
-    return {"interp": interp.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
 def check_scores(names: Iterable[str]) -> list[str]:
@@ -116,7 +109,8 @@ def _at_least(value: Any, low: int, what: str) -> None:
 
 
 def _retrieval_settings(model: Model, retrieval: dict[str, Any] | None, causal_checks: bool) -> dict[str, Any]:
-    from interp.heads.retrieval import RetrievalSettings, masking_pool
+    from interp.heads.causal import masking_pool
+    from interp.heads.retrieval import RetrievalSettings
 
     valid = [f.name for f in fields(RetrievalSettings)]
     for key in retrieval or {}:

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from interp.attention import observers_of
 from interp.corpus import text as corpus_text
 from interp.errors import InterpError, PromptTooLongError
 from interp.kernels import decode_argmax
+from interp.kv_cache import run_cached
 from interp.model import Model
 
 
@@ -169,13 +169,6 @@ def zero_queries_by_row(masks: torch.Tensor) -> Callable:
     return op
 
 
-def _cache_keyword(model: Model) -> str:
-    # transformers renamed ``past_key_values`` to ``cache`` during 5.x; use whichever this one takes.
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.hf.forward).parameters else "past_key_values"
-
-
 def _one_logit(model: Model) -> dict[str, int]:
     # A prefill's logits are never read: skip the unembedding of every prompt position.
     import inspect
@@ -204,6 +197,11 @@ def keep_prefill(model: Model, test: NeedleTest, cache: Any) -> None:
         kept[test_key(test)] = (test.prompt_ids, copy.deepcopy(cache))
 
 
+def forget_prefills(model: Model) -> None:
+    """Drop the prefills kept for ``model`` (the masking check has run, or will not)."""
+    _kept.pop(model, None)
+
+
 def take_prefill(model: Model, test: NeedleTest) -> Any:
     """``test``'s prefill: the one kept by the scoring pass (removed from the store), else a new one."""
     ids, cache = _kept.get(model, {}).pop(test_key(test), (None, None))
@@ -216,9 +214,8 @@ def prefill(model: Model, prompt_ids: torch.Tensor) -> Any:
     ids = prompt_ids.reshape(1, -1).to(model.device)
     if ids.shape[1] < 2:
         return None
-    kw = _cache_keyword(model)
     with torch.no_grad():
-        return model.hf(input_ids=ids[:, :-1], use_cache=True, **_one_logit(model)).get(kw)
+        return run_cached(model.hf, input_ids=ids[:, :-1], **_one_logit(model))[1]
 
 
 def greedy_decode(model: Model, prompt_ids: torch.Tensor, max_new_tokens: int, *,
@@ -245,18 +242,16 @@ def decode_rows(model: Model, prompt_ids: torch.Tensor, max_new_tokens: int, row
     Row-wise results equal decoding each row alone up to the float rounding of batched products."""
     ids = prompt_ids.reshape(1, -1).to(model.device)
     eos = getattr(model.tokenizer, "eos_token_id", None)
-    kw = _cache_keyword(model)
     generated: list[list[int]] = [[] for _ in range(rows)]
     with model.trace(interventions=interventions), torch.no_grad():
         if cache is None and ids.shape[1] > 1:
-            cache = model.hf(input_ids=ids[:, :-1], use_cache=True, **_one_logit(model)).get(kw)
+            cache = run_cached(model.hf, input_ids=ids[:, :-1], **_one_logit(model))[1]
         if cache is not None and rows > 1:
             cache.batch_repeat_interleave(rows)
         nxt = ids[:, -1:].expand(rows, 1)
         running = [True] * rows  # finished rows decode on (their tokens unused): the batch keeps its shape
         for _ in range(max_new_tokens):
-            out = model.hf(input_ids=nxt, use_cache=True, **{kw: cache})
-            cache = out.get(kw)
+            out, cache = run_cached(model.hf, cache, input_ids=nxt)
             tokens = out.logits[:, -1].argmax(-1).tolist()
             for r, t in enumerate(tokens):
                 if not running[r]:
@@ -296,15 +291,9 @@ def decode_with_argmax(model: Model, test: NeedleTest, max_new_tokens: int, inte
         per_step.append(torch.stack([argmax[layer] for layer in range(model.cfg.n_layers)]).cpu())
         position[0] += 1
 
-    modules = [model.module(f"{model.adapter.layers}.{layer}.{model.adapter.attn}") for layer in range(model.cfg.n_layers)]
-    for m in modules:
-        observers_of(m).append(observe)
-    try:
+    with model.trace(observe=observe):
         generated = greedy_decode(model, test.prompt_ids, max_new_tokens, interventions=interventions, on_token=snapshot,
                                   cache=cache)
-    finally:
-        for m in modules:
-            observers_of(m).remove(observe)
     return generated, per_step
 
 
@@ -419,79 +408,3 @@ def needle_recall(model: Model, tests: list[NeedleTest], max_new_tokens: int, in
         generated = greedy_decode(model, t.prompt_ids, max_new_tokens, interventions=interventions)
         recalls.append(rouge1_recall(t.answer, model.tokenizer.decode(generated)))
     return float(np.mean(recalls))
-
-
-def _scored_recalls(table, tests: list[NeedleTest]) -> list[float] | None:
-    """The unmasked recalls of ``tests`` as the scoring pass measured them (same decoding, no
-    intervention), or ``None`` when the table does not hold all of them."""
-    rows = {(r["needle"], r["length"], r["depth"]): r["recall"]
-            for r in (table.checks.get("retrieval_tests") or {}).get("per_test", [])}
-    found = [rows.get((t.needle, t.length, t.depth)) for t in tests]
-    return None if any(r is None for r in found) else [float(r) for r in found]  # type: ignore[arg-type]
-
-
-def masking_pool(n_total_heads: int) -> int:
-    """How many heads the random control of the masking check draws from: those outside the
-    top ``min(100, n/2)`` (Wu et al. draw outside the top 100)."""
-    return n_total_heads - min(100, n_total_heads // 2)
-
-
-def masking_check(model: Model, table, cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
-    """Needle recall with the top-k retrieval heads' queries zeroed while decoding, against as
-    many random heads drawn outside the top 100 (Wu et al.'s control), and unmasked. Only heads
-    above the retrieval threshold are masked (at most ``mask_k``): in a small model the top k
-    may include heads that never copy, and masking those would not test retrieval heads. Runs
-    on the tests of the shortest haystack length, to bound its cost."""
-    try:
-        return _masking_check(model, table, cfg, progress)
-    finally:
-        _kept.pop(model, None)  # the kept prefills serve this check only
-
-
-def _masking_check(model: Model, table, cfg: dict[str, Any], progress: bool) -> dict[str, Any]:
-    from interp.heads.causal import random_heads
-
-    k = cfg["mask_k"]
-    scores = table.matrix("retrieval")
-    if np.isnan(scores).all():
-        return {"skipped": "no needle test was recalled, so there are no retrieval scores to mask"}
-    flat = np.nan_to_num(scores, nan=-1).ravel()
-    order = np.argsort(-flat)
-    n_heads = model.cfg.n_heads
-    ranked = [(int(i // n_heads), int(i % n_heads)) for i in order]
-    top = [ranked[j] for j in range(k) if flat[order[j]] > cfg["threshold"]]
-    if not top:
-        return {"skipped": f"no head scores above the retrieval threshold {cfg['threshold']}"}
-    k, top100 = len(top), ranked[: len(ranked) - masking_pool(len(ranked))]
-    tests = needle_tests(model, {**cfg, "lengths": sorted(cfg["lengths"])[:1]})
-
-    conditions: dict[str, list[tuple[int, int]]] = {"none": [], "top": top}
-    randoms = {s: random_heads(model, k, top100, s) for s in cfg["mask_seeds"]}
-    for s, heads in randoms.items():
-        conditions[f"random_{s}"] = heads
-    # Masking acts on decoding steps only, so every condition decodes from one prefill per test
-    # (the scoring pass's own, when it ran in this process), all conditions at once as rows of
-    # one batch; the unmasked condition is the scoring pass's own decoding, where it ran.
-    recalls: dict[str, list[float]] = {name: [] for name in conditions}
-    scored = _scored_recalls(table, tests)
-    if scored is not None:
-        recalls["none"] = scored
-    todo = [name for name in conditions if not recalls[name]]
-    masks = torch.zeros(len(todo), model.cfg.n_layers, model.cfg.n_heads, dtype=torch.bool)
-    for r, name in enumerate(todo):
-        for layer, h in conditions[name]:
-            masks[r, layer, h] = True
-    rowwise = {f"blocks.{layer}.attn.hook_q": zero_queries_by_row(masks[:, layer])
-               for layer in range(model.cfg.n_layers) if masks[:, layer].any()}
-    for t in tqdm(tests, desc="retrieval masking", disable=not progress):
-        rows = decode_rows(model, t.prompt_ids, cfg["max_new_tokens"], len(todo), interventions=rowwise,
-                           cache=take_prefill(model, t))
-        for name, generated in zip(todo, rows, strict=True):
-            recalls[name].append(rouge1_recall(t.answer, model.tokenizer.decode(generated)))
-    recall = {name: float(np.mean(recalls[name])) for name in conditions}
-    return {
-        "k": k, "mask_k": cfg["mask_k"], "threshold": cfg["threshold"], "tests": len(tests),
-        "length": sorted(cfg["lengths"])[0], "top_heads": [f"{layer}.{h}" for layer, h in top],
-        "random_heads": {str(s): [f"{layer}.{h}" for layer, h in hs] for s, hs in randoms.items()},
-        "recall": recall,
-    }

@@ -71,7 +71,8 @@ def plan_sweep(specs: Sequence[str], names: Sequence[str], settings: dict[str, A
                stores: Callable[[str], str | Path], folders: Callable[[Model], str] = lambda m: "") -> list[SweepModel]:
     """Load each model once to check every setting and build its units (``plan_scan``); a
     model's store is the folder ``stores(folder)``. Raises before any unit runs."""
-    from interp.heads.head_scan import _versions, plan_scan
+    from interp.heads.head_scan import plan_scan
+    from interp.versions import versions
 
     planned: list[tuple[str, Any, str, Any]] = []
     for spec in specs:
@@ -85,7 +86,7 @@ def plan_sweep(specs: Sequence[str], names: Sequence[str], settings: dict[str, A
     out: list[SweepModel] = []
     for spec, model, folder, plan in planned:  # stores are made only once every model passed its checks
         store = Checkpoint(stores(folder), {"model": model.name, **plan.settings})
-        units = ScanUnits(model.name, (model.cfg.n_layers, model.cfg.n_heads), plan, store, _versions(),
+        units = ScanUnits(model.name, (model.cfg.n_layers, model.cfg.n_heads), plan, store, versions(),
                           settings.get("causal_checks", True))
         kept = model if isinstance(model, Model) else None
         rev = revision(kept) if kept is not None else model.revision

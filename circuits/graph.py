@@ -12,22 +12,28 @@ through that layer's attention; an edge into an MLP is exactly its branch. An ed
 
 >>> from interp.circuits.graph import build_circuit
 >>> circuit = build_circuit(model, clean, corrupted, metric, node_threshold=0.1)   # doctest: +SKIP
->>> circuit.to_json(); circuit.figure().show()                                      # doctest: +SKIP
+>>> circuit.to_dict(); circuit.figures()["circuit"].show()                           # doctest: +SKIP
+>>> circuit.save("out/circuit"); Circuit.load("out/circuit")                         # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import json
+import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from interp.atomic import atomic_write_text
 from interp.circuits.attribution import attribution_patching
 from interp.circuits.patching import Metric, _per_item, prepare_metric
 from interp.model import Model
+from interp.outputs import OutputFolder, writing
+from interp.results import read_json, write_json
+
+FILE = "circuit.json"
 
 
 @dataclass
@@ -39,12 +45,27 @@ class Circuit:
     edges: list[dict[str, Any]]
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "settings": self.settings, "nodes": self.nodes, "edges": self.edges}
 
-    def save(self, path: str) -> None:
-        """Write the graph as JSON (atomically)."""
-        atomic_write_text(path, json.dumps(self.to_json(), indent=1))
+    to_json = to_dict
+
+    def save(self, folder: str | os.PathLike[str] | OutputFolder, *, force: bool = False) -> Path:
+        """Write ``circuit.json`` (strict JSON: a NaN effect is null) into ``folder``; other files
+        there are left alone (see ``interp.outputs``). Returns the folder."""
+        with writing(folder, force=force) as out:
+            write_json(out, FILE, self.to_dict())
+        return out.path
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> Circuit:
+        """Read a folder written by :meth:`save`."""
+        d = read_json(folder, FILE)
+        return cls(model=d["model"], nodes=d["nodes"], edges=d["edges"], settings=d.get("settings") or {})
+
+    def figures(self) -> dict[str, Any]:
+        """``{"circuit": the graph figure}``."""
+        return {"circuit": self.figure()}
 
     def figure(self):
         """The graph in plotly: layers bottom to top, edge width by |score|, red positive, blue negative."""
@@ -59,13 +80,16 @@ class Circuit:
             else:
                 pos[n["id"]] = (float(n["head"]), float(n["layer"]))
         fig = go.Figure()
-        top = max([abs(e["score"]) for e in self.edges], default=1.0) or 1.0
+        def size(x: Any) -> float:  # a missing or non-finite score (null after a strict save) draws thin
+            return abs(float(x)) if x is not None and math.isfinite(float(x)) else 0.0
+
+        top = max([size(e["score"]) for e in self.edges], default=1.0) or 1.0
         for e in self.edges:
             (x0, y0), (x1, y1) = pos[e["source"]], pos[e["target"]]
             fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", hoverinfo="text", showlegend=False,
-                                     text=f"{e['source']} → {e['target']}: {e['score']:.3f}",
-                                     line={"width": 1 + 6 * abs(e["score"]) / top,
-                                           "color": "#d62728" if e["score"] > 0 else "#1f77b4"}))
+                                     text=f"{e['source']} → {e['target']}: {e['score']}",
+                                     line={"width": 1 + 6 * size(e["score"]) / top,
+                                           "color": "#d62728" if (e["score"] or 0) > 0 else "#1f77b4"}))
         fig.add_trace(go.Scatter(
             x=[pos[n["id"]][0] for n in self.nodes], y=[pos[n["id"]][1] for n in self.nodes], mode="markers+text",
             text=[n["id"] for n in self.nodes], textposition="top center", showlegend=False,

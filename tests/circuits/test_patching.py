@@ -133,8 +133,8 @@ def test_circuit_graph_keeps_the_planted_path(wired, tmp_path):
     ids = {n["id"] for n in circuit.nodes}
     assert {"L0H0", "L1H0", "logits"} <= ids and "L1H1" not in ids
     assert any(e["source"] == "L0H0" and e["target"] == "L1H0" for e in circuit.edges)
-    circuit.save(str(tmp_path / "c.json"))
-    assert json.loads((tmp_path / "c.json").read_text())["model"] == "wired"
+    circuit.save(tmp_path / "c")
+    assert json.loads((tmp_path / "c" / "circuit.json").read_text())["model"] == "wired"
     assert len(circuit.figure().data) >= 2
 
 

@@ -1,0 +1,71 @@
+"""One result protocol: every analysis result saves to a folder, loads back, and draws itself.
+
+A result class (``HeadScores``, ``Circuit``, ``PatchingResult``, ...) has
+
+- ``save(folder, *, force=False)``: writes its files into ``folder`` through
+  :func:`interp.outputs.writing` (users' files there are never touched), JSON through
+  :func:`write_json` (strict: NaN and infinities are written as ``null``);
+- ``load(folder)`` (a classmethod): reads the folder back; ``load(folder).to_dict()``
+  equals ``finite(result.to_dict())`` of the result that was saved;
+- ``to_dict()``: the result as plain JSON-ready data;
+- ``figures()``: a dict ``name -> plotly Figure``.
+
+>>> import tempfile
+>>> from interp.circuits.graph import Circuit
+>>> c = Circuit("m", [{"id": "L0H1", "kind": "head", "layer": 0, "head": 1, "effect": float("nan")}], [])
+>>> isinstance(c, Result)
+True
+>>> folder = c.save(tempfile.mkdtemp() + "/circuit")
+>>> Circuit.load(folder).nodes[0]["effect"] is None
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from interp.strict_json import dumps
+
+if TYPE_CHECKING:
+    from interp.outputs import OutputFolder
+
+Folder = str | os.PathLike[str]
+
+
+@runtime_checkable
+class Result(Protocol):
+    """What every analysis result offers (see the module docstring)."""
+
+    def save(self, folder: Any, *, force: bool = False) -> Path: ...
+
+    @classmethod
+    def load(cls, folder: Any) -> Any: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def figures(self) -> dict[str, Any]: ...
+
+
+def write_json(out: OutputFolder, name: str, doc: Any) -> Path:
+    """Write ``doc`` as strict JSON (NaN and infinities as null) into ``out`` as ``name``.
+
+    >>> import tempfile
+    >>> from interp.outputs import output_folder
+    >>> with output_folder(tempfile.mkdtemp() + "/r") as out:
+    ...     path = write_json(out, "x.json", {"v": float("nan")})
+    >>> path.read_text()
+    '{\\n "v": null\\n}\\n'
+    """
+    return out.write_text(name, dumps(doc, indent=1) + "\n")
+
+
+def read_json(folder: Folder, name: str) -> Any:
+    """Read ``name`` from ``folder`` (strict JSON; ``null`` stays ``None``)."""
+
+    def _reject(constant: str) -> Any:
+        raise ValueError(f"{Path(folder) / name} is not strict JSON: it holds {constant}")
+
+    return json.loads((Path(folder) / name).read_text(), parse_constant=_reject)

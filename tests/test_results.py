@@ -1,0 +1,79 @@
+"""Every analysis result follows one protocol (interp.results.Result): save(folder), load(folder),
+to_dict(), figures(); a round trip keeps to_dict(), and every JSON file a save writes is strict."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from interp.results import Result
+from interp.strict_json import finite
+
+
+def _circuit() -> Any:
+    from interp.circuits.graph import Circuit
+
+    nodes = [
+        {"id": "L0H1", "kind": "head", "layer": 0, "head": 1, "effect": float("nan")},
+        {"id": "MLP0", "kind": "mlp", "layer": 0, "head": None, "effect": 0.25},
+        {"id": "logits", "kind": "logits", "layer": 1, "head": None, "effect": None},
+    ]
+    edges = [{"source": "L0H1", "target": "logits", "score": float("inf")},
+             {"source": "MLP0", "target": "logits", "score": -0.5}]
+    return Circuit("tiny", nodes, edges, settings={"node_threshold": 0.1})
+
+
+MAKERS: dict[str, Callable[[], Any]] = {
+    "circuit": _circuit,
+}
+
+
+def _strict(text: str) -> Any:
+    def reject(constant: str) -> Any:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS))
+def test_result_protocol_round_trip(name: str, tmp_path: Path) -> None:
+    result = MAKERS[name]()
+    assert isinstance(result, Result)
+    folder = result.save(tmp_path / name)
+    assert Path(folder) == tmp_path / name
+    jsons = [p for p in Path(folder).iterdir() if p.suffix == ".json"]
+    assert any(not p.name.startswith(".") for p in jsons)
+    for p in jsons:
+        _strict(p.read_text())
+    loaded = type(result).load(folder)
+    assert _same(loaded.to_dict(), finite(result.to_dict()))
+    _strict(json.dumps(finite(loaded.to_dict()), allow_nan=False))
+    figs = result.figures()
+    assert isinstance(figs, dict) and figs
+    import plotly.graph_objects as go
+
+    assert all(isinstance(k, str) and isinstance(f, go.Figure) for k, f in figs.items())
+    # a second save into the same folder replaces our files and refuses foreign ones
+    result.save(folder)
+    (Path(folder) / "mine.txt").write_text("user file")
+    from interp.outputs import OutputError
+
+    with pytest.raises(OutputError):
+        result.save(folder)
+    assert (Path(folder) / "mine.txt").read_text() == "user file"
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, floats up to rounding (parquet and JSON keep float64, but be tolerant)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return bool(a == b)

@@ -1,0 +1,41 @@
+"""Every Python snippet of the README runs as written, on a tiny random Llama with SmolLM2's
+layer and head counts (so every layer and head a snippet names exists) standing in for the
+bundled model that ``interp.load`` would return."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from wired_models import alice_word_tokenizer
+
+import interp
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+SNIPPETS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def smollm2_shaped():
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    tok = alice_word_tokenizer()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=72, intermediate_size=96, num_hidden_layers=30,
+                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
+                      pad_token_id=0, eos_token_id=2)
+    return interp.Model(AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval(), tok, name="smollm2-135m")
+
+
+def test_the_readme_has_python_snippets():
+    assert len(SNIPPETS) >= 2
+
+
+@pytest.mark.parametrize("index", range(len(SNIPPETS)))
+def test_readme_snippet_runs(index, smollm2_shaped, monkeypatch, capsys):
+    monkeypatch.setattr(interp, "load", lambda *args, **kwargs: smollm2_shaped)
+    exec(compile(SNIPPETS[index], f"README.md python snippet {index + 1}", "exec"), {"__name__": "readme"})
+    capsys.readouterr()

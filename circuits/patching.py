@@ -18,9 +18,11 @@ run in one forward pass: the target batch is repeated and each copy gets its own
 from __future__ import annotations
 
 import operator
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -29,6 +31,9 @@ from tqdm.auto import tqdm
 from interp.errors import BadInputError, OutOfRangeError, UnknownNameError
 from interp.kv_cache import fork, run_cached
 from interp.model import Model
+
+if TYPE_CHECKING:
+    from interp.outputs import OutputFolder
 
 # short name -> (site template, per-head axis: "query", "kv" or None)
 SITES: dict[str, tuple[str, str | None]] = {
@@ -180,15 +185,45 @@ class PatchingResult:
         return (f"PatchingResult({len(self.df)} patches, sites={list(dict.fromkeys(self.df['site']))}, "
                 f"clean {self.clean_metric:.3f}, corrupted {self.corrupted_metric:.3f})")
 
-    def save(self, path: str) -> None:
-        """Write the table as parquet (atomically)."""
-        import io
+    def to_dict(self) -> dict[str, Any]:
+        """The reference values and the table's rows, JSON-ready (a NaN is None)."""
+        from interp.strict_json import finite
 
-        from interp.atomic import atomic_write_bytes
+        return finite({"clean_metric": self.clean_metric, "corrupted_metric": self.corrupted_metric,
+                       "direction": self.direction, "tokens": list(self.tokens),
+                       "rows": self.df.to_dict("records")})
 
-        buf = io.BytesIO()
-        self.df.to_parquet(buf, index=False)
-        atomic_write_bytes(path, buf.getvalue())
+    def save(self, folder: str | os.PathLike[str] | OutputFolder, *, force: bool = False) -> Path:
+        """Write ``patching.parquet`` (the table) and ``patching.json`` (the same, strict JSON)
+        into ``folder``; other files there are left alone (see ``interp.outputs``).
+
+        >>> result.save("out/patching"); PatchingResult.load("out/patching")   # doctest: +SKIP
+        """
+        from interp.outputs import writing
+        from interp.results import write_json, write_table
+
+        with writing(folder, force=force) as out:
+            write_table(out, "patching.parquet", self.df)
+            write_json(out, "patching.json", self.to_dict())
+        return out.path
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> PatchingResult:
+        """Read a folder written by :meth:`save` (the table from its parquet, no pickle)."""
+        from interp.results import read_json
+
+        meta = read_json(folder, "patching.json")
+        df = pd.read_parquet(Path(folder) / "patching.parquet")
+
+        def num(x: Any) -> float:
+            return float("nan") if x is None else float(x)
+
+        return cls(df, num(meta["clean_metric"]), num(meta["corrupted_metric"]), meta["direction"],
+                   list(meta.get("tokens") or []))
+
+    def figures(self) -> dict[str, Any]:
+        """One heatmap per site: ``{"heatmap_<site>": figure}``."""
+        return {f"heatmap_{site}": self.heatmap(site) for site in dict.fromkeys(self.df["site"])}
 
     def heatmap(self, site: str | None = None):
         """Plotly heatmap of one site's effects: layer × head, layer × position, or (head, layer) × position."""

@@ -62,6 +62,15 @@ def write_json(out: OutputFolder, name: str, doc: Any) -> Path:
     return out.write_text(name, dumps(doc, indent=1) + "\n")
 
 
+def write_table(out: OutputFolder, name: str, df: Any) -> Path:
+    """Write the DataFrame ``df`` as parquet (no index) into ``out`` as ``name``."""
+    import io
+
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return out.write_bytes(name, buf.getvalue())
+
+
 def read_json(folder: Folder, name: str) -> Any:
     """Read ``name`` from ``folder`` (strict JSON; ``null`` stays ``None``)."""
 

@@ -28,8 +28,26 @@ def _circuit() -> Any:
     return Circuit("tiny", nodes, edges, settings={"node_threshold": 0.1})
 
 
+def _patching() -> Any:
+    import pandas as pd
+
+    from interp.circuits.patching import PatchingResult
+
+    nan = float("nan")
+    df = pd.DataFrame({
+        "site": ["z", "z", "resid_pre", "resid_pre"],
+        "layer": [0, 0, 0, 1],
+        "head": [0.0, 1.0, nan, nan],
+        "position": [nan, nan, 0.0, 1.0],
+        "effect": [0.5, nan, -0.25, float("inf")],
+        "metric": [1.0, 2.0, nan, 0.0],
+    })
+    return PatchingResult(df, 2.5, nan, "denoise", ["a", "b"])
+
+
 MAKERS: dict[str, Callable[[], Any]] = {
     "circuit": _circuit,
+    "patching": _patching,
 }
 
 

@@ -27,21 +27,28 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from interp.heads.names import SCORES
+    from interp.heads.names import SCAN_DEFAULTS, SCORES, RetrievalSettings
 
     p = sub.add_parser("heads", help="score every attention head and write reports")
     o.add_model(p, several=True)
     o.add_out(p, what="report folder (one subfolder per model if several)")
     p.add_argument("--scores", default=list(SCORES), type=o.names_list,
                    help=f"comma-separated, from: {', '.join(SCORES)} (default: all)")
-    p.add_argument("--lengths", default="25,50,100", type=o.int_list(1), help="repeated random sequence lengths")
-    p.add_argument("--samples", default=8, type=o.at_least(1), help="random sequences per length")
-    p.add_argument("--text-tokens", default=512, type=o.at_least(1), help="tokens per natural-text window")
-    p.add_argument("--text-samples", default=4, type=o.at_least(1), help="natural-text windows")
-    p.add_argument("--retrieval-lengths", default="1000,2000", type=o.int_list(1), help="needle-in-a-haystack lengths")
-    p.add_argument("--retrieval-depths", default="0,0.5,1", type=o.unit_interval_list,
-                   help="needle depths in the haystack (0: start, 1: end)")
-    p.add_argument("--mask-k", default=10, type=o.at_least(1), help="heads masked in the retrieval masking check")
+    # Defaults are those of scan and RetrievalSettings, read from where they are written.
+    p.add_argument("--lengths", default=o.default(SCAN_DEFAULTS, "lengths"), type=o.int_list(1),
+                   help="repeated random sequence lengths (default: %(default)s)")
+    p.add_argument("--samples", default=o.default(SCAN_DEFAULTS, "samples"), type=o.at_least(1),
+                   help="random sequences per length (default: %(default)s)")
+    p.add_argument("--text-tokens", default=o.default(SCAN_DEFAULTS, "text_tokens"), type=o.at_least(1),
+                   help="tokens per natural-text window (default: %(default)s)")
+    p.add_argument("--text-samples", default=o.default(SCAN_DEFAULTS, "text_samples"), type=o.at_least(1),
+                   help="natural-text windows (default: %(default)s)")
+    p.add_argument("--retrieval-lengths", default=o.default(RetrievalSettings, "lengths"), type=o.int_list(1),
+                   help="needle-in-a-haystack lengths (default: %(default)s)")
+    p.add_argument("--retrieval-depths", default=o.default(RetrievalSettings, "depths"), type=o.unit_interval_list,
+                   help="needle depths in the haystack, 0: start, 1: end (default: %(default)s)")
+    p.add_argument("--mask-k", default=o.default(RetrievalSettings, "mask_k"), type=o.at_least(1),
+                   help="heads masked in the retrieval masking check (default: %(default)s)")
     o.add_seed(p)
     p.add_argument("--exclude-bos", action="store_true", help="leave the first token out of pattern scores")
     p.add_argument("--exclude-current", action="store_true", help="leave each query's own token out")

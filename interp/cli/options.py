@@ -9,12 +9,37 @@ ends the command with ``interp SUBCOMMAND: error: argument --X: ...`` before any
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 DEVICE_HELP = "where the model runs: cpu (default), cuda, cuda:N or mps"
+
+
+def default(owner: Any, name: str) -> Any:
+    """The default of parameter ``name`` of the function ``owner`` (or of the field ``name`` of
+    the dataclass ``owner``, or the entry of the dict ``owner``), as a command-line string: a
+    default is written once, where the Python API declares it, and the CLI reads it there.
+
+    >>> def f(x, *, lengths=(25, 50), k=8): ...
+    >>> default(f, "lengths"), default(f, "k")
+    ('25,50', 8)
+    """
+    if isinstance(owner, dict):
+        value = owner[name]
+    elif dataclasses.is_dataclass(owner):
+        spec = {f.name: f for f in dataclasses.fields(owner)}[name]
+        value = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default  # type: ignore[misc,operator]
+    else:
+        value = inspect.signature(owner).parameters[name].default
+        if value is inspect.Parameter.empty:
+            raise TypeError(f"{owner.__name__}() has no default for {name}")
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return value
 
 
 def at_least(low: int) -> Callable[[str], int]:

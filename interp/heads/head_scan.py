@@ -20,7 +20,7 @@ from interp.errors import InterpError, PromptTooLongError, UnknownNameError
 from interp.head_stats import head_stats
 from interp.heads import scores as S
 from interp.heads.checkpoint import Checkpoint
-from interp.heads.names import NGRAM_ORDERS, PATTERN_SCORES, RANDOM_SCORES, SCORES, TEXT_SCORES
+from interp.heads.names import NGRAM_ORDERS, PATTERN_SCORES, RANDOM_SCORES, SCAN_DEFAULTS, SCORES, TEXT_SCORES
 from interp.heads.sequences import bos_id, natural_text, repeated_random
 from interp.heads.table import HeadScores
 from interp.heads.units import ScanUnits
@@ -110,7 +110,7 @@ def _at_least(value: Any, low: int, what: str) -> None:
 
 def _retrieval_settings(model: Model, retrieval: dict[str, Any] | None, causal_checks: bool) -> dict[str, Any]:
     from interp.heads.causal import masking_pool
-    from interp.heads.retrieval import RetrievalSettings
+    from interp.heads.names import RetrievalSettings
 
     valid = [f.name for f in fields(RetrievalSettings)]
     for key in retrieval or {}:
@@ -146,10 +146,10 @@ def plan_scan(
     model: Model,
     scores: Sequence[str] = PATTERN_SCORES,
     *,
-    lengths: Sequence[int] = (25, 50, 100),
-    samples: int = 8,
-    text_tokens: int = 512,
-    text_samples: int = 4,
+    lengths: Sequence[int] = SCAN_DEFAULTS["lengths"],
+    samples: int = SCAN_DEFAULTS["samples"],
+    text_tokens: int = SCAN_DEFAULTS["text_tokens"],
+    text_samples: int = SCAN_DEFAULTS["text_samples"],
     seed: int = 0,
     exclude_bos: bool = False,
     exclude_current: bool = False,
@@ -208,10 +208,10 @@ def scan(
     model: Model,
     scores: Sequence[str] = PATTERN_SCORES,
     *,
-    lengths: Sequence[int] = (25, 50, 100),
-    samples: int = 8,
-    text_tokens: int = 512,
-    text_samples: int = 4,
+    lengths: Sequence[int] = SCAN_DEFAULTS["lengths"],
+    samples: int = SCAN_DEFAULTS["samples"],
+    text_tokens: int = SCAN_DEFAULTS["text_tokens"],
+    text_samples: int = SCAN_DEFAULTS["text_samples"],
     seed: int = 0,
     exclude_bos: bool = False,
     exclude_current: bool = False,

@@ -15,13 +15,11 @@ included, comes from a decoding step with the masked heads masked.
 from __future__ import annotations
 
 import copy
-import json
 import re
 import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from importlib import resources
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,32 +28,10 @@ from tqdm.auto import tqdm
 
 from interp.corpus import text as corpus_text
 from interp.errors import InterpError, PromptTooLongError
+from interp.heads.names import RetrievalSettings, default_needles  # noqa: F401 (re-exported)
 from interp.kernels import decode_argmax
 from interp.kv_cache import run_cached
 from interp.model import Model
-
-
-def default_needles() -> list[dict[str, str]]:
-    """Three needle / question / answer triples that ship with the package."""
-    return json.loads(resources.files("interp").joinpath("data", "needles.json").read_text())
-
-
-@dataclass
-class RetrievalSettings:
-    lengths: tuple[int, ...] = (1000, 2000)
-    depths: tuple[float, ...] = (0.0, 0.5, 1.0)  # 18 tests with the defaults: the default scan stays under 10 min on 2 CPU cores
-    needles: list[dict[str, str]] = field(default_factory=default_needles)
-    max_new_tokens: int = 24
-    recall_threshold: float = 0.5
-    threshold: float = 0.1
-    mask_k: int = 10
-    mask_seeds: tuple[int, ...] = (0, 1)
-    haystack: str = "alice"
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["lengths"], d["depths"], d["mask_seeds"] = list(self.lengths), list(self.depths), list(self.mask_seeds)
-        return d
 
 
 @dataclass

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -274,6 +275,36 @@ class KnobResult:
     @property
     def random_flip_rate(self) -> float:
         return float(np.mean(self.random_flip_rates))
+
+    # The result protocol (interp.results.Result); the files are written in knob_report.py.
+    def to_dict(self) -> dict[str, Any]:
+        """The ``knob.json`` document (strict: undefined numbers are None)."""
+        from interp.probes.knob_report import to_json
+
+        return to_json(self)
+
+    def save(self, folder: Any, *, force: bool = False) -> Path:
+        """Write ``knob.json``, ``direction.safetensors`` and ``knob.html`` into ``folder``.
+
+        >>> result.save("out/knob"); KnobResult.load("out/knob")          # doctest: +SKIP
+        """
+        from interp.probes.knob_report import write_report
+
+        return write_report(self, folder, force=force)
+
+    @classmethod
+    def load(cls, folder: Any) -> KnobResult:
+        """Read a folder written by :meth:`save` (``knob.json`` and ``direction.safetensors``)."""
+        from interp.probes.knob_report import read_report
+
+        return read_report(folder)
+
+    def figures(self) -> dict[str, Any]:
+        """``{"patching": ..., "sweep": ...}``: the report's two figures."""
+        from interp.probes.knob_report import patching_figure, sweep_figure
+
+        doc = self.to_dict()
+        return {"patching": patching_figure(doc), "sweep": sweep_figure(doc)}
 
 
 def knob(model: Model, *, n_items: int = 200, test_share: float = 0.5, seed: int = 0, threshold: float = 0.8,

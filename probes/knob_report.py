@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ import plotly.graph_objects as go
 from safetensors.torch import save
 
 from interp.outputs import OutputFolder, writing
-from interp.probes.knob import KnobResult
+from interp.probes.knob import KnobResult, Localisation
+from interp.probes.knob_task import KnobItem
+from interp.results import read_json, write_json
 from interp.strict_json import dumps, finite
 from interp.versions import versions as _versions
 
@@ -42,7 +45,7 @@ def to_json(r: KnobResult) -> dict[str, Any]:
         "das_train_items": r.das_items,
         "sweep": sweep,
         "items": [{"context": it.context, "question": it.query, "prior_answer": it.prior,
-                   "context_answer": it.context_object} for it in r.items],
+                   "context_answer": it.context_object, "subject": it.subject} for it in r.items],
     })
 
 
@@ -86,7 +89,34 @@ def write_report(r: KnobResult, folder: str | Path | OutputFolder, *, force: boo
             f"<h2>Settings</h2><pre>{html.escape(dumps(doc['settings'], indent=1))}</pre></body></html>")
     tensors = {"direction" if k == "das" else k: v.float().contiguous() for k, v in r.directions.items()}
     with writing(folder, force=force) as out:
-        out.write_text("knob.json", dumps(doc, indent=1))
+        write_json(out, "knob.json", doc)
         out.write_bytes("direction.safetensors", save(tensors, metadata={"site": r.settings["site"], "layer": str(r.layer)}))
         out.write_text("knob.html", page)
     return out.path
+
+
+def read_report(folder: str | os.PathLike[str]) -> KnobResult:
+    """A :class:`KnobResult` from a folder :func:`write_report` wrote (undefined numbers come back as
+    NaN; reports written before items carried their subject read it as "")."""
+    from safetensors.torch import load_file
+
+    doc = read_json(folder, "knob.json")
+    tensors = load_file(str(Path(folder) / "direction.safetensors"))
+    nan = float("nan")
+
+    def num(x: Any) -> float:
+        return nan if x is None else float(x)
+
+    def nums(d: dict[str, Any]) -> dict[str, float]:
+        return {k: num(v) for k, v in d.items()}
+
+    loc = {p: Localisation(p, list(v["layers"]), num(v["recovery"]), [num(x) for x in v["single_layer"]],
+                           num(v["full_recovery"]), list(v.get("runs") or []))
+           for p, v in doc["localisation"].items()}
+    sweep = [{k: v for k, v in row.items() if k not in ("context_share", "prior_share")} for row in doc["sweep"]]
+    items = [KnobItem(it.get("subject", ""), it["prior_answer"], it["context_answer"], it["context"], it["question"])
+             for it in doc["items"]]
+    return KnobResult(doc["model"], doc["settings"], nums(doc["accuracy"]), loc, list(doc["layers"]), int(doc["layer"]),
+                      {"das" if k == "direction" else k: v for k, v in tensors.items()}, nums(doc["flip_rate"]),
+                      [num(x) for x in doc["random_flip_rates"]], nums(doc["correlations"]), sweep,
+                      int(doc["das_train_items"]), items)

@@ -45,7 +45,27 @@ def _patching() -> Any:
     return PatchingResult(df, 2.5, nan, "denoise", ["a", "b"])
 
 
+def _knob() -> Any:
+    import numpy as np
+    import torch
+
+    from interp.probes.knob import KnobResult, Localisation
+    from interp.probes.knob_task import knob_items
+
+    nan, inf = float("nan"), float("inf")
+    loc = Localisation("CP", [1], 0.9, [0.1, nan, 0.2], 1.0, [{"layers": [1], "recovery": nan}])
+    sweep = [{"method": m, "k": k, "value": k, "context_share_prior": 0.5, "context_share_context": 0.25,
+              "ld_prior": -inf if k < 0 else 0.0, "ld_context": nan} for m in ("das", "random") for k in (-2.0, 2.0)]
+    g = torch.Generator().manual_seed(0)
+    u = [torch.nn.functional.normalize(torch.randn(8, generator=g), dim=0) for _ in range(3)]
+    return KnobResult("tiny", {"site": "blocks.1.hook_resid_post", "threshold": np.float64(0.8)},
+                      {"prior": 1.0, "context": float(np.float32(0.5))}, {"CP": loc, "PC": loc}, [1], 1,
+                      {"das": u[0], "diff_means": u[1], "random0": u[2]}, {"das": nan, "diff_means": 0.5},
+                      [nan, 0.0], {"das": nan, "diff_means": 0.3}, sweep, 2, knob_items(3))
+
+
 MAKERS: dict[str, Callable[[], Any]] = {
+    "knob": _knob,
     "circuit": _circuit,
     "patching": _patching,
 }
@@ -71,6 +91,8 @@ def test_result_protocol_round_trip(name: str, tmp_path: Path) -> None:
     loaded = type(result).load(folder)
     assert _same(loaded.to_dict(), finite(result.to_dict()))
     _strict(json.dumps(finite(loaded.to_dict()), allow_nan=False))
+    for key, tensor in getattr(result, "directions", {}).items():  # what to_dict leaves to other files
+        assert (loaded.directions[key] == tensor.float()).all()
     figs = result.figures()
     assert isinstance(figs, dict) and figs
     import plotly.graph_objects as go

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pandas as pd
 
 from interp.errors import UnknownNameError
 from interp.outputs import OutputFolder, writing
+from interp.results import read_json, write_json
 from interp.strict_json import dumps, finite
 from interp.versions import versions as _versions
 
@@ -63,8 +63,9 @@ class ICLResult:
             raise UnknownNameError("table", table, TABLES)
         return self.tables[table]
 
-    # -- serialisation ----------------------------------------------------------------------------
-    def to_json(self) -> dict[str, Any]:
+    # -- serialisation (the result protocol, interp.results.Result) ----------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The ``icl.json`` document (settings, shape, every table's rows, the patching summary)."""
         out: dict[str, Any] = {"model": self.model, "settings": self.settings, "versions": self.versions,
                                "shape": {"layers": self.n_layers, "heads": self.n_heads}}
         for t, df in self.tables.items():
@@ -76,6 +77,12 @@ class ICLResult:
                                "metric": METRIC, "sites": list(PATCH_SITES.values()),
                                "datasets": self.patching_summary}
         return out
+
+    to_json = to_dict
+
+    def figures(self) -> dict[str, Any]:
+        """Every figure by name (``accuracy``, ``steps``, ``ablation``, ``heads``, ``patching``)."""
+        return {name: self.figure(name) for name in FIGURES}
 
     def long(self) -> pd.DataFrame:
         """All tables stacked, with a ``table`` column naming each row's table."""
@@ -92,7 +99,7 @@ class ICLResult:
     def load(cls, folder: str | Path) -> ICLResult:
         """Read a saved result back from its ``icl.json``."""
         folder = Path(folder)
-        data = json.loads((folder / "icl.json").read_text())
+        data = read_json(folder, "icl.json")
         tables = {t: pd.DataFrame(data.get(t, [])) for t in TABLES}
         shape = data.get("shape", {})
         ppath = folder / PATCHING_FILE
@@ -116,11 +123,11 @@ class ICLResult:
                 buf = io.BytesIO()
                 self.patching.to_parquet(buf, index=False)
                 out.write_bytes(PATCHING_FILE, buf.getvalue())
-            out.write_text("icl.json", dumps(self.to_json(), indent=1))
+            write_json(out, "icl.json", self.to_dict())
             buf = io.BytesIO()
             self.long().to_parquet(buf, index=False)
             out.write_bytes("icl.parquet", buf.getvalue())
-            figs = {name: self.figure(name) for name in FIGURES}
+            figs = self.figures()
             _write_plotly_js(out)
             for name, fig in figs.items():
                 out.write_text(f"{name}.html", fig.to_html(include_plotlyjs="directory"))

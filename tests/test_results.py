@@ -64,7 +64,21 @@ def _knob() -> Any:
                       [nan, 0.0], {"das": nan, "diff_means": 0.3}, sweep, 2, knob_items(3))
 
 
+def _icl() -> Any:
+    import pandas as pd
+
+    from interp.circuits.report import ICLResult
+
+    nan = float("nan")
+    tables = {
+        "accuracy": pd.DataFrame({"dataset": ["sst2", "sst2"], "k": [0, 4], "accuracy": [0.5, nan], "n": [8, 8]}),
+        "summarize": pd.DataFrame({"dataset": ["sst2", "sst2"], "layer": [0, 1], "alignment": [0.1, float("inf")]}),
+    }
+    return ICLResult("tiny", tables, settings={"k": 4}, n_layers=2, n_heads=2, versions={"interp": "0"})
+
+
 MAKERS: dict[str, Callable[[], Any]] = {
+    "icl": _icl,
     "knob": _knob,
     "circuit": _circuit,
     "patching": _patching,

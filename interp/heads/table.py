@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +105,12 @@ class HeadScores:
             "checks": self.checks,
         }
 
+    to_dict = to_json  # the result protocol's name (interp.results.Result)
+
+    def figures(self) -> dict[str, Any]:
+        """One heatmap per score: ``{score: figure}``."""
+        return {score: self.heatmap(score) for score in self.scores}
+
     def save(self, folder: str | Path | OutputFolder, *, force: bool = False) -> Path:
         """Write ``head_scores.parquet``, ``head_scores.json`` and ``report.html`` into ``folder``.
 
@@ -118,7 +123,9 @@ class HeadScores:
     @classmethod
     def load(cls, folder: str | Path) -> HeadScores:
         """Read a saved report folder back (from its JSON; no pickle)."""
-        data = json.loads((Path(folder) / "head_scores.json").read_text())
+        from interp.results import read_json
+
+        data = read_json(folder, "head_scores.json")
         df = pd.DataFrame(data["scores"], columns=COLUMNS)
         shape = data.get("shape") or {"layers": int(df["layer"].max()) + 1, "heads": int(df["head"].max()) + 1}
         return cls(df, model=data["model"], n_layers=shape["layers"], n_heads=shape["heads"],

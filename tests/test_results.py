@@ -87,7 +87,20 @@ def _heads() -> Any:
                                   versions={"interp": "0"})
 
 
+def _neurons() -> Any:
+    import pandas as pd
+
+    from interp.neurons.report import NeuronTable
+
+    df = pd.DataFrame({"layer": [0, 0, 1, 1], "neuron": [3, 3, 7, 7], "rank": [1, 2, 1, 2],
+                       "token_id": [5, 6, 5, 9], "token": [" dog", " cat", " dog", "<b>"],
+                       "prob": [0.5, 0.25, 0.75, 0.1]})
+    df.attrs = {"weights": "out", "apply_final_norm": True, "threshold": float("nan")}
+    return NeuronTable(df, "tiny neurons", k_html=2)
+
+
 MAKERS: dict[str, Callable[[], Any]] = {
+    "neurons": _neurons,
     "heads": _heads,
     "icl": _icl,
     "knob": _knob,

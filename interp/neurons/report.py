@@ -10,12 +10,15 @@ from __future__ import annotations
 import html
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from interp.outputs import OutputFolder, writing
+from interp.strict_json import finite
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
@@ -142,3 +145,57 @@ def write_report(df: pd.DataFrame, out: str | Path | OutputFolder, title: str, k
         paths = {"parquet": dest.write_bytes("neurons.parquet", buf.getvalue()),
                  "html": dest.write_text("neurons.html", html_page(df, title, k_html))}
     return paths
+
+
+@dataclass
+class NeuronTable:
+    """The result protocol (``interp.results.Result``) over a ``decode`` table: ``df`` (``layer, neuron,
+    rank, token_id, token, prob``) with a page title; ``save`` writes ``neurons.parquet``, ``neurons.html``
+    and ``neurons.json`` (title, page depth and the table's settings; the rows live in the parquet).
+
+    >>> import tempfile
+    >>> df = pd.DataFrame({"layer": [0, 0], "neuron": [3, 3], "rank": [1, 2], "token_id": [5, 6],
+    ...                    "token": [" dog", " cat"], "prob": [0.5, 0.25]})
+    >>> folder = NeuronTable(df, "tiny").save(tempfile.mkdtemp() + "/neurons")
+    >>> NeuronTable.load(folder).df["token"].tolist()
+    [' dog', ' cat']
+    """
+
+    df: pd.DataFrame
+    title: str
+    k_html: int = 5
+
+    def to_dict(self) -> dict[str, Any]:
+        """Title, page depth, the table's settings (``df.attrs``) and its rows (None for NaN)."""
+        return finite({"title": self.title, "k_html": self.k_html, "settings": dict(self.df.attrs),
+                       "rows": self.df.to_dict("records")})
+
+    def save(self, folder: str | Path | OutputFolder, *, force: bool = False) -> Path:
+        """Write ``neurons.parquet``, ``neurons.html`` and ``neurons.json`` into ``folder``."""
+        from interp.results import write_json
+
+        with writing(folder, force=force) as out:
+            write_report(self.df, out, self.title, self.k_html)
+            doc = self.to_dict()
+            write_json(out, "neurons.json", {k: doc[k] for k in ("title", "k_html", "settings")})
+        return out.path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> NeuronTable:
+        """Read a folder written by :meth:`save`."""
+        from interp.results import read_json
+
+        meta = read_json(folder, "neurons.json")
+        df = pd.read_parquet(Path(folder) / "neurons.parquet")
+        df.attrs = dict(meta.get("settings") or {})
+        return cls(df, meta["title"], int(meta.get("k_html", 5)))
+
+    def figures(self) -> dict[str, Any]:
+        """``{"top_tokens": bar chart of the most common top-1 tokens}``."""
+        import plotly.graph_objects as go
+
+        counts = self.df[self.df["rank"] == 1]["token"].value_counts().head(30)
+        fig = go.Figure(go.Bar(x=[repr(t) for t in counts.index], y=counts.to_numpy()))
+        fig.update_layout(title=f"Most common top tokens — {self.title}", xaxis_title="top token",
+                          yaxis_title="neurons")
+        return {"top_tokens": fig}

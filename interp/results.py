@@ -34,6 +34,27 @@ if TYPE_CHECKING:
 
 Folder = str | os.PathLike[str]
 
+#: Every result class following the protocol, as ``module:Class`` (tests/test_results.py checks each).
+RESULTS = (
+    "interp.circuits.graph:Circuit",
+    "interp.circuits.patching:PatchingResult",
+    "interp.circuits.report:ICLResult",
+    "interp.probes.knob:KnobResult",
+    "interp.heads.table:HeadScores",
+    "interp.neurons.report:NeuronTable",
+)
+
+
+def result_classes() -> list[type]:
+    """The classes named in :data:`RESULTS` (imported on call)."""
+    import importlib
+
+    out = []
+    for spec in RESULTS:
+        module, name = spec.split(":")
+        out.append(getattr(importlib.import_module(module), name))
+    return out
+
 
 @runtime_checkable
 class Result(Protocol):

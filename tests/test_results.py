@@ -155,3 +155,13 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
         return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
     return bool(a == b)
+
+
+def test_every_result_class_is_covered() -> None:
+    from interp.results import result_classes
+
+    covered = {type(make()) for make in MAKERS.values()}
+    for cls in result_classes():
+        assert cls in covered, f"{cls.__name__} has no round-trip case in tests/test_results.py"
+        for method in ("save", "load", "to_dict", "figures"):
+            assert callable(getattr(cls, method, None)), f"{cls.__name__}.{method}"

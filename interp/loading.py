@@ -44,6 +44,8 @@ from interp.bundled import BundledModel, bundled_names, find_bundled
 from interp.cache import Entry, entry_path, file_sha256, get_or_build
 from interp.errors import InterpError, OfflineError, OutOfRangeError, UnknownNameError
 from interp.model import Model
+from interp.neighbours import is_neighbour
+from interp.neighbours import unwrap as unwrap_neighbour
 
 Spec = str | os.PathLike[str]
 
@@ -666,7 +668,7 @@ def _resolve(
 
 
 def load(
-    spec: Spec | None = None,
+    spec: Spec | Any = None,
     *,
     model: Any = None,
     tokenizer: Any = None,
@@ -678,7 +680,10 @@ def load(
 ) -> Model:
     """Load a causal LM and its tokenizer as an ``interp.Model``.
 
-    ``spec``: bundled name, local HF folder, ``.gguf`` file or hub id (see the module doc).
+    ``spec``: bundled name, local HF folder, ``.gguf`` file or hub id (see the module doc), or a
+    model of a neighbouring library: an nnsight ``LanguageModel`` or a TransformerLens
+    ``TransformerBridge``, whose Hugging Face model and tokenizer are wrapped as they are (same
+    weights, no copy; see ``interp.neighbours``).
     ``model``/``tokenizer``: an already loaded HF causal LM and its tokenizer, used as they
     are (no copy); they are moved or cast only if ``device``/``dtype`` are given. With a
     ``spec``, ``tokenizer`` replaces the one that would be loaded.
@@ -693,12 +698,25 @@ def load(
     >>> import interp
     >>> m = interp.load("smollm2-135m", dtype=torch.bfloat16)   # doctest: +SKIP
     >>> m = interp.load(model=hf_model, tokenizer=tok)          # doctest: +SKIP
+    >>> m = interp.load(nnsight.LanguageModel(hf_model, tokenizer=tok))  # doctest: +SKIP
+    >>> m = interp.load(TransformerBridge.boot_transformers("gpt2"))   # doctest: +SKIP
     """
     if isinstance(tokenizer, str | os.PathLike):
         raise LoadArgumentError(
             f"tokenizer={str(tokenizer)!r} is a name, not a tokenizer: pass a loaded one "
             "(e.g. transformers.AutoTokenizer.from_pretrained(...)), or leave it out to use the model's own"
         )
+    neighbour_name = None
+    if spec is not None and is_neighbour(spec):  # an nnsight LanguageModel or a TransformerLens bridge
+        if model is not None:
+            raise LoadArgumentError("load() takes either a spec or model=..., not both")
+        spec, model = None, spec
+    if model is not None and is_neighbour(model):
+        try:
+            model, own_tokenizer, neighbour_name = unwrap_neighbour(model)
+        except TypeError as exc:
+            raise LoadArgumentError(str(exc)) from exc
+        tokenizer = tokenizer if tokenizer is not None else own_tokenizer
     if model is not None:
         if spec is not None:
             raise LoadArgumentError("load() takes either a spec or model=..., not both")
@@ -711,7 +729,7 @@ def load(
         }
         if any(v is not None for v in moves.values()):
             model = model.to(**{k: v for k, v in moves.items() if v is not None})
-        return Model(model, tokenizer, name=name, source="in-memory")
+        return Model(model, tokenizer, name=name or neighbour_name, source="in-memory")
     if spec is None:
         raise LoadArgumentError(
             f"load() needs a spec or model=...; {_SPEC_HINT}; bundled: {', '.join(bundled_names())}"

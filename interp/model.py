@@ -524,6 +524,19 @@ class Model:
         assert tr.logits is not None
         return tr.logits, tr
 
+    def to_nnsight(self, **kwargs: Any) -> Any:
+        """An nnsight ``LanguageModel`` over this model's own modules and weights (no copy), with
+        its tokenizer, so nnsight interventions and our analyses can be mixed. ``kwargs`` go to
+        ``LanguageModel``. Needs nnsight (``pip install 'interp[nnsight]'``).
+
+        >>> lm = model.to_nnsight()                                               # doctest: +SKIP
+        >>> with lm.trace("The cat sat"):                                         # doctest: +SKIP
+        ...     resid = lm.model.layers[3].output.save()      # blocks.3.hook_resid_post
+        """
+        from interp.neighbours import to_nnsight
+
+        return to_nnsight(self.hf, self.tokenizer, **kwargs)
+
     def run(self, inputs: Inputs, *, interventions: dict[str, Any] | None = None) -> torch.Tensor:
         """Logits ``[batch, pos, vocab]``, optionally under interventions."""
         with self.trace(inputs, interventions=interventions) as tr:

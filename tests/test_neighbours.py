@@ -1,0 +1,173 @@
+"""Models from the neighbours: nnsight ``LanguageModel`` and TransformerLens ``TransformerBridge``
+loaded by ``interp.load`` over the same weights, and ``model.to_nnsight()`` over the same modules.
+
+nnsight and transformer-lens are optional; the tests that need one are skipped (visibly) without it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+
+import pytest
+import torch
+from tiny_models import NullTokenizer, build, padded_batch
+from wired_models import tiny_llama_folder
+
+import interp
+from interp import Model
+from interp.errors import MissingDependencyError
+from interp.neighbours import is_neighbour, unwrap
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SCAN = dict(lengths=[8], samples=2, causal_checks=False)
+SCORES = ["prev_token", "induction"]
+
+
+def _envoy(lm, path: str):
+    """The nnsight envoy of a dotted module path (``model.layers.3.self_attn.o_proj``)."""
+    for part in path.split("."):
+        lm = lm[int(part)] if part.isdigit() else getattr(lm, part)
+    return lm
+
+
+def _language_model(hf, tokenizer):
+    nnsight = pytest.importorskip("nnsight")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*LanguageModel is deprecated")
+        return nnsight.LanguageModel(hf, tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tiny_llama_folder(tmp_path_factory.mktemp("models") / "tiny-a", n_ctx=256, seed=0)
+
+
+@pytest.fixture(scope="module")
+def reference(folder):
+    model = interp.load(folder)
+    return model, interp.heads.scan(model, SCORES, **SCAN)
+
+
+def _same_scores(a, b):
+    assert a.n_layers == b.n_layers and a.n_heads == b.n_heads
+    keys = ["score", "layer", "head"]
+    left, right = (s.df.sort_values(keys).reset_index(drop=True) for s in (a, b))
+    assert sorted(set(left["score"])) == sorted(SCORES) and left[keys].equals(right[keys])
+    torch.testing.assert_close(torch.tensor(left["value"].to_numpy()), torch.tensor(right["value"].to_numpy()),
+                               atol=1e-5, rtol=1e-4)
+
+
+def test_plain_objects_are_not_neighbours():
+    assert not is_neighbour("smollm2-135m") and not is_neighbour(torch.nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="neither an nnsight model nor a TransformerLens bridge"):
+        unwrap(object())
+
+
+def test_to_nnsight_without_nnsight_names_the_extra(tiny, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "nnsight", None)  # an import of nnsight now fails
+    with pytest.raises(MissingDependencyError, match=r"interp\[nnsight\]"):
+        tiny.to_nnsight()
+
+
+# -- nnsight -----------------------------------------------------------------------------------
+def test_nnsight_activations_equal_our_trace(tiny):
+    """For every adapter family: a block's output (``hook_resid_post``) and the input of the
+    attention output projection (``hook_z``, heads flattened) saved through nnsight on the
+    model's own modules equal ``model.trace`` at the same sites."""
+    pytest.importorskip("nnsight")
+    lm = tiny.to_nnsight()
+    assert _envoy(lm, tiny.adapter.layers)._module is tiny.module(tiny.adapter.layers)  # the same modules
+    # Unpadded: with left padding, transformers' GPT-2 numbers positions differently from our trace.
+    tokens = tiny.to_tokens(padded_batch(lengths=(12, 12)))
+    n = tiny.cfg.n_layers
+    saved_resid: list = []
+    saved_z: list = []
+    with lm.trace(**tokens):
+        for i in range(n):  # in the order the forward pass reaches them
+            saved_z.append(_envoy(lm, f"{tiny.adapter.layers}.{i}.{tiny.adapter.o_proj}").input.save())
+            saved_resid.append(_envoy(lm, f"{tiny.adapter.layers}.{i}").output.save())
+    with tiny.trace(tokens, ["blocks.*.hook_resid_post", "blocks.*.attn.hook_z"]) as tr:
+        pass
+    for i in range(n):
+        resid = saved_resid[i][0] if isinstance(saved_resid[i], tuple) else saved_resid[i]
+        torch.testing.assert_close(resid.detach(), tr[f"blocks.{i}.hook_resid_post"], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(saved_z[i].detach(), tr[f"blocks.{i}.attn.hook_z"].flatten(-2),
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_load_language_model_shares_modules(family):
+    hf = build(family)
+    lm = _language_model(hf, NullTokenizer())
+    model = interp.load(lm)
+    assert isinstance(model, Model) and model.hf is hf
+    assert "via nnsight" in model.name
+    assert model.to_nnsight()._module is hf
+
+
+def test_nnsight_loaded_scan_equals_folder_scan(folder, reference):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model = interp.load(_language_model(hf, tok))
+    assert model.hf is hf and model.tokenizer is tok
+    _same_scores(interp.heads.scan(model, SCORES, **SCAN), reference[1])
+
+
+def test_load_neighbour_and_model_argument_conflict(family):
+    lm = _language_model(build(family), NullTokenizer())
+    with pytest.raises(interp.loading.LoadArgumentError, match="not both"):
+        interp.load(lm, model=build(family))
+
+
+# -- TransformerLens -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bridge(folder):
+    """A ``TransformerBridge`` booted offline from the local folder."""
+    pytest.importorskip("transformer_lens")
+    from transformer_lens.model_bridge import TransformerBridge
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return TransformerBridge.boot_transformers(str(folder), device="cpu")
+
+
+def test_bridge_loaded_model_shares_weights(bridge):
+    model = interp.load(bridge)
+    assert "via transformer_lens" in model.name
+    ours = dict(model.hf.named_parameters())
+    theirs = {p.data_ptr() for p in bridge.original_model.parameters()}
+    assert ours and all(p.data_ptr() in theirs for p in ours.values())  # no weight copied
+    assert all("_original_component" not in name for name in ours)  # the plain Hugging Face tree
+    assert model.tokenizer is bridge.tokenizer
+
+
+def test_bridge_loaded_scan_equals_folder_scan(bridge, folder, reference):
+    """Same weights, same scores. The bridge's tokenizer is the folder's with a BOS token added
+    (TransformerLens sets one), which changes what a scan feeds, so each tokenizer is compared
+    with a folder-loaded model using the same one."""
+    _same_scores(interp.heads.scan(interp.load(bridge, tokenizer=reference[0].tokenizer), SCORES, **SCAN),
+                 reference[1])
+    own = interp.heads.scan(interp.load(bridge), SCORES, **SCAN)
+    _same_scores(own, interp.heads.scan(interp.load(folder, tokenizer=bridge.tokenizer), SCORES, **SCAN))
+
+
+def test_bridge_still_runs_after_load(bridge):
+    """Loading does not take the bridge apart: it still runs, and its logits are ours."""
+    model = interp.load(bridge)
+    ids = torch.tensor([[3, 5, 7, 9, 11]])
+    with torch.no_grad():
+        theirs = bridge(ids)
+    torch.testing.assert_close(theirs, model.run({"input_ids": ids, "attention_mask": torch.ones_like(ids)}),
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_missing_packages_are_skipped_visibly():
+    """Reports which neighbours this run could test (shown with ``pytest -rs``)."""
+    missing = [p for p in ("nnsight", "transformer_lens") if importlib.util.find_spec(p) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (pip install 'interp[nnsight,bench]')")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp.outputs import OutputFolder, writing
+from interp.results import write_json
 from interp.strict_json import dumps
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def write_report(scores: HeadScores, dest: str | os.PathLike[str] | OutputFolder
         buf = io.BytesIO()
         scores.df.to_parquet(buf, index=False)
         out.write_bytes("head_scores.parquet", buf.getvalue())
-        out.write_text("head_scores.json", dumps(scores.to_json(), indent=1))
+        write_json(out, "head_scores.json", scores.to_dict())
         out.write_text("report.html", render_html(scores))
     return out.path
 

@@ -27,7 +27,7 @@ import pandas as pd
 from interp.errors import InterpError, UnknownNameError
 from interp.heads.names import NGRAM_ORDERS, OUTPUT_ORDER, RANDOM_SCORES
 from interp.outputs import OutputFolder, writing
-from interp.strict_json import dumps
+from interp.results import write_json
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -253,7 +253,7 @@ class Timeline:
             buf = io.BytesIO()
             self.df.to_parquet(buf, index=False)
             out.write_bytes(TABLE, buf.getvalue())
-            out.write_text(META, dumps(self.to_json(), indent=1))
+            write_json(out, META, self.to_json())
             out.write_text(FIGURE, self.figure().to_html(include_plotlyjs="inline"))
         return out.path / TABLE
 

@@ -171,3 +171,38 @@ def test_missing_packages_are_skipped_visibly():
     missing = [p for p in ("nnsight", "transformer_lens") if importlib.util.find_spec(p) is None]
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)} (pip install 'interp[nnsight,bench]')")
+
+
+def test_bridge_over_in_memory_model_traces_like_it(family, tmp_path):
+    """For every adapter family: a bridge booted over an in-memory model (its config saved to a
+    folder for the name, no download) loads as a Model over the same weights, whose trace equals
+    a plain Model's of that family, and whose residual stream equals the bridge's own cache."""
+    pytest.importorskip("transformer_lens")
+    from transformer_lens.model_bridge import TransformerBridge
+    from wired_models import alice_word_tokenizer
+
+    hf = build(family)
+    hf.config.architectures = [type(hf).__name__]
+    hf.config.save_pretrained(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bridge = TransformerBridge.boot_transformers(str(tmp_path), hf_model=hf, tokenizer=alice_word_tokenizer(),
+                                                     device="cpu")
+    model = interp.load(bridge, tokenizer=NullTokenizer())
+    theirs = {p.data_ptr() for p in hf.parameters()}
+    assert all(p.data_ptr() in theirs for p in model.hf.parameters())
+    plain = Model(build(family), NullTokenizer())
+    tokens = padded_batch(lengths=(12, 12))
+    sites = ["blocks.*.hook_resid_post", "blocks.*.attn.hook_z", "blocks.*.attn.hook_q"]
+    with model.trace(tokens, sites) as ours, plain.trace(tokens, sites) as ref:
+        pass
+    for name in plain.resolve(sites):
+        torch.testing.assert_close(ours[name.name], ref[name.name], atol=1e-5, rtol=1e-4)
+    if family == "gemma3":
+        # The bridge's own forward of this tiny Gemma 3 (soft-capping, q/k norms, sliding layers)
+        # differs from transformers' by ~0.04 in the logits already before interp.load touches it.
+        pytest.skip("TransformerBridge's own Gemma 3 forward differs from transformers' (our trace matched)")
+    with torch.no_grad():
+        _, cache = bridge.run_with_cache(tokens["input_ids"])
+    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    torch.testing.assert_close(cache[last], ours[last], atol=1e-4, rtol=1e-4)

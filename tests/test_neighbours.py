@@ -81,7 +81,8 @@ def test_nnsight_activations_equal_our_trace(tiny):
     pytest.importorskip("nnsight")
     lm = tiny.to_nnsight()
     assert _envoy(lm, tiny.adapter.layers)._module is tiny.module(tiny.adapter.layers)  # the same modules
-    # Unpadded: with left padding, transformers' GPT-2 numbers positions differently from our trace.
+    # Unpadded: nnsight passes position_ids counted from the attention mask, our trace leaves
+    # transformers' default (0..n-1), so left-padded rows of GPT-2 (absolute positions) differ.
     tokens = tiny.to_tokens(padded_batch(lengths=(12, 12)))
     n = tiny.cfg.n_layers
     saved_resid: list = []

@@ -32,6 +32,7 @@ from interp.circuits.patching import (
     prepare_metric,
 )
 from interp.errors import BadInputError, UnknownNameError
+from interp.masks import position_kwargs
 from interp.model import Model
 
 KINDS = {"z": "blocks.{l}.attn.hook_z", "mlp_post": "blocks.{l}.mlp.hook_post"}
@@ -58,7 +59,7 @@ def gradients_at(model: Model, tokens: dict[str, torch.Tensor], metric: Metric, 
         return x + d
 
     with torch.enable_grad(), model.trace(interventions={n: tap for n in names}):
-        logits = model.hf(**tokens, use_cache=False).logits
+        logits = model.hf(**tokens, **position_kwargs(tokens.get("attention_mask")), use_cache=False).logits
         value = _per_item(metric, logits, tokens["input_ids"].shape[0]).mean()
         grads = torch.autograd.grad(value, [deltas[n] for n in names], allow_unused=True)
     out = {n: (g if g is not None else torch.zeros_like(deltas[n])).detach() for n, g in zip(names, grads, strict=True)}

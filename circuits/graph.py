@@ -29,6 +29,7 @@ import torch
 
 from interp.circuits.attribution import attribution_patching
 from interp.circuits.patching import Metric, _per_item, prepare_metric
+from interp.masks import position_kwargs
 from interp.model import Model
 from interp.outputs import OutputFolder, writing
 from interp.results import read_json, write_json
@@ -148,7 +149,7 @@ def build_circuit(model: Model, clean: Any, corrupted: Any, metric: Metric, *, n
                 norm_mlp = model.module(f"{a.layers}.{la}.{a.ln_mlp}")
                 handles.append(norm_mlp.register_forward_pre_hook(add_delta(("mlp", la)), with_kwargs=True))
         with torch.enable_grad(), model.trace(sites=senders) as rt:
-            logits = model.hf(**corr_t, use_cache=False).logits
+            logits = model.hf(**corr_t, **position_kwargs(corr_t.get("attention_mask")), use_cache=False).logits
             value = _per_item(metric, logits, corr_t["input_ids"].shape[0]).mean()
             keys = list(deltas)
             grads = dict(zip(keys, torch.autograd.grad(value, [deltas[k] for k in keys], allow_unused=True), strict=True))

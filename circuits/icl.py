@@ -49,6 +49,7 @@ from interp.circuits.icl_data import (
 from interp.circuits.knockout import knockout
 from interp.errors import BadInputError
 from interp.kernels import attention_stats
+from interp.masks import position_kwargs
 from interp.model import Model
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class PromptStats:
 
 
 def _label_logits(model: Model, tokens: dict[str, torch.Tensor], label_ids: list[int]) -> torch.Tensor:
-    out = model.hf(**tokens, use_cache=False, logits_to_keep=1).logits[:, -1]
+    out = model.hf(**tokens, **position_kwargs(tokens.get("attention_mask")), use_cache=False, logits_to_keep=1).logits[:, -1]
     return out[:, label_ids].float().cpu()
 
 

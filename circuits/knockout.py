@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from interp.errors import BadInputError, OutOfRangeError, UsageError
-from interp.masks import visible
+from interp.masks import position_kwargs, visible
 from interp.model import Model
 
 
@@ -192,5 +192,5 @@ def run_with_knockout(model: Model, inputs: Any, blocked: torch.Tensor, layers: 
     # Its own forward runs inside the knockout, so an open trace around it is no problem.
     with _knockout(model, blocked, layers, heads), torch.no_grad():
         extra = {"logits_to_keep": 1} if last_only else {}
-        logits = model.hf(**tokens, use_cache=False, **extra).logits
+        logits = model.hf(**tokens, **position_kwargs(tokens.get("attention_mask")), use_cache=False, **extra).logits
     return logits[:, -1] if last_only else logits

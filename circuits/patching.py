@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from interp.errors import BadInputError, OutOfRangeError, UnknownNameError
 from interp.kv_cache import fork, run_cached
+from interp.masks import position_kwargs
 from interp.model import Model
 
 if TYPE_CHECKING:
@@ -304,7 +305,8 @@ def _logits(model: Model, tokens: dict[str, torch.Tensor], interventions=None, l
     with model.trace(sites=sites, interventions=interventions) as tr, torch.no_grad():
         if prefix is not None:
             return prefix.run(model, tokens, logits_to_keep), tr
-        return model.hf(**tokens, use_cache=False, logits_to_keep=logits_to_keep).logits, tr
+        return model.hf(**tokens, **position_kwargs(tokens.get("attention_mask")), use_cache=False,
+                        logits_to_keep=logits_to_keep).logits, tr
 
 
 def _run_metric(model: Model, tokens: dict[str, torch.Tensor], metric: Metric, interventions=None,

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from interp.masks import position_kwargs
+
 _KEYWORDS: dict[type, str] = {}
 
 
@@ -31,6 +33,8 @@ def run_cached(module: torch.nn.Module, cache: Any = None, **inputs: Any) -> tup
     """``module(**inputs, use_cache=True)`` continuing ``cache`` (``None``: a new one); returns
     the output and the cache it holds (extended in place when ``cache`` was given)."""
     kw = cache_keyword(module)
+    if "position_ids" not in inputs:  # left padding: count each row's real tokens (see position_kwargs)
+        inputs.update(position_kwargs(inputs.get("attention_mask"), inputs["input_ids"].shape[1]))
     out = module(**inputs, use_cache=True, **({kw: cache} if cache is not None else {}))
     return out, out.get(kw)
 

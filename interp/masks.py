@@ -29,3 +29,23 @@ def visible(q_abs: torch.Tensor, keys: torch.Tensor, *, causal: bool = True,
     if sliding_window is not None and sliding_window > 0:
         ok &= q_abs - keys < sliding_window
     return ok
+
+
+def position_kwargs(attention_mask: torch.Tensor | None, n_new: int | None = None) -> dict[str, torch.Tensor]:
+    """``{"position_ids": ...}`` counting each row's real tokens (the first real token is 0), for
+    a left-padded batch; ``{}`` when no row is padded. Without it transformers numbers every row
+    0..n-1, padding included, which shifts a padded row's absolute position embeddings (GPT-2) and
+    so changes its activations; ``generate`` counts from the mask the same way. ``n_new``: only
+    the last ``n_new`` positions (the tokens a forward over a key/value cache adds).
+
+    >>> position_kwargs(torch.tensor([[0, 1, 1], [1, 1, 1]]))["position_ids"]
+    tensor([[1, 0, 1],
+            [0, 1, 2]])
+    >>> position_kwargs(torch.ones(2, 3, dtype=torch.long))
+    {}
+    """
+    if attention_mask is None or bool(attention_mask.all()):
+        return {}
+    mask = attention_mask.long()
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    return {"position_ids": positions if n_new is None else positions[:, -n_new:]}

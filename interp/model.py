@@ -13,6 +13,7 @@ import torch
 from interp import attention
 from interp.adapters import Adapter, adapter_for
 from interp.errors import BadInputError, OutOfRangeError, PromptTooLongError
+from interp.masks import position_kwargs
 from interp.sites import GLOBAL_SITES, LAYER_SITES, Site, Where, all_site_names, expand
 from interp.tracing import Hooks, Reducer, StopForward, Trace
 
@@ -438,7 +439,7 @@ class Model:
                 trace.input_ids, trace.attention_mask = tokens["input_ids"], tokens["attention_mask"]
                 trace.ran_forward = True
                 with torch.no_grad(), contextlib.suppress(StopForward):
-                    trace.logits = self.hf(**tokens, use_cache=False).logits
+                    trace.logits = self.hf(**tokens, **position_kwargs(tokens["attention_mask"]), use_cache=False).logits
             yield trace
         except StopForward:  # a forward run inside the block stopped at ``stop_after``
             pass

@@ -14,6 +14,7 @@ import interp
 from interp import Model, corpus
 from interp import interventions as iv
 from interp.errors import OutOfRangeError, PromptTooLongError, UnknownNameError
+from interp.masks import position_kwargs
 
 
 def all_sites(model: Model) -> list[str]:
@@ -25,8 +26,8 @@ def test_hooks_leave_logits_bit_identical(family):
     reference = copy.deepcopy(hf)  # never wrapped: the model's own SDPA path
     model = Model(hf, NullTokenizer())
     batch = padded_batch()
-    with torch.no_grad():
-        expected = reference(**batch).logits
+    with torch.no_grad():  # positions counted from the mask, as every forward of interp passes them
+        expected = reference(**batch, **position_kwargs(batch["attention_mask"])).logits
     with model.trace(batch, sites=all_sites(model)) as tr:
         pass
     assert torch.equal(tr.logits, expected)
@@ -374,3 +375,23 @@ def test_trace_observers_and_early_stop_are_installed_and_removed_by_the_trace(t
     with pytest.raises(OutOfRangeError):
         with tiny.trace(ids, stop_after=99):
             pass
+
+
+def test_a_left_padded_row_traces_as_it_does_alone(tiny):
+    """Positions count each row's real tokens, so padding changes no activation, also in
+    families with absolute position embeddings (GPT-2), with and without a key/value cache."""
+    from interp.kv_cache import run_cached
+
+    batch = padded_batch()
+    n = int(batch["attention_mask"][1].sum())
+    alone = batch["input_ids"][1:, -n:]
+    with tiny.trace(batch, sites="blocks.1.hook_resid_post") as padded:
+        pass
+    with tiny.trace(alone, sites="blocks.1.hook_resid_post") as single:
+        pass
+    torch.testing.assert_close(padded["blocks.1.hook_resid_post"][1, -n:], single["blocks.1.hook_resid_post"][0],
+                               atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # prefill all but the last token, then one cached step
+        _, cache = run_cached(tiny.hf, input_ids=batch["input_ids"][:, :-1], attention_mask=batch["attention_mask"][:, :-1])
+        out, _ = run_cached(tiny.hf, cache, input_ids=batch["input_ids"][:, -1:], attention_mask=batch["attention_mask"])
+    torch.testing.assert_close(out.logits[1, -1], tiny.run(alone)[0, -1], atol=1e-4, rtol=1e-4)

@@ -10,12 +10,15 @@ by the same amount, and the separation-accuracy correlation.
 
 ``--extra-layer L`` also runs the subspace analysis at layer L for SmolLM2 (default settings
 choose the last localised layer).
+
+    python case_studies/context_knob.py --smoke [--out DIR]   # SmolLM2, 8 items, a short DAS fit (CI)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 from interp.atomic import atomic_write_text
@@ -23,6 +26,8 @@ from interp.cli import main
 
 OUT = Path(__file__).parent / "results" / "knob"
 MODELS = ["smollm2-135m", "gemma3-270m"]
+# --smoke: every part at the smallest scale.
+SMOKE = ["--items", "8", "--das-steps", "5", "--random", "1", "--quiet"]
 
 
 def row(name: str, doc: dict) -> str:
@@ -61,8 +66,14 @@ def main_(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rerun", action="store_true")
     ap.add_argument("--extra-layer", type=int)
+    ap.add_argument("--smoke", action="store_true", help="SmolLM2 with 8 items, into --out (CI)")
+    ap.add_argument("--out", type=Path, help="with --smoke: the results folder (default: a new temporary folder)")
     args = ap.parse_args(argv)
+    out = OUT
     runs = {m: [m] for m in MODELS}
+    if args.smoke:
+        out = args.out or Path(tempfile.mkdtemp(prefix="knob-"))
+        runs, args.rerun = {"smollm2-135m": ["smollm2-135m", *SMOKE]}, True
     if args.extra_layer is not None:
         runs[f"smollm2-135m-layer{args.extra_layer}"] = ["smollm2-135m", "--layer", str(args.extra_layer)]
     lines = ["# The context knob on the bundled models", "",
@@ -80,14 +91,14 @@ def main_(argv: list[str] | None = None) -> None:
              "|---|---|---|---|---|---|---|---|---|---|"]
     notes = ["", "## Reading", ""]
     for name, argv_model in runs.items():
-        folder = OUT / name
+        folder = out / name
         if args.rerun or not (folder / "knob.json").exists():
             main(["knob", *argv_model, "--out", str(folder), "--force"])
         doc = json.loads((folder / "knob.json").read_text())
         lines.append(row(name, doc))
         notes.append(reading(name, doc))
     lines += notes
-    atomic_write_text(OUT / "summary.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

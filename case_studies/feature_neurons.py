@@ -28,12 +28,14 @@ positive-clamp rows below are the first run's numbers.
 Writes ``case_studies/results/feature_neurons.md`` and ``.json``.
 
     python case_studies/feature_neurons.py
+    python case_studies/feature_neurons.py --smoke [--out DIR]   # one concept, last layer's `up` vectors, one clamp (CI)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +51,7 @@ OUT = Path(__file__).parent / "results"
 WEIGHTS = ["up", "gate", "down"]
 MULTIPLES = [1, 2, 5, 10, 20]
 MAX_RANK, MIN_D, CANDIDATES = 10, 0.8, 10
+FIND_LAYERS: list[int] | None = None  # layers whose neurons are decoded (None: all; --smoke: the last)
 
 
 def table(df: pd.DataFrame) -> list[str]:
@@ -92,7 +95,7 @@ def study_concept(model, name: str, spec: dict, others: list[str], zs: TokenZ) -
     result: dict = {"concept": name, "token": word, "token_id": token, "weights": {}, "steer": {}}
     decode_ranks = {}
     for weights in WEIGHTS:
-        ranked = N.find(model, word, weights=weights, top=None, progress=False)
+        ranked = N.find(model, word, weights=weights, top=None, layers=FIND_LAYERS, progress=False)
         decode_ranks[weights] = ranked.set_index(["layer", "neuron"])["rank_of_concept"]
         ranked = ranked.join(evidence[["d_matched", "d_rank", "d_other"]], on=["layer", "neuron"])
         cand = ranked.head(CANDIDATES).copy()
@@ -265,21 +268,33 @@ def report(results: list[dict], model_name: str, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    global WEIGHTS, MULTIPLES, FIND_LAYERS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--concepts", default=",".join(N.load_concepts()))
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--render", action="store_true", help="rewrite the .md from the saved .json only")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true",
+                        help="one concept, the last layer's `up` vectors, one clamp size, one neutral prompt, two "
+                             "generated tokens, into --out (CI)")
+    parser.add_argument("--out", type=Path, help="with --smoke: the results folder (default: a new temporary folder)")
+    args = parser.parse_args(argv)
+    out = OUT
+    if args.smoke:
+        out = args.out or Path(tempfile.mkdtemp(prefix="feature_neurons-"))
+        args.concepts, args.max_new_tokens = next(iter(N.load_concepts())), 2
+        WEIGHTS, MULTIPLES = ["up"], [5]
     if args.render:
-        saved = json.loads((OUT / "feature_neurons.json").read_text())
+        saved = json.loads((out / "feature_neurons.json").read_text())
         text = report(saved["results"], saved["model"], saved["seconds"])
-        atomic_write_text(OUT / "feature_neurons.md", text)
+        atomic_write_text(out / "feature_neurons.md", text)
         return print(text)
     start = time.perf_counter()
     model = interp.load(args.model)
     sets, neutral, zs = N.load_concepts(), N.neutral_prompts(), TokenZ(model)
+    if args.smoke:  # decode the last layer's neurons only, steer on one neutral prompt
+        FIND_LAYERS, neutral = [model.cfg.n_layers - 1], neutral[:1]
     results = []
     for name in args.concepts.split(","):
         others = [p for other, s in sets.items() if other != name for p in s["prompts"]]
@@ -293,9 +308,9 @@ def main() -> None:
         results.append(res)
     seconds = time.perf_counter() - start
     text = report(results, model.name, seconds)
-    OUT.mkdir(exist_ok=True)
-    atomic_write_text(OUT / "feature_neurons.md", text)
-    atomic_write_text(OUT / "feature_neurons.json", json.dumps(
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "feature_neurons.md", text)
+    atomic_write_text(out / "feature_neurons.json", json.dumps(
         {"model": model.name, "seconds": seconds, "results": results}, indent=1, default=str))
     print(text)
 

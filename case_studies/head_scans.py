@@ -7,6 +7,7 @@ retrieval heads against Wu et al.'s 3-6%, the two causal checks, and the agreeme
 TransformerLens's head detector (from ``heads_vs_transformerlens.json`` when present).
 
     python case_studies/head_scans.py [--models smollm2-135m,gemma3-270m] [--summary-only]
+    python case_studies/head_scans.py --smoke [--out DIR]   # a tiny scan of SmolLM2 (CI), into a temporary folder
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +28,8 @@ FOLDER = OUT / "head_scans"
 CLI = "import sys; from interp.cli import main; sys.exit(main(sys.argv[1:]))"
 DEPTHS = ["--retrieval-depths", "0,0.25,0.5,0.75,1"]  # five depths, more than the CLI's default three
 TOP_SCORES = ["prev_token", "duplicate", "induction", "induction_text", "ngram2", "retrieval"]
+# --smoke: every part of the study at the smallest scale (SmolLM2, two scores, no causal checks).
+SMOKE = ["--scores", "prev_token,induction", "--lengths", "8", "--samples", "2", "--no-causal-checks", "--quiet"]
 
 
 def heads(names: list[str]) -> str:
@@ -74,14 +78,21 @@ def section(name: str, doc: dict, agreement: dict) -> list[str]:
     return lines + [""]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="smollm2-135m,gemma3-270m")
     ap.add_argument("--summary-only", action="store_true", help="only rebuild the summary from saved reports")
-    args = ap.parse_args()
+    ap.add_argument("--smoke", action="store_true", help="a tiny scan of SmolLM2 into --out (CI)")
+    ap.add_argument("--out", type=Path, help="with --smoke: the results folder (default: a new temporary folder)")
+    args = ap.parse_args(argv)
     names = args.models.split(",")
+    out, folder, how = OUT, FOLDER, DEPTHS
+    if args.smoke:
+        out = args.out or Path(tempfile.mkdtemp(prefix="head_scans-"))
+        folder, how, names = out / "head_scans", SMOKE, ["smollm2-135m"]
     if not args.summary_only:  # one subfolder per model and the index page
-        subprocess.run([sys.executable, "-c", CLI, "heads", *names, "--out", str(FOLDER), "--force", *DEPTHS], check=True)
+        dest = folder if len(names) > 1 else folder / names[0]  # one model writes its report into --out itself
+        subprocess.run([sys.executable, "-c", CLI, "heads", *names, "--out", str(dest), "--force", *how], check=True)
     tl = OUT / "heads_vs_transformerlens.json"
     agreement = json.loads(tl.read_text()) if tl.exists() else {}
     lines = ["# Head scans of the bundled models", "",
@@ -90,9 +101,9 @@ def main() -> None:
              "random sequences of 25, 50 and 100 tokens, 8 each, seed 0; 4 natural-text windows of 512 tokens; "
              "needles at 1000 and 2000 tokens, 5 depths, 3 needles). Heads are named LlayerHhead.", ""]
     for name in names:
-        doc = json.loads((FOLDER / name / "head_scores.json").read_text())
+        doc = json.loads((folder / name / "head_scores.json").read_text())
         lines += section(name, doc, agreement)
-    atomic_write_text(OUT / "head_scans.md", "\n".join(lines))
+    atomic_write_text(out / "head_scans.md", "\n".join(lines))
     print("\n".join(lines))
 
 

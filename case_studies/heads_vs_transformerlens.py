@@ -8,12 +8,14 @@ TransformerLens scores every row, we score the second copy for induction and dup
 (Olsson et al.'s protocol): that rescales every head alike and leaves ranks unchanged.
 
     python case_studies/heads_vs_transformerlens.py smollm2-135m gemma3-270m
+    python case_studies/heads_vs_transformerlens.py --smoke [--out DIR]   # SmolLM2, one short sequence (CI)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -63,13 +65,19 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(pd.Series(a.ravel()).rank().corr(pd.Series(b.ravel()).rank()))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="*", default=["smollm2-135m", "gemma3-270m"])
     parser.add_argument("--lengths", default="25,50,100")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="SmolLM2 on one sequence of 6 tokens, into --out (CI)")
+    parser.add_argument("--out", type=Path, help="with --smoke: the results folder (default: a new temporary folder)")
+    args = parser.parse_args(argv)
+    out = OUT
+    if args.smoke:
+        args.models, args.lengths, args.samples = ["smollm2-135m"], "6", 1
+        out = args.out or Path(tempfile.mkdtemp(prefix="heads_vs_transformerlens-"))
     lengths = [int(x) for x in args.lengths.split(",")]
     results = {}
     for name in args.models:
@@ -91,9 +99,9 @@ def main() -> None:
     for name, row in results.items():
         for score, r in row.items():
             lines.append(f"| {name} | {score} | {r['spearman']:.3f} | {r['top10_overlap']}/10 |")
-    OUT.mkdir(exist_ok=True)
-    atomic_write_text(OUT / "heads_vs_transformerlens.md", "\n".join(lines) + "\n")
-    atomic_write_text(OUT / "heads_vs_transformerlens.json", json.dumps(results, indent=1))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "heads_vs_transformerlens.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "heads_vs_transformerlens.json", json.dumps(results, indent=1))
     print("\n".join(lines))
 
 

@@ -7,6 +7,7 @@ against its random controls.
     python case_studies/icl_circuit.py                       # both models (~8 + ~20 minutes on 2 CPU cores,
                                                              # plus ~2.5 each for activation patching)
     python case_studies/icl_circuit.py --models smollm2-135m --summary-only
+    python case_studies/icl_circuit.py --smoke [--out DIR]   # SmolLM2, a few prompts of each part (CI)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -33,6 +35,9 @@ a prompt with the same demonstrations and a query of another label; effect 1 res
 logit difference of the two labels (settings: patching_pairs pairs per dataset).
 """
 CLI = "import sys; from interp.cli import main; sys.exit(main(sys.argv[1:]))"
+# --smoke: every step at the smallest scale (one dataset, two demonstrations, four queries).
+SMOKE = ["--datasets", "sentiment", "--demo-counts", "0,2", "--demos", "2", "--queries", "4", "--ablation-queries", "2",
+         "--random-seeds", "0", "--neighbors", "1", "--patching-pairs", "1"]
 
 
 def summarize(result: ICLResult) -> dict:
@@ -105,23 +110,29 @@ def markdown(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="smollm2-135m,gemma3-270m")
     ap.add_argument("--summary-only", action="store_true", help="only rebuild the summary from saved results")
+    ap.add_argument("--smoke", action="store_true", help="SmolLM2 with a few prompts per step, into --out (CI)")
+    ap.add_argument("--out", type=Path, help="with --smoke: the results folder (default: a new temporary folder)")
     ap.add_argument("extra", nargs="*", help="extra arguments for interp icl (after --)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    out = OUT
+    if args.smoke:
+        out = args.out or Path(tempfile.mkdtemp(prefix="icl_circuit-"))
+        args.models, args.extra = "smollm2-135m", [*SMOKE, *args.extra]
     summaries = []
     for name in args.models.split(","):
-        folder = OUT / name
+        folder = out / name
         if not args.summary_only:
             subprocess.run([sys.executable, "-c", CLI, "icl", name, "--out", str(folder), "--force", "--quiet", *args.extra],
                            check=True)
         summaries.append(summarize(ICLResult.load(folder)))
-    atomic_write_text(OUT / "summary.json", json.dumps(summaries, indent=1))
-    atomic_write_text(OUT / "summary.md", "# ICL inference circuit: measured numbers\n\n" + NOTES + "\n"
+    atomic_write_text(out / "summary.json", json.dumps(summaries, indent=1))
+    atomic_write_text(out / "summary.md", "# ICL inference circuit: measured numbers\n\n" + NOTES + "\n"
                       + "\n".join(markdown(s) for s in summaries))
-    print((OUT / "summary.md").read_text())
+    print((out / "summary.md").read_text())
 
 
 if __name__ == "__main__":

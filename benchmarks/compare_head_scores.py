@@ -4,7 +4,7 @@ Pattern scores should agree to float precision; retrieval scores come from greed
 arg-max keys, where a near-tie can flip a token or a key, so every head that moves by more than
 ``--tolerance`` is listed, with the needle tests whose recall changed.
 
-    python benchmarks/compare_head_scores.py case_studies/results/head_scans/smollm2-135m /tmp/new/smollm2-135m
+    python benchmarks/compare_head_scores.py case_studies/results/head_scans/smollm2-135m new_scan/smollm2-135m
 """
 
 from __future__ import annotations

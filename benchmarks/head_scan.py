@@ -29,7 +29,7 @@ as ``head_scan_cuda.*``.
     python benchmarks/head_scan.py                       # all lengths and methods, CPU
     python benchmarks/head_scan.py --device cuda         # the same on a CUDA device
     python benchmarks/head_scan.py --lengths 512,1024 --methods sdpa,sdpa_stop,interp
-    python benchmarks/head_scan.py --lengths 512 --methods sdpa,sdpa_stop,interp --repeats 1 --out /tmp/hs  # smoke
+    python benchmarks/head_scan.py --lengths 512 --methods sdpa,sdpa_stop,interp --repeats 1 --out hs_smoke  # smoke
 """
 
 from __future__ import annotations

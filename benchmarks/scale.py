@@ -11,7 +11,7 @@ extrapolates to the full models at 8k-128k tokens, on this CPU and on GPUs from 
 throughput (the assumptions are printed with the table).
 
     python benchmarks/scale.py                       # the committed table
-    python benchmarks/scale.py --quick --out /tmp/s  # a few small points
+    python benchmarks/scale.py --quick --out scale_quick  # a few small points
 """
 
 from __future__ import annotations

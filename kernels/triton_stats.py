@@ -63,10 +63,24 @@ class BlockConfig:
     block_n: int
     num_warps: int
     num_stages: int
+    # ptxas's register limit per thread. Without one (None) ptxas picks a limit itself, aiming at
+    # occupancy (seen: 128 for 64 and 256 threads, 168 for 128 threads), and spills where a
+    # specialisation needs a little more, unpredictably (a lighter rule set may spill where a
+    # heavier one does not). 255, the default, lets it take what each needs: no specialisation
+    # spills (benchmarks/results/triton_aot.md), at a few more registers for some.
+    maxnreg: int | None = 255
 
     @property
     def name(self) -> str:
         return f"M{self.block_m}-N{self.block_n}-w{self.num_warps}-s{self.num_stages}"
+
+    @property
+    def options(self) -> dict[str, int]:
+        """Launch options: warps, pipeline stages, and the register limit where one is set."""
+        out = {"num_warps": self.num_warps, "num_stages": self.num_stages}
+        if self.maxnreg is not None:
+            out["maxnreg"] = self.maxnreg
+        return out
 
 
 # The configurations the CUDA path chooses from, per padded head size and input width: "16"
@@ -77,13 +91,13 @@ class BlockConfig:
 # that no specialisation spills registers on sm_80 or sm_90 (benchmarks/results/triton_aot.md).
 AUTOTUNE: dict[tuple[int, str], tuple[BlockConfig, ...]] = {
     (64, "16"): (BlockConfig(64, 32, 4, 1), BlockConfig(128, 32, 8, 2), BlockConfig(64, 16, 4, 1)),
-    (64, "32"): (BlockConfig(32, 32, 2, 1),),
+    (64, "32"): (BlockConfig(32, 16, 2, 1),),
     (128, "16"): (BlockConfig(64, 32, 4, 2), BlockConfig(64, 64, 8, 2), BlockConfig(128, 32, 8, 2)),
     (256, "16"): (BlockConfig(64, 32, 8, 2), BlockConfig(32, 32, 4, 2)),
 }
 FEW_ROWS: dict[tuple[int, str], BlockConfig] = {
     (64, "16"): BlockConfig(16, 32, 2, 2),
-    (64, "32"): BlockConfig(32, 32, 2, 1),
+    (64, "32"): BlockConfig(32, 16, 2, 1),
     (128, "16"): BlockConfig(16, 32, 2, 2),
     (256, "16"): BlockConfig(32, 32, 4, 2),
 }
@@ -149,7 +163,7 @@ def kernel_constexprs(
 
     The single source of every specialisation: the CUDA launch and the ahead-of-time compile
     script both call it. Returns ``(constexprs, options)``; ``options`` holds ``num_warps`` and
-    ``num_stages``. ``interpreted``: for Triton's CPU interpreter, whose dot product reads
+    ``num_stages`` and ``maxnreg``. ``interpreted``: for Triton's CPU interpreter, whose dot product reads
     bfloat16 tiles as raw integers, bfloat16 products run in float32 (never compiled for a GPU).
     """
     _check_supported(dtype, head_dim)
@@ -171,10 +185,10 @@ def kernel_constexprs(
         HAS_SOFTCAP=bool(softcap), HAS_WINDOW=bool(sliding_window), HAS_KMASK=bool(key_padding),
         CAUSAL=bool(causal), EXCL_BOS="bos" in exclude, EXCL_SELF="self" in exclude, **slots,
     )
-    return constexprs, {"num_warps": config.num_warps, "num_stages": config.num_stages}
+    return constexprs, config.options
 
 
-# The count kernel has no dot product and few registers: one configuration serves every case.
+# The count kernel has no dot product: one configuration serves every case.
 COUNT_CONFIG = BlockConfig(64, 32, 4, 1)
 
 
@@ -189,7 +203,7 @@ def count_constexprs(
         HAS_KMASK=bool(key_padding), CAUSAL=bool(causal), EXCL_BOS="bos" in exclude, EXCL_SELF="self" in exclude,
         **slots,
     )
-    return constexprs, {"num_warps": COUNT_CONFIG.num_warps, "num_stages": COUNT_CONFIG.num_stages}
+    return constexprs, COUNT_CONFIG.options
 
 
 if triton is not None:

@@ -7,6 +7,7 @@ import torch
 
 import interp
 from interp.corpus import text
+from interp.masks import position_kwargs
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
@@ -28,8 +29,8 @@ def test_hooks_leave_logits_bit_identical(real_model):
     hf = real_model.hf
     hf.set_attn_implementation("sdpa")  # the model exactly as HF runs it
     try:
-        with torch.no_grad():
-            expected = hf(**batch).logits
+        with torch.no_grad():  # positions counted from the mask, as every forward of interp passes them
+            expected = hf(**batch, **position_kwargs(batch["attention_mask"])).logits
     finally:
         hf.set_attn_implementation("interp_sdpa")
     with real_model.trace(batch, sites=real_model.site_names()) as tr:

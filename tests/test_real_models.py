@@ -48,7 +48,7 @@ def test_attention_pattern_matches_eager_on_natural_text(real_model):
     hf.set_attn_implementation("interp_eager")
     try:
         with torch.no_grad():
-            eager = hf(**batch, output_attentions=True).attentions
+            eager = hf(**batch, **position_kwargs(batch["attention_mask"]), output_attentions=True).attentions
     finally:
         hf.set_attn_implementation("interp_sdpa")
     real = batch["attention_mask"].bool()

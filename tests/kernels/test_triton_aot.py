@@ -87,6 +87,10 @@ def test_committed_table_covers_the_full_scope():
     _check_rows(committed, aot)
     whys = {w for r in committed for w in r["launched_by"]}
     assert {c.why for c in aot.full_cases()} <= whys
+    # Compiled with the block configurations of today's tables (rerun the sweep after changing them).
+    shapes = {(r["case"]["dtype"], r["case"]["head_dim"], r["case"]["group"], tuple(r["case"]["config"]))
+              for r in committed}
+    assert {(c.dtype, c.head_dim, c.group, tuple(c.config)) for c in aot.full_cases()} <= shapes
     assert {(r["arch"], r["kernel"]) for r in committed} == {(80, "stats"), (90, "stats"), (80, "count"), (90, "count")}
 
 

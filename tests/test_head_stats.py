@@ -9,6 +9,7 @@ from tiny_models import VOCAB, padded_batch
 
 from interp.attention import observers_of
 from interp.head_stats import head_stats
+from interp.masks import position_kwargs
 
 
 def repeated(seed=0, n=15):
@@ -25,7 +26,7 @@ def test_matches_eager_patterns(tiny, padded):
     stats = head_stats(tiny, batch, rules=rules, row_stats=True, topk=2)
     tiny.hf.set_attn_implementation("interp_eager")
     with torch.no_grad():
-        eager = tiny.hf(**batch, output_attentions=True).attentions
+        eager = tiny.hf(**batch, **position_kwargs(batch["attention_mask"]), output_attentions=True).attentions
     tiny.hf.set_attn_implementation("interp_sdpa")
     mask = batch["attention_mask"]
     for layer, s in stats.items():

@@ -62,7 +62,7 @@ def test_attention_pattern_matches_eager(family):
         pass
     model.hf.set_attn_implementation("interp_eager")
     with torch.no_grad():
-        eager = model.hf(**batch, output_attentions=True).attentions
+        eager = model.hf(**batch, **position_kwargs(batch["attention_mask"]), output_attentions=True).attentions
     real = batch["attention_mask"].bool()  # compare rows of real tokens only
     assert real.sum(1).min() >= 200
     for layer in range(model.cfg.n_layers):
@@ -137,7 +137,8 @@ def test_hooks_removed_when_the_forward_raises(tiny):
             pass
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in tiny.hf.modules())
     with torch.no_grad():
-        assert torch.equal(tiny.run(padded_batch()), tiny.hf(**padded_batch()).logits)
+        batch = padded_batch()
+        assert torch.equal(tiny.run(batch), tiny.hf(**batch, **position_kwargs(batch["attention_mask"])).logits)
 
 
 def test_repeated_traces_do_not_grow(tiny):

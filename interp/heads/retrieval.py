@@ -14,7 +14,6 @@ included, comes from a decoding step with the masked heads masked.
 
 from __future__ import annotations
 
-import copy
 import re
 import weakref
 from collections import Counter
@@ -30,7 +29,7 @@ from interp.corpus import text as corpus_text
 from interp.errors import InterpError, PromptTooLongError
 from interp.heads.names import RetrievalSettings, default_needles  # noqa: F401 (re-exported)
 from interp.kernels import decode_argmax
-from interp.kv_cache import run_cached
+from interp.kv_cache import fork, run_cached
 from interp.model import Model
 
 
@@ -170,7 +169,7 @@ def keep_prefill(model: Model, test: NeedleTest, cache: Any) -> None:
     kept = _kept.setdefault(model, {})
     used = sum(_cache_bytes(c) for _, c in kept.values())
     if used + _cache_bytes(cache) <= KEEP_BYTES:
-        kept[test_key(test)] = (test.prompt_ids, copy.deepcopy(cache))
+        kept[test_key(test)] = (test.prompt_ids, fork(cache))
 
 
 def forget_prefills(model: Model) -> None:

@@ -97,8 +97,9 @@ def test_real_server_draws_heatmap_in_chromium(reports_root, tmp_path):
     try:
         _wait_healthy(url, server)
         with Chromium(f"{url}/", 1400, 1100) as browser:  # the head-scores page is the default
-            heatmaps = browser.wait_for("document.querySelectorAll('.js-plotly-plot .heatmaplayer image').length", 120)
-            assert heatmaps >= 3
+            # plotly draws the heatmaps one after another: wait until all three are in
+            count = "document.querySelectorAll('.js-plotly-plot .heatmaplayer image').length"
+            assert browser.wait_for(f"{count} >= 3", 120)
             assert browser.evaluate("document.querySelector('h1').innerText") == "Head scores"
             text = browser.evaluate("document.body.innerText")
             assert "Traceback" not in text and "Page not found" not in text

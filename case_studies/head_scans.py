@@ -32,8 +32,8 @@ TOP_SCORES = ["prev_token", "duplicate", "induction", "induction_text", "ngram2"
 SMOKE = ["--scores", "prev_token,induction", "--lengths", "8", "--samples", "2", "--no-causal-checks", "--quiet"]
 
 
-def heads(names: list[str]) -> str:
-    return ", ".join(f"L{n.replace('.', 'H')}" for n in names)
+def heads(rows: list[dict]) -> str:
+    return ", ".join(f"L{h['layer']}H{h['head']}" for h in rows)
 
 
 def section(name: str, doc: dict, agreement: dict) -> list[str]:

@@ -96,7 +96,7 @@ def markdown(s: dict) -> str:
     if s.get("patching"):
         lines += ["", "Activation patching (clean query → a query of another label, same demonstrations; effect 1 "
                   "restores the clean logit difference):", "",
-                  "| dataset | pairs | logit diff clean / corrupted | top heads (attn.hook_z) | hook_resid_pre peak |",
+                  "| dataset | pairs | logit diff clean / corrupted | top heads (blocks.*.attn.hook_z) | blocks.*.hook_resid_pre peak |",
                   "|---|---|---|---|---|"]
         def f2(v) -> str:
             return "n/a" if v is None else f"{v:.2f}"

@@ -244,7 +244,7 @@ def causal_check(s: Settings, folder: Path) -> dict:
                                progress=False, causal_checks=False)
     k = max(1, model.cfg.n_total_heads // 8)
     check = induction_ablation(model, scores, k=k, length=max(lengths), samples=s.scan_samples)
-    check["top_heads"] = [head_name(*map(int, h.split("."))) for h in check.get("top_heads", [])]  # "1.3" -> "L1H3"
+    check["top_heads"] = [head_name(h["layer"], h["head"]) for h in check.get("top_heads", [])]
     return check
 
 

@@ -23,7 +23,15 @@ _NAMES = {"Model": "interp.model", "ModelConfig": "interp.model", "attention_pat
 _SUBPACKAGES = ("heads", "interventions", "neurons", "probes", "circuits", "kernels", "app")
 
 if TYPE_CHECKING:
-    from interp import heads, interventions, kernels, neurons
+    from interp import (
+        app,  # noqa: F401  (not in __all__: a star import must not need streamlit)
+        circuits,
+        heads,
+        interventions,
+        kernels,
+        neurons,
+        probes,
+    )
     from interp.model import Model, ModelConfig
     from interp.patterns import attention_pattern
     from interp.sites import act_name

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from typing import Any, Literal
 
 from interp.atomic import atomic_dir, atomic_write_text, stale_temps
 from interp.bundled import BUNDLED
+from interp.logs import logger
 
 MANIFEST = "manifest.json"
 FORMAT = 1  # bump when the entry layout changes: older entries then read as damaged and rebuild
@@ -185,7 +185,7 @@ class Entry:
 
 
 def _warn(message: str) -> None:
-    print(f"interp: {message}", file=sys.stderr, flush=True)
+    logger(__name__).warning(message)
 
 
 def get_or_build(name: str, key: str, build: Callable[[Path], None], **info: Any) -> Entry:

@@ -26,7 +26,6 @@ import os
 import re
 import socket
 import struct
-import sys
 import threading
 import time
 import zipfile
@@ -43,6 +42,7 @@ from interp.atomic import temp_sibling
 from interp.bundled import BundledModel, bundled_names, find_bundled
 from interp.cache import Entry, entry_path, file_sha256, get_or_build
 from interp.errors import InterpError, OfflineError, OutOfRangeError, UnknownNameError
+from interp.logs import logger
 from interp.model import Model
 from interp.neighbours import is_neighbour
 from interp.neighbours import unwrap as unwrap_neighbour
@@ -71,7 +71,7 @@ class DeviceUnavailableError(InterpError, ValueError):
 
 
 def _say(message: str) -> None:
-    print(f"interp: {message}", file=sys.stderr, flush=True)
+    logger(__name__).info(message)
 
 
 # -- dtype and device: checked before anything is loaded -------------------------------------------

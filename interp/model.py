@@ -15,7 +15,7 @@ from interp.adapters import Adapter, adapter_for
 from interp.errors import BadInputError, OutOfRangeError, PromptTooLongError
 from interp.masks import position_kwargs
 from interp.sites import GLOBAL_SITES, LAYER_SITES, Site, Where, all_site_names, expand
-from interp.tracing import Hooks, Reducer, StopForward, Trace
+from interp.tracing import Hooks, MaskEdit, Reducer, StopForward, Trace
 
 Inputs = Any  # str | list[str] | token ids (list or tensor) | {"input_ids", "attention_mask"}
 ACCEPTED = ("a str, a list of str, token ids (a list of ints, a list of equal-length lists of ints, or an integer "
@@ -162,7 +162,7 @@ class Model:
         if self.adapter.mlp_pre_linear is None:
             leaves.discard("hook_pre_linear")
         if self.adapter.is_parallel(self.hf.config):
-            leaves.discard("hook_resid_mid")
+            leaves -= {"hook_resid_mid", "hook_mlp_in"}
         return leaves
 
     def site_names(self) -> list[str]:
@@ -188,6 +188,8 @@ class Model:
         table: dict[str, tuple[str, Where]] = {
             "hook_resid_pre": (block, "input"),
             "hook_resid_mid": (self._in_block(layer, a.ln_mlp), "input"),
+            "hook_attn_in": (self._in_block(layer, a.ln_attn), "input"),
+            "hook_mlp_in": (self._in_block(layer, a.ln_mlp), "input"),
             "hook_resid_post": (block, "output"),
             "hook_attn_out": (self._in_block(layer, a.attn), "output"),
             "hook_mlp_out": (self._in_block(layer, a.mlp), "output"),
@@ -382,6 +384,7 @@ class Model:
         observe: Callable | None = None,
         observe_layers: Sequence[int] | None = None,
         stop_after: int | None = None,
+        mask_edits: dict[int, MaskEdit] | None = None,
     ) -> Iterator[Trace]:
         """Capture ``sites`` (names or globs) and apply ``interventions`` while the block runs.
 
@@ -399,7 +402,10 @@ class Model:
         norms, ``[batch, heads, pos, d_head]``) and the rows' log-sum-exp where the fused kernel
         gives it: the feed of the attention-statistics kernels. ``stop_after``: end the
         forward pass once this layer's attention has run (the trace's logits are then
-        ``None``), for analyses that need only the first layers.
+        ``None``), for analyses that need only the first layers. ``mask_edits`` maps a layer
+        to ``edit(attention_module, mask, hidden_states) -> mask``, the attention mask that
+        layer's attention gets instead of the model's (``circuits.knockout`` and head-wise
+        cache compression are such edits; the mask is built by ``interp.masks``).
 
         A ``circuits.knockout`` must be opened before a trace with inputs, whose forward
         runs on entry: ``with knockout(model, blocked), model.trace(inputs) as tr:``.
@@ -428,10 +434,16 @@ class Model:
             list(range(self.cfg.n_layers))
         if stop_after is not None:
             self.check_layer(stop_after)
+        for layer, edit in (mask_edits or {}).items():
+            self.check_layer(layer)
+            if not callable(edit):
+                raise BadInputError(f"mask_edits[{layer}] must be a function (module, mask, hidden_states) -> mask, got "
+                                    f"{_describe(edit)}")
         trace = Trace()
         trace.n_layers = self.cfg.n_layers
         hooks = Hooks(self, trace, capture, by_site, reducers, positions=kept, to_cpu=to_cpu,
-                      observers={la: observe for la in observed} if observe is not None else None, stop_after=stop_after)
+                      observers={la: observe for la in observed} if observe is not None else None, stop_after=stop_after,
+                      mask_edits=mask_edits)
         hooks.install()
         self._open_traces.append(trace)
         try:
@@ -460,6 +472,11 @@ class Model:
                     raise BadInputError(f"interventions[{pattern!r}] must be an intervention (interp.interventions) or "
                                         f"a function (value, site) -> value, got {_describe(fn)}")
             for site in self.resolve(pattern):
+                if site.leaf == "hook_resid_mid":
+                    raise BadInputError(
+                        f"interventions[{pattern!r}]: {site.name} cannot be edited: the decoder layer keeps its own copy "
+                        f"of the residual there, so an edit would reach the MLP only. Edit blocks.{site.layer}.hook_mlp_in "
+                        f"for the MLP's input alone, or blocks.{site.layer}.hook_attn_out / hook_resid_post for the stream")
                 by_site.setdefault(site, []).extend(fns)
         return by_site
 

@@ -11,16 +11,24 @@ Layouts of what a site holds, by site:
                                               with a KV cache, every cached position)
 ``blocks.{l}.attn.hook_result``               ``[batch, pos, n_heads, d_model]`` (per-head output;
                                               summed plus the o_proj bias it is hook_attn_out)
+``blocks.{l}.hook_attn_in``, ``hook_mlp_in``  ``[batch, pos, d_model]``: what the attention's / the
+                                              MLP's norm reads; an edit reaches that branch only
+                                              (TransformerLens's hook_attn_in holds a copy per head)
 ``blocks.{l}.mlp.hook_pre`` / ``hook_post``   ``[batch, pos, d_mlp]`` (pre-activation / neuron
                                               values read by the down projection)
 ``logits``                                    ``[batch, pos, vocab]``
 ============================================  ==========================================
+
+``hook_resid_mid`` is read where the MLP's norm reads it: Hugging Face's decoder layer has already
+kept its own copy of the residual there, so it is captured but not edited (an edit would reach
+the MLP only; ``hook_mlp_in`` says that).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,6 +41,8 @@ LAYER_SITES = (
     "blocks.{l}.hook_resid_post",
     "blocks.{l}.hook_attn_out",
     "blocks.{l}.hook_mlp_out",
+    "blocks.{l}.hook_attn_in",
+    "blocks.{l}.hook_mlp_in",
     "blocks.{l}.attn.hook_q",
     "blocks.{l}.attn.hook_k",
     "blocks.{l}.attn.hook_v",
@@ -48,7 +58,8 @@ GLOBAL_SITES = ("hook_embed", "ln_final.hook_normalized", "logits")
 SHORT_NAMES = {
     "embed": "hook_embed", "resid_pre": "blocks.{l}.hook_resid_pre", "resid_mid": "blocks.{l}.hook_resid_mid",
     "resid_post": "blocks.{l}.hook_resid_post", "attn_out": "blocks.{l}.hook_attn_out",
-    "mlp_out": "blocks.{l}.hook_mlp_out", "q": "blocks.{l}.attn.hook_q", "k": "blocks.{l}.attn.hook_k",
+    "mlp_out": "blocks.{l}.hook_mlp_out", "attn_in": "blocks.{l}.hook_attn_in",
+    "mlp_in": "blocks.{l}.hook_mlp_in", "q": "blocks.{l}.attn.hook_q", "k": "blocks.{l}.attn.hook_k",
     "v": "blocks.{l}.attn.hook_v", "z": "blocks.{l}.attn.hook_z", "result": "blocks.{l}.attn.hook_result",
     "pre": "blocks.{l}.mlp.hook_pre", "pre_linear": "blocks.{l}.mlp.hook_pre_linear",
     "post": "blocks.{l}.mlp.hook_post", "normalized": "ln_final.hook_normalized", "logits": "logits",
@@ -74,6 +85,67 @@ def act_name(name: str, layer: int | None = None) -> str:
     if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
         raise BadInputError(f"act_name({name!r}, layer) needs a layer number (0 or more), got {layer!r}")
     return template.format(l=layer)
+
+
+def layer_glob(name: str) -> str:
+    """The same site in every layer: ``blocks.3.attn.hook_z`` -> ``blocks.*.attn.hook_z``.
+
+    >>> layer_glob("blocks.3.attn.hook_z"), layer_glob("hook_embed")
+    ('blocks.*.attn.hook_z', 'hook_embed')
+    """
+    return re.sub(r"^blocks\.\d+\.", "blocks.*.", name)
+
+
+def as_glob(pattern: str) -> str:
+    """A site in every layer, from a short name, a glob or one layer's name.
+
+    >>> as_glob("z"), as_glob("blocks.3.mlp.hook_post"), as_glob("blocks.*.hook_resid_pre")
+    ('blocks.*.attn.hook_z', 'blocks.*.mlp.hook_post', 'blocks.*.hook_resid_pre')
+    """
+    return layer_glob(SHORT_NAMES.get(_ALIASES.get(pattern, pattern), pattern).replace("{l}", "*"))
+
+
+def resolve(patterns: str | Sequence[str], templates: Sequence[str], n_layers: int, what: str = "site",
+            layers: Sequence[int] | None = None) -> list[str]:
+    """Full names of ``patterns`` among the per-layer sites an analysis supports (``templates``
+    like ``blocks.{l}.attn.hook_z``), in the order given, each pattern's layers ascending.
+
+    A pattern is a full name (``blocks.3.attn.hook_z``), a glob (``blocks.*.attn.hook_z``) or a
+    TransformerLens short name (``z``: every layer). ``layers`` keeps only those layers.
+
+    >>> resolve(["blocks.*.attn.hook_z", "resid_pre"], ["blocks.{l}.attn.hook_z", "blocks.{l}.hook_resid_pre"], 2)
+    ['blocks.0.attn.hook_z', 'blocks.1.attn.hook_z', 'blocks.0.hook_resid_pre', 'blocks.1.hook_resid_pre']
+    """
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    valid = [t.format(l=la) for t in templates for la in range(n_layers)]
+    allowed = [t.replace("{l}", "*") for t in templates]
+    out: list[str] = []
+    for pattern in patterns:
+        full = SHORT_NAMES.get(_ALIASES.get(pattern, pattern), pattern).replace("{l}", "*")  # short names: all layers
+        if any(c in full for c in "*?["):
+            matches = fnmatch.filter(valid, full)
+        else:
+            matches = [full] if full in valid else []
+        if not matches:
+            match = _LAYER_RE.match(full)
+            if match and int(match.group(1)) >= n_layers and layer_glob(full) in allowed:
+                raise OutOfRangeError("layer", int(match.group(1)), n_layers)
+            raise UnknownNameError(what, pattern, allowed,
+                                   hint="full names (blocks.3.attn.hook_z), globs (blocks.*.attn.hook_z) "
+                                        "or TransformerLens short names (z)")
+        matches.sort(key=lambda n: int(m.group(1)) if (m := _LAYER_RE.match(n)) else -1)
+        out.extend(m for m in matches if m not in out)
+    if layers is not None:
+        keep = set(layers)
+        out = [n for n in out if (m := _LAYER_RE.match(n)) is None or int(m.group(1)) in keep]
+    return out
+
+
+def layer_of(name: str) -> int | None:
+    """The layer of a per-layer site name (``None`` for a global site)."""
+    match = _LAYER_RE.match(name)
+    return int(match.group(1)) if match else None
 
 
 # Sites whose axis 2 is a head axis.

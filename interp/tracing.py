@@ -17,6 +17,8 @@ from interp.errors import OutOfRangeError
 from interp.sites import Site
 
 Reducer = Callable[[torch.Tensor], Any]
+# (attention module, the mask the model passes it or None, its hidden states) -> the mask it gets instead
+MaskEdit = Callable[[torch.nn.Module, Any, torch.Tensor], Any]
 
 
 class Trace:
@@ -109,10 +111,12 @@ class Hooks:
         to_cpu: bool = True,
         observers: dict[int, Observer] | None = None,
         stop_after: int | None = None,
+        mask_edits: dict[int, MaskEdit] | None = None,
     ):
         self.model, self.trace = model, trace
         self.observers = dict(observers or {})
         self.stop_after = stop_after
+        self.mask_edits = dict(mask_edits or {})
         self.capture = {s.name for s in capture}
         self.interventions = {s.name: fns for s, fns in interventions.items()}
         self.reduce, self.positions, self.to_cpu = reduce, positions, to_cpu
@@ -161,6 +165,9 @@ class Hooks:
             module = self.model.module(f"{self.model.adapter.layers}.{layer}.{self.model.adapter.attn}")
             observers_of(module).append(fn)
             self._observed.append((module, fn))
+        for layer, edit in self.mask_edits.items():
+            module = self.model.module(f"{self.model.adapter.layers}.{layer}.{self.model.adapter.attn}")
+            self._handles.append(module.register_forward_pre_hook(self._mask_hook(edit), with_kwargs=True))
         if self.stop_after is not None:  # after that layer's attention (and its observers)
             module = self.model.module(f"{self.model.adapter.layers}.{self.stop_after}.{self.model.adapter.attn}")
             observers_of(module).append(_stop)
@@ -197,6 +204,16 @@ class Hooks:
             for site in sites:
                 value = self._process_input(site, value)
             return args, {**kwargs, "hidden_states": value}
+
+        return hook
+
+    @staticmethod
+    def _mask_hook(edit: MaskEdit):
+        def hook(module, args, kwargs):
+            hidden = kwargs.get("hidden_states", args[0] if args else None)
+            if hidden is None:
+                raise RuntimeError("an attention module was called without hidden_states")
+            return args, {**kwargs, "attention_mask": edit(module, kwargs.get("attention_mask"), hidden)}
 
         return hook
 

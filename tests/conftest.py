@@ -1,3 +1,4 @@
+import json
 import os
 import sys
 from pathlib import Path
@@ -12,6 +13,31 @@ if not torch.cuda.is_available():
 sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny_models import CONFIGS, NullTokenizer, build  # noqa: E402
+
+
+def _strict_json(text: str):
+    def reject(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=reject)
+
+
+@pytest.fixture(autouse=True)
+def reports_are_strict_json(request):
+    """Every JSON file interp writes during a test (those its ``.interp-manifest.json`` lists,
+    under the test's ``tmp_path``) must parse as strict JSON: NaN and infinities are null."""
+    yield
+    tmp = request.node.funcargs.get("tmp_path")
+    if tmp is None or not Path(tmp).is_dir():
+        return
+    for manifest in Path(tmp).rglob(".interp-manifest.json"):
+        for name in json.loads(manifest.read_text()).get("files", []):
+            path = manifest.parent / name
+            if path.suffix == ".json" and path.is_file():
+                try:
+                    _strict_json(path.read_text())
+                except ValueError as exc:
+                    pytest.fail(f"{path} is not strict JSON: {exc}")
 
 
 @pytest.fixture(scope="module")

@@ -57,3 +57,31 @@ def test_options_mean_one_thing_across_subcommands():
         for a in p._actions:
             if a.option_strings and a.help is None and a.dest != "help":
                 raise AssertionError(f"{p.prog} {a.option_strings} has no help")
+
+
+@pytest.mark.parametrize("command, function", [("knob", "interp.probes.knob:knob"),
+                                               ("icl", "interp.circuits.icl:icl_circuit")])
+def test_cli_defaults_and_help_come_from_the_python_api(command, function):
+    """Each option the CLI builds from an analysis function parses, with no flags given, to that
+    function's own default, and its help is the docstring's description of the parameter."""
+    import importlib
+    import inspect
+
+    from interp.cli import build_parser
+    from interp.cli import options as o
+
+    module, _, name = function.partition(":")
+    fn = getattr(importlib.import_module(module), name)
+    parser = build_parser()
+    args = parser.parse_args([command, "some-model", "--out", "x"])
+    given = o.arguments(args)
+    assert len(given) >= 5
+    signature = inspect.signature(fn).parameters
+    for param, value in given.items():
+        expected = signature[param].default
+        assert (list(value) if isinstance(value, (list, tuple)) else value) == \
+            (list(expected) if isinstance(expected, (list, tuple)) else expected), param
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    helps = {a.dest: a.help for a in sub._actions}
+    for param in given:
+        assert helps[param].startswith(o.described(fn, param)), param

@@ -126,7 +126,7 @@ def test_scores_equal_transformerlens_definition_on_dense_patterns(wired, exclud
 
 def test_induction_ablation_check_hurts_more_than_random(wired_scores):
     check = wired_scores.checks["induction_ablation"]
-    assert check["top_heads"][0] == "1.0"
+    assert check["top_heads"][0] == {"layer": 1, "head": 0}
     assert check["loss_increase_top"] > 1.0
     assert check["loss_increase_top"] > 5 * max(check["loss_increase_random_mean"], 0.01)
 
@@ -326,9 +326,8 @@ def test_masking_check_prefills_each_test_once_and_matches_decoding_each_conditi
                 "top": needle_recall(wired, tests, 3, {"blocks.1.attn.hook_q": zero_queries_when_decoding([0])})}
     for s, heads in check["random_heads"].items():
         by_layer: dict[int, list[int]] = {}
-        for name in heads:
-            layer, head = map(int, name.split("."))
-            by_layer.setdefault(layer, []).append(head)
+        for h in heads:
+            by_layer.setdefault(h["layer"], []).append(h["head"])
         expected[f"random_{s}"] = needle_recall(wired, tests, 3, {
             f"blocks.{layer}.attn.hook_q": zero_queries_when_decoding(hs) for layer, hs in by_layer.items()})
     assert check["recall"] == pytest.approx(expected)

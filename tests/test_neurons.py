@@ -188,6 +188,8 @@ def test_activation_evidence_separates_a_neuron_reading_the_concept_embedding():
     control = ["the cat ran.", "a cat sat.", "the cat saw the cat.", "the cat saw a cat.", "the red cat ran."]
     ev = N.activation_evidence(model, layer, neuron, concept, control)
     assert ev.cohens_d > 2 and ev.concept_mean > ev.control_mean
+    assert ev.site == f"blocks.{layer}.mlp.hook_post"  # the full name of the site read
+    assert N.activation_evidence(model, layer, neuron, concept, control, site="post").cohens_d == ev.cohens_d
     # the number is the max over positions after the first, as a plain trace computes it
     with model.trace(concept[2], sites=f"blocks.{layer}.mlp.hook_post") as tr:
         pass
@@ -259,6 +261,10 @@ def test_bad_indices_and_names_are_clear_errors():
         N.activation_evidence(model, 0, 0, ["the dog", "a dog"], ["the cat", "a cat"], stat="median")
     with pytest.raises(InterpError, match="at least two"):
         N.activation_evidence(model, 0, 0, ["the dog"], ["the cat"])
+    with pytest.raises(UnknownNameError, match="blocks.\\*.mlp.hook_post"):
+        N.neuron_activations(model, ["a dog"], site="blocks.*.attn.hook_z")
+    with pytest.raises(InterpError, match="layers="):  # a site in one layer, while layers= chooses them
+        N.neuron_activations(model, ["a dog"], site="blocks.1.mlp.hook_post")
 
 
 # -- agreement, reports, CLI -----------------------------------------------------------------------

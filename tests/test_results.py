@@ -35,7 +35,7 @@ def _patching() -> Any:
 
     nan = float("nan")
     df = pd.DataFrame({
-        "site": ["z", "z", "resid_pre", "resid_pre"],
+        "site": ["blocks.0.attn.hook_z", "blocks.0.attn.hook_z", "blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"],
         "layer": [0, 0, 0, 1],
         "head": [0.0, 1.0, nan, nan],
         "position": [nan, nan, 0.0, 1.0],

@@ -13,7 +13,7 @@ from tiny_models import VOCAB, NullTokenizer, build, padded_batch
 import interp
 from interp import Model, corpus
 from interp import interventions as iv
-from interp.errors import OutOfRangeError, PromptTooLongError, UnknownNameError
+from interp.errors import BadInputError, OutOfRangeError, PromptTooLongError, UnknownNameError
 from interp.masks import position_kwargs
 
 
@@ -117,6 +117,29 @@ def test_residual_stream_is_consistent(tiny):
     pre, mid, post = (tr[f"blocks.1.hook_resid_{s}"] for s in ("pre", "mid", "post"))
     torch.testing.assert_close(mid, pre + tr["blocks.1.hook_attn_out"], atol=1e-5, rtol=0)
     torch.testing.assert_close(post, mid + tr["blocks.1.hook_mlp_out"], atol=1e-5, rtol=0)
+    assert torch.equal(tr["blocks.1.hook_attn_in"], pre) and torch.equal(tr["blocks.1.hook_mlp_in"], mid)
+
+
+def test_branch_inputs_edit_their_branch_only(tiny):
+    """An edit at hook_attn_in / hook_mlp_in changes that branch's input, not the residual stream
+    beside it; hook_resid_mid, where the layer keeps its own copy of the residual, refuses edits."""
+    if tiny.cfg.model_type in ("gemma3_text",) or "hook_mlp_in" not in tiny._available:
+        pytest.skip("sandwich norms or parallel blocks change the sum")
+    sites = ["blocks.1.hook_resid_pre", "blocks.1.hook_resid_mid", "blocks.1.hook_attn_out", "blocks.1.hook_mlp_out",
+             "blocks.1.hook_resid_post"]
+    with tiny.trace(padded_batch(), sites=sites) as base:
+        pass
+    for edited, branch in (("blocks.1.hook_attn_in", "blocks.1.hook_attn_out"), ("blocks.1.hook_mlp_in", "blocks.1.hook_mlp_out")):
+        with tiny.trace(padded_batch(), sites=sites, interventions={edited: iv.scale(0.0)}) as tr:
+            pass
+        assert not torch.allclose(tr[branch], base[branch])
+        pre, mid, post = (tr[f"blocks.1.hook_resid_{s}"] for s in ("pre", "mid", "post"))
+        torch.testing.assert_close(mid, pre + tr["blocks.1.hook_attn_out"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(post, mid + tr["blocks.1.hook_mlp_out"], atol=1e-5, rtol=0)
+        # the stream beside the branch is untouched: only the branch saw zeros
+        assert torch.equal(pre, base["blocks.1.hook_resid_pre"]) and float(pre.abs().max()) > 0
+    with pytest.raises(BadInputError, match="hook_mlp_in"):
+        tiny.run(padded_batch(), interventions={"blocks.1.hook_resid_mid": iv.scale(0.0)})
 
 
 def test_hooks_removed_even_when_the_body_raises(tiny):
@@ -190,7 +213,7 @@ def test_patch_from_clean_run_restores_clean_logits(tiny):
     patched = tiny.run(corrupt_ids, interventions={site: iv.patch(clean)})
     torch.testing.assert_close(patched, clean.logits, atol=1e-5, rtol=0)
     # Patching a site with its own value changes nothing.
-    with tiny.trace(corrupt_ids, sites="blocks.1.hook_resid_mid" if "hook_resid_mid" in tiny._available else "blocks.1.hook_resid_pre") as own:
+    with tiny.trace(corrupt_ids, sites="blocks.1.hook_mlp_in" if "hook_mlp_in" in tiny._available else "blocks.1.hook_resid_pre") as own:
         pass
     site2 = own.keys()[0]
     assert torch.equal(tiny.run(corrupt_ids, interventions={site2: iv.patch(own)}), own.logits)
@@ -321,7 +344,7 @@ def test_act_name_gives_the_transformerlens_full_names():
     assert act_name("resid_pre", 0) == "blocks.0.hook_resid_pre"
     assert act_name("post", 2) == act_name("mlp_post", 2) == "blocks.2.mlp.hook_post"
     assert act_name("embed") == "hook_embed" and act_name("normalized") == "ln_final.hook_normalized"
-    with pytest.raises(UnknownNameError, match="unknown short site name 'pattern'.*valid short site names: attn_out"):
+    with pytest.raises(UnknownNameError, match="unknown short site name 'pattern'.*valid short site names: attn_in, attn_out"):
         act_name("pattern", 0)
     with pytest.raises(BadInputError, match="needs a layer number"):
         act_name("z")
@@ -396,3 +419,29 @@ def test_a_left_padded_row_traces_as_it_does_alone(tiny):
         _, cache = run_cached(tiny.hf, input_ids=batch["input_ids"][:, :-1], attention_mask=batch["attention_mask"][:, :-1])
         out, _ = run_cached(tiny.hf, cache, input_ids=batch["input_ids"][:, -1:], attention_mask=batch["attention_mask"])
     torch.testing.assert_close(out.logits[1, -1], tiny.run(alone)[0, -1], atol=1e-4, rtol=1e-4)
+
+
+def test_mask_edits_reach_the_chosen_layers_and_are_removed(tiny):
+    """``trace(mask_edits=...)``: each chosen layer's attention gets the edited mask (knockout and
+    cache compression are such edits), the identity edit changes nothing, and the hooks go."""
+    batch = padded_batch()
+    seen: list[int] = []
+
+    def same(module, mask, hidden):
+        seen.append(id(module))
+        return mask
+
+    with tiny.trace(batch) as plain:
+        pass
+    with tiny.trace(batch, mask_edits={0: same, 1: same}) as edited:
+        pass
+    attn = [tiny.module(f"{tiny.adapter.layers}.{la}.{tiny.adapter.attn}") for la in (0, 1)]
+    assert seen == [id(m) for m in attn]
+    assert torch.equal(edited.logits, plain.logits)
+    assert all(not m._forward_pre_hooks for m in attn)
+    with pytest.raises(OutOfRangeError):
+        with tiny.trace(batch, mask_edits={9: same}):
+            pass
+    with pytest.raises(BadInputError, match="mask_edits"):
+        with tiny.trace(batch, mask_edits={0: "not a function"}):
+            pass

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from interp.errors import InterpError
+from interp.logs import logger
 
 # Modules under interp.cli that each define register(subparsers).
 COMMANDS = ["models", "trace", "heads", "neurons", "knob", "app", "icl"]
@@ -49,26 +51,27 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     where = f"interp {args.command}"
+    log = logger("interp.cli")
     if getattr(args, "quiet", False):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # transformers' own weight-loading bar
+        logging.getLogger("interp").setLevel(logging.WARNING)  # interp's notes too; warnings still show
     try:
         return int(args.run(args) or 0)
     except InterpError as exc:
         if args.debug:
             raise
-        print(f"{where}: error: {exc}", file=sys.stderr)
+        log.error(f"{where}: error: {exc}")
         return 2
     except KeyboardInterrupt:
-        print(f"{where}: interrupted (a rerun of the same command resumes where it can)", file=sys.stderr)
+        log.error(f"{where}: interrupted (a rerun of the same command resumes where it can)")
         return 130
     except Exception as exc:  # a bug: still one line, with the way to the traceback
         if args.debug:
             raise
         text = " ".join(str(exc).split()) or "(no message)"
-        print(f"{where}: error: unexpected {type(exc).__name__}: {text} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        log.error(f"{where}: error: unexpected {type(exc).__name__}: {text} (rerun with --debug for the traceback)")
         return 1
 
 

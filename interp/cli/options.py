@@ -19,16 +19,51 @@ from typing import Any
 DEVICE_HELP = "where the model runs: cpu (default), cuda, cuda:N or mps"
 
 
+@dataclasses.dataclass
+class _Function:
+    defaults: dict[str, Any]
+    doc: str
+
+
+def _source(ref: str) -> _Function:
+    """``"interp.probes.knob:knob"`` read from its source file, not imported: building the parser
+    stays as fast as ``interp --help`` must be (the analyses import torch and more)."""
+    import ast
+
+    module, _, name = ref.partition(":")
+    root = Path(__file__).resolve().parents[1]  # the interp package
+    path = root.joinpath(*module.split(".")[1:])
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    constants = {t.id: node.value for node in tree.body if isinstance(node, ast.Assign)
+                 for t in node.targets if isinstance(t, ast.Name)}
+
+    def value(node: ast.expr) -> Any:
+        return ast.literal_eval(constants.get(node.id, node) if isinstance(node, ast.Name) else node)
+
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            a = node.args
+            positional = [*a.posonlyargs, *a.args]
+            pairs = list(zip([x.arg for x in positional[len(positional) - len(a.defaults):]], a.defaults, strict=True))
+            pairs += [(x.arg, d) for x, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is not None]
+            return _Function({k: value(d) for k, d in pairs}, ast.get_docstring(node) or "")
+    raise TypeError(f"no function {name} in {module}")
+
+
 def default(owner: Any, name: str) -> Any:
-    """The default of parameter ``name`` of the function ``owner`` (or of the field ``name`` of
-    the dataclass ``owner``, or the entry of the dict ``owner``), as a command-line string: a
+    """The default of parameter ``name`` of the function ``owner`` (a callable, or
+    ``"module:function"`` read from its source without importing it; or of the field ``name``
+    of the dataclass ``owner``, or the entry of the dict ``owner``), as a command-line string: a
     default is written once, where the Python API declares it, and the CLI reads it there.
 
     >>> def f(x, *, lengths=(25, 50), k=8): ...
     >>> default(f, "lengths"), default(f, "k")
     ('25,50', 8)
     """
-    if isinstance(owner, dict):
+    if isinstance(owner, str):
+        value = _source(owner).defaults[name]
+    elif isinstance(owner, dict):
         value = owner[name]
     elif dataclasses.is_dataclass(owner):
         spec = {f.name: f for f in dataclasses.fields(owner)}[name]
@@ -40,6 +75,67 @@ def default(owner: Any, name: str) -> Any:
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
     return value
+
+
+def described(owner: Callable | str, name: str) -> str:
+    """The description of parameter ``name`` in the ``Args:`` section of ``owner``'s docstring
+    (entries ``name: text`` or ``a, b: text``; continuation lines indented deeper).
+
+    >>> def f(n_items=2):
+    ...     '''Args:
+    ...         n_items: counterfactual items (half held out
+    ...             for testing).
+    ...     '''
+    >>> described(f, "n_items")
+    'counterfactual items (half held out for testing)'
+    """
+    lines = _source(owner).doc if isinstance(owner, str) else inspect.getdoc(owner) or ""
+    entries: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    indent = None
+    in_args = False
+    for line in lines.splitlines():
+        if line.strip() == "Args:":
+            in_args, indent = True, None
+            continue
+        if not in_args:
+            continue
+        if not line.strip():
+            current = None
+            continue
+        width = len(line) - len(line.lstrip())
+        if indent is None:
+            indent = width
+        if width < indent:
+            break
+        head, sep, text = line.strip().partition(": ")
+        if width == indent and sep:
+            current = [text]
+            for key in head.split(", "):
+                entries[key.strip()] = current
+        elif current is not None:
+            current.append(line.strip())
+    if name not in entries:
+        raise TypeError(f"{owner}'s docstring describes no parameter {name!r} (add it to its Args:)")
+    return " ".join(entries[name]).replace("``", "").rstrip(".")
+
+
+def option(p: argparse.ArgumentParser, flag: str, owner: Callable | str, name: str, **kwargs: Any) -> None:
+    """``flag`` for parameter ``name`` of the analysis function ``owner``: its default read from
+    the signature and its help from the docstring (:func:`default`, :func:`described`), so the
+    CLI restates neither. The value lands in ``args.<name>``; :func:`arguments` collects them."""
+    value = kwargs.pop("default", None)
+    value = default(owner, name) if value is None else value
+    text = kwargs.pop("help", None) or described(owner, name)
+    shown = "" if value is None or value is False else f" (default {value})"
+    kwargs.setdefault("metavar", flag.lstrip("-").upper().replace("-", "_"))
+    p.add_argument(flag, dest=name, default=value, help=text + shown, **kwargs)
+    p.set_defaults(_api=[*(p.get_default("_api") or []), name])
+
+
+def arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The values of every :func:`option` of the command, by the analysis function's parameter name."""
+    return {name: getattr(args, name) for name in getattr(args, "_api", [])}
 
 
 def at_least(low: int) -> Callable[[str], int]:

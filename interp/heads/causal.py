@@ -40,6 +40,11 @@ def ablate_heads(heads: list[tuple[int, int]], means: dict[int, torch.Tensor]) -
     return {f"blocks.{layer}.attn.hook_z": iv.mean_ablate(means[layer], heads=hs) for layer, hs in by_layer.items()}
 
 
+def head_records(heads: list[tuple[int, int]]) -> list[dict[str, int]]:
+    """Heads as a report lists them: ``[{"layer": 1, "head": 0}, ...]`` (``L1H0`` is for display only)."""
+    return [{"layer": int(layer), "head": int(h)} for layer, h in heads]
+
+
 def random_heads(model: Model, k: int, exclude: list[tuple[int, int]], seed: int) -> list[tuple[int, int]]:
     pool = [(layer, h) for layer in range(model.cfg.n_layers) for h in range(model.cfg.n_heads) if (layer, h) not in exclude]
     rng = np.random.default_rng(seed)
@@ -63,10 +68,10 @@ def induction_ablation(model: Model, table: HeadScores, *, k: int = 10, length: 
     return {
         "k": k, "length": length, "samples": samples, "seed": seed,
         "clean_loss": clean,
-        "top_heads": [f"{layer}.{h}" for layer, h in top],
+        "top_heads": head_records(top),
         "top_ablated_loss": ablated_top,
         "random_ablated_loss": {str(s): v for s, v in ablated_random.items()},
-        "random_heads": {str(s): [f"{layer}.{h}" for layer, h in hs] for s, hs in randoms.items()},
+        "random_heads": {str(s): head_records(hs) for s, hs in randoms.items()},
         "loss_increase_top": ablated_top - clean,
         "loss_increase_random_mean": float(np.mean(list(ablated_random.values()))) - clean,
     }
@@ -164,7 +169,7 @@ def _masking_check(model: Model, table, cfg: dict[str, Any], progress: bool) -> 
     recall = {name: float(np.mean(recalls[name])) for name in conditions}
     return {
         "k": k, "mask_k": cfg["mask_k"], "threshold": cfg["threshold"], "tests": len(tests),
-        "length": sorted(cfg["lengths"])[0], "top_heads": [f"{layer}.{h}" for layer, h in top],
-        "random_heads": {str(s): [f"{layer}.{h}" for layer, h in hs] for s, hs in randoms.items()},
+        "length": sorted(cfg["lengths"])[0], "top_heads": head_records(top),
+        "random_heads": {str(s): head_records(hs) for s, hs in randoms.items()},
         "recall": recall,
     }

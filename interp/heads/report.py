@@ -39,6 +39,10 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _heads(heads: list[dict[str, int]]) -> str:
+    return ", ".join(f"L{h['layer']}H{h['head']}" for h in heads)
+
+
 def _checks_html(checks: dict[str, Any]) -> str:
     parts = []
     ind = checks.get("induction_ablation")
@@ -49,14 +53,14 @@ def _checks_html(checks: dict[str, Any]) -> str:
         parts.append(
             "<h3>Induction: mean-ablation, loss on the second copy of repeated random tokens</h3>"
             f"<p>length {ind['length']}, {ind['samples']} sequences (seed {ind['seed']}); top heads: "
-            f"{', '.join(ind['top_heads'])}</p>" + _table(rows)
+            f"{_heads(ind['top_heads'])}</p>" + _table(rows)
         )
     ret = checks.get("retrieval_masking")
     if ret and "recall" in ret:
         rows = [{"queries zeroed while decoding": name, "needle recall (ROUGE-1)": v} for name, v in ret["recall"].items()]
         parts.append(
             f"<h3>Retrieval: masking the top {ret['k']} retrieval heads vs random heads</h3>"
-            f"<p>top heads: {', '.join(ret['top_heads'])}</p>" + _table(rows)
+            f"<p>top heads: {_heads(ret['top_heads'])}</p>" + _table(rows)
         )
     elif ret:
         parts.append(f"<h3>Retrieval masking</h3><p>{html.escape(str(ret.get('skipped')))}</p>")

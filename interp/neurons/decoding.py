@@ -61,6 +61,10 @@ def iter_layers(
         bar.close()
 
 
+# The columns of a decode table (neurons.parquet); readers need all but token_id.
+COLUMNS = ("layer", "neuron", "rank", "token", "token_id", "prob")
+
+
 def decode(
     model: Any,
     weights: str = "up",
@@ -78,6 +82,11 @@ def decode(
     vectors (``up``, ``gate``) because the neuron reads ``g_in * x``, so ``g_in * w`` is the
     direction it responds to; ``apply_final_norm`` is on because that direction passes the
     final norm's gain before the unembedding. Turn both off for the raw ``softmax(U w)``.
+
+    Args:
+        weights: which weight vector of each neuron to decode: up, gate or down.
+        k: top tokens kept per neuron.
+        layers: the layers to decode (default: all).
 
     >>> import interp
     >>> model = interp.load("smollm2-135m")                                       # doctest: +SKIP
@@ -98,6 +107,7 @@ def decode(
     df = pd.concat(parts, ignore_index=True)
     names = token_strings(model.tokenizer, df["token_id"].unique())
     df.insert(3, "token", df["token_id"].map(names))
+    df = df[list(COLUMNS)]
     df.attrs.update(model=str(model.name), weights=weights, k=k, apply_final_norm=apply_final_norm,
                     apply_input_ln=weights in ("up", "gate") if apply_input_ln is None else apply_input_ln)
     return df

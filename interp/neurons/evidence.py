@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interp.errors import InterpError, UnknownNameError
+from interp.errors import BadInputError, InterpError, UnknownNameError
 from interp.neurons.vectors import check_neuron
+from interp.sites import as_glob, layer_of
 
-SITES = ("hook_post", "hook_pre", "hook_pre_linear")
+SITES = ("blocks.*.mlp.hook_post", "blocks.*.mlp.hook_pre", "blocks.*.mlp.hook_pre_linear")
 STATS = ("max", "mean")
 
 
@@ -76,14 +77,16 @@ def neuron_activations(
     prompts: Sequence[str],
     layers: Sequence[int] | None = None,
     *,
-    site: str = "hook_post",
+    site: str = "blocks.*.mlp.hook_post",
     stat: str = "max",
     skip_first: bool = True,
     batch_size: int = 16,
 ) -> torch.Tensor:
-    """``[prompts, layers, d_mlp]``: each prompt's ``stat`` over positions of every neuron."""
-    if site not in SITES:
-        raise UnknownNameError("site", site, SITES)
+    """``[prompts, layers, d_mlp]``: each prompt's ``stat`` over positions of every neuron.
+
+    ``site``: one of ``SITES`` (a glob over the layers, or a short name like ``post``); which
+    layers is ``layers``'s choice."""
+    site = _neuron_site(site)
     if stat not in STATS:
         raise UnknownNameError("stat", stat, STATS)
     if isinstance(prompts, str) or not prompts:
@@ -93,10 +96,20 @@ def neuron_activations(
     for start in range(0, len(prompts), batch_size):
         tokens = model.to_tokens(list(prompts[start : start + batch_size]))
         fn = _reducer(tokens["attention_mask"], stat, skip_first)
-        names = [f"blocks.{layer}.mlp.{site}" for layer in chosen]
+        names = [site.replace("*", str(layer)) for layer in chosen]
         with model.trace(tokens, reduce=dict.fromkeys(names, fn)) as tr:
             out.append(torch.stack([tr[n] for n in names], dim=1))
     return torch.cat(out)
+
+
+def _neuron_site(site: str) -> str:
+    glob = as_glob(site)
+    if glob not in SITES:
+        raise UnknownNameError("neuron site", site, SITES)
+    if glob != site and layer_of(site) is not None:
+        raise BadInputError(f"site={site!r} names one layer; give the site in every layer ({glob!r}) and choose "
+                            "layers with layers= (or the neuron's layer)")
+    return glob
 
 
 def cohens_d(a: np.ndarray, b: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -135,7 +148,7 @@ def activation_evidence(
     concept_prompts: Sequence[str],
     control_prompts: Sequence[str],
     *,
-    site: str = "hook_post",
+    site: str = "blocks.*.mlp.hook_post",
     stat: str = "max",
     skip_first: bool = True,
 ) -> Evidence:
@@ -150,7 +163,7 @@ def activation_evidence(
     kw = dict(site=site, stat=stat, skip_first=skip_first)
     a = neuron_activations(model, concept_prompts, [layer], **kw)[:, 0, neuron].numpy()  # type: ignore[arg-type]
     b = neuron_activations(model, control_prompts, [layer], **kw)[:, 0, neuron].numpy()  # type: ignore[arg-type]
-    return Evidence(layer, neuron, site, stat, float(a.mean()), float(b.mean()), float(cohens_d(a, b)),
+    return Evidence(layer, neuron, _neuron_site(site).replace("*", str(layer)), stat, float(a.mean()), float(b.mean()), float(cohens_d(a, b)),
                     a.tolist(), b.tolist())
 
 
@@ -159,7 +172,7 @@ def activation_scan(
     concept_prompts: Sequence[str],
     control_prompts: Sequence[str],
     *,
-    site: str = "hook_post",
+    site: str = "blocks.*.mlp.hook_post",
     stat: str = "max",
     skip_first: bool = True,
 ) -> pd.DataFrame:

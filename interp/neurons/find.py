@@ -192,6 +192,10 @@ def find(
     cache is dropped when any weight of the model is changed (in place or replaced; see
     ``weights_fingerprint``) and with the model itself.
 
+    Args:
+        top: rows returned (None: every neuron).
+        k: top tokens per neuron searched for the concept's tokens.
+
     >>> import interp, interp.neurons
     >>> model = interp.load("smollm2-135m")                                       # doctest: +SKIP
     >>> interp.neurons.find(model, ["dog", "dogs"], top=5)                       # doctest: +SKIP

@@ -121,7 +121,7 @@ def icl_data(model: str = TINY_NAME, n_layers: int = 3, n_heads: int = 4) -> dic
 def icl_patching_rows(data: dict, positions: int = 6) -> tuple[pd.DataFrame, dict]:
     """``patching.parquet`` as ``interp icl`` writes it (``interp.circuits.icl_patching``) and its icl.json summary.
 
-    Per dataset: ``attn.hook_z`` per head with every position patched at once (position −1) and
+    Per dataset: ``blocks.*.attn.hook_z`` per head with every position patched at once (position −1) and
     ``hook_resid_pre`` per position (head −1) over the query and the tokens after it; a planted head
     (L1H2 for sentiment, L2H0 for topic) and the effect moving from the query to the last token.
     """
@@ -137,12 +137,12 @@ def icl_patching_rows(data: dict, positions: int = 6) -> tuple[pd.DataFrame, dic
         for layer in range(n_layers):
             for head in range(n_heads):
                 effect = 0.6 if (layer, head) == planted else float(rng.normal(0, 0.05))
-                rows.append({"dataset": ds, "site": PATCH_SITES["z"], "layer": layer, "head": head, "position": -1,
+                rows.append({"dataset": ds, "site": PATCH_SITES["z"].replace("*", str(layer)), "layer": layer, "head": head, "position": -1,
                              "token": "", "effect": effect, "metric": effect})
             for i, token in enumerate(tokens):
                 late = layer / max(n_layers - 1, 1)
                 effect = late if i == positions - 1 else (1 - late) * (0.8 if i == 1 else 0.1)
-                rows.append({"dataset": ds, "site": PATCH_SITES["resid_pre"], "layer": layer, "head": -1,
+                rows.append({"dataset": ds, "site": PATCH_SITES["resid_pre"].replace("*", str(layer)), "layer": layer, "head": -1,
                              "position": start + i, "token": token, "effect": effect, "metric": effect})
         summary[ds] = {"pairs": 4, "tokens": start + positions, "first_query_position": start,
                        "clean_logit_diff": 1.25, "corrupted_logit_diff": -0.75,
@@ -155,7 +155,7 @@ def write_circuits(folder: Path, patching: bool = True, layout: str = "icl", **k
 
     ``layout="icl"``: the file ``interp icl`` writes (see ``icl_patching_rows``); ``"positions"``:
     the bare schema the page also reads (``layer, head, position, site, effect``, no dataset), with
-    per-head ``attn.hook_z`` at every position and whole-layer ``hook_resid_post``.
+    per-head ``blocks.*.attn.hook_z`` at every position and whole-layer ``blocks.*.hook_resid_post``.
     """
     folder.mkdir(parents=True, exist_ok=True)
     data = icl_data(**kwargs)
@@ -167,9 +167,9 @@ def write_circuits(folder: Path, patching: bool = True, layout: str = "icl", **k
         rng = np.random.default_rng(3)
         n_layers = 1 + max(r["layer"] for r in data["summarize"])
         n_heads = 1 + max(r["head"] for r in data["heads"])
-        rows = [{"layer": layer, "head": head, "position": pos, "site": "attn.hook_z", "effect": float(rng.normal(0, 0.1))}
+        rows = [{"layer": layer, "head": head, "position": pos, "site": f"blocks.{layer}.attn.hook_z", "effect": float(rng.normal(0, 0.1))}
                 for layer in range(n_layers) for head in range(n_heads) for pos in range(6)]
-        rows += [{"layer": layer, "head": -1, "position": pos, "site": "hook_resid_post",
+        rows += [{"layer": layer, "head": -1, "position": pos, "site": f"blocks.{layer}.hook_resid_post",
                   "effect": float(0.5 if (layer, pos) == (1, 5) else rng.normal(0, 0.05))}
                  for layer in range(n_layers) for pos in range(6)]
         pd.DataFrame(rows).to_parquet(folder / "patching.parquet", index=False)

@@ -23,7 +23,7 @@ def test_renders_steps_ablation_and_patching(app, reports_root):
     specs = _specs(at)
     for title in ("ICL accuracy by shots", "Summarize: alignment of the query representations with the reference "
                   "encoder", "Merge heads", "Retrieval by layer", "Accuracy drop when ablating each step",
-                  "attn.hook_z: effect by layer and head (all positions patched at once)"):
+                  "blocks.*.attn.hook_z: effect by layer and head (all positions patched at once)"):
         assert title in specs, title
     ablation = at.dataframe[1].value
     assert set(ablation["step"]) == {"summarize", "merge", "retrieval", "random"}
@@ -47,28 +47,28 @@ def _z(at, title: str) -> np.ndarray:
 
 def test_reacts_to_dataset_and_site(app, reports_root):
     at = app("circuits", reports=reports_root)
-    assert _z(at, "attn.hook_z")[1, 2] == 0.6  # sentiment's planted head, the file's rows for that dataset only
+    assert _z(at, "blocks.*.attn.hook_z")[1, 2] == 0.6  # sentiment's planted head, the file's rows for that dataset only
     at.selectbox(key="icl_dataset").select("topic").run()
     no_trouble(at)
     assert "— topic" in _specs(at)
-    assert _z(at, "attn.hook_z")[2, 0] == 0.6
-    assert at.selectbox(key="patch_site").options == ["attn.hook_z", "hook_resid_pre"]
-    at.selectbox(key="patch_site").select("hook_resid_pre").run()
+    assert _z(at, "blocks.*.attn.hook_z")[2, 0] == 0.6
+    assert at.selectbox(key="patch_site").options == ["blocks.*.attn.hook_z", "blocks.*.hook_resid_pre"]
+    at.selectbox(key="patch_site").select("blocks.*.hook_resid_pre").run()
     no_trouble(at)
-    assert "hook_resid_pre: effect by layer and position" in _specs(at)
+    assert "blocks.*.hook_resid_pre: effect by layer and position" in _specs(at)
     assert "effect by layer and head" not in _specs(at)  # one head only: no head heatmap
-    assert _chart(at, "hook_resid_pre")["data"][0]["x"][-2:] == ["44 ↵", "45 :"]  # positions named by token
+    assert _chart(at, "blocks.*.hook_resid_pre")["data"][0]["x"][-2:] == ["44 ↵", "45 :"]  # positions named by token
 
 
 def test_per_position_head_patching(app, tmp_path):
     write_circuits(tmp_path / "positions", layout="positions")
     at = app("circuits", reports=tmp_path)
     no_trouble(at)
-    assert "attn.hook_z: effect by layer and position" in _specs(at)
-    at.selectbox(key="patch_site").select("hook_resid_post").run()
+    assert "blocks.*.attn.hook_z: effect by layer and position" in _specs(at)
+    at.selectbox(key="patch_site").select("blocks.*.hook_resid_post").run()
     no_trouble(at)
     assert "effect by layer and head" not in _specs(at)
-    at.selectbox(key="patch_site").select("attn.hook_z").run()
+    at.selectbox(key="patch_site").select("blocks.*.attn.hook_z").run()
     at.selectbox(key="patch_head").select(2).run()
     no_trouble(at)
     assert "head 2" in _specs(at)
@@ -79,12 +79,12 @@ def test_renders_a_report_written_by_interp_icl(app, tmp_path):
     write_icl_run(tmp_path / "icl")
     at = app("circuits", reports=tmp_path)
     no_trouble(at)
-    assert "attn.hook_z: effect by layer and head (all positions patched at once)" in _specs(at)
-    assert _z(at, "attn.hook_z").shape == (3, 4)  # layers × heads
+    assert "blocks.*.attn.hook_z: effect by layer and head (all positions patched at once)" in _specs(at)
+    assert _z(at, "blocks.*.attn.hook_z").shape == (3, 4)  # layers × heads
     at.selectbox(key="icl_dataset").select("topic").run()
-    at.selectbox(key="patch_site").select("hook_resid_pre").run()
+    at.selectbox(key="patch_site").select("blocks.*.hook_resid_pre").run()
     no_trouble(at)
-    assert "hook_resid_pre: effect by layer and position" in _specs(at)
+    assert "blocks.*.hook_resid_pre: effect by layer and position" in _specs(at)
 
 
 def test_missing_patching_is_explained(app, tmp_path):
@@ -122,7 +122,7 @@ def test_live_patching_with_model(app, tmp_path, tiny_model):
     _patch_inputs(at, "the dog saw the cat and the", "the cat saw the cat and the", " dog", " cat")
     at.button(key="run_patching").click().run()
     no_trouble(at)
-    assert "Activation patching (denoise): resid_pre" in _specs(at)
+    assert "Activation patching (denoise): blocks.*.hook_resid_pre" in _specs(at)
     df = at.session_state["patching_result"].df
     assert len(df) == 3 * 7  # layers × positions
     # Restoring the clean embedding where the prompts differ makes the run the clean run.

@@ -151,15 +151,17 @@ def test_patching_pairs_share_demonstrations_and_differ_in_the_query_label(tiny_
 
 def _check_patching_file(folder, datasets, n_layers=4, n_heads=4):
     """``patching.parquet`` in the app's schema, read back by the app's own reader."""
-    from interp.app.report_files import PATCHING_COLUMNS, read_circuits
+    from interp.app.report_files import read_circuits
+    from interp.circuits.patching import COLUMNS as PATCHING_COLUMNS
 
     df = pd.read_parquet(folder / "patching.parquet")
     assert list(df.columns) == PATCHING_ROWS and set(PATCHING_COLUMNS) <= set(df.columns)
     for col in ("layer", "head", "position"):
         assert df[col].dtype == "int64", col
     assert set(df["dataset"]) == set(datasets)
-    assert set(df["site"]) == {"attn.hook_z", "hook_resid_pre"}
-    z, resid = df[df["site"] == "attn.hook_z"], df[df["site"] == "hook_resid_pre"]
+    assert set(df["site"]) == {f"blocks.{la}.{s}" for la in range(n_layers) for s in ("attn.hook_z", "hook_resid_pre")}
+    assert (df["site"].str.split(".").str[1].astype(int) == df["layer"]).all()  # each row names its own layer
+    z, resid = df[df["site"].str.endswith("attn.hook_z")], df[df["site"].str.endswith("hook_resid_pre")]
     assert len(z) == len(datasets) * n_layers * n_heads and (z["position"] == -1).all()
     assert set(z["head"]) == set(range(n_heads)) and (resid["head"] == -1).all()
     assert (resid["position"] >= 0).all() and "<query>" in set(resid["token"])
@@ -207,7 +209,7 @@ def test_icl_pipeline_writes_the_schema(tiny_icl, tmp_path):
     assert summary["file"] == "patching.parquet" and set(summary["datasets"]) == {"sentiment", "topic"}
     assert summary["datasets"]["topic"]["pairs"] == 2 and data["settings"]["patching_pairs"] == 2
     assert summary["datasets"]["sentiment"]["top_heads"][0]["effect"] == round(
-        float(df[(df["dataset"] == "sentiment") & (df["site"] == "attn.hook_z")]["effect"].max()), 4)
+        float(df[(df["dataset"] == "sentiment") & df["site"].str.endswith("attn.hook_z")]["effect"].max()), 4)
     back = ICLResult.load(tmp_path)
     assert back["accuracy"].equals(result["accuracy"])
     assert back.patching is not None and back.patching.equals(result.patching)

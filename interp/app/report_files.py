@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +24,6 @@ from interp.errors import InterpError
 # Report kind -> the file that marks a folder as such a report.
 MARKERS = {"heads": "head_scores.json", "neurons": "neurons.parquet", "knob": "knob.json", "circuits": "icl.json"}
 
-KNOB_KEYS = ("model", "accuracy", "layers", "layer", "flip_rate", "random_flip_rate", "correlation", "patching",
-             "sweep", "items")
-KNOB_ITEM_KEYS = ("context", "question", "prior_answer", "context_answer")
-SWEEP_KEYS = ("method", "value", "context_share", "prior_share")
-ICL_TABLES = {
-    "accuracy": ("dataset", "k", "accuracy", "n"),
-    "summarize": ("dataset", "layer", "alignment"),
-    "merge": ("dataset", "layer", "heads_above", "mean_score"),
-    "retrieval": ("dataset", "layer", "induction_heads", "correct_induction_heads"),
-    "heads": ("dataset", "layer", "head", "merge", "retrieval", "correct"),
-    "ablation": ("dataset", "step", "quarter", "layers", "edges", "accuracy", "baseline_accuracy", "drop", "seed"),
-}
-PATCHING_COLUMNS = ("layer", "head", "position", "site", "effect")
-NEURON_COLUMNS = ("layer", "neuron", "rank", "token", "prob")
 SKIP_DIRS = {".git", ".venv", "node_modules", "__pycache__"}
 
 
@@ -54,9 +41,10 @@ class Report:
 
 
 def default_dirs() -> list[Path]:
-    """``reports/`` under the working directory plus the repository's committed results."""
-    repo = Path(__file__).resolve().parents[1]
-    dirs = [Path.cwd() / "reports", Path.cwd() / "case_studies" / "results", repo / "case_studies" / "results"]
+    """``reports/`` under the working directory plus the committed case-study results (shipped
+    with the package, so an installed wheel shows them too)."""
+    shipped = Path(str(resources.files("interp") / "data" / "case_studies"))
+    dirs = [Path.cwd() / "reports", Path.cwd() / "case_studies" / "results", shipped]
     return _unique(dirs)
 
 
@@ -138,9 +126,12 @@ def read_neurons(folder: Path) -> pd.DataFrame:
         raise ReportError(f"no {path.name} in {folder}") from None
     except Exception as exc:  # pyarrow raises its own types for damaged files
         raise ReportError(f"cannot read {path}: {exc}") from None
-    missing = [c for c in NEURON_COLUMNS if c not in df.columns]
+    from interp.neurons.decoding import COLUMNS
+
+    needed = [c for c in COLUMNS if c != "token_id"]
+    missing = [c for c in needed if c not in df.columns]
     if missing:
-        raise ReportError(f"{path} lacks columns {missing} (expected {', '.join(NEURON_COLUMNS)})")
+        raise ReportError(f"{path} lacks columns {missing} (expected {', '.join(needed)})")
     return df
 
 
@@ -163,7 +154,9 @@ def read_knob(folder: Path) -> KnobReport:
     """``knob.json`` checked against the schema the knob page uses."""
     path = folder / MARKERS["knob"]
     data = _json(path)
-    _need(str(path), data, KNOB_KEYS)
+    from interp.probes.knob_report import ITEM_KEYS, KEYS, PATCHING_KEYS, SWEEP_KEYS
+
+    _need(str(path), data, KEYS)
     _need(f"{path}: accuracy", data["accuracy"], ("prior", "context"))
     if not isinstance(data["layer"], int):
         raise ReportError(f"{path}: 'layer' should be an integer, got {data['layer']!r}")
@@ -172,8 +165,8 @@ def read_knob(folder: Path) -> KnobReport:
     if bad:
         raise ReportError(f"{path}: unknown sweep methods {bad}; valid methods: das, diff_means, random")
     return KnobReport(
-        data=data, sweep=sweep, patching=_rows(f"{path}: patching", data["patching"], ("layer", "effect")),
-        items=_rows(f"{path}: items", data["items"], KNOB_ITEM_KEYS), direction_path=folder / "direction.safetensors",
+        data=data, sweep=sweep, patching=_rows(f"{path}: patching", data["patching"], PATCHING_KEYS),
+        items=_rows(f"{path}: items", data["items"], ITEM_KEYS), direction_path=folder / "direction.safetensors",
     )
 
 
@@ -214,10 +207,13 @@ class CircuitsReport:
 
 def read_circuits(folder: Path) -> CircuitsReport:
     """``icl.json`` (and ``patching.parquet`` if present) checked against the circuits schema."""
+    from interp.circuits.patching import COLUMNS as PATCHING
+    from interp.circuits.report import TABLES
+
     path = folder / MARKERS["circuits"]
     data = _json(path)
-    _need(str(path), data, ("model", *ICL_TABLES))
-    tables = {name: _rows(f"{path}: {name}", data[name], keys) for name, keys in ICL_TABLES.items()}
+    _need(str(path), data, ("model", *TABLES))
+    tables = {name: _rows(f"{path}: {name}", data[name], keys) for name, keys in TABLES.items()}
     patching = None
     ppath = folder / "patching.parquet"
     if ppath.exists():
@@ -225,7 +221,8 @@ def read_circuits(folder: Path) -> CircuitsReport:
             patching = pd.read_parquet(ppath)
         except Exception as exc:  # pyarrow raises its own types for damaged files
             raise ReportError(f"cannot read {ppath}: {exc}") from None
-        missing = [c for c in PATCHING_COLUMNS if c not in patching.columns]
+        needed = [c for c in PATCHING if c != "metric"]  # a patching table's columns; the page draws all but one
+        missing = [c for c in needed if c not in patching.columns]
         if missing:
-            raise ReportError(f"{ppath} lacks columns {missing} (expected {', '.join(PATCHING_COLUMNS)})")
+            raise ReportError(f"{ppath} lacks columns {missing} (expected {', '.join(needed)})")
     return CircuitsReport(data, tables, patching)

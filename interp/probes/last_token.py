@@ -8,7 +8,7 @@ as decoding one token instead of a forward over the whole prompt.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,7 @@ class LastTokenRuns:
     >>> runs.choice_logits({"blocks.10.hook_resid_post": steer(u, value=3.0)})  # doctest: +SKIP
     """
 
-    def __init__(self, model: Model, prompts: list[str] | torch.Tensor, choices: torch.Tensor | np.ndarray, *, batch_size: int = 16):
+    def __init__(self, model: Model, prompts: list[str] | torch.Tensor, choices: torch.Tensor | np.ndarray | Sequence[Sequence[int]], *, batch_size: int = 16):
         choices = torch.as_tensor(choices, dtype=torch.long)
         if choices.ndim != 2 or len(choices) != len(prompts):
             raise InterpError(f"choices must be [prompts, n] token ids; got {tuple(choices.shape)} for {len(prompts)} prompts")

@@ -12,6 +12,7 @@ import streamlit as st
 
 from interp.app import figures, model_cache, report_files, ui
 from interp.errors import InterpError
+from interp.sites import as_glob, layer_glob
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
@@ -75,9 +76,9 @@ def _patching(df: pd.DataFrame, dataset: str, about: dict | None = None) -> None
                    + PATCHING_NOTE)
     else:
         st.caption(PATCHING_NOTE)
-    sites = sorted(df["site"].astype(str).unique())
-    site = st.selectbox("Site", sites, key="patch_site")
-    part = df[df["site"].astype(str) == site]
+    kinds = df["site"].astype(str).map(layer_glob)  # a site in every layer
+    site = st.selectbox("Site", sorted(kinds.unique()), key="patch_site")
+    part = df[kinds == site]
     labels = _position_labels(part)
     heads = sorted(part["head"].dropna().unique().tolist())
     by_position = sorted(part["position"].dropna().unique().tolist()) != [-1]  # else all positions at once only
@@ -121,8 +122,8 @@ def live_patching(spec: str) -> None:
     good = c3.text_input("Good answer (clean)", " Mary", key="patch_good")
     bad = c4.text_input("Bad answer (corrupted)", " John", key="patch_bad")
     c5, c6 = st.columns(2)
-    sites = c5.multiselect("Sites", list(SITES), default=["resid_pre"], key="patch_sites",
-                           help="Head sites (z, q, k, v, result) patch each head: slower.")
+    sites = c5.multiselect("Sites", [as_glob(t) for t in SITES], default=["blocks.*.hook_resid_pre"],
+                           key="patch_sites", help="Head sites (hook_z, _q, _k, _v, _result) patch each head: slower.")
     positions = c6.radio("Positions", ["each", "all"], horizontal=True, key="patch_positions",
                          help="each: one position at a time; all: the whole sequence at once")
     if st.button("Run patching", key="run_patching", disabled=not sites):
@@ -142,7 +143,7 @@ def live_patching(spec: str) -> None:
     result = st.session_state.get("patching_result")
     if result is not None:
         st.caption(f"logit difference: clean {result.clean_metric:.3f}, corrupted {result.corrupted_metric:.3f}")
-        for site in dict.fromkeys(result.df["site"]):
+        for site in dict.fromkeys(result.df["site"].map(layer_glob)):
             st.plotly_chart(result.heatmap(site), key=f"live_patch_{site}")
 
 

@@ -24,7 +24,15 @@ from interp.results import read_json, write_json
 from interp.strict_json import dumps, finite
 from interp.versions import versions as _versions
 
-TABLES = ("accuracy", "summarize", "merge", "retrieval", "heads", "ablation")
+# The tables of ``icl.json`` and the columns each row has (the app reads the same schema).
+TABLES: dict[str, tuple[str, ...]] = {
+    "accuracy": ("dataset", "k", "accuracy", "n"),
+    "summarize": ("dataset", "layer", "alignment"),
+    "merge": ("dataset", "layer", "heads_above", "mean_score"),
+    "retrieval": ("dataset", "layer", "induction_heads", "correct_induction_heads"),
+    "heads": ("dataset", "layer", "head", "merge", "retrieval", "correct"),
+    "ablation": ("dataset", "step", "quarter", "layers", "edges", "accuracy", "baseline_accuracy", "drop", "seed"),
+}
 FIGURES = ("accuracy", "steps", "ablation", "heads", "patching")
 PATCHING_FILE = "patching.parquet"
 PLOTLY_JS = "plotly.min.js"
@@ -243,12 +251,13 @@ class ICLResult:
         from plotly.subplots import make_subplots
 
         from interp.circuits.icl_patching import PATCH_SITES
+        from interp.sites import layer_glob
 
         df = self.patching
-        z = df[df["site"] == PATCH_SITES["z"]] if df is not None else pd.DataFrame(columns=["dataset"])
+        z = df[df["site"].map(layer_glob) == PATCH_SITES["z"]] if df is not None else pd.DataFrame(columns=["dataset"])
         datasets = list(dict.fromkeys(z["dataset"])) if len(z) else []
         fig = make_subplots(rows=1, cols=max(1, len(datasets)),
-                            subplot_titles=[f"{ds}: attn.hook_z" for ds in datasets] or ["no patching (patching_pairs = 0)"])
+                            subplot_titles=[f"{ds}: {PATCH_SITES['z']}" for ds in datasets] or ["no patching (patching_pairs = 0)"])
         lim = float(np.nanmax(np.abs(z["effect"].to_numpy(dtype=float)))) if len(z) and z["effect"].notna().any() else 1.0
         for col, ds in enumerate(datasets, start=1):
             part = z[z["dataset"] == ds]

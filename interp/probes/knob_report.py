@@ -18,6 +18,13 @@ from interp.results import read_json, write_json
 from interp.strict_json import dumps, finite
 from interp.versions import versions as _versions
 
+# What readers of knob.json (the app among them) may rely on: top-level keys, and each row's keys.
+KEYS = ("model", "accuracy", "layers", "layer", "flip_rate", "random_flip_rate", "correlation", "patching", "sweep",
+        "items")
+ITEM_KEYS = ("context", "question", "prior_answer", "context_answer")
+SWEEP_KEYS = ("method", "value", "context_share", "prior_share")
+PATCHING_KEYS = ("layer", "effect")
+
 
 def to_json(r: KnobResult) -> dict[str, Any]:
     """The ``knob.json`` document (keys described in the README); undefined numbers (a flip rate
@@ -49,28 +56,49 @@ def to_json(r: KnobResult) -> dict[str, Any]:
     })
 
 
+COLORS = {"das": "#1f77b4", "diff_means": "#ff7f0e", "random": "#7f7f7f"}
+
+
 def patching_figure(doc: dict[str, Any]) -> go.Figure:
+    """Recovery per layer from patching one layer (a bar group per pairing); the chosen layer
+    dotted red, the other localised layers dotted grey. The report and the app draw this one."""
     df = pd.DataFrame(doc["patching"])
     fig = go.Figure()
-    for pairing, part in df.groupby("pairing"):
-        fig.add_bar(x=part["layer"], y=part["effect"], name=f"{pairing}: one layer patched")
-    for layer in doc["layers"]:
-        fig.add_vline(x=layer, line_dash="dot", line_color="grey")
-    fig.update_layout(title="Share of the intent's effect moved by patching one layer's attention output (last token); "
-                      "dotted: localised layers", xaxis_title="layer", yaxis_title="recovery", barmode="group")
+    groups = df.groupby("pairing", sort=False) if "pairing" in df.columns else [("effect", df)]
+    for pairing, part in groups:
+        fig.add_bar(x=part["layer"], y=part["effect"], name=str(pairing))
+    for layer in doc.get("layers") or []:
+        if layer != doc["layer"]:
+            fig.add_vline(x=layer, line_dash="dot", line_color="grey")
+    fig.add_vline(x=doc["layer"], line_dash="dot", line_color="#d62728")
+    fig.update_layout(title=f"Patching one layer's attention output, last token (chosen layer {doc['layer']} dotted red, "
+                            "other localised layers grey)", xaxis_title="layer", yaxis_title="recovery", barmode="group",
+                      height=380)
     return fig
 
 
 def sweep_figure(doc: dict[str, Any]) -> go.Figure:
+    """Share of context answers as the projection is set along each direction: a line per
+    method, its per-intent shares dotted (prior) and dashed (context). The x axis is ``k``
+    (offsets in half-gaps of the intents' means, comparable across methods) when the report
+    has it, else the raw projection value."""
     df = pd.DataFrame(doc["sweep"])
+    x = "k" if "k" in df.columns else "value"
     fig = go.Figure()
-    for method, part in df.groupby("method"):
-        for intent, dash in (("prior", "dot"), ("context", "solid")):
-            fig.add_scatter(x=part["k"], y=part[f"context_share_{intent}"], mode="lines+markers", line_dash=dash,
-                            name=f"{method}, {intent} intent")
+    for method, part in df.sort_values(x).groupby("method", sort=False):
+        color = COLORS.get(str(method))
+        fig.add_scatter(x=part[x], y=part["context_share"], mode="lines+markers", name=str(method), line={"color": color},
+                        customdata=part["value"],
+                        hovertemplate="value %{customdata:.3g}: %{y:.2f}<extra>" + str(method) + "</extra>")
+        for intent, dash in (("prior", "dot"), ("context", "dash")):
+            col = f"context_share_{intent}"
+            if col in part.columns:
+                fig.add_scatter(x=part[x], y=part[col], mode="lines", name=f"{method}, {intent} intent",
+                                line={"color": color, "dash": dash, "width": 1})
     fig.update_layout(title=f"Answers from the context as the knob is turned (layer {doc['layer']}, last token)",
-                      xaxis_title="k: projection set to midpoint + k × half-gap of the intents' means",
-                      yaxis_title="share answered from the context", yaxis_range=[0, 1])
+                      xaxis_title="k: projection set to midpoint + k × half-gap of the intents' means" if x == "k"
+                      else "projection value set along the direction",
+                      yaxis_title="share answered from the context", yaxis={"range": [-0.02, 1.02]}, height=380)
     return fig
 
 

@@ -61,8 +61,8 @@ def display_text(text: str, roots: Iterable[str | os.PathLike[str]] = ()) -> str
     """``text`` with every absolute path in it written as ``display_path`` writes it: those under
     the working folder, the home folder or one of ``roots`` first (the longest base first), then
     any other (``/usr/lib/x.py`` becomes ``x.py``)."""
-    roots = [_absolute(r) for r in roots]
-    bases = {*roots, Path.cwd()}  # (a root folder such as / is passed over below)
+    roots = list(roots)  # read twice below
+    bases = {*(_absolute(r) for r in roots), Path.cwd()}  # (a root folder such as / is passed over below)
     home = _home()
     if home is not None:
         bases.add(home)

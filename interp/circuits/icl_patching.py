@@ -41,9 +41,10 @@ import torch
 from interp.circuits.icl_data import ICLDataset, Prompt, make_prompt
 from interp.circuits.patching import activation_patching, logit_diff
 from interp.model import Model
+from interp.sites import layer_glob
 
 COLUMNS = ["dataset", "site", "layer", "head", "position", "token", "effect", "metric"]
-PATCH_SITES = {"z": "attn.hook_z", "resid_pre": "hook_resid_pre"}  # short name -> the name written to the file
+PATCH_SITES = {"z": "blocks.*.attn.hook_z", "resid_pre": "blocks.*.hook_resid_pre"}  # the two sites patched, every layer
 QUERY_TOKEN = "<query>"
 METRIC = "logit(clean query's label) - logit(corrupted query's label) at s_q"
 
@@ -136,19 +137,19 @@ def icl_patching(model: Model, ds: ICLDataset, label_ids: list[int], *, dataset:
     token_of = [str(pieces[i]) if len(set(col)) == 1 else QUERY_TOKEN for i, col in enumerate(ids)]
     metric = logit_diff([label_ids[p.label] for p in clean], [label_ids[p.label] for p in corrupted])
     # Only the query's tokens run (the demonstrations come from a cache), so take ~4 × batch_size prompts a pass.
-    common = {"metric": metric, "batch_size": max(1, 4 * batch_size // len(clean)), "logits_to_keep": 1,
+    common: dict[str, Any] = {"metric": metric, "batch_size": max(1, 4 * batch_size // len(clean)), "logits_to_keep": 1,
               "shared_prefix": first_diff, "progress": progress}
-    z = activation_patching(model, clean_t, corr_t, sites=["z"], positions="all", **common)
-    resid = activation_patching(model, clean_t, corr_t, sites=["resid_pre"], positions="each", **common)
+    z = activation_patching(model, clean_t, corr_t, sites=PATCH_SITES["z"], positions="all", **common)
+    resid = activation_patching(model, clean_t, corr_t, sites=PATCH_SITES["resid_pre"], positions="each", **common)
     df = pd.concat([z.df, resid.df], ignore_index=True)
     df["head"] = df["head"].fillna(-1).astype("int64")
     df["position"] = df["position"].fillna(-1).astype("int64")
     df["token"] = [token_of[p] if p >= 0 else "" for p in df["position"]]
-    df["site"] = df["site"].map(PATCH_SITES)
     df["layer"] = df["layer"].astype("int64")
     df.insert(0, "dataset", dataset)
-    heads = df[df["site"] == PATCH_SITES["z"]].sort_values("effect", ascending=False, kind="stable").head(5)
-    res = df[df["site"] == PATCH_SITES["resid_pre"]]
+    kind = df["site"].map(layer_glob)
+    heads = df[kind == PATCH_SITES["z"]].sort_values("effect", ascending=False, kind="stable").head(5)
+    res = df[kind == PATCH_SITES["resid_pre"]]
     peak = res.loc[res["effect"].idxmax()] if len(res) and res["effect"].notna().any() else None
     summary = {
         "pairs": len(clean), "tokens": clean[0].n_tokens, "first_query_position": first_diff,

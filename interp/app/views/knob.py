@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from interp.app import figures, model_cache, report_files, ui
+from interp.app import model_cache, report_files, ui
+from interp.probes import knob_report
 
 
 def _number(value: Any, spec: str) -> str:
@@ -34,8 +35,8 @@ def _summary(report: report_files.KnobReport) -> None:
                                f"correlation of an item's separation along the direction with its accuracy "
                                f"{_number(d['correlation'], '+.2f')}."))
     left, right = st.columns(2)
-    left.plotly_chart(figures.knob_sweep(report.sweep), key="knob_sweep")
-    right.plotly_chart(figures.knob_patching(report.patching, int(d["layer"])), key="knob_patching")
+    left.plotly_chart(knob_report.sweep_figure(d), key="knob_sweep")  # the report's own figures
+    right.plotly_chart(knob_report.patching_figure(d), key="knob_patching")
 
 
 @ui.cached

@@ -33,6 +33,7 @@ from interp.masks import position_kwargs
 from interp.model import Model
 from interp.outputs import OutputFolder, writing
 from interp.results import read_json, write_json
+from interp.sites import layer_glob, layer_of
 
 FILE = "circuit.json"
 
@@ -103,10 +104,11 @@ class Circuit:
 
 def _node_effects(att: pd.DataFrame) -> dict[str, tuple[str, int, int | None, float]]:
     out: dict[str, tuple[str, int, int | None, float]] = {}
-    heads = att[att["site"] == "z"].groupby(["layer", "head"])["effect"].sum()
+    kind = att["site"].map(layer_glob)
+    heads = att[kind == "blocks.*.attn.hook_z"].groupby(["layer", "head"])["effect"].sum()
     for (la, h), v in heads.items():
         out[f"L{la}H{h}"] = ("head", int(la), int(h), float(v))
-    mlps = att[att["site"] == "mlp_post"].groupby("layer")["effect"].sum()
+    mlps = att[kind == "blocks.*.mlp.hook_post"].groupby("layer")["effect"].sum()
     for la, v in mlps.items():
         out[f"MLP{la}"] = ("mlp", int(la), None, float(v))
     return out
@@ -123,39 +125,30 @@ def build_circuit(model: Model, clean: Any, corrupted: Any, metric: Metric, *, n
     metric = prepare_metric(metric, model, *clean_t["input_ids"].shape)  # before any forward pass
     att = node_effects if node_effects is not None else attribution_patching(model, clean, corrupted, metric)
     kept = {k: v for k, v in _node_effects(att).items() if abs(v[3]) >= node_threshold}
-    L, a = model.cfg.n_layers, model.adapter
+    L = model.cfg.n_layers
     senders = [f"blocks.{la}.attn.hook_result" for la in range(L)] + [f"blocks.{la}.hook_mlp_out" for la in range(L)]
     with model.trace(clean_t, sites=senders) as ct:
         pass
+    assert ct.logits is not None
     m_clean = float(_per_item(metric, ct.logits, clean_t["input_ids"].shape[0]).mean())
-    # Receiver inputs: zero tensors added to the inputs of each layer's two norms.
+    # Receiver inputs: zero tensors added where each layer's attention and MLP read the stream
+    # (their norms' inputs), so the gradient there is the direct path from every sender.
     deltas: dict[tuple[str, int], torch.Tensor] = {}
-    handles = []
 
-    def add_delta(key: tuple[str, int]):
-        def pre(module, args, kwargs):
-            x = args[0] if args else kwargs["hidden_states"]
-            d = torch.zeros_like(x, requires_grad=True)
-            deltas[key] = d
-            return ((x + d, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x + d})
-        return pre
+    def add_delta(x: torch.Tensor, site: str) -> torch.Tensor:
+        layer = layer_of(site)
+        assert layer is not None
+        d = torch.zeros_like(x, requires_grad=True)
+        deltas[("attn" if site.endswith("hook_attn_in") else "mlp", layer)] = d
+        return x + d
 
-    parallel = a.is_parallel(model.hf.config)
-    try:
-        for la in range(L):
-            norm_attn = model.module(f"{a.layers}.{la}.{a.ln_attn}")
-            handles.append(norm_attn.register_forward_pre_hook(add_delta(("attn", la)), with_kwargs=True))
-            if not parallel:
-                norm_mlp = model.module(f"{a.layers}.{la}.{a.ln_mlp}")
-                handles.append(norm_mlp.register_forward_pre_hook(add_delta(("mlp", la)), with_kwargs=True))
-        with torch.enable_grad(), model.trace(sites=senders) as rt:
-            logits = model.hf(**corr_t, **position_kwargs(corr_t.get("attention_mask")), use_cache=False).logits
-            value = _per_item(metric, logits, corr_t["input_ids"].shape[0]).mean()
-            keys = list(deltas)
-            grads = dict(zip(keys, torch.autograd.grad(value, [deltas[k] for k in keys], allow_unused=True), strict=True))
-    finally:
-        for h in handles:
-            h.remove()
+    parallel = model.adapter.is_parallel(model.hf.config)
+    receivers = ["blocks.*.hook_attn_in"] + ([] if parallel else ["blocks.*.hook_mlp_in"])
+    with torch.enable_grad(), model.trace(sites=senders, interventions=dict.fromkeys(receivers, add_delta)) as rt:
+        logits = model.hf(**corr_t, **position_kwargs(corr_t.get("attention_mask")), use_cache=False).logits
+        value = _per_item(metric, logits, corr_t["input_ids"].shape[0]).mean()
+        keys = list(deltas)
+        grads = dict(zip(keys, torch.autograd.grad(value, [deltas[k] for k in keys], allow_unused=True), strict=True))
     m_corr = float(value.detach())
     gap = m_clean - m_corr
 

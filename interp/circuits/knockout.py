@@ -154,31 +154,20 @@ def _knockout(model: Model, blocked: torch.Tensor, layers: Any, heads: Any) -> I
     """``knockout`` without the order check (for callers that run their own forward inside)."""
     chosen, head_list = _check_blocked(model, blocked, layers, heads)
     additive = not str(model.hf.config._attn_implementation).endswith("sdpa")
-    handles = []
     # Layers that share a mask share the knocked-out mask; the base is kept so its id stays unique.
     cache: dict[tuple, tuple[Any, torch.Tensor]] = {}
 
-    def pre_hook(module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]):
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        if hidden is None:
-            raise RuntimeError("knockout: the attention module was called without hidden_states")
+    def edit(module: torch.nn.Module, base: Any, hidden: torch.Tensor) -> torch.Tensor:
         if hidden.shape[0] != blocked.shape[0] or hidden.shape[1] != blocked.shape[1]:
             raise BadInputError(f"knockout mask is for {_items(blocked.shape)}, but the model runs {_items(hidden.shape)}")
-        base = kwargs.get("attention_mask")
         key = (id(base), getattr(module, "sliding_window", None))
         if key not in cache:
             cache[key] = (base, _combine(base, module, blocked.to(hidden.device), head_list, model.cfg.n_heads,
                                          hidden.dtype, additive))
-        return args, {**kwargs, "attention_mask": cache[key][1]}
+        return cache[key][1]
 
-    try:
-        for layer in chosen:
-            module = model.module(f"{model.adapter.layers}.{layer}.{model.adapter.attn}")
-            handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+    with model.trace(mask_edits=dict.fromkeys(chosen, edit)):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def run_with_knockout(model: Model, inputs: Any, blocked: torch.Tensor, layers: int | Iterable[int] | None = None,

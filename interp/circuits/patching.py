@@ -11,8 +11,9 @@ per-query-head k/v patch does not exist, which is the bug of TransformerLens #98
 run in one forward pass: the target batch is repeated and each copy gets its own patch.
 
 >>> from interp.circuits.patching import activation_patching, logit_diff
->>> res = activation_patching(model, clean_ids, corrupt_ids, logit_diff(good, bad), sites=["z"])   # doctest: +SKIP
->>> res.df.head(); res.heatmap("z").show()                                                           # doctest: +SKIP
+>>> res = activation_patching(model, clean_ids, corrupt_ids, logit_diff(good, bad),
+...                           sites="blocks.*.attn.hook_z")                                        # doctest: +SKIP
+>>> res.df.head(); res.heatmap("blocks.*.attn.hook_z").show()                                      # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -32,22 +33,23 @@ from interp.errors import BadInputError, OutOfRangeError, UnknownNameError
 from interp.kv_cache import fork, run_cached
 from interp.masks import position_kwargs
 from interp.model import Model
+from interp.sites import as_glob, layer_glob, layer_of, resolve
 
 if TYPE_CHECKING:
     from interp.outputs import OutputFolder
 
-# short name -> (site template, per-head axis: "query", "kv" or None)
-SITES: dict[str, tuple[str, str | None]] = {
-    "z": ("blocks.{l}.attn.hook_z", "query"),
-    "q": ("blocks.{l}.attn.hook_q", "query"),
-    "result": ("blocks.{l}.attn.hook_result", "query"),
-    "k": ("blocks.{l}.attn.hook_k", "kv"),
-    "v": ("blocks.{l}.attn.hook_v", "kv"),
-    "resid_pre": ("blocks.{l}.hook_resid_pre", None),
-    "resid_post": ("blocks.{l}.hook_resid_post", None),
-    "attn_out": ("blocks.{l}.hook_attn_out", None),
-    "mlp_out": ("blocks.{l}.hook_mlp_out", None),
-    "mlp_post": ("blocks.{l}.mlp.hook_post", None),
+# The sites patching supports -> their per-head axis ("query", "kv" or None).
+SITES: dict[str, str | None] = {
+    "blocks.{l}.attn.hook_z": "query",
+    "blocks.{l}.attn.hook_q": "query",
+    "blocks.{l}.attn.hook_result": "query",
+    "blocks.{l}.attn.hook_k": "kv",
+    "blocks.{l}.attn.hook_v": "kv",
+    "blocks.{l}.hook_resid_pre": None,
+    "blocks.{l}.hook_resid_post": None,
+    "blocks.{l}.hook_attn_out": None,
+    "blocks.{l}.hook_mlp_out": None,
+    "blocks.{l}.mlp.hook_post": None,
 }
 COLUMNS = ["site", "layer", "head", "position", "effect", "metric"]
 Metric = Callable[[torch.Tensor], torch.Tensor]
@@ -183,7 +185,7 @@ class PatchingResult:
     tokens: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
-        return (f"PatchingResult({len(self.df)} patches, sites={list(dict.fromkeys(self.df['site']))}, "
+        return (f"PatchingResult({len(self.df)} patches, sites={list(dict.fromkeys(self.df['site'].map(layer_glob)))}, "
                 f"clean {self.clean_metric:.3f}, corrupted {self.corrupted_metric:.3f})")
 
     def to_dict(self) -> dict[str, Any]:
@@ -223,18 +225,20 @@ class PatchingResult:
                    list(meta.get("tokens") or []))
 
     def figures(self) -> dict[str, Any]:
-        """One heatmap per site: ``{"heatmap_<site>": figure}``."""
-        return {f"heatmap_{site}": self.heatmap(site) for site in dict.fromkeys(self.df["site"])}
+        """One heatmap per site (all its layers): ``{"heatmap_<blocks.*.site>": figure}``."""
+        return {f"heatmap_{site}": self.heatmap(site) for site in dict.fromkeys(self.df["site"].map(layer_glob))}
 
     def heatmap(self, site: str | None = None):
-        """Plotly heatmap of one site's effects: layer × head, layer × position, or (head, layer) × position."""
+        """Plotly heatmap of one site's effects over its layers (``blocks.*.attn.hook_z``, or any
+        layer's name, or a short name): layer × head, layer × position, or (head, layer) × position."""
         import plotly.graph_objects as go
 
-        sites = list(dict.fromkeys(self.df["site"]))
-        site = site or sites[0]
+        globs = self.df["site"].map(layer_glob)
+        sites = list(dict.fromkeys(globs))
+        site = as_glob(site) if site else sites[0]
         if site not in sites:
             raise UnknownNameError("site", site, sites)
-        part = self.df[self.df["site"] == site]
+        part = self.df[globs == site]
         has_head, has_pos = part["head"].notna().any(), part["position"].notna().any()
         if has_head and not has_pos:
             z = part.pivot_table(index="layer", columns="head", values="effect")
@@ -258,13 +262,6 @@ class PatchingResult:
         fig.update_layout(title=f"Activation patching ({self.direction}): {site}", xaxis_title=x_title,
                           yaxis_title=y_title, yaxis={"autorange": "reversed"})
         return fig
-
-
-def _check_sites(sites: Sequence[str]) -> list[str]:
-    for s in sites:
-        if s not in SITES:
-            raise UnknownNameError("patching site", s, SITES)
-    return list(sites)
 
 
 def _tokens(model: Model, inputs: Any) -> dict[str, torch.Tensor]:
@@ -317,7 +314,7 @@ def _run_metric(model: Model, tokens: dict[str, torch.Tensor], metric: Metric, i
 
 @dataclass(frozen=True)
 class Patch:
-    """One patch: a site name, its layer, a head on the site's head axis (or None: all), a position (None: all)."""
+    """One patch: a full site name, its layer, a head on the site's head axis (or None: all), a position (None: all)."""
 
     site: str
     layer: int
@@ -329,7 +326,7 @@ def _interventions(patches: list[Patch], source: dict[str, torch.Tensor], n_item
     """One intervention per site name; copy c of the repeated batch gets patch c (at position − ``offset``)."""
     by_site: dict[str, list[tuple[int, Patch]]] = {}
     for c, p in enumerate(patches):
-        by_site.setdefault(SITES[p.site][0].format(l=p.layer), []).append((c, p))
+        by_site.setdefault(p.site, []).append((c, p))
 
     def make(name: str, items: list[tuple[int, Patch]]) -> Callable:
         def fn(x: torch.Tensor, _site: str) -> torch.Tensor:
@@ -371,7 +368,7 @@ def activation_patching(
     corrupted: Any,
     metric: Metric,
     *,
-    sites: Sequence[str] = ("z",),
+    sites: str | Sequence[str] = "blocks.*.attn.hook_z",
     layers: Sequence[int] | None = None,
     positions: str | Sequence[int] = "all",
     direction: str = "denoise",
@@ -386,7 +383,8 @@ def activation_patching(
     Args:
         clean, corrupted: inputs of the same token length (a prompt, a batch, or token ids).
         metric: logits ``[batch, pos, vocab]`` -> one value per item ``[batch]`` (e.g. ``logit_diff``).
-        sites: short names from ``SITES`` (``z``, ``q``, ``k``, ``v``, ``result``, ``resid_pre``, ...).
+        sites: site names or globs among ``SITES`` (``blocks.*.attn.hook_z``, ``blocks.3.hook_resid_pre``;
+            TransformerLens short names like ``z`` mean every layer); ``layers`` keeps only those layers.
         positions: ``"all"`` (patch every position at once), ``"each"`` (one position at a time) or a list.
         direction: ``"denoise"`` (clean into corrupted) or ``"noise"`` (corrupted into clean).
         per_head: one patch per head on head sites (else the whole site at once).
@@ -400,7 +398,6 @@ def activation_patching(
             nothing). ``"all"`` then patches the positions after them, ``"each"`` each of those;
             positions keep indexing the whole input. The metric sees the logits of those positions only.
     """
-    sites = _check_sites(sites)
     if direction not in ("denoise", "noise"):
         raise UnknownNameError("direction", direction, ["denoise", "noise"])
     for name, value, low in (("batch_size", batch_size, 1), ("logits_to_keep", logits_to_keep, 0),
@@ -412,7 +409,8 @@ def activation_patching(
         raise BadInputError(f"clean and corrupted inputs must have the same shape (batch, tokens) so positions line "
                             f"up; got {tuple(clean_t['input_ids'].shape)} and {tuple(corr_t['input_ids'].shape)}")
     n_items, n_pos = clean_t["input_ids"].shape
-    layer_list = [model.check_layer(la) for la in (layers if layers is not None else range(model.cfg.n_layers))]
+    layer_list = [model.check_layer(la) for la in layers] if layers is not None else None
+    names = resolve(sites, list(SITES), model.cfg.n_layers, "patching site", layer_list)
     # The metric sees the logits of the positions after a shared prefix, or the last logits_to_keep.
     seen = n_pos - shared_prefix if 0 < shared_prefix < n_pos else n_pos
     prepare_metric(metric, model, n_items, min(logits_to_keep, seen) if logits_to_keep else seen)
@@ -441,18 +439,17 @@ def activation_patching(
     if positions == "each":
         pos_list = list(range(start, n_pos))
     src_t, tgt_t = (clean_t, corr_t) if direction == "denoise" else (corr_t, clean_t)
-    names = [SITES[s][0].format(l=la) for s in sites for la in layer_list]
     _, src_tr = _logits(model, src_t, logits_to_keep=logits_to_keep or 1, prefix=prefix, sites=names)
     source = {n: src_tr[n] for n in names}
     m_clean = _run_metric(model, clean_t, metric, logits_to_keep=logits_to_keep, prefix=prefix)
     m_corr = _run_metric(model, corr_t, metric, logits_to_keep=logits_to_keep, prefix=prefix)
     m_src, m_tgt = (m_clean, m_corr) if direction == "denoise" else (m_corr, m_clean)
     patches = []
-    for s in sites:
-        axis = SITES[s][1]
+    for name in names:
+        axis = SITES[layer_glob(name).replace("*", "{l}")]
         n_heads = {"query": model.cfg.n_heads, "kv": model.cfg.n_kv_heads, None: 0}[axis]
         heads: list[int | None] = list(range(n_heads)) if (axis and per_head) else [None]
-        patches += [Patch(s, la, h, p) for la in layer_list for h in heads for p in pos_list]
+        patches += [Patch(name, layer_of(name) or 0, h, p) for h in heads for p in pos_list]
     values: list[float] = []
     chunks = [patches[i : i + batch_size] for i in range(0, len(patches), batch_size)]
     for chunk in tqdm(chunks, desc="patching", disable=not progress, leave=False):

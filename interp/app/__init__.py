@@ -1,4 +1,4 @@
-"""Streamlit explorer (installed as ``interp.app``): ``interp app [--reports DIR] [--model NAME]``.
+"""Streamlit explorer (``interp.app``): ``interp app [--reports DIR] [--model NAME]``.
 
 ``main.py`` is the entry script; ``views/`` holds one module per page (head scores, neurons,
 knob, circuits); ``report_files`` finds and checks report folders, ``model_cache`` loads each

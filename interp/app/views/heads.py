@@ -221,7 +221,7 @@ def page() -> None:
             scores = _quick_scan(spec)
     if scores is None:
         return
-    at_step = "" if step is None else f" at step {step} ({len(timeline.steps)} checkpoints)"
+    at_step = "" if step is None or timeline is None else f" at step {step} ({len(timeline.steps)} checkpoints)"
     st.caption(ui.display_text(f"{scores.model}{at_step}: {scores.n_layers} layers × {scores.n_heads} heads; "
                                f"scores: {', '.join(scores.scores)}"))
     if timeline is not None and step is not None:

@@ -9,8 +9,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-COLORS = {"das": "#1f77b4", "diff_means": "#ff7f0e", "random": "#7f7f7f"}
-
 
 def token_label(text: str) -> str:
     """A token as it can be seen: spaces as ·, newlines as ↵, tabs as →."""
@@ -46,44 +44,6 @@ def attention_heatmap(probs: np.ndarray, tokens: Sequence[str], rows: Sequence[i
                                hovertemplate="query %{y}<br>key %{x}<br>p=%{z:.4f}<extra></extra>"))
     fig.update_layout(title=title, xaxis_title="key", yaxis_title="query", yaxis={"autorange": "reversed"},
                       height=180 + 22 * len(rows), margin={"t": 40})
-    return fig
-
-
-def knob_sweep(sweep: pd.DataFrame) -> go.Figure:
-    """Share of context answers as the projection is set along each direction, one line per method.
-
-    The x axis is ``k`` (offsets in units of the gap between the intents' means) when the
-    report has it, since each method's raw projection values have their own scale; else ``value``.
-    Per-intent shares (``context_share_prior``/``_context``) are drawn dotted/dashed when present.
-    """
-    x = "k" if "k" in sweep.columns else "value"
-    fig = go.Figure()
-    for method, part in sweep.sort_values(x).groupby("method", sort=False):
-        color = COLORS.get(str(method))
-        fig.add_trace(go.Scatter(x=part[x], y=part["context_share"], mode="lines+markers", name=str(method),
-                                 line={"color": color}, customdata=part["value"],
-                                 hovertemplate="value %{customdata:.3g}: %{y:.2f}<extra>" + str(method) + "</extra>"))
-        for intent, dash in (("prior", "dot"), ("context", "dash")):
-            col = f"context_share_{intent}"
-            if col in part.columns:
-                fig.add_trace(go.Scatter(x=part[x], y=part[col], mode="lines", name=f"{method}, {intent} intent",
-                                         line={"color": color, "dash": dash, "width": 1}))
-    fig.update_layout(title="Answers from the context as the knob is turned",
-                      xaxis_title="k (projection = midpoint + k × half-gap of the intents)" if x == "k"
-                      else "projection value set along the direction",
-                      yaxis_title="share of context answers", yaxis={"range": [-0.02, 1.02]}, height=380)
-    return fig
-
-
-def knob_patching(patching: pd.DataFrame, chosen: int) -> go.Figure:
-    """Patching effect per layer (one bar group per pairing when there are several); chosen layer marked."""
-    fig = go.Figure()
-    groups = patching.groupby("pairing", sort=False) if "pairing" in patching.columns else [("effect", patching)]
-    for name, part in groups:
-        fig.add_trace(go.Bar(x=part["layer"], y=part["effect"], name=str(name)))
-    fig.add_vline(x=chosen, line_dash="dot", line_color="#d62728")
-    fig.update_layout(title=f"Patching one layer (chosen layer {chosen} dotted)", xaxis_title="layer",
-                      yaxis_title="effect", barmode="group", height=380)
     return fig
 
 

@@ -4,7 +4,7 @@ The effect of restoring a clean activation ``a_clean`` in the corrupted run is a
 ``(a_clean − a_corr) · ∂m/∂a`` at the corrupted activation (Nanda's "attribution patching";
 Syed et al.'s edge attribution patching uses the same product), normalised like
 ``activation_patching`` by ``m_clean − m_corr``. Every attention head (``hook_z``, summed over
-d_head) and every MLP neuron (``mlp.hook_post``) gets its score from the same backward pass.
+d_head) and every MLP neuron (``blocks.*.mlp.hook_post``) gets its score from the same backward pass.
 The gradient is taken by adding a zero tensor that requires grad at each site, so the graph is
 never cut and the model's own weights need no gradients.
 
@@ -34,9 +34,14 @@ from interp.circuits.patching import (
 from interp.errors import BadInputError, UnknownNameError
 from interp.masks import position_kwargs
 from interp.model import Model
+from interp.sites import layer_glob, layer_of, resolve
 
-KINDS = {"z": "blocks.{l}.attn.hook_z", "mlp_post": "blocks.{l}.mlp.hook_post"}
+HEAD_SITE, NEURON_SITE = "blocks.{l}.attn.hook_z", "blocks.{l}.mlp.hook_post"  # the sites attribution scores
 COLUMNS = ["site", "layer", "head", "neuron", "position", "effect"]
+
+
+def _is_head(name: str) -> bool:
+    return layer_glob(name) == HEAD_SITE.replace("{l}", "*")
 
 
 def _pair(model: Model, clean: Any, corrupted: Any) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -72,47 +77,45 @@ def attribution_patching(
     corrupted: Any,
     metric: Metric,
     *,
-    sites: Sequence[str] = ("z", "mlp_post"),
+    sites: str | Sequence[str] = ("blocks.*.attn.hook_z", "blocks.*.mlp.hook_post"),
     positions: str = "sum",
 ) -> pd.DataFrame:
-    """Estimated denoising effect of every head (site ``z``) and MLP neuron (``mlp_post``).
+    """Estimated denoising effect of every head (``blocks.*.attn.hook_z``) and MLP neuron
+    (``blocks.*.mlp.hook_post``); ``sites`` may name some layers only (names, globs, short names).
 
     ``positions="sum"`` gives one score per unit (all positions patched together, ``position``
     is NA), ``"each"`` one per unit and position. Returns a tidy table with columns
-    ``site, layer, head, neuron, position, effect`` (``head`` NA for neurons, ``neuron`` NA for heads).
+    ``site, layer, head, neuron, position, effect`` (``site`` the full name, ``head`` NA for
+    neurons, ``neuron`` NA for heads).
     """
-    for s in sites:
-        if s not in KINDS:
-            raise UnknownNameError("attribution site", s, KINDS)
+    names = resolve(sites, [HEAD_SITE, NEURON_SITE], model.cfg.n_layers, "attribution site")
     if positions not in ("sum", "each"):
         raise UnknownNameError("positions", positions, ["sum", "each"], plural="positions")
     clean_t, corr_t = _pair(model, clean, corrupted)
     prepare_metric(metric, model, *clean_t["input_ids"].shape)
-    names = [KINDS[s].format(l=la) for s in sites for la in range(model.cfg.n_layers)]
     with model.trace(clean_t, sites=names) as tr:
         pass
     m_clean = _run_metric(model, clean_t, metric)
     m_corr, acts, grads = gradients_at(model, corr_t, metric, names)
     gap = m_clean - m_corr
     frames = []
-    for s in sites:
-        for la in range(model.cfg.n_layers):
-            n = KINDS[s].format(l=la)
-            prod = (tr[n].to(acts[n].device) - acts[n]) * grads[n]  # [b, pos, H, d] or [b, pos, d_mlp]
-            if s == "z":
-                prod = prod.sum(-1)  # per head
-            # The metric is a batch mean, so a unit's effect is the sum over items of its per-item terms.
-            per = prod.sum(0).double()  # [pos, units]
-            per = per.sum(0, keepdim=True) if positions == "sum" else per
-            eff = (per / gap).cpu().numpy() if gap != 0 else np.full(tuple(per.shape), np.nan)
-            pos_idx, unit_idx = np.meshgrid(np.arange(eff.shape[0]), np.arange(eff.shape[1]), indexing="ij")
-            frames.append(pd.DataFrame({
-                "site": s, "layer": la,
-                "head": pd.array(unit_idx.ravel() if s == "z" else [None] * unit_idx.size, dtype="Int64"),
-                "neuron": pd.array(unit_idx.ravel() if s != "z" else [None] * unit_idx.size, dtype="Int64"),
-                "position": pd.array(pos_idx.ravel() if positions == "each" else [None] * pos_idx.size, dtype="Int64"),
-                "effect": eff.ravel(),
-            }))
+    for n in names:
+        is_head = _is_head(n)
+        prod = (tr[n].to(acts[n].device) - acts[n]) * grads[n]  # [b, pos, H, d] or [b, pos, d_mlp]
+        if is_head:
+            prod = prod.sum(-1)  # per head
+        # The metric is a batch mean, so a unit's effect is the sum over items of its per-item terms.
+        per = prod.sum(0).double()  # [pos, units]
+        per = per.sum(0, keepdim=True) if positions == "sum" else per
+        eff = (per / gap).cpu().numpy() if gap != 0 else np.full(tuple(per.shape), np.nan)
+        pos_idx, unit_idx = np.meshgrid(np.arange(eff.shape[0]), np.arange(eff.shape[1]), indexing="ij")
+        frames.append(pd.DataFrame({
+            "site": n, "layer": layer_of(n),
+            "head": pd.array(unit_idx.ravel() if is_head else [None] * unit_idx.size, dtype="Int64"),
+            "neuron": pd.array(unit_idx.ravel() if not is_head else [None] * unit_idx.size, dtype="Int64"),
+            "position": pd.array(pos_idx.ravel() if positions == "each" else [None] * pos_idx.size, dtype="Int64"),
+            "effect": eff.ravel(),
+        }))
     return pd.concat(frames, ignore_index=True)[COLUMNS]
 
 
@@ -137,11 +140,11 @@ def check_against_patching(model: Model, clean: Any, corrupted: Any, metric: Met
     m_clean, m_corr = _run_metric(model, clean_t, metric), _run_metric(model, corr_t, metric)
     patched = []
     for row in sample.itertuples():
-        name = KINDS[row.site].format(l=row.layer)
+        name = str(row.site)
         with model.trace(clean_t, sites=[name]) as tr:
             pass
-        if row.site == "z":
-            fns = _interventions([Patch("z", int(row.layer), int(row.head), None)], {name: tr[name]}, items)
+        if _is_head(name):
+            fns = _interventions([Patch(name, int(row.layer), int(row.head), None)], {name: tr[name]}, items)
             value = _run_metric(model, corr_t, metric, fns)
         else:
             neuron = int(row.neuron)
@@ -162,6 +165,6 @@ def check_against_patching(model: Model, clean: Any, corrupted: Any, metric: Met
 
 def as_patching_result(attribution: pd.DataFrame, clean_metric: float, corrupted_metric: float) -> PatchingResult:
     """Head rows of an attribution table as a ``PatchingResult`` (for its heatmap)."""
-    heads = attribution[attribution["site"] == "z"].assign(metric=float("nan"))
+    heads = attribution[attribution["site"].map(_is_head)].assign(metric=float("nan"))
     return PatchingResult(heads[["site", "layer", "head", "position", "effect", "metric"]].reset_index(drop=True),
                           clean_metric, corrupted_metric, "attribution (denoise)")

@@ -312,6 +312,18 @@ def knob(model: Model, *, n_items: int = 200, test_share: float = 0.5, seed: int
          batch_size: int = 16, progress: bool = True) -> KnobResult:
     """Run the whole context-knob analysis on ``model`` (see the module doc).
 
+    Args:
+        n_items: counterfactual items (``test_share`` of them held out for testing).
+        test_share: the share of items held out for testing.
+        seed: seed of the item sample and of DAS, so a rerun gives the same numbers.
+        threshold: recovery (0..1] of the logit difference the localised layers must reach.
+        layer: layer of the subspace (default: the last localised layer).
+        das_steps: training steps of the rank-1 DAS direction.
+        n_random: random directions for the baseline.
+        min_das_items: DAS trains on the items answered right under both intents when at least
+            this many are, else on all.
+        batch_size: prompts per forward pass.
+
     >>> result = interp.probes.knob(model, n_items=200)                         # doctest: +SKIP
     >>> result.accuracy, result.layers, result.flip_rates, result.random_flip_rate  # doctest: +SKIP
     """

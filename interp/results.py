@@ -42,6 +42,8 @@ RESULTS = (
     "interp.probes.knob:KnobResult",
     "interp.heads.table:HeadScores",
     "interp.neurons.report:NeuronTable",
+    "interp.circuits.attribution:AttributionResult",
+    "interp.circuits.ablation:AblationResult",
 )
 
 
@@ -68,6 +70,54 @@ class Result(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
     def figures(self) -> dict[str, Any]: ...
+
+
+class TableResult:
+    """A result that is one tidy table plus a few numbers (``meta``): saved as ``NAME.parquet``
+    (the table) and ``NAME.json`` (strict JSON: the numbers and the rows). Indexing reads the
+    table (``result["effect"]`` is ``result.df["effect"]``). Subclasses set ``NAME`` and draw
+    ``figures()``."""
+
+    NAME = "table"
+
+    def __init__(self, df: Any, **meta: Any):
+        self.df, self.meta = df, meta
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.df[key]
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def __repr__(self) -> str:
+        numbers = ", ".join(f"{k}={v!r}" for k, v in self.meta.items())
+        return f"{type(self).__name__}({len(self.df)} rows, {numbers})"
+
+    def to_dict(self) -> dict[str, Any]:
+        from interp.strict_json import finite
+
+        return finite({**self.meta, "rows": self.df.to_dict("records")})
+
+    def save(self, folder: Folder | OutputFolder, *, force: bool = False) -> Path:
+        """Write ``NAME.parquet`` and ``NAME.json`` into ``folder`` (other files left alone)."""
+        from interp.outputs import writing
+
+        with writing(folder, force=force) as out:
+            write_table(out, f"{self.NAME}.parquet", self.df)
+            write_json(out, f"{self.NAME}.json", self.to_dict())
+        return out.path
+
+    @classmethod
+    def load(cls, folder: Folder) -> Any:
+        """Read a folder written by :meth:`save` (the table from its parquet, no pickle)."""
+        import pandas as pd
+
+        meta = read_json(folder, f"{cls.NAME}.json")
+        meta.pop("rows", None)
+        return cls(pd.read_parquet(Path(folder) / f"{cls.NAME}.parquet"), **meta)
+
+    def figures(self) -> dict[str, Any]:
+        raise NotImplementedError
 
 
 def write_json(out: OutputFolder, name: str, doc: Any) -> Path:

@@ -99,7 +99,32 @@ def _neurons() -> Any:
     return NeuronTable(df, "tiny neurons", k_html=2)
 
 
+def _attribution() -> Any:
+    import pandas as pd
+
+    from interp.circuits.attribution import AttributionResult
+
+    nan = float("nan")
+    df = pd.DataFrame({"site": ["blocks.0.attn.hook_z", "blocks.0.attn.hook_z", "blocks.0.mlp.hook_post"],
+                       "layer": [0, 0, 0], "head": pd.array([0, 1, None], dtype="Int64"),
+                       "neuron": pd.array([None, None, 5], dtype="Int64"), "position": pd.array([None] * 3, dtype="Int64"),
+                       "effect": [0.5, nan, -0.25]})
+    return AttributionResult(df, clean_metric=1.5, corrupted_metric=float("-inf"))
+
+
+def _ablation() -> Any:
+    import pandas as pd
+
+    from interp.circuits.ablation import AblationResult
+
+    df = pd.DataFrame({"layer": [0, 0, 1, 1], "head": [0, 1, 0, 1], "method": ["zero"] * 4,
+                       "metric": [1.0, 2.0, float("nan"), 0.5], "effect": [0.0, 1.0, float("nan"), -0.5]})
+    return AblationResult(df, method="zero", base_metric=1.0)
+
+
 MAKERS: dict[str, Callable[[], Any]] = {
+    "attribution": _attribution,
+    "ablation": _ablation,
     "neurons": _neurons,
     "heads": _heads,
     "icl": _icl,

@@ -24,8 +24,32 @@ from interp import interventions as iv
 from interp.circuits.patching import Metric, _per_item, _run_metric, prepare_metric
 from interp.errors import BadInputError, UnknownNameError
 from interp.model import Model
+from interp.results import TableResult
 
 METHODS = ("zero", "mean", "resample")
+
+
+class AblationResult(TableResult):
+    """``ablation_scan``'s table (``layer, head, method, metric, effect``), the method and the
+    unablated metric; ``result["effect"]`` reads the table (``result.df``)."""
+
+    NAME = "ablation"
+
+    def __init__(self, df: pd.DataFrame, *, method: str, base_metric: float):
+        super().__init__(df, method=method, base_metric=base_metric)
+
+    def figures(self) -> dict[str, Any]:
+        """A layer × head heatmap of the effect (metric change) of ablating each head."""
+        import plotly.graph_objects as go
+
+        z = self.df.pivot_table(index="layer", columns="head", values="effect")
+        lim = float(max(1e-9, abs(z.to_numpy()).max())) if z.size else 1.0
+        fig = go.Figure(go.Heatmap(z=z.to_numpy(), x=list(z.columns), y=[str(i) for i in z.index], colorscale="RdBu",
+                                   zmid=0, zmin=-lim, zmax=lim, colorbar={"title": "effect"}))
+        fig.update_layout(title=f"{self.meta['method'].capitalize()} ablation of each head: metric change "
+                                f"(unablated {self.meta['base_metric']:.3f})", xaxis_title="head", yaxis_title="layer",
+                          yaxis={"autorange": "reversed"})
+        return {"heatmap": fig}
 
 
 def _z_values(model: Model, inputs: Any, layers: set[int]) -> dict[int, torch.Tensor]:
@@ -74,8 +98,9 @@ def ablate_heads(model: Model, heads: Sequence[tuple[int, int]], method: str = "
 
 
 def ablation_scan(model: Model, inputs: Any, metric: Metric, *, method: str = "mean", reference: Any = None,
-                  layers: Sequence[int] | None = None, progress: bool = True) -> pd.DataFrame:
-    """Ablate each head alone; ``layer, head, method, metric, effect`` (effect = metric change)."""
+                  layers: Sequence[int] | None = None, progress: bool = True) -> AblationResult:
+    """Ablate each head alone: an ``AblationResult`` whose table has ``layer, head, method,
+    metric, effect`` (effect = metric change from the unablated run)."""
     if method not in METHODS:
         raise UnknownNameError("ablation method", method, METHODS)
     tokens = model.to_tokens(inputs)
@@ -102,4 +127,4 @@ def ablation_scan(model: Model, inputs: Any, metric: Metric, *, method: str = "m
                 assert tr.logits is not None
                 value = float(_per_item(metric, tr.logits, tokens["input_ids"].shape[0]).mean())
             rows.append({"layer": la, "head": h, "method": method, "metric": value, "effect": value - base})
-    return pd.DataFrame(rows)
+    return AblationResult(pd.DataFrame(rows), method=method, base_metric=base)

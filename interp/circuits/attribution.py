@@ -34,10 +34,41 @@ from interp.circuits.patching import (
 from interp.errors import BadInputError, UnknownNameError
 from interp.masks import position_kwargs
 from interp.model import Model
+from interp.results import TableResult
 from interp.sites import layer_glob, layer_of, resolve
 
 HEAD_SITE, NEURON_SITE = "blocks.{l}.attn.hook_z", "blocks.{l}.mlp.hook_post"  # the sites attribution scores
 COLUMNS = ["site", "layer", "head", "neuron", "position", "effect"]
+
+
+class AttributionResult(TableResult):
+    """``attribution_patching``'s table (``site, layer, head, neuron, position, effect``) and the
+    clean and corrupted metrics; ``result["effect"]`` reads the table (``result.df``)."""
+
+    NAME = "attribution"
+
+    def __init__(self, df: pd.DataFrame, *, clean_metric: float, corrupted_metric: float):
+        super().__init__(df, clean_metric=clean_metric, corrupted_metric=corrupted_metric)
+
+    def heads(self) -> PatchingResult:
+        """The head rows as a ``PatchingResult`` (its heatmaps)."""
+        return as_patching_result(self.df, self.meta["clean_metric"], self.meta["corrupted_metric"])
+
+    def figures(self) -> dict[str, Any]:
+        """Heads: a layer × head heatmap; neurons: the summed effect of each layer's neurons."""
+        import plotly.graph_objects as go
+
+        figs = self.heads().figures() if self.df["head"].notna().any() else {}
+        neurons = self.df[self.df["neuron"].notna()]
+        if len(neurons):
+            by_layer = neurons.groupby("layer")["effect"].sum()
+            figs["neurons_by_layer"] = go.Figure(go.Bar(x=by_layer.index, y=by_layer.to_numpy())).update_layout(
+                title="Attribution of each layer's MLP neurons (summed)", xaxis_title="layer", yaxis_title="effect")
+        return figs
+
+
+def _table(attribution: AttributionResult | pd.DataFrame) -> pd.DataFrame:
+    return attribution.df if isinstance(attribution, AttributionResult) else attribution
 
 
 def _is_head(name: str) -> bool:
@@ -79,14 +110,14 @@ def attribution_patching(
     *,
     sites: str | Sequence[str] = ("blocks.*.attn.hook_z", "blocks.*.mlp.hook_post"),
     positions: str = "sum",
-) -> pd.DataFrame:
+) -> AttributionResult:
     """Estimated denoising effect of every head (``blocks.*.attn.hook_z``) and MLP neuron
     (``blocks.*.mlp.hook_post``); ``sites`` may name some layers only (names, globs, short names).
 
     ``positions="sum"`` gives one score per unit (all positions patched together, ``position``
-    is NA), ``"each"`` one per unit and position. Returns a tidy table with columns
-    ``site, layer, head, neuron, position, effect`` (``site`` the full name, ``head`` NA for
-    neurons, ``neuron`` NA for heads).
+    is NA), ``"each"`` one per unit and position. Returns an ``AttributionResult``: a tidy table
+    (``.df``) with columns ``site, layer, head, neuron, position, effect`` (``site`` the full
+    name, ``head`` NA for neurons, ``neuron`` NA for heads) and the two reference metrics.
     """
     names = resolve(sites, [HEAD_SITE, NEURON_SITE], model.cfg.n_layers, "attribution site")
     if positions not in ("sum", "each"):
@@ -116,16 +147,18 @@ def attribution_patching(
             "position": pd.array(pos_idx.ravel() if positions == "each" else [None] * pos_idx.size, dtype="Int64"),
             "effect": eff.ravel(),
         }))
-    return pd.concat(frames, ignore_index=True)[COLUMNS]
+    return AttributionResult(pd.concat(frames, ignore_index=True)[COLUMNS], clean_metric=m_clean, corrupted_metric=m_corr)
 
 
-def check_against_patching(model: Model, clean: Any, corrupted: Any, metric: Metric, attribution: pd.DataFrame, *,
+def check_against_patching(model: Model, clean: Any, corrupted: Any, metric: Metric,
+                           attribution: AttributionResult | pd.DataFrame, *,
                            n: int = 20, seed: int = 0, top: int = 5) -> pd.DataFrame:
     """Real denoising patches for a sample of the attributed units: the ``top`` largest |effect| and random others.
 
     Returns ``site, layer, head, neuron, attribution, patched`` per sampled unit; the table's
     ``attrs["pearson"]`` holds the correlation of the two columns. Position-summed attributions only.
     """
+    attribution = _table(attribution)
     if attribution["position"].notna().any():
         raise BadInputError("check_against_patching needs an attribution with positions='sum'")
     rng = np.random.default_rng(seed)
@@ -163,8 +196,10 @@ def check_against_patching(model: Model, clean: Any, corrupted: Any, metric: Met
     return out
 
 
-def as_patching_result(attribution: pd.DataFrame, clean_metric: float, corrupted_metric: float) -> PatchingResult:
+def as_patching_result(attribution: AttributionResult | pd.DataFrame, clean_metric: float,
+                       corrupted_metric: float) -> PatchingResult:
     """Head rows of an attribution table as a ``PatchingResult`` (for its heatmap)."""
+    attribution = _table(attribution)
     heads = attribution[attribution["site"].map(_is_head)].assign(metric=float("nan"))
     return PatchingResult(heads[["site", "layer", "head", "position", "effect", "metric"]].reset_index(drop=True),
                           clean_metric, corrupted_metric, "attribution (denoise)")

@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from interp.circuits.attribution import attribution_patching
+from interp.circuits.attribution import AttributionResult, _table, attribution_patching
 from interp.circuits.patching import Metric, _per_item, prepare_metric
 from interp.masks import position_kwargs
 from interp.model import Model
@@ -115,7 +115,7 @@ def _node_effects(att: pd.DataFrame) -> dict[str, tuple[str, int, int | None, fl
 
 
 def build_circuit(model: Model, clean: Any, corrupted: Any, metric: Metric, *, node_threshold: float = 0.1,
-                  edge_threshold: float = 0.05, node_effects: pd.DataFrame | None = None) -> Circuit:
+                  edge_threshold: float = 0.05, node_effects: AttributionResult | pd.DataFrame | None = None) -> Circuit:
     """Keep nodes with |effect| >= ``node_threshold`` and edges among them with |score| >= ``edge_threshold``.
 
     ``node_effects`` is an ``attribution_patching`` table (computed here when not given); all
@@ -123,7 +123,7 @@ def build_circuit(model: Model, clean: Any, corrupted: Any, metric: Metric, *, n
     """
     clean_t, corr_t = model.to_tokens(clean), model.to_tokens(corrupted)
     metric = prepare_metric(metric, model, *clean_t["input_ids"].shape)  # before any forward pass
-    att = node_effects if node_effects is not None else attribution_patching(model, clean, corrupted, metric)
+    att = _table(node_effects if node_effects is not None else attribution_patching(model, clean, corrupted, metric))
     kept = {k: v for k, v in _node_effects(att).items() if abs(v[3]) >= node_threshold}
     L = model.cfg.n_layers
     senders = [f"blocks.{la}.attn.hook_result" for la in range(L)] + [f"blocks.{la}.hook_mlp_out" for la in range(L)]

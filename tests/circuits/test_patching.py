@@ -123,7 +123,8 @@ def test_gqa_kv_patch_touches_only_its_query_group():
 def test_ablation_methods(wired):
     m = metric()
     zero = ablation_scan(wired, CLEAN, m, method="zero", progress=False)
-    assert zero.loc[zero["effect"].idxmin(), ["layer", "head"]].tolist() in ([1, 0], [0, 0])
+    assert zero.df.loc[zero["effect"].idxmin(), ["layer", "head"]].tolist() in ([1, 0], [0, 0])
+    assert zero.meta["method"] == "zero" and len(zero) == 4 and "heatmap" in zero.figures()
     assert zero[(zero["layer"] == 1) & (zero["head"] == 1)]["effect"].abs().max() < 1e-5  # writes nothing
     resample = ablation_scan(wired, CLEAN, m, method="resample", reference=CORRUPT, progress=False)
     assert float(resample[(resample["layer"] == 1) & (resample["head"] == 0)]["effect"].iloc[0]) < -1.0

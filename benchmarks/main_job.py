@@ -23,7 +23,6 @@ be quoted in 2,000-token forwards. ``--long`` adds retrieval scoring at 4,000 an
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -81,14 +80,15 @@ def _timed(fn) -> tuple[float, float, Any]:
     return time.perf_counter() - start, _peak_gib(), out
 
 
-def run_phase(model_name: str, phase: str, lengths: tuple[int, ...] | None) -> dict[str, Any]:
+def run_phase(model_name: str, phase: str, lengths: tuple[int, ...] | None,
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
     import interp
     from interp.heads import causal, head_scan, retrieval
     from interp.heads.causal import induction_ablation
 
     model = interp.load(model_name)
     names = list(head_scan.SCORES)
-    retrieval_cfg = {"lengths": lengths} if lengths else None
+    retrieval_cfg = {**({"lengths": lengths} if lengths else {}), **(extra or {})} or None
     plan = head_scan.plan_scan(model, names, retrieval=retrieval_cfg)
     settings = plan.settings
     row: dict[str, Any] = {"model": model_name, "phase": phase}
@@ -116,18 +116,24 @@ def run_phase(model_name: str, phase: str, lengths: tuple[int, ...] | None) -> d
         row["seconds"], row["peak_gib"], result = _timed(
             lambda: retrieval.retrieval_scores(model, settings=cfg, tests=tests, progress=False))
         row["prefills"], counter.prefills = counter.prefills, 0
+        groups = retrieval.test_groups(tests)
+        # the floor: the same batches prefilled and greedily decoded, no observers
         row["floor_seconds"], row["floor_peak_gib"], _ = _timed(
-            lambda: [retrieval.greedy_decode(model, t.prompt_ids, cfg["max_new_tokens"]) for t in tests])
+            lambda: [retrieval.decode_batch(model, retrieval.prefill(model, [t.prompt_ids for t in g]),
+                                            cfg["max_new_tokens"]) for g in groups])
         counter.handle.remove()
         summary = result.summary()
-        row["work"] = f"{len(tests)} tests at {', '.join(map(str, cfg['lengths']))} tokens"
+        row["work"] = (f"{len(tests)} tests at {', '.join(map(str, cfg['lengths']))} tokens, "
+                       f"{len(groups)} batches of {max(len(g) for g in groups)} at most")
         row["recalled"] = f"{summary['recalled']}/{summary['tests']}"
     elif phase == "masking":
         cfg = settings["retrieval"]
         tests = plan.needle_tests or []
         # scored as the CLI's units score them: the shortest tests' prefills kept for the check
-        parts = [retrieval.score_test(model, t, cfg, keep=t.length == min(cfg["lengths"])) for t in tests]
-        result = retrieval.merge_tests(tests, parts, cfg, (model.cfg.n_layers, model.cfg.n_heads))
+        groups = retrieval.test_groups(tests)
+        parts = [part for g in groups for part in retrieval.split_group(
+            retrieval.score_tests(model, g, cfg, keep=g[0].length == min(cfg["lengths"])), len(g))]
+        result = retrieval.merge_tests([t for g in groups for t in g], parts, cfg, (model.cfg.n_layers, model.cfg.n_heads))
         table = interp.heads.HeadScores.from_arrays({"retrieval": result.scores}, model=model.name)
         table.checks["retrieval_tests"] = result.summary()
         counter = Counter(model)
@@ -137,11 +143,10 @@ def run_phase(model_name: str, phase: str, lengths: tuple[int, ...] | None) -> d
         shortest = [t for t in tests if t.length == min(cfg["lengths"])]
         conditions = len(check.get("recall", {})) - 1 if "recall" in check else 0
 
-        def floor():
-            for t in shortest:
-                cache = retrieval.prefill(model, t.prompt_ids)
-                for _ in range(conditions):
-                    retrieval.greedy_decode(model, t.prompt_ids, cfg["max_new_tokens"], cache=copy.deepcopy(cache))
+        def floor():  # the same batches prefilled once and decoded, one row per test and condition
+            for g in retrieval.test_groups(shortest):
+                start = retrieval.prefill(model, [t.prompt_ids for t in g])
+                retrieval.decode_batch(model, start.repeat(conditions), cfg["max_new_tokens"])
 
         row["floor_seconds"], row["floor_peak_gib"], _ = _timed(floor)
         row["work"] = f"{len(shortest)} tests x {conditions} masked conditions (+ unmasked from scoring)"
@@ -154,8 +159,9 @@ def run_phase(model_name: str, phase: str, lengths: tuple[int, ...] | None) -> d
         ids = head_scan.repeated_random(model, length, settings["samples"], 1000)
         row["seconds"], row["peak_gib"], _ = _timed(lambda: induction_ablation(
             model, table, k=k, length=length, samples=settings["samples"]))
-        row["floor_seconds"], row["floor_peak_gib"], _ = _timed(lambda: plain([ids] * 6))
-        row["work"] = f"6 forwards of {tuple(ids.shape)}"
+        forwards = 2 + 3  # the clean run (which also gives the means), the top heads, 3 random sets
+        row["floor_seconds"], row["floor_peak_gib"], _ = _timed(lambda: plain([ids] * forwards))
+        row["work"] = f"{forwards} forwards of {tuple(ids.shape)}"
     row["ratio"] = row["seconds"] / row["floor_seconds"] if row.get("floor_seconds") else None
     return row
 
@@ -189,6 +195,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="runs of the whole command (median)")
     p.add_argument("--no-command", action="store_true", help="skip timing the whole command")
     p.add_argument("--long", action="store_true", help="also retrieval scoring at 4,000 and 8,000 tokens")
+    p.add_argument("--long-depths", default="0,0.5,1",
+                   help="needle depths of the long runs (each with every shipped needle; default 0,0.5,1)")
+    p.add_argument("--long-needles", type=int, default=3, help="shipped needles in the long runs (first N; default 3)")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default="main_job_cpu")
     p.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
@@ -199,7 +208,8 @@ def main() -> None:
             print(json.dumps({"seconds": forward_2000(model, int(args.worker[2]))}))
         else:
             lengths = tuple(int(x) for x in args.worker[2].split(",")) if len(args.worker) > 2 else None
-            print(json.dumps(run_phase(model, kind, lengths)))
+            extra = json.loads(args.worker[3]) if len(args.worker) > 3 else {}
+            print(json.dumps(run_phase(model, kind, lengths, extra)))
         return
 
     rows, commands = [], []
@@ -225,7 +235,11 @@ def main() -> None:
             print(f"  {phase}: {row['seconds']:.1f} s vs floor {row['floor_seconds']:.1f} s", flush=True)
         if args.long:
             for length in ("4000", "8000"):
-                row = _worker(["retrieval", model, length])
+                from interp.heads.names import default_needles
+
+                extra = {"depths": [float(d) for d in args.long_depths.split(",")],
+                         "needles": default_needles()[: args.long_needles]}
+                row = _worker(["retrieval", model, length, json.dumps(extra)])
                 row["phase"] = f"retrieval {length}"
                 rows.append(row)
                 print(f"  retrieval at {length}: {row['seconds']:.1f} s vs floor {row['floor_seconds']:.1f} s", flush=True)

@@ -297,10 +297,10 @@ def test_share_above_threshold_uses_the_settings_threshold():
     assert RetrievalResult(np.array([[0.05, 0.2, 0.5]]), []).summary()["share_above_threshold"] == pytest.approx(2 / 3)
 
 
-def test_masking_check_prefills_each_test_once_and_matches_decoding_each_condition_anew(wired, monkeypatch):
-    """The masking check decodes every condition from one prefill per test (masking acts on
-    decoding steps only), takes the unmasked recall from the scoring pass, and gets the same
-    recalls as decoding each condition from scratch."""
+def test_masking_check_prefills_each_batch_once_and_matches_decoding_each_condition_anew(wired, monkeypatch):
+    """The masking check decodes every condition from one prefill per batch of tests (masking
+    acts on decoding steps only), takes the unmasked recall from the scoring pass, and gets the
+    same recalls as decoding each test under each condition alone."""
     from interp.heads import causal, retrieval
     from interp.heads.table import HeadScores
 
@@ -321,7 +321,7 @@ def test_masking_check_prefills_each_test_once_and_matches_decoding_each_conditi
         check = causal.masking_check(wired, table, cfg, progress=False)
     finally:
         handle.remove()
-    assert len(prefills) == len(tests)
+    assert len(prefills) == len(retrieval.test_groups(tests)) == 1
     expected = {"none": needle_recall(wired, tests, 3),
                 "top": needle_recall(wired, tests, 3, {"blocks.1.attn.hook_q": zero_queries_when_decoding([0])})}
     for s, heads in check["random_heads"].items():
@@ -363,8 +363,7 @@ def test_decoding_masking_conditions_as_rows_equals_decoding_each_alone(tiny):
         for layer, h in heads:
             masks[r, layer, h] = True
     rowwise = {f"blocks.{layer}.attn.hook_q": retrieval.zero_queries_by_row(masks[:, layer]) for layer in range(n_layers)}
-    rows = retrieval.decode_rows(tiny, ids, 12, len(conditions), interventions=rowwise,
-                                 cache=retrieval.prefill(tiny, ids))
+    rows = retrieval.decode_batch(tiny, retrieval.prefill(tiny, ids).repeat(len(conditions)), 12, interventions=rowwise)
     for heads, row in zip(conditions, rows, strict=True):
         by_layer: dict[int, list[int]] = {}
         for layer, h in heads:
@@ -385,9 +384,10 @@ def test_a_scan_in_one_process_reuses_the_scoring_prefills_for_the_masking_check
     monkeypatch.setattr(retrieval, "needle_tests", lambda model, cfg: tests)
     cfg = {"mask_k": 1, "threshold": 0.1, "lengths": [7], "max_new_tokens": 3, "mask_seeds": [0, 1],
            "recall_threshold": 0.5}
-    parts = [retrieval.score_test(wired, t, cfg, keep=True) for t in tests]
-    assert len(retrieval._kept[wired]) == len(tests)
-    result = retrieval.merge_tests(tests, parts, cfg, (wired.cfg.n_layers, wired.cfg.n_heads))
+    part = retrieval.score_tests(wired, tests, cfg, keep=True)
+    assert len(retrieval._kept[wired]) == 1  # the batch's prefill
+    result = retrieval.merge_tests(tests, retrieval.split_group(part, len(tests)), cfg,
+                                   (wired.cfg.n_layers, wired.cfg.n_heads))
     table = HeadScores.from_arrays({"retrieval": result.scores}, model="wired")
     table.checks["retrieval_tests"] = result.summary()
     prefills = []

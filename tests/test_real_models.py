@@ -91,7 +91,7 @@ def test_needle_test_is_recalled_and_copied_by_some_head(smollm2):
     needle = default_needles()[2]
     test = build_test(smollm2, needle, 400, 0.5)
     assert smollm2.tokenizer.decode(test.prompt_ids[0, test.span[0] : test.span[1]]).strip() == needle["answer"]
-    generated, steps = decode_with_argmax(smollm2, test, 16)
+    (generated,), (steps,) = decode_with_argmax(smollm2, [test], 16)
     assert rouge1_recall(needle["answer"], smollm2.tokenizer.decode(generated)) > 0.5
     scores = copy_scores(test.prompt_ids, test.span, generated, steps)
     assert scores.shape == (smollm2.cfg.n_layers, smollm2.cfg.n_heads)

@@ -15,21 +15,25 @@ from interp.heads.table import HeadScores
 from interp.model import Model
 
 
-def second_copy_loss(model: Model, ids: torch.Tensor, length: int, interventions: dict | None = None) -> float:
-    """Mean next-token loss (nats) on the second copy of repeated sequences, its first token excluded."""
-    logits = model.run(ids, interventions=interventions).float()
+def second_copy_loss(model: Model, ids: torch.Tensor, length: int, interventions: dict | None = None,
+                     logits: torch.Tensor | None = None) -> float:
+    """Mean next-token loss (nats) on the second copy of repeated sequences, its first token
+    excluded; ``logits``: of a run of ``ids`` already made (no forward then)."""
+    logits = (model.run(ids, interventions=interventions) if logits is None else logits).float()
     start = ids.shape[1] - length + 1  # the first token of the copy follows nothing predictable
     pred = logits[:, start - 1 : -1]
     target = ids[:, start:].to(pred.device)
     return float(torch.nn.functional.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1)))
 
 
-def mean_z(model: Model, ids: torch.Tensor, layers: set[int]) -> dict[int, torch.Tensor]:
-    """Each layer's per-head mixed values averaged over batch and positions: ``[heads, d_head]``."""
+def mean_z(model: Model, ids: torch.Tensor, layers: set[int]) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """Each layer's per-head mixed values averaged over batch and positions (``[heads, d_head]``),
+    and the logits of that clean run (the check's clean loss comes from them: one forward, not two)."""
     sites = [f"blocks.{layer}.attn.hook_z" for layer in sorted(layers)]
     with model.trace(ids, sites=sites, reduce={s: lambda z: z.mean(dim=(0, 1)).cpu() for s in sites}) as tr:
         pass
-    return {layer: tr[f"blocks.{layer}.attn.hook_z"] for layer in layers}
+    assert tr.logits is not None
+    return {layer: tr[f"blocks.{layer}.attn.hook_z"] for layer in layers}, tr.logits
 
 
 def ablate_heads(heads: list[tuple[int, int]], means: dict[int, torch.Tensor]) -> dict[str, Any]:
@@ -61,8 +65,8 @@ def induction_ablation(model: Model, table: HeadScores, *, k: int = 10, length: 
     top = [(int(r.layer), int(r.head)) for r in table.top("induction", k).itertuples()]
     randoms = {s: random_heads(model, k, top, s) for s in random_seeds}
     layers = {layer for layer, _ in top} | {layer for hs in randoms.values() for layer, _ in hs}
-    means = mean_z(model, ids, layers)
-    clean = second_copy_loss(model, ids, length)
+    means, clean_logits = mean_z(model, ids, layers)
+    clean = second_copy_loss(model, ids, length, logits=clean_logits)
     ablated_top = second_copy_loss(model, ids, length, ablate_heads(top, means))
     ablated_random = {s: second_copy_loss(model, ids, length, ablate_heads(h, means)) for s, h in randoms.items()}
     return {
@@ -147,9 +151,10 @@ def _masking_check(model: Model, table, cfg: dict[str, Any], progress: bool) -> 
     randoms = {s: random_heads(model, k, top100, s) for s in cfg["mask_seeds"]}
     for s, heads in randoms.items():
         conditions[f"random_{s}"] = heads
-    # Masking acts on decoding steps only, so every condition decodes from one prefill per test
-    # (the scoring pass's own, when it ran in this process), all conditions at once as rows of
-    # one batch; the unmasked condition is the scoring pass's own decoding, where it ran.
+    # Masking acts on decoding steps only, so every condition decodes from one prefill per batch
+    # of tests (the scoring pass's own, when it ran in this process): each test's row repeated
+    # once per condition, all decoded together; the unmasked condition is the scoring pass's own
+    # decoding, where it ran.
     recalls: dict[str, list[float]] = {name: [] for name in conditions}
     scored = _scored_recalls(table, tests)
     if scored is not None:
@@ -159,13 +164,15 @@ def _masking_check(model: Model, table, cfg: dict[str, Any], progress: bool) -> 
     for r, name in enumerate(todo):
         for layer, h in conditions[name]:
             masks[r, layer, h] = True
-    rowwise = {f"blocks.{layer}.attn.hook_q": R.zero_queries_by_row(masks[:, layer])
-               for layer in range(model.cfg.n_layers) if masks[:, layer].any()}
-    for t in tqdm(tests, desc="retrieval masking", disable=not progress):
-        rows = R.decode_rows(model, t.prompt_ids, cfg["max_new_tokens"], len(todo), interventions=rowwise,
-                           cache=R.take_prefill(model, t))
-        for name, generated in zip(todo, rows, strict=True):
-            recalls[name].append(R.rouge1_recall(t.answer, model.tokenizer.decode(generated)))
+    for group in tqdm(R.test_groups(tests) if todo else [], desc="retrieval masking", disable=not progress):
+        tiled = masks.repeat(len(group), 1, 1)  # row t * conditions + c: test t under condition c
+        rowwise = {f"blocks.{layer}.attn.hook_q": R.zero_queries_by_row(tiled[:, layer])
+                   for layer in range(model.cfg.n_layers) if masks[:, layer].any()}
+        rows = R.decode_batch(model, R.take_prefill(model, group).repeat(len(todo)), cfg["max_new_tokens"],
+                              interventions=rowwise)
+        for i, t in enumerate(group):
+            for c, name in enumerate(todo):
+                recalls[name].append(R.rouge1_recall(t.answer, model.tokenizer.decode(rows[i * len(todo) + c])))
     recall = {name: float(np.mean(recalls[name])) for name in conditions}
     return {
         "k": k, "mask_k": cfg["mask_k"], "threshold": cfg["threshold"], "tests": len(tests),

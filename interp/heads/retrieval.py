@@ -151,25 +151,100 @@ def _one_logit(model: Model) -> dict[str, int]:
     return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.hf.forward).parameters else {}
 
 
+# Needle tests of one length are decoded together, as rows of one left-padded batch: a decoding
+# step reads the same weights for every row, so a batch of rows costs about what one row does.
+# Rows per batch: at most this many prompt tokens in a batch (the prefill's activations grow with
+# it), and one row at least.
+BATCH_TOKENS = 18_000
+
+
+def test_groups(tests: Sequence[NeedleTest], batch_tokens: int = BATCH_TOKENS) -> list[list[NeedleTest]]:
+    """``tests`` as the batches they are decoded in: tests of one length, in test order, at most
+    ``batch_tokens // length`` of them (at least one) per batch."""
+    by_length: dict[int, list[NeedleTest]] = {}
+    for t in tests:
+        by_length.setdefault(t.length, []).append(t)
+    groups = []
+    for length, same in by_length.items():
+        rows = max(1, batch_tokens // max(1, length))
+        groups += [same[i : i + rows] for i in range(0, len(same), rows)]
+    return groups
+
+
+def group_key(group: Sequence[NeedleTest]) -> str:
+    """A batch of tests' name in a scan's store (its unit key): length, first test, count."""
+    first = group[0]
+    return f"retrieval-{first.length}-{first.needle}-{first.depth}-{len(group)}"
+
+
+@dataclass
+class Prefill:
+    """Prompts prefilled but for their last tokens, as rows of one left-padded batch; decoding
+    starts from the last tokens (``last``). ``pads``: each row's left padding."""
+
+    cache: Any
+    mask: torch.Tensor  # [rows, tokens]: 1 for a real token
+    last: torch.Tensor  # [rows, 1]
+    pads: torch.Tensor  # [rows]
+
+    @property
+    def rows(self) -> int:
+        return int(self.last.shape[0])
+
+    def repeat(self, n: int) -> Prefill:
+        """A copy with every row repeated ``n`` times in a row (rows r*n .. r*n+n-1 are row r),
+        which later decoding may extend."""
+        cache = fork(self.cache, n) if self.cache is not None else None
+        return Prefill(cache, self.mask.repeat_interleave(n, 0), self.last.repeat_interleave(n, 0),
+                       self.pads.repeat_interleave(n, 0))
+
+    def nbytes(self) -> int:
+        return sum(t.nelement() * t.element_size() for layer in getattr(self.cache, "layers", [])
+                   for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if isinstance(t, torch.Tensor))
+
+
+def prefill(model: Model, prompts: torch.Tensor | Sequence[torch.Tensor]) -> Prefill:
+    """The key/value cache of every prompt token but the last, prompts as rows of one batch
+    (left-padded when their lengths differ); ``greedy_decode`` and ``decode_batch`` start from it.
+    A one-token prompt alone has no cache (``cache`` is None)."""
+    rows = [prompts.reshape(-1)] if isinstance(prompts, torch.Tensor) else [p.reshape(-1) for p in prompts]
+    if not rows or any(len(r) == 0 for r in rows):
+        raise InterpError("prefill needs at least one prompt, and no empty one")
+    n = max(len(r) for r in rows) - 1
+    if n == 0 and len(rows) > 1:
+        raise InterpError("prompts decoded together need at least two tokens each")
+    tok = model.tokenizer
+    pad_id = next((i for i in (getattr(tok, "pad_token_id", None), getattr(tok, "eos_token_id", None)) if i is not None), 0)
+    ids = torch.full((len(rows), n), int(pad_id), dtype=torch.long)
+    mask = torch.zeros(len(rows), n, dtype=torch.long)
+    for i, r in enumerate(rows):
+        body = r[:-1]
+        ids[i, n - len(body) :], mask[i, n - len(body) :] = body, 1
+    pads = n - mask.sum(1)
+    last = torch.stack([r[-1:] for r in rows]).to(model.device)
+    if n == 0:
+        return Prefill(None, mask, last, pads)
+    # An unpadded batch gets no mask, so a single prompt runs exactly as it would alone.
+    extra = {"attention_mask": mask.to(model.device)} if bool(pads.any()) else {}
+    with torch.no_grad():
+        cache = run_cached(model.hf, input_ids=ids.to(model.device), **extra, **_one_logit(model))[1]
+    return Prefill(cache, mask, last, pads)
+
+
 # Prefills of the masking check's tests kept from the scoring pass in this process (the masking
 # check decodes its conditions from them instead of prefilling again), up to this many bytes.
 KEEP_BYTES = 2 * 2**30
-_kept: weakref.WeakKeyDictionary[Model, dict[str, tuple[torch.Tensor, Any]]] = weakref.WeakKeyDictionary()
+_kept: weakref.WeakKeyDictionary[Model, dict[tuple[str, ...], tuple[list[torch.Tensor], Prefill]]] = \
+    weakref.WeakKeyDictionary()
 
 
-def _cache_bytes(cache: Any) -> int:
-    return sum(t.nelement() * t.element_size() for layer in getattr(cache, "layers", [])
-               for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if isinstance(t, torch.Tensor))
-
-
-def keep_prefill(model: Model, test: NeedleTest, cache: Any) -> None:
-    """Keep a copy of ``test``'s prefill for the masking check, within ``KEEP_BYTES`` per model."""
-    if cache is None:
+def keep_prefill(model: Model, tests: Sequence[NeedleTest], start: Prefill) -> None:
+    """Keep a copy of ``tests``' prefill for the masking check, within ``KEEP_BYTES`` per model."""
+    if start.cache is None:
         return
     kept = _kept.setdefault(model, {})
-    used = sum(_cache_bytes(c) for _, c in kept.values())
-    if used + _cache_bytes(cache) <= KEEP_BYTES:
-        kept[test_key(test)] = (test.prompt_ids, fork(cache))
+    if sum(p.nbytes() for _, p in kept.values()) + start.nbytes() <= KEEP_BYTES:
+        kept[tuple(test_key(t) for t in tests)] = ([t.prompt_ids for t in tests], start.repeat(1))
 
 
 def forget_prefills(model: Model) -> None:
@@ -177,99 +252,99 @@ def forget_prefills(model: Model) -> None:
     _kept.pop(model, None)
 
 
-def take_prefill(model: Model, test: NeedleTest) -> Any:
-    """``test``'s prefill: the one kept by the scoring pass (removed from the store), else a new one."""
-    ids, cache = _kept.get(model, {}).pop(test_key(test), (None, None))
-    return cache if ids is not None and torch.equal(ids, test.prompt_ids) else prefill(model, test.prompt_ids)
+def take_prefill(model: Model, tests: Sequence[NeedleTest]) -> Prefill:
+    """``tests``' prefill: the one kept by the scoring pass (removed from the store), else a new one."""
+    ids, start = _kept.get(model, {}).pop(tuple(test_key(t) for t in tests), (None, None))
+    if ids is not None and start is not None and len(ids) == len(tests) and \
+            all(torch.equal(a, t.prompt_ids) for a, t in zip(ids, tests, strict=True)):
+        return start
+    return prefill(model, [t.prompt_ids for t in tests])
 
 
-def prefill(model: Model, prompt_ids: torch.Tensor) -> Any:
-    """The key/value cache of every prompt token but the last (``None`` for a one-token prompt),
-    from which ``greedy_decode`` starts; the masking check decodes several conditions from one."""
-    ids = prompt_ids.reshape(1, -1).to(model.device)
-    if ids.shape[1] < 2:
-        return None
-    with torch.no_grad():
-        return run_cached(model.hf, input_ids=ids[:, :-1], **_one_logit(model))[1]
+def _stops(model: Model, token: int) -> bool:
+    eos = getattr(model.tokenizer, "eos_token_id", None)
+    return token == eos or "\n" in model.tokenizer.decode([token])
+
+
+def decode_batch(model: Model, start: Prefill, max_new_tokens: int, *, interventions: dict | None = None,
+                 on_step: Callable[[list[int]], None] | None = None) -> list[list[int]]:
+    """Greedy decoding of every row of ``start`` at once (``start``'s cache is extended in place:
+    decode from ``start.repeat(1)`` to keep it). Each row stops on its own at EOS or a newline
+    (not returned); finished rows decode on, unused, so the batch keeps its shape.
+    ``interventions`` may act on each row differently (``zero_queries_by_row``).
+    ``on_step(rows)`` runs after each step with the rows that gained a token in it."""
+    rows = start.rows
+    generated: list[list[int]] = [[] for _ in range(rows)]
+    running = [True] * rows
+    padded = bool(start.pads.any())
+    mask, cache, nxt = start.mask.to(model.device), start.cache, start.last
+    with model.trace(interventions=interventions), torch.no_grad():
+        for _ in range(max_new_tokens):
+            mask = torch.cat([mask, mask.new_ones(rows, 1)], 1)
+            out, cache = run_cached(model.hf, cache, input_ids=nxt, **({"attention_mask": mask} if padded else {}))
+            tokens = out.logits[:, -1].argmax(-1).tolist()
+            grew = []
+            for r, t in enumerate(tokens):
+                if running[r] and _stops(model, t):
+                    running[r] = False
+                elif running[r]:
+                    generated[r].append(t)
+                    grew.append(r)
+            if on_step is not None:
+                on_step(grew)
+            if not any(running):
+                break
+            nxt = torch.tensor(tokens, device=start.last.device)[:, None]
+    return generated
 
 
 def greedy_decode(model: Model, prompt_ids: torch.Tensor, max_new_tokens: int, *,
-                  interventions: dict | None = None, on_token: Callable[[int], None] | None = None,
-                  cache: Any = None) -> list[int]:
+                  interventions: dict | None = None, start: Prefill | None = None) -> list[int]:
     """Greedy decoding as in Wu et al.: the prompt except its last token is prefilled, then
     decoding starts from the last prompt token, so every generated token, the first included,
     comes from a one-token decoding step (where ``zero_queries_when_decoding`` masks heads and
     decode observers read the arg-max keys). Stops at EOS or a newline, which is not returned.
-    ``on_token(token)`` runs after each generated token's step. ``cache``: a ``prefill`` of this
-    prompt to start from (it is extended in place; pass a copy to reuse it), for interventions
-    that act on decoding steps only. Retrieval scoring and the masking check both decode here."""
-    return decode_rows(model, prompt_ids, max_new_tokens, 1, interventions=interventions, on_token=on_token,
-                       cache=cache)[0]
+    ``start``: this prompt's ``prefill`` (extended in place). Retrieval scoring and the masking
+    check decode the same way, many prompts at once (``decode_batch``)."""
+    return decode_batch(model, start or prefill(model, prompt_ids), max_new_tokens, interventions=interventions)[0]
 
 
-def decode_rows(model: Model, prompt_ids: torch.Tensor, max_new_tokens: int, rows: int, *,
-                interventions: dict | None = None, on_token: Callable[[int], None] | None = None,
-                cache: Any = None) -> list[list[int]]:
-    """``greedy_decode`` of one prompt in ``rows`` batch rows at once (``interventions`` may act
-    on each row differently, e.g. ``zero_queries_by_row``); each row stops on its own. The rows
-    share one prefill (``cache``, of batch 1, extended in place), and a decoding step of a few
-    rows costs about what one row does, since it reads the same weights. ``on_token``: rows == 1 only.
-    Row-wise results equal decoding each row alone up to the float rounding of batched products."""
-    ids = prompt_ids.reshape(1, -1).to(model.device)
-    eos = getattr(model.tokenizer, "eos_token_id", None)
-    generated: list[list[int]] = [[] for _ in range(rows)]
-    with model.trace(interventions=interventions), torch.no_grad():
-        if cache is None and ids.shape[1] > 1:
-            cache = run_cached(model.hf, input_ids=ids[:, :-1], **_one_logit(model))[1]
-        if cache is not None and rows > 1:
-            cache.batch_repeat_interleave(rows)
-        nxt = ids[:, -1:].expand(rows, 1)
-        running = [True] * rows  # finished rows decode on (their tokens unused): the batch keeps its shape
-        for _ in range(max_new_tokens):
-            out, cache = run_cached(model.hf, cache, input_ids=nxt)
-            tokens = out.logits[:, -1].argmax(-1).tolist()
-            for r, t in enumerate(tokens):
-                if not running[r]:
-                    continue
-                if t == eos or "\n" in model.tokenizer.decode([t]):
-                    running[r] = False
-                    continue
-                generated[r].append(t)
-                if on_token is not None:
-                    on_token(t)
-            if not any(running):
-                break
-            nxt = torch.tensor([[t] for t in tokens], device=ids.device)
-    return generated
-
-
-def decode_with_argmax(model: Model, test: NeedleTest, max_new_tokens: int, interventions: dict | None = None,
-                       cache: Any = None) -> tuple[list[int], list[torch.Tensor]]:
-    """Greedy decoding (``greedy_decode``); for every generated token, each head's arg-max
-    prompt key ``[layers, heads]`` (an absolute position) at the step that produced it.
+def decode_with_argmax(model: Model, tests: Sequence[NeedleTest], max_new_tokens: int,
+                       start: Prefill | None = None) -> tuple[list[list[int]], list[list[torch.Tensor]]]:
+    """Greedy decoding of ``tests`` as rows of one batch (``decode_batch``); for every row and
+    every token it generated, each head's arg-max prompt key ``[layers, heads]`` (an absolute
+    position in that row's own prompt) at the step that produced it.
 
     A decoding step needs only each head's arg-max key, so each layer computes that and nothing
-    else (``decode_argmax``). A sliding-window layer's cache holds only its window, so its key
-    indices are shifted to absolute positions."""
+    else (``decode_argmax``), padding keys excluded. A sliding-window layer's cache holds only
+    its window, so its key indices are shifted to absolute positions."""
+    start = start or prefill(model, [t.prompt_ids for t in tests])
+    pads = start.pads.to(model.device)
     argmax: dict[int, torch.Tensor] = {}
-    position = [test.prompt_ids.shape[-1] - 1]  # the absolute position of the current query
+    keys_so_far = [start.mask.shape[1]]  # padded positions in the cache before this step's token
 
     def observe(layer, q, k, spec, lse):
         if q.shape[2] != 1:
-            return  # the prefill; every decoding step overwrites what is read here anyway
-        idx = decode_argmax(q, k, scaling=spec.scaling, sliding_window=spec.sliding_window, softcap=spec.softcap)
-        argmax[layer] = idx[0] + (position[0] + 1 - k.shape[2])
+            return  # a prefill; decoding steps are what is read
+        total = keys_so_far[0] + 1
+        first = total - k.shape[2]  # padded position of the cache's first key
+        real = torch.arange(first, total, device=k.device)[None, :] >= pads[:, None]
+        idx = decode_argmax(q, k, scaling=spec.scaling, sliding_window=spec.sliding_window, softcap=spec.softcap,
+                            key_mask=real if bool(pads.any()) else None)
+        argmax[layer] = idx + first - pads[:, None]
 
-    per_step: list[torch.Tensor] = []
+    per_row: list[list[torch.Tensor]] = [[] for _ in range(start.rows)]
 
-    def snapshot(token: int) -> None:
-        per_step.append(torch.stack([argmax[layer] for layer in range(model.cfg.n_layers)]).cpu())
-        position[0] += 1
+    def on_step(grew: list[int]) -> None:
+        if grew:
+            snap = torch.stack([argmax[layer] for layer in range(model.cfg.n_layers)], 1).cpu()  # [rows, layers, heads]
+            for r in grew:
+                per_row[r].append(snap[r])
+        keys_so_far[0] += 1
 
     with model.trace(observe=observe):
-        generated = greedy_decode(model, test.prompt_ids, max_new_tokens, interventions=interventions, on_token=snapshot,
-                                  cache=cache)
-    return generated, per_step
+        generated = decode_batch(model, start, max_new_tokens, on_step=on_step)
+    return generated, per_row
 
 
 def copy_scores(prompt_ids: torch.Tensor, span: tuple[int, int], generated: list[int],
@@ -318,24 +393,34 @@ def needle_tests(model: Model, cfg: dict[str, Any]) -> list[NeedleTest]:
 
 
 def test_key(test: NeedleTest) -> str:
-    """The test's name in a scan's store (its unit key)."""
+    """The test's name (``retrieval-NEEDLE-LENGTH-DEPTH``)."""
     return f"retrieval-{test.needle}-{test.length}-{test.depth}"
 
 
-def score_test(model: Model, test: NeedleTest, cfg: dict[str, Any], keep: bool = False) -> dict[str, torch.Tensor]:
-    """One needle test decoded and scored: every head's copy score, the answer's ROUGE-1 recall
-    and the response (as bytes), ready for a scan's store. ``keep``: keep a copy of its prefill
-    for the masking check (``keep_prefill``)."""
-    cache = prefill(model, test.prompt_ids)
+def score_tests(model: Model, tests: Sequence[NeedleTest], cfg: dict[str, Any],
+                keep: bool = False) -> dict[str, torch.Tensor]:
+    """A batch of needle tests (``test_groups``) decoded together and scored: for test ``i``,
+    every head's copy score (``i.score``), the answer's ROUGE-1 recall (``i.recall``) and the
+    response as bytes (``i.response``), ready for a scan's store (``split_group`` reads them).
+    ``keep``: keep a copy of the batch's prefill for the masking check (``keep_prefill``)."""
+    start = prefill(model, [t.prompt_ids for t in tests])
     if keep:
-        keep_prefill(model, test, cache)
-    generated, steps = decode_with_argmax(model, test, cfg["max_new_tokens"], cache=cache)
-    response = model.tokenizer.decode(generated)
-    recall = rouge1_recall(test.answer, response)
+        keep_prefill(model, tests, start)
+    generated, steps = decode_with_argmax(model, tests, cfg["max_new_tokens"], start)
     shape = (model.cfg.n_layers, model.cfg.n_heads)
-    score = copy_scores(test.prompt_ids, test.span, generated, steps) if steps else np.zeros(shape)
-    return {"score": torch.as_tensor(score), "recall": torch.tensor(recall),
-            "response": torch.tensor(list(response.encode()), dtype=torch.uint8)}
+    out: dict[str, torch.Tensor] = {}
+    for i, (test, tokens, row_steps) in enumerate(zip(tests, generated, steps, strict=True)):
+        response = model.tokenizer.decode(tokens)
+        score = copy_scores(test.prompt_ids, test.span, tokens, row_steps) if row_steps else np.zeros(shape)
+        out[f"{i}.score"] = torch.as_tensor(score)
+        out[f"{i}.recall"] = torch.tensor(rouge1_recall(test.answer, response))
+        out[f"{i}.response"] = torch.tensor(list(response.encode()), dtype=torch.uint8)
+    return out
+
+
+def split_group(part: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
+    """``score_tests``' result as one ``{"score", "recall", "response"}`` dict per test."""
+    return [{name: part[f"{i}.{name}"] for name in ("score", "recall", "response")} for i in range(n)]
 
 
 def merge_tests(tests: list[NeedleTest], saved: list[dict[str, torch.Tensor]], cfg: dict[str, Any],
@@ -365,19 +450,21 @@ def retrieval_scores(model: Model, *, settings: dict[str, Any] | None = None, ch
     are built first, so a needle that cannot be located fails before any decoding."""
     cfg = settings or RetrievalSettings().as_dict()
     tests = tests if tests is not None else needle_tests(model, cfg)
+    groups = test_groups(tests)
     saved = []
-    for t in tqdm(tests, desc="retrieval tests", disable=not progress):
-        part = checkpoint.get(test_key(t)) if checkpoint is not None else None
+    for group in tqdm(groups, desc="retrieval test batches", disable=not progress):
+        part = checkpoint.get(group_key(group)) if checkpoint is not None else None
         if part is None:
-            part = score_test(model, t, cfg)
+            part = score_tests(model, group, cfg)
             if checkpoint is not None:
-                checkpoint.put(test_key(t), part)
-        saved.append(part)
-    return merge_tests(tests, saved, cfg, (model.cfg.n_layers, model.cfg.n_heads))
+                checkpoint.put(group_key(group), part)
+        saved += split_group(part, len(group))
+    return merge_tests([t for g in groups for t in g], saved, cfg, (model.cfg.n_layers, model.cfg.n_heads))
 
 
 def needle_recall(model: Model, tests: list[NeedleTest], max_new_tokens: int, interventions=None) -> float:
-    """Mean ROUGE-1 recall of the answers over ``tests``, decoded as in scoring (``greedy_decode``)."""
+    """Mean ROUGE-1 recall of the answers over ``tests``, each decoded alone (``greedy_decode``):
+    the reference that batched decoding is checked against."""
     recalls = []
     for t in tests:
         generated = greedy_decode(model, t.prompt_ids, max_new_tokens, interventions=interventions)

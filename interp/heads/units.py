@@ -1,8 +1,8 @@
 """A head scan as units of work, each result stored once and the report merged from the store.
 
 Stage 1 has one unit per batch of pattern sequences (``random-25-0``, ``text-512-0``: protocol,
-length, first sequence) and one per needle test (``retrieval-0-1000-0.5``: needle, length,
-depth); stage 2 has one unit per causal check (``check-induction_ablation``,
+length, first sequence) and one per batch of needle tests decoded together
+(``retrieval-1000-0-0.0-9``: length, first test's needle and depth, tests); stage 2 has one unit per causal check (``check-induction_ablation``,
 ``check-retrieval_masking``), which needs the merged stage-1 scores. ``scan`` runs the units in
 this process; ``interp.heads.sweep`` runs the same units of many models in this process or on a
 Ray cluster. Either way every result goes to the scan's store (a ``Checkpoint``) as it finishes,
@@ -31,7 +31,7 @@ class ScanUnits:
                  causal_checks: bool = True):
         self.model, self.shape, self.plan, self.store = model, shape, plan, store
         self.versions, self.causal_checks = versions, causal_checks
-        self._tests = {} if plan.needle_tests is None else {_test_key(t): t for t in plan.needle_tests}
+        self._groups = {} if plan.needle_tests is None else {_group_key(g): g for g in _groups(plan.needle_tests)}
 
     # -- the units ----------------------------------------------------------------------------
     def keys(self, stage: int) -> list[str]:
@@ -40,7 +40,7 @@ class ScanUnits:
         from interp.heads.head_scan import _units
 
         if stage == 1:
-            return ["-".join(map(str, u)) for u in _units(self.plan.settings, self.plan.names)] + list(self._tests)
+            return ["-".join(map(str, u)) for u in _units(self.plan.settings, self.plan.names)] + list(self._groups)
         return [f"check-{name}" for name in check_names(self.scores())] if self.causal_checks else []
 
     def missing(self, stage: int) -> list[str]:
@@ -52,19 +52,19 @@ class ScanUnits:
     def run(self, model: Model, key: str, table: HeadScores | None = None, progress: bool = False) -> Any:
         """Compute one unit on ``model`` (the same model the plan was made for)."""
         from interp.heads.head_scan import _score_unit
-        from interp.heads.retrieval import score_test
+        from interp.heads.retrieval import score_tests
 
         if key.startswith("check-"):
             from interp.heads.causal import run_check
 
             assert table is not None, "a check needs the merged scores"
             return run_check(model, key.removeprefix("check-"), table, self.plan.settings, progress=progress)
-        if key in self._tests:
+        if key in self._groups:
             cfg = self.plan.settings["retrieval"]
-            test = self._tests[key]
+            group = self._groups[key]
             # the masking check (a causal check) decodes the shortest tests again: keep their prefills
-            keep = self.causal_checks and test.length == min(cfg["lengths"])
-            return score_test(model, test, cfg, keep=keep)
+            keep = self.causal_checks and group[0].length == min(cfg["lengths"])
+            return score_tests(model, group, cfg, keep=keep)
         protocol, length, start = key.split("-")
         return _score_unit(model, (protocol, int(length), int(start)), self.plan.names, self.plan.settings)
 
@@ -75,7 +75,7 @@ class ScanUnits:
     def scores(self) -> HeadScores:
         """The stage-1 scores; every stage-1 unit must be in the store."""
         from interp.heads.head_scan import _units
-        from interp.heads.retrieval import merge_tests
+        from interp.heads.retrieval import merge_tests, split_group
 
         settings = self.plan.settings
         totals: dict[str, torch.Tensor] = {}
@@ -85,9 +85,10 @@ class ScanUnits:
                 totals[name] = totals.get(name, 0) + value.double()
         arrays = {name: S.finish(totals[name]).numpy() for name in OUTPUT_ORDER if name in totals}
         checks: dict[str, Any] = {}
-        if self._tests:
-            tests = list(self._tests.values())
-            result = merge_tests(tests, [self._get(k) for k in self._tests], settings["retrieval"], self.shape)
+        if self._groups:
+            tests = [t for g in self._groups.values() for t in g]
+            saved = [part for k, g in self._groups.items() for part in split_group(self._get(k), len(g))]
+            result = merge_tests(tests, saved, settings["retrieval"], self.shape)
             arrays["retrieval"] = result.scores
             checks["retrieval_tests"] = result.summary()
         table = HeadScores.from_arrays({k: np.asarray(v) for k, v in arrays.items()}, model=self.model,
@@ -113,7 +114,13 @@ class ScanUnits:
         return part
 
 
-def _test_key(test: Any) -> str:
-    from interp.heads.retrieval import test_key
+def _groups(tests: Any) -> Any:
+    from interp.heads.retrieval import test_groups
 
-    return test_key(test)
+    return test_groups(tests)
+
+
+def _group_key(group: Any) -> str:
+    from interp.heads.retrieval import group_key
+
+    return group_key(group)

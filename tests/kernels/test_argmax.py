@@ -51,9 +51,13 @@ def test_retrieval_decoder_reads_absolute_positions(family):
     model = interp.Model(build(family, seed=3), _Tokenizer(), name=family)
     prompt = torch.randint(1, 128, (1, 20), generator=torch.Generator().manual_seed(1))
     test = NeedleTest(prompt, (2, 5), "x", 20, 0.0, 0)
-    generated, steps = decode_with_argmax(model, test, 6)
+    (generated,), (steps,) = decode_with_argmax(model, [test], 6)
     assert len(steps) == len(generated) == 6
-    full = torch.cat([prompt, torch.tensor([generated])], dim=1)
+    _check_against_dense(model, prompt, generated, steps, family)
+
+
+def _check_against_dense(model, prompt, generated, steps, what):
+    full = torch.cat([prompt, torch.tensor([generated], dtype=prompt.dtype)], dim=1)
     with model.trace(full, sites="blocks.*.attn.hook_[qk]") as tr:
         pass
     for layer in range(model.cfg.n_layers):
@@ -63,4 +67,26 @@ def test_retrieval_decoder_reads_absolute_positions(family):
         probs, _ = dense_probs(q, k, scaling=spec.scaling, sliding_window=spec.sliding_window, softcap=spec.softcap)
         for i, step in enumerate(steps):
             row = prompt.shape[1] - 1 + i  # the query position of decoding step i
-            assert torch.equal(step[layer], probs[0, :, row].argmax(-1)), (family, layer, i)
+            assert torch.equal(step[layer], probs[0, :, row].argmax(-1)), (what, layer, i)
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "gemma3", "gpt2"])
+def test_needle_tests_decoded_together_equal_each_alone(family):
+    """Needle tests of one length decode as rows of one left-padded batch: every row generates what
+    it generates alone, and its arg-max keys (absolute positions in its own prompt, padding never
+    chosen) equal a dense recomputation on its own sequence, sliding windows included."""
+    import interp
+    from interp.heads.retrieval import NeedleTest, decode_with_argmax, prefill
+
+    model = interp.Model(build(family, seed=3), _Tokenizer(), name=family)
+    g = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(1, 128, (1, n), generator=g) for n in (20, 14, 17)]
+    tests = [NeedleTest(p, (2, 5), "x", 20, 0.0, 0) for p in prompts]
+    start = prefill(model, [t.prompt_ids for t in tests])
+    assert start.pads.tolist() == [0, 6, 3]
+    generated, steps = decode_with_argmax(model, tests, 6, start)
+    for p, test, tokens, row_steps in zip(prompts, tests, generated, steps, strict=True):
+        (alone,), (alone_steps,) = decode_with_argmax(model, [test], 6)
+        assert tokens == alone and len(row_steps) == len(tokens) == 6
+        assert all(torch.equal(a, b) for a, b in zip(row_steps, alone_steps, strict=True))
+        _check_against_dense(model, p, tokens, row_steps, family)

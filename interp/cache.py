@@ -1,6 +1,7 @@
 """The per-user cache of converted models: verified on every read, rebuilt when damaged.
 
-Location: ``$INTERP_CACHE`` if set, else ``$XDG_CACHE_HOME/interp``, else ``~/.cache/interp``.
+Location: ``$INTERP_CACHE`` if set, else the platform's user cache folder (platformdirs: on Linux
+``$XDG_CACHE_HOME/interp``, else ``~/.cache/interp``).
 An entry is a folder ``models/<name>-<key>/`` holding a float copy of a model (safetensors,
 config, tokenizer files) and a ``manifest.json`` with the size and sha256 of every file.
 Entries are written with :func:`interp.atomic.atomic_dir`, so a crash never leaves half of
@@ -46,9 +47,9 @@ def cache_dir() -> Path:
     """The root of the cache (not created here)."""
     if os.environ.get("INTERP_CACHE"):
         return Path(os.environ["INTERP_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "interp"
-    return Path.home() / ".cache" / "interp"
+    from platformdirs import user_cache_dir  # $XDG_CACHE_HOME/interp or ~/.cache/interp on Linux
+
+    return Path(user_cache_dir("interp", appauthor=False))
 
 
 def models_dir() -> Path:

@@ -47,33 +47,6 @@ def attention_heatmap(probs: np.ndarray, tokens: Sequence[str], rows: Sequence[i
     return fig
 
 
-def lines(df: pd.DataFrame, x: str, y: str, by: str, title: str, y_title: str | None = None) -> go.Figure:
-    """One line per value of ``by``."""
-    fig = go.Figure()
-    for name, part in df.sort_values(x).groupby(by, sort=False):
-        fig.add_trace(go.Scatter(x=part[x], y=part[y], mode="lines+markers", name=str(name)))
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y_title or y, height=320, legend_title=by)
-    return fig
-
-
-def ablation_bars(ablation: pd.DataFrame, dataset: str) -> go.Figure:
-    """Accuracy drop per step and layer quarter (mean over seeds, range as error bars); random controls grey."""
-    part = ablation[ablation["dataset"] == dataset]
-    fig = go.Figure()
-    for step, rows in part.groupby("step", sort=False):
-        stats = rows.groupby("quarter")["drop"].agg(["mean", "min", "max", "count"]).reset_index()
-        fig.add_trace(go.Bar(
-            x=[f"quarter {q}" for q in stats["quarter"]], y=stats["mean"], name=str(step),
-            marker_color="#7f7f7f" if step == "random" else None, customdata=stats["count"],
-            error_y={"type": "data", "symmetric": False, "array": stats["max"] - stats["mean"],
-                     "arrayminus": stats["mean"] - stats["min"]},
-            hovertemplate=f"{step}, " + "%{x}: drop %{y:.3f} (%{customdata} runs)<extra></extra>",
-        ))
-    fig.update_layout(title=f"Accuracy drop when ablating each step — {dataset}", xaxis_title="layers ablated",
-                      yaxis_title="accuracy drop", barmode="group", height=360)
-    return fig
-
-
 def patching_heatmap(df: pd.DataFrame, x: str, title: str, labels: dict | None = None) -> go.Figure:
     """Layer × ``x`` (position or head) heatmap of patching effects, centred on zero; ``labels`` name the columns."""
     table = df.pivot_table(index="layer", columns=x, values="effect", aggfunc="mean").sort_index()

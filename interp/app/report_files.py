@@ -204,6 +204,15 @@ class CircuitsReport:
     tables: dict[str, pd.DataFrame]
     patching: pd.DataFrame | None
 
+    def result(self):
+        """The report as the ``ICLResult`` that wrote it (whose figures the page draws)."""
+        from interp.circuits.report import ICLResult
+
+        shape = self.data.get("shape") or {}
+        return ICLResult(str(self.data["model"]), self.tables, settings=self.data.get("settings"),
+                         n_layers=int(shape.get("layers") or 0), n_heads=int(shape.get("heads") or 0),
+                         versions=self.data.get("versions"), patching=self.patching)
+
 
 def read_circuits(folder: Path) -> CircuitsReport:
     """``icl.json`` (and ``patching.parquet`` if present) checked against the circuits schema."""

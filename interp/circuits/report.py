@@ -31,7 +31,8 @@ TABLES: dict[str, tuple[str, ...]] = {
     "merge": ("dataset", "layer", "heads_above", "mean_score"),
     "retrieval": ("dataset", "layer", "induction_heads", "correct_induction_heads"),
     "heads": ("dataset", "layer", "head", "merge", "retrieval", "correct"),
-    "ablation": ("dataset", "step", "quarter", "layers", "edges", "accuracy", "baseline_accuracy", "drop", "seed"),
+    "ablation": ("dataset", "step", "matched_step", "quarter", "layers", "edges", "accuracy", "baseline_accuracy", "drop",
+                 "seed"),
 }
 FIGURES = ("accuracy", "steps", "ablation", "heads", "patching")
 PATCHING_FILE = "patching.parquet"
@@ -143,11 +144,26 @@ class ICLResult:
         return out.path
 
     # -- figures ----------------------------------------------------------------------------------
-    def figure(self, name: str):
-        """A plotly figure: ``accuracy`` (by k), ``steps`` (the three steps by layer), ``ablation``, ``heads``, ``patching``."""
+    def figure(self, name: str, dataset: str | None = None):
+        """A plotly figure: ``accuracy`` (by k), ``steps`` (the three steps by layer), ``ablation``,
+        ``heads``, ``patching``; ``dataset``: that dataset's rows only (the report and the app draw
+        these same figures)."""
         if name not in FIGURES:
             raise UnknownNameError("figure", name, FIGURES)
-        return getattr(self, f"_fig_{name}")()
+        if dataset is None:
+            return getattr(self, f"_fig_{name}")()
+        fig = getattr(self.only(dataset), f"_fig_{name}")()
+        return fig.update_layout(title=f"{fig.layout.title.text} — {dataset}")
+
+    def only(self, dataset: str) -> ICLResult:
+        """The same result with one dataset's rows."""
+        def keep(df: pd.DataFrame) -> pd.DataFrame:
+            return df[df["dataset"].astype(str) == dataset] if "dataset" in df.columns else df
+
+        return ICLResult(self.model, {t: keep(df) for t, df in self.tables.items()}, settings=self.settings,
+                         n_layers=self.n_layers, n_heads=self.n_heads, versions=self.versions,
+                         patching=None if self.patching is None else keep(self.patching),
+                         patching_summary=self.patching_summary)
 
     def _fig_accuracy(self):
         import plotly.graph_objects as go

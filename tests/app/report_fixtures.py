@@ -107,14 +107,14 @@ def icl_data(model: str = TINY_NAME, n_layers: int = 3, n_heads: int = 4) -> dic
         for quarter in range(4):
             for step, drop in (("summarize", 0.3), ("merge", 0.2), ("retrieval", 0.25)):
                 real = drop if quarter == {"summarize": 1, "merge": 2, "retrieval": 3}[step] else 0.02
-                out["ablation"].append({"dataset": ds, "step": step, "quarter": quarter, "layers": [quarter],
-                                        "edges": 12, "accuracy": ceiling - real, "baseline_accuracy": ceiling,
-                                        "drop": real, "seed": None})
-            for seed in (0, 1):
-                noise = float(rng.uniform(0, 0.04))
-                out["ablation"].append({"dataset": ds, "step": "random", "quarter": quarter, "layers": [quarter],
-                                        "edges": 12, "accuracy": ceiling - noise, "baseline_accuracy": ceiling,
-                                        "drop": noise, "seed": seed})
+                out["ablation"].append({"dataset": ds, "step": step, "matched_step": step, "quarter": quarter,
+                                        "layers": [quarter], "edges": 12, "accuracy": ceiling - real,
+                                        "baseline_accuracy": ceiling, "drop": real, "seed": None})
+                for seed in (0, 1):  # as many random edges in the same layers
+                    noise = float(rng.uniform(0, 0.04))
+                    out["ablation"].append({"dataset": ds, "step": "random", "matched_step": step, "quarter": quarter,
+                                            "layers": [quarter], "edges": 12, "accuracy": ceiling - noise,
+                                            "baseline_accuracy": ceiling, "drop": noise, "seed": seed})
     return out
 
 

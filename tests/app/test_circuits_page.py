@@ -21,10 +21,12 @@ def test_renders_steps_ablation_and_patching(app, reports_root):
     assert at.title[0].value.startswith("Circuits")
     assert [t.label for t in at.tabs] == ["Steps", "Ablation", "Patching"]
     specs = _specs(at)
-    for title in ("ICL accuracy by shots", "Summarize: alignment of the query representations with the reference "
-                  "encoder", "Merge heads", "Retrieval by layer", "Accuracy drop when ablating each step",
+    # the report's own figures (ICLResult.figure), for the chosen dataset
+    for title in ("ICL accuracy by demonstrations", "The three steps by layer", "Knockout of each step's edges",
                   "blocks.*.attn.hook_z: effect by layer and head (all positions patched at once)"):
         assert title in specs, title
+    steps = _chart(at, "The three steps by layer")
+    assert {t["name"].split(":")[0] for t in steps["data"]} == {"sentiment"}  # one dataset's rows
     ablation = at.dataframe[1].value
     assert set(ablation["step"]) == {"summarize", "merge", "retrieval", "random"}
     assert any("same layers" in c.value for c in at.caption)

@@ -18,32 +18,23 @@ CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
 
 
-def _steps(tables: dict[str, pd.DataFrame], dataset: str) -> None:
-    t = {name: df[df["dataset"] == dataset] for name, df in tables.items()}
-    c1, c2 = st.columns(2)
-    c1.plotly_chart(figures.lines(tables["accuracy"], "k", "accuracy", "dataset", "ICL accuracy by shots"),
-                    key="acc")
-    c2.plotly_chart(figures.lines(t["summarize"].assign(step="summarize"), "layer", "alignment", "step",
-                                  f"Summarize: alignment of the query representations with the reference encoder, "
-                                  f"by layer — {dataset}"), key="summarize")
-    c3, c4 = st.columns(2)
-    merge = t["merge"].melt(id_vars=["layer"], value_vars=["heads_above", "mean_score"], var_name="measure")
-    c3.plotly_chart(figures.lines(merge, "layer", "value", "measure", f"Merge heads by layer — {dataset}"), key="merge")
-    retrieval = t["retrieval"].melt(id_vars=["layer"], value_vars=["induction_heads", "correct_induction_heads"],
-                                    var_name="measure")
-    c4.plotly_chart(figures.lines(retrieval, "layer", "value", "measure", f"Retrieval by layer — {dataset}",
-                                  "heads"), key="retrieval")
+def _steps(result, dataset: str) -> None:
+    """The report's own figures: accuracy by demonstrations, and the three steps by layer."""
+    st.plotly_chart(result.figure("accuracy"), key="acc")
+    st.plotly_chart(result.figure("steps", dataset), key="steps")
     st.markdown("**Heads**")
-    heads = t["heads"].drop(columns="dataset").sort_values(["merge", "retrieval"], ascending=False, kind="stable")
-    st.dataframe(heads, hide_index=True, height=260, key="icl_heads",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("merge", "retrieval")})
+    heads = result.tables["heads"]
+    heads = heads[heads["dataset"].astype(str) == dataset].drop(columns="dataset")
+    st.dataframe(heads.sort_values(["merge", "retrieval"], ascending=False, kind="stable"), hide_index=True, height=260,
+                 key="icl_heads", column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("merge", "retrieval")})
 
 
-def _ablation(ablation: pd.DataFrame, dataset: str) -> None:
-    st.plotly_chart(figures.ablation_bars(ablation, dataset), key="ablation_plot")
-    st.dataframe(ablation[ablation["dataset"] == dataset].drop(columns="dataset"), hide_index=True, key="ablation",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                for c in ("accuracy", "baseline_accuracy", "drop")})
+def _ablation(result, dataset: str) -> None:
+    st.plotly_chart(result.figure("ablation", dataset), key="ablation_plot")
+    ablation = result.tables["ablation"]
+    st.dataframe(ablation[ablation["dataset"].astype(str) == dataset].drop(columns="dataset"), hide_index=True,
+                 key="ablation", column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                                for c in ("accuracy", "baseline_accuracy", "drop")})
     st.caption("Random rows knock out as many random edges in the same layers: the control a step's drop must beat.")
 
 
@@ -169,10 +160,11 @@ def _report(report: report_files.Report) -> None:
         st.caption(ui.display_text(f"{data.data['model']}; settings: {data.data.get('settings', {})}"))
         dataset = st.selectbox("Dataset", datasets, key="icl_dataset")
         steps, ablation, patching = st.tabs(["Steps", "Ablation", "Patching"])
+        result = data.result()
         with steps:
-            _steps(tables, dataset)
+            _steps(result, dataset)
         with ablation:
-            _ablation(tables["ablation"], dataset)
+            _ablation(result, dataset)
         with patching:
             if data.patching is None:
                 st.info(f"No patching.parquet in `{ui.display_path(report.folder)}`.")

@@ -158,9 +158,10 @@ def _one_logit(model: Model) -> dict[str, int]:
 BATCH_TOKENS = 18_000
 
 
-def test_groups(tests: Sequence[NeedleTest], batch_tokens: int = BATCH_TOKENS) -> list[list[NeedleTest]]:
+def test_groups(tests: Sequence[NeedleTest], batch_tokens: int | None = None) -> list[list[NeedleTest]]:
     """``tests`` as the batches they are decoded in: tests of one length, in test order, at most
-    ``batch_tokens // length`` of them (at least one) per batch."""
+    ``batch_tokens // length`` of them (at least one) per batch (default ``BATCH_TOKENS``)."""
+    batch_tokens = BATCH_TOKENS if batch_tokens is None else batch_tokens
     by_length: dict[int, list[NeedleTest]] = {}
     for t in tests:
         by_length.setdefault(t.length, []).append(t)

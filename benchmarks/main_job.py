@@ -99,13 +99,13 @@ def run_phase(model_name: str, phase: str, lengths: tuple[int, ...] | None,
                 model.hf(input_ids=ids)
 
     if phase in ("random", "text"):
-        units = [u for u in head_scan._units(settings, names) if u[0] == phase]
+        units = [u for u in head_scan.pattern_units(settings, names) if u[0] == phase]
         batches = []
         for protocol, length, start in units:
             gen = head_scan.repeated_random(model, length, settings["samples"], settings["seed"] + length) \
                 if protocol == "random" else head_scan.natural_text(model, length, settings["text_samples"], settings["seed"])
             batches.append(gen[start : start + settings["batch_size"]])
-        row["seconds"], row["peak_gib"], _ = _timed(lambda: [head_scan._score_unit(model, u, names, settings)
+        row["seconds"], row["peak_gib"], _ = _timed(lambda: [head_scan.score_pattern_unit(model, u, names, settings)
                                                             for u in units])
         row["floor_seconds"], row["floor_peak_gib"], _ = _timed(lambda: plain(batches))
         row["work"] = f"{len(units)} batches, {sum(b.numel() for b in batches)} tokens"

@@ -135,7 +135,7 @@ def steer_neuron(model, layer: int, neuron: int, spec: dict, token: int, neutral
         tenfold = sorted((v for v in values if per[v] >= 10), key=lambda v: (abs(v), -v))
         chosen = tenfold[0] if tenfold else max(values, key=per.__getitem__)
         word = model.tokenizer.decode([token])
-        r = N.steer(model, layer, neuron, chosen, prompt, word, max_new_tokens)
+        r = N.clamp_effect(model, layer, neuron, chosen, prompt, word, max_new_tokens)
         texts.append(r.as_dict())
     return {"layer": layer, "neuron": neuron, "evidence": ev.as_dict(), "a_max": a_max, "scale": scale,
             "down_z": down_z, "predicted_sign": 1 if down_z > 0 else -1, "probs": rows, "generations": texts}

@@ -377,11 +377,11 @@ def test_non_finite_values_raise_at_construction(make, message):
 def test_neuron_clamp_and_steer_values(model):
     with pytest.raises(BadInputError, match=r"^clamp: value must be finite, got nan$"):
         N.clamp(model, 0, 3, float("nan"))
-    with raises(model, BadInputError, "steer: value must be finite, got inf"):
-        N.steer(model, 0, 3, float("inf"), "The cat sat on the", "dog")
+    with raises(model, BadInputError, "clamp_effect: value must be finite, got inf"):
+        N.clamp_effect(model, 0, 3, float("inf"), "The cat sat on the", "dog")
     with raises(model, BadInputError, "the prompt '' is empty: the tokenizer gives it no tokens; every prompt "
                                       "needs at least one token"):
-        N.steer(model, 0, 3, 5.0, "", "dog")
+        N.clamp_effect(model, 0, 3, 5.0, "", "dog")
     with raises(model, BadInputError, "clamp: value must be a number, got '5'"):
         N.clamp(model, 0, 3, "5")
 

@@ -251,7 +251,7 @@ CASES = [
         e.model, ["the cat"], out=_a_file(e), progress=False)),
     api("HeadScores.save(a folder holding a user's file)", "thesis.txt", lambda e: _scores(e).save(_user_folder(e))),
     api("HeadScores.top('nope')", "unknown score 'nope'", lambda e: _scores(e).top("nope")),
-    api("neurons.steer(value=nan)", "finite", lambda e: interp.neurons.steer(e.model, 0, 0, math.nan, "the", "cat")),
+    api("neurons.clamp_effect(value=nan)", "finite", lambda e: interp.neurons.clamp_effect(e.model, 0, 0, math.nan, "the", "cat")),
     api("probes.steer(direction of width 10) at d_model=64", "64", lambda e: _steer_wrong_width(e)),
 ]
 
@@ -329,7 +329,7 @@ def test_bad_input_gives_one_clear_line(case, env, monkeypatch, one_thread):
     monkeypatch.chdir(env.tmp)  # `--out .` meets the scratch folder's files
     from interp.heads import head_scan
 
-    monkeypatch.setattr(head_scan, "_score_unit", lambda *a, **k: pytest.fail("work started before the error"))
+    monkeypatch.setattr(head_scan, "score_pattern_unit", lambda *a, **k: pytest.fail("work started before the error"))
     before = sorted(p.name for p in env.tmp.iterdir())
     code, message = run_case(case, env)
     assert "Traceback" not in message and "NOT AN InterpError" not in message and "NO ERROR" not in message, message

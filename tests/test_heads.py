@@ -169,7 +169,7 @@ def test_interrupted_scan_resumes(wired, tmp_path, monkeypatch):
         """Stands for the process being stopped part-way."""
 
     calls, armed = [], [True]
-    real = scan_module._score_unit
+    real = scan_module.score_pattern_unit
 
     def flaky(*args, **kwargs):
         calls.append(args[1])
@@ -178,7 +178,7 @@ def test_interrupted_scan_resumes(wired, tmp_path, monkeypatch):
             raise Killed
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(scan_module, "_score_unit", flaky)
+    monkeypatch.setattr(scan_module, "score_pattern_unit", flaky)
     kwargs = dict(lengths=(8, 12), samples=4, batch_size=2, text_tokens=16, text_samples=2,
                   causal_checks=False, progress=False, checkpoint=str(tmp_path / "partial"))
     with pytest.raises(Killed):
@@ -186,8 +186,8 @@ def test_interrupted_scan_resumes(wired, tmp_path, monkeypatch):
     done_before = len(calls) - 1
     calls.clear()
     resumed = scan(wired, ["induction"], **kwargs)
-    assert len(calls) == len(scan_module._units(resumed.settings, ["induction"])) - done_before
-    monkeypatch.setattr(scan_module, "_score_unit", real)
+    assert len(calls) == len(scan_module.pattern_units(resumed.settings, ["induction"])) - done_before
+    monkeypatch.setattr(scan_module, "score_pattern_unit", real)
     fresh = scan(wired, ["induction"], **{**kwargs, "checkpoint": None})
     np.testing.assert_allclose(resumed.matrix("induction"), fresh.matrix("induction"))
 
@@ -221,7 +221,7 @@ def test_cli_bad_input_leaves_no_report(tmp_path, capsys):
 def test_retrieval_lengths_beyond_context_fail_before_any_work(wired, monkeypatch):
     from interp.heads import head_scan
 
-    monkeypatch.setattr(head_scan, "_score_unit", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(head_scan, "score_pattern_unit", lambda *a, **k: pytest.fail("work started"))
     with pytest.raises(PromptTooLongError, match="exceed wired-gpt2's context window of 32"):
         scan(wired, ["induction", "retrieval"], lengths=(8,), retrieval={"lengths": (64,)})
 
@@ -229,7 +229,7 @@ def test_retrieval_lengths_beyond_context_fail_before_any_work(wired, monkeypatc
 def test_text_tokens_beyond_context_fail_before_any_work(wired, tmp_path, monkeypatch):
     from interp.heads import head_scan
 
-    monkeypatch.setattr(head_scan, "_score_unit", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(head_scan, "score_pattern_unit", lambda *a, **k: pytest.fail("work started"))
     partial = tmp_path / ".r.partial"
     with pytest.raises(PromptTooLongError, match="text_tokens.*context window of 32"):
         scan(wired, ["prev_token_text"], lengths=(8,), text_tokens=64, checkpoint=str(partial))
@@ -253,7 +253,7 @@ def test_needle_answer_without_tokens_fails_before_any_work(tmp_path, monkeypatc
     from interp.heads import head_scan, retrieval
 
     model = _digitless_llama()
-    monkeypatch.setattr(head_scan, "_score_unit", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(head_scan, "score_pattern_unit", lambda *a, **k: pytest.fail("work started"))
     monkeypatch.setattr(retrieval, "greedy_decode", lambda *a, **k: pytest.fail("decoding started"))
     good = {"needle": "The door is blue.", "question": "What colour is the door?", "answer": "blue"}
     # The answer is a substring of the needle, but the tokenizer leaves no token on it.

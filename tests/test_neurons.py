@@ -235,7 +235,7 @@ def test_clamping_a_neuron_that_writes_a_token_makes_it_the_prediction(family):
     unclamped = model.run(prompt)[0, -1]
     iv = N.clamp(model, layer, neuron, 200.0)
     assert (model.run(prompt, interventions=iv)[0].argmax(-1) == TOK.ids[word]).all()  # every position
-    r = N.steer(model, layer, neuron, 200.0, prompt, [word], max_new_tokens=3)
+    r = N.clamp_effect(model, layer, neuron, 200.0, prompt, [word], max_new_tokens=3)
     assert r.p_clamped > 0.9 and r.ratio > 10 and word in r.concept_tokens
     assert r.text_clamped == word * 3 and r.text_base != r.text_clamped
     torch.testing.assert_close(model.run(prompt)[0, -1], unclamped)  # the clamp's hooks are gone
@@ -348,7 +348,7 @@ def test_real_dog_neuron_decodes_and_steers_and_suppression_neuron_steers_negati
     hits = N.find(smollm2, " dog", weights="gate", layers=[29], top=1, progress=False)
     assert (hits.neuron[0], hits.rank_of_concept[0]) == (808, 1)
     prompt = "Yesterday afternoon, I went out and bought a"
-    assert N.steer(smollm2, 29, 808, 20.0, prompt, " dog", max_new_tokens=1).ratio > 10
+    assert N.clamp_effect(smollm2, 29, 808, 20.0, prompt, " dog", max_new_tokens=1).ratio > 10
     coffee = N.concept_tokens(smollm2, " coffee")["used_id"].tolist()
     base = N.concept_prob(smollm2, prompt, coffee)
     assert N.concept_prob(smollm2, prompt, coffee, N.clamp(smollm2, 29, 750, -20.0)) > 5 * base

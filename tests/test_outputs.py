@@ -20,7 +20,8 @@ from interp.cli import main
 from interp.heads.checkpoint import Checkpoint
 from interp.outputs import LOCK, MANIFEST, OutputError, output_folder
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# raw_files: these tests write arbitrary bytes as files (no strict-JSON check)
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.raw_files]
 
 SMALL = ["--lengths", "4,8", "--samples", "2", "--text-tokens", "32", "--text-samples", "2", "--quiet"]
 
@@ -137,7 +138,7 @@ def test_out_dot_in_a_working_folder_with_files_is_refused(tiny_folder, tmp_path
 def test_a_read_only_parent_is_found_before_any_work(tiny_folder, tmp_path, monkeypatch, capsys):
     from interp.heads import head_scan
 
-    monkeypatch.setattr(head_scan, "_score_unit", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(head_scan, "score_pattern_unit", lambda *a, **k: pytest.fail("work started"))
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
@@ -244,7 +245,7 @@ def test_killed_then_resumed_scan_writes_the_same_bytes_as_a_clean_run(tiny_fold
             "--mask-k", "2"]
     assert main([*argv, "--out", str(tmp_path / "clean")]) == 0
 
-    real, calls = head_scan._score_unit, []
+    real, calls = head_scan.score_pattern_unit, []
 
     def killed(*args, **kwargs):
         calls.append(1)
@@ -252,9 +253,9 @@ def test_killed_then_resumed_scan_writes_the_same_bytes_as_a_clean_run(tiny_fold
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(head_scan, "_score_unit", killed)
+    monkeypatch.setattr(head_scan, "score_pattern_unit", killed)
     assert main([*argv, "--out", str(tmp_path / "resumed")]) == 130
-    monkeypatch.setattr(head_scan, "_score_unit", real)
+    monkeypatch.setattr(head_scan, "score_pattern_unit", real)
     assert main([*argv, "--out", str(tmp_path / "resumed")]) == 0
     for name in ("head_scores.json", MANIFEST):
         assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp import interventions as iv
-from interp.circuits.patching import Metric, _per_item, _run_metric, prepare_metric
+from interp.circuits.patching import Metric, metric_per_item, prepare_metric, run_metric
 from interp.errors import BadInputError, UnknownNameError
 from interp.model import Model
 from interp.results import TableResult
@@ -118,13 +118,13 @@ def ablation_scan(model: Model, inputs: Any, metric: Metric, *, method: str = "m
                                     "own position")
     elif method == "mean" and reference is not None:
         model.to_tokens(reference)
-    base = _run_metric(model, tokens, metric)
+    base = run_metric(model, tokens, metric)
     rows = []
     for la in tqdm(layer_list, desc=f"{method} ablation", disable=not progress, leave=False):
         for h in range(model.cfg.n_heads):
             fns = ablate_heads(model, [(la, h)], method, reference=reference, inputs=tokens)
             with model.trace(tokens, interventions=fns) as tr:
                 assert tr.logits is not None
-                value = float(_per_item(metric, tr.logits, tokens["input_ids"].shape[0]).mean())
+                value = float(metric_per_item(metric, tr.logits, tokens["input_ids"].shape[0]).mean())
             rows.append({"layer": la, "head": h, "method": method, "metric": value, "effect": value - base})
     return AblationResult(pd.DataFrame(rows), method=method, base_metric=base)

@@ -26,10 +26,10 @@ from interp.circuits.patching import (
     Metric,
     Patch,
     PatchingResult,
-    _interventions,
-    _per_item,
-    _run_metric,
+    metric_per_item,
+    patch_interventions,
     prepare_metric,
+    run_metric,
 )
 from interp.errors import BadInputError, UnknownNameError
 from interp.masks import position_kwargs
@@ -67,7 +67,7 @@ class AttributionResult(TableResult):
         return figs
 
 
-def _table(attribution: AttributionResult | pd.DataFrame) -> pd.DataFrame:
+def attribution_table(attribution: AttributionResult | pd.DataFrame) -> pd.DataFrame:
     return attribution.df if isinstance(attribution, AttributionResult) else attribution
 
 
@@ -96,7 +96,7 @@ def gradients_at(model: Model, tokens: dict[str, torch.Tensor], metric: Metric, 
 
     with torch.enable_grad(), model.trace(interventions={n: tap for n in names}):
         logits = model.hf(**tokens, **position_kwargs(tokens.get("attention_mask")), use_cache=False).logits
-        value = _per_item(metric, logits, tokens["input_ids"].shape[0]).mean()
+        value = metric_per_item(metric, logits, tokens["input_ids"].shape[0]).mean()
         grads = torch.autograd.grad(value, [deltas[n] for n in names], allow_unused=True)
     out = {n: (g if g is not None else torch.zeros_like(deltas[n])).detach() for n, g in zip(names, grads, strict=True)}
     return float(value.detach()), acts, out
@@ -126,7 +126,7 @@ def attribution_patching(
     prepare_metric(metric, model, *clean_t["input_ids"].shape)
     with model.trace(clean_t, sites=names) as tr:
         pass
-    m_clean = _run_metric(model, clean_t, metric)
+    m_clean = run_metric(model, clean_t, metric)
     m_corr, acts, grads = gradients_at(model, corr_t, metric, names)
     gap = m_clean - m_corr
     frames = []
@@ -158,7 +158,7 @@ def check_against_patching(model: Model, clean: Any, corrupted: Any, metric: Met
     Returns ``site, layer, head, neuron, attribution, patched`` per sampled unit; the table's
     ``attrs["pearson"]`` holds the correlation of the two columns. Position-summed attributions only.
     """
-    attribution = _table(attribution)
+    attribution = attribution_table(attribution)
     if attribution["position"].notna().any():
         raise BadInputError("check_against_patching needs an attribution with positions='sum'")
     rng = np.random.default_rng(seed)
@@ -170,15 +170,15 @@ def check_against_patching(model: Model, clean: Any, corrupted: Any, metric: Met
     clean_t, corr_t = _pair(model, clean, corrupted)
     prepare_metric(metric, model, *clean_t["input_ids"].shape)
     items = clean_t["input_ids"].shape[0]
-    m_clean, m_corr = _run_metric(model, clean_t, metric), _run_metric(model, corr_t, metric)
+    m_clean, m_corr = run_metric(model, clean_t, metric), run_metric(model, corr_t, metric)
     patched = []
     for row in sample.itertuples():
         name = str(row.site)
         with model.trace(clean_t, sites=[name]) as tr:
             pass
         if _is_head(name):
-            fns = _interventions([Patch(name, int(row.layer), int(row.head), None)], {name: tr[name]}, items)
-            value = _run_metric(model, corr_t, metric, fns)
+            fns = patch_interventions([Patch(name, int(row.layer), int(row.head), None)], {name: tr[name]}, items)
+            value = run_metric(model, corr_t, metric, fns)
         else:
             neuron = int(row.neuron)
             src = tr[name]
@@ -188,7 +188,7 @@ def check_against_patching(model: Model, clean: Any, corrupted: Any, metric: Met
                 x[..., neuron] = src[..., neuron].to(x.device, x.dtype)
                 return x
 
-            value = _run_metric(model, corr_t, metric, {name: put})
+            value = run_metric(model, corr_t, metric, {name: put})
         patched.append((value - m_corr) / (m_clean - m_corr) if m_clean != m_corr else float("nan"))
     out = sample[["site", "layer", "head", "neuron"]].assign(attribution=sample["effect"].to_numpy(), patched=patched)
     out = out.reset_index(drop=True)
@@ -199,7 +199,7 @@ def check_against_patching(model: Model, clean: Any, corrupted: Any, metric: Met
 def as_patching_result(attribution: AttributionResult | pd.DataFrame, clean_metric: float,
                        corrupted_metric: float) -> PatchingResult:
     """Head rows of an attribution table as a ``PatchingResult`` (for its heatmap)."""
-    attribution = _table(attribution)
+    attribution = attribution_table(attribution)
     heads = attribution[attribution["site"].map(_is_head)].assign(metric=float("nan"))
     return PatchingResult(heads[["site", "layer", "head", "position", "effect", "metric"]].reset_index(drop=True),
                           clean_metric, corrupted_metric, "attribution (denoise)")

@@ -27,8 +27,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from interp.circuits.attribution import AttributionResult, _table, attribution_patching
-from interp.circuits.patching import Metric, _per_item, prepare_metric
+from interp.circuits.attribution import AttributionResult, attribution_patching, attribution_table
+from interp.circuits.patching import Metric, metric_per_item, prepare_metric
 from interp.masks import position_kwargs
 from interp.model import Model
 from interp.outputs import OutputFolder, writing
@@ -123,14 +123,14 @@ def build_circuit(model: Model, clean: Any, corrupted: Any, metric: Metric, *, n
     """
     clean_t, corr_t = model.to_tokens(clean), model.to_tokens(corrupted)
     metric = prepare_metric(metric, model, *clean_t["input_ids"].shape)  # before any forward pass
-    att = _table(node_effects if node_effects is not None else attribution_patching(model, clean, corrupted, metric))
+    att = attribution_table(node_effects if node_effects is not None else attribution_patching(model, clean, corrupted, metric))
     kept = {k: v for k, v in _node_effects(att).items() if abs(v[3]) >= node_threshold}
     L = model.cfg.n_layers
     senders = [f"blocks.{la}.attn.hook_result" for la in range(L)] + [f"blocks.{la}.hook_mlp_out" for la in range(L)]
     with model.trace(clean_t, sites=senders) as ct:
         pass
     assert ct.logits is not None
-    m_clean = float(_per_item(metric, ct.logits, clean_t["input_ids"].shape[0]).mean())
+    m_clean = float(metric_per_item(metric, ct.logits, clean_t["input_ids"].shape[0]).mean())
     # Receiver inputs: zero tensors added where each layer's attention and MLP read the stream
     # (their norms' inputs), so the gradient there is the direct path from every sender.
     deltas: dict[tuple[str, int], torch.Tensor] = {}
@@ -146,7 +146,7 @@ def build_circuit(model: Model, clean: Any, corrupted: Any, metric: Metric, *, n
     receivers = ["blocks.*.hook_attn_in"] + ([] if parallel else ["blocks.*.hook_mlp_in"])
     with torch.enable_grad(), model.trace(sites=senders, interventions=dict.fromkeys(receivers, add_delta)) as rt:
         logits = model.hf(**corr_t, **position_kwargs(corr_t.get("attention_mask")), use_cache=False).logits
-        value = _per_item(metric, logits, corr_t["input_ids"].shape[0]).mean()
+        value = metric_per_item(metric, logits, corr_t["input_ids"].shape[0]).mean()
         keys = list(deltas)
         grads = dict(zip(keys, torch.autograd.grad(value, [deltas[k] for k in keys], allow_unused=True), strict=True))
     m_corr = float(value.detach())

@@ -164,7 +164,7 @@ def _per_row(ids: torch.Tensor, rows: int) -> torch.Tensor:
     return ids.repeat(rows // ids.numel())
 
 
-def _per_item(metric: Metric, logits: torch.Tensor, n_items: int) -> torch.Tensor:
+def metric_per_item(metric: Metric, logits: torch.Tensor, n_items: int) -> torch.Tensor:
     """The metric of each of the repeated copies: [copies]."""
     copies = logits.shape[0] // n_items
     out = metric(logits)
@@ -306,10 +306,10 @@ def _logits(model: Model, tokens: dict[str, torch.Tensor], interventions=None, l
                         logits_to_keep=logits_to_keep).logits, tr
 
 
-def _run_metric(model: Model, tokens: dict[str, torch.Tensor], metric: Metric, interventions=None,
+def run_metric(model: Model, tokens: dict[str, torch.Tensor], metric: Metric, interventions=None,
                 logits_to_keep: int = 0, prefix: _Prefix | None = None) -> float:
     logits, _ = _logits(model, tokens, interventions, logits_to_keep, prefix)
-    return float(_per_item(metric, logits, tokens["input_ids"].shape[0]).mean())
+    return float(metric_per_item(metric, logits, tokens["input_ids"].shape[0]).mean())
 
 
 @dataclass(frozen=True)
@@ -322,7 +322,7 @@ class Patch:
     position: int | None
 
 
-def _interventions(patches: list[Patch], source: dict[str, torch.Tensor], n_items: int, offset: int = 0) -> dict[str, Any]:
+def patch_interventions(patches: list[Patch], source: dict[str, torch.Tensor], n_items: int, offset: int = 0) -> dict[str, Any]:
     """One intervention per site name; copy c of the repeated batch gets patch c (at position − ``offset``)."""
     by_site: dict[str, list[tuple[int, Patch]]] = {}
     for c, p in enumerate(patches):
@@ -441,8 +441,8 @@ def activation_patching(
     src_t, tgt_t = (clean_t, corr_t) if direction == "denoise" else (corr_t, clean_t)
     _, src_tr = _logits(model, src_t, logits_to_keep=logits_to_keep or 1, prefix=prefix, sites=names)
     source = {n: src_tr[n] for n in names}
-    m_clean = _run_metric(model, clean_t, metric, logits_to_keep=logits_to_keep, prefix=prefix)
-    m_corr = _run_metric(model, corr_t, metric, logits_to_keep=logits_to_keep, prefix=prefix)
+    m_clean = run_metric(model, clean_t, metric, logits_to_keep=logits_to_keep, prefix=prefix)
+    m_corr = run_metric(model, corr_t, metric, logits_to_keep=logits_to_keep, prefix=prefix)
     m_src, m_tgt = (m_clean, m_corr) if direction == "denoise" else (m_corr, m_clean)
     patches = []
     for name in names:
@@ -455,8 +455,8 @@ def activation_patching(
     for chunk in tqdm(chunks, desc="patching", disable=not progress, leave=False):
         reps = len(chunk)
         tokens = {k: v.repeat(reps, 1) for k, v in tgt_t.items()}
-        logits, _ = _logits(model, tokens, _interventions(chunk, source, n_items, start), logits_to_keep, prefix)
-        values += _per_item(metric, logits, n_items).tolist()
+        logits, _ = _logits(model, tokens, patch_interventions(chunk, source, n_items, start), logits_to_keep, prefix)
+        values += metric_per_item(metric, logits, n_items).tolist()
     gap = m_src - m_tgt
     df = pd.DataFrame({
         "site": [p.site for p in patches],

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             if args.neuron is None and not len(hits):
                 raise InterpError(f"no neuron decodes to {', '.join(map(repr, args.find))}; pass --neuron LAYER:NEURON")
             layer, neuron = args.neuron or (int(hits.layer[0]), int(hits.neuron[0]))
-            r = neurons.steer(model, layer, neuron, args.clamp, args.prompt, args.find, args.max_new_tokens)
+            r = neurons.clamp_effect(model, layer, neuron, args.clamp, args.prompt, args.find, args.max_new_tokens)
             print(f"\nclamping L{layer}N{neuron} at {args.clamp:g}: p({', '.join(map(repr, r.concept_tokens))}) "
                   f"{r.p_base:.3g} -> {r.p_clamped:.3g} (x{r.ratio:.3g})")
             print(f"  without: {r.prompt!r} + {r.text_base!r}")

@@ -36,7 +36,7 @@ def mean_z(model: Model, ids: torch.Tensor, layers: set[int]) -> tuple[dict[int,
     return {layer: tr[f"blocks.{layer}.attn.hook_z"] for layer in layers}, tr.logits
 
 
-def ablate_heads(heads: list[tuple[int, int]], means: dict[int, torch.Tensor]) -> dict[str, Any]:
+def mean_ablation(heads: list[tuple[int, int]], means: dict[int, torch.Tensor]) -> dict[str, Any]:
     """Mean-ablation interventions for (layer, head) pairs."""
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
@@ -67,8 +67,8 @@ def induction_ablation(model: Model, table: HeadScores, *, k: int = 10, length: 
     layers = {layer for layer, _ in top} | {layer for hs in randoms.values() for layer, _ in hs}
     means, clean_logits = mean_z(model, ids, layers)
     clean = second_copy_loss(model, ids, length, logits=clean_logits)
-    ablated_top = second_copy_loss(model, ids, length, ablate_heads(top, means))
-    ablated_random = {s: second_copy_loss(model, ids, length, ablate_heads(h, means)) for s, h in randoms.items()}
+    ablated_top = second_copy_loss(model, ids, length, mean_ablation(top, means))
+    ablated_random = {s: second_copy_loss(model, ids, length, mean_ablation(h, means)) for s, h in randoms.items()}
     return {
         "k": k, "length": length, "samples": samples, "seed": seed,
         "clean_loss": clean,

@@ -44,7 +44,7 @@ def check_scores(names: Iterable[str]) -> list[str]:
     return names
 
 
-def _units(settings: dict[str, Any], names: list[str]) -> list[tuple[str, int, int]]:
+def pattern_units(settings: dict[str, Any], names: list[str]) -> list[tuple[str, int, int]]:
     """(protocol, length, batch start) for every batch of work."""
     units = []
     if any(n in names for n in RANDOM_SCORES):
@@ -55,7 +55,7 @@ def _units(settings: dict[str, Any], names: list[str]) -> list[tuple[str, int, i
     return units
 
 
-def _score_unit(model: Model, unit: tuple[str, int, int], names: list[str], settings: dict[str, Any]) -> dict[str, torch.Tensor]:
+def score_pattern_unit(model: Model, unit: tuple[str, int, int], names: list[str], settings: dict[str, Any]) -> dict[str, torch.Tensor]:
     protocol, length, start = unit
     end = start + settings["batch_size"]
     excl = {"exclude_bos": settings["exclude_bos"], "exclude_current": settings["exclude_current"]}

@@ -37,10 +37,10 @@ class ScanUnits:
     def keys(self, stage: int) -> list[str]:
         """Every unit of ``stage`` (1: scores, 2: causal checks, known once stage 1 is merged)."""
         from interp.heads.causal import check_names
-        from interp.heads.head_scan import _units
+        from interp.heads.head_scan import pattern_units
 
         if stage == 1:
-            return ["-".join(map(str, u)) for u in _units(self.plan.settings, self.plan.names)] + list(self._groups)
+            return ["-".join(map(str, u)) for u in pattern_units(self.plan.settings, self.plan.names)] + list(self._groups)
         return [f"check-{name}" for name in check_names(self.scores())] if self.causal_checks else []
 
     def missing(self, stage: int) -> list[str]:
@@ -51,7 +51,7 @@ class ScanUnits:
 
     def run(self, model: Model, key: str, table: HeadScores | None = None, progress: bool = False) -> Any:
         """Compute one unit on ``model`` (the same model the plan was made for)."""
-        from interp.heads.head_scan import _score_unit
+        from interp.heads.head_scan import score_pattern_unit
         from interp.heads.retrieval import score_tests
 
         if key.startswith("check-"):
@@ -66,7 +66,7 @@ class ScanUnits:
             keep = self.causal_checks and group[0].length == min(cfg["lengths"])
             return score_tests(model, group, cfg, keep=keep)
         protocol, length, start = key.split("-")
-        return _score_unit(model, (protocol, int(length), int(start)), self.plan.names, self.plan.settings)
+        return score_pattern_unit(model, (protocol, int(length), int(start)), self.plan.names, self.plan.settings)
 
     def save(self, key: str, result: Any) -> None:
         (self.store.put_json if key.startswith("check-") else self.store.put)(key, result)
@@ -74,12 +74,12 @@ class ScanUnits:
     # -- merging, from the store only -----------------------------------------------------------
     def scores(self) -> HeadScores:
         """The stage-1 scores; every stage-1 unit must be in the store."""
-        from interp.heads.head_scan import _units
+        from interp.heads.head_scan import pattern_units
         from interp.heads.retrieval import merge_tests, split_group
 
         settings = self.plan.settings
         totals: dict[str, torch.Tensor] = {}
-        for unit in _units(settings, self.plan.names):
+        for unit in pattern_units(settings, self.plan.names):
             part = self._get("-".join(map(str, unit)))
             for name, value in part.items():
                 totals[name] = totals.get(name, 0) + value.double()

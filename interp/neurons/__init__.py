@@ -10,9 +10,10 @@ towards them.
 >>> hits = neurons.find(model, ["dog", "dogs"], top=10)                         # doctest: +SKIP
 >>> s = neurons.concept_set("dog")                   # shipped matched prompts  # doctest: +SKIP
 >>> neurons.activation_evidence(model, hits.layer[0], hits.neuron[0], s["prompts"], s["controls"])  # doctest: +SKIP
->>> neurons.steer(model, hits.layer[0], hits.neuron[0], 10.0, "I looked outside and saw a", "dog")  # doctest: +SKIP
+>>> neurons.clamp_effect(model, hits.layer[0], hits.neuron[0], 10.0, "I looked outside and saw a", "dog")  # doctest: +SKIP
 """
 
+from interp.neurons.clamping import ClampEffect, clamp, clamp_effect, concept_prob
 from interp.neurons.decoding import Agreement, agreement, decode
 from interp.neurons.evidence import (
     Evidence,
@@ -26,7 +27,6 @@ from interp.neurons.evidence import (
 )
 from interp.neurons.find import ConceptSplitWarning, concept_tokens, find
 from interp.neurons.report import write_report
-from interp.neurons.steer import SteerResult, clamp, concept_prob, steer
 from interp.neurons.vectors import WEIGHTS, decoding_vectors, effective_gain, raw_vectors
 
 __all__ = [
@@ -34,7 +34,7 @@ __all__ = [
     "Agreement",
     "ConceptSplitWarning",
     "Evidence",
-    "SteerResult",
+    "ClampEffect",
     "activation_evidence",
     "activation_scan",
     "agreement",
@@ -51,6 +51,6 @@ __all__ = [
     "neuron_activations",
     "neutral_prompts",
     "raw_vectors",
-    "steer",
+    "clamp_effect",
     "write_report",
 ]

@@ -83,7 +83,7 @@ def concept_tokens(model: Any, concept: str | Sequence[str], on_split: str = "fi
     return table
 
 
-def _used_ids(table: pd.DataFrame) -> list[int]:
+def used_ids(table: pd.DataFrame) -> list[int]:
     return sorted({int(i) for i in table["used_id"] if i >= 0})
 
 
@@ -207,7 +207,7 @@ def find(
     if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
         raise BadInputError(f"find: top must be a positive int or None (every neuron), got {top!r}")
     table = concept_tokens(model, concept, on_split)
-    ids = _used_ids(table)
+    ids = used_ids(table)
     u = unembedding(model)[ids]
     parts = []
     for layer in decoded(model, weights=weights, k=k, apply_input_ln=apply_input_ln,

@@ -106,9 +106,9 @@ def test_gqa_kv_patch_touches_only_its_query_group():
     clean, corrupt = torch.randint(1, 128, (1, 10), generator=g), torch.randint(1, 128, (1, 10), generator=g)
     with model.trace(clean, sites="blocks.1.attn.hook_k") as ct:
         pass
-    from interp.circuits.patching import Patch, _interventions
+    from interp.circuits.patching import Patch, patch_interventions
 
-    fns = _interventions([Patch("blocks.1.attn.hook_k", 1, 1, None)], {"blocks.1.attn.hook_k": ct["blocks.1.attn.hook_k"]}, 1)
+    fns = patch_interventions([Patch("blocks.1.attn.hook_k", 1, 1, None)], {"blocks.1.attn.hook_k": ct["blocks.1.attn.hook_k"]}, 1)
     with model.trace(corrupt, sites="blocks.1.attn.hook_z", interventions=fns) as pt:
         pass
     with model.trace(corrupt, sites="blocks.1.attn.hook_z") as base:

@@ -176,7 +176,7 @@ def _clamp(spec: str, layer: int, neuron: int, words: list[str]) -> None:
         if not prompt.strip():
             raise InterpError("type a prompt to generate from")
         with st.spinner("Generating twice…"), model_cache.using(spec) as model, ui.warnings_shown():
-            st.session_state["steered"] = neurons.steer(model, layer, neuron, value, prompt, words, n_new)
+            st.session_state["steered"] = neurons.clamp_effect(model, layer, neuron, value, prompt, words, n_new)
     r = st.session_state.get("steered")
     if r is not None and (r.layer, r.neuron) == (layer, neuron):
         left, right = st.columns(2)

@@ -16,7 +16,7 @@ import torch
 from interp.errors import BadInputError
 from interp.interventions import Index, check_finite, set_value
 from interp.neurons.decoding import token_strings
-from interp.neurons.find import _used_ids, concept_tokens
+from interp.neurons.find import concept_tokens, used_ids
 from interp.neurons.vectors import check_neuron
 
 
@@ -43,7 +43,7 @@ def _number(value: Any, what: str) -> float:
 
 
 @dataclass
-class SteerResult:
+class ClampEffect:
     """The concept's next-token probability and the generated text, without and with the clamp."""
 
     layer: int
@@ -70,7 +70,7 @@ def concept_prob(model: Any, prompt: str, ids: Sequence[int], interventions: dic
     return float(torch.softmax(logits, -1)[list(ids)].sum())
 
 
-def steer(
+def clamp_effect(
     model: Any,
     layer: int,
     neuron: int,
@@ -78,23 +78,23 @@ def steer(
     prompt: str,
     concept: str | Sequence[str],
     max_new_tokens: int = 20,
-) -> SteerResult:
+) -> ClampEffect:
     """Next-token probability of the concept (its tokens with and without a leading space,
     summed) and the greedy continuation, without and with ``clamp(model, layer, neuron, value)``.
 
-    >>> r = interp.neurons.steer(model, 12, 345, 8.0, "My favourite animal is the", "dog")  # doctest: +SKIP
+    >>> r = interp.neurons.clamp_effect(model, 12, 345, 8.0, "My favourite animal is the", "dog")  # doctest: +SKIP
     >>> r.ratio, r.text_clamped                                                   # doctest: +SKIP
     """
     check_neuron(model, layer, neuron)
-    value = _number(value, "steer")
+    value = _number(value, "clamp_effect")
     iv = clamp(model, layer, neuron, value)
     if not isinstance(prompt, str):
-        raise BadInputError(f"steer: prompt must be a str, got {type(prompt).__name__}")
+        raise BadInputError(f"clamp_effect: prompt must be a str, got {type(prompt).__name__}")
     model.check_generation(model.to_tokens(prompt), max_new_tokens, iv)  # every input, before any run
     table = concept_tokens(model, concept)
-    ids = _used_ids(table)
+    ids = used_ids(table)
     names = token_strings(model.tokenizer, ids)
-    return SteerResult(
+    return ClampEffect(
         layer=layer, neuron=neuron, value=float(value), prompt=prompt, concept_tokens=[names[i] for i in ids],
         p_base=concept_prob(model, prompt, ids), p_clamped=concept_prob(model, prompt, ids, iv),
         text_base=model.generate(prompt, max_new_tokens)[0],

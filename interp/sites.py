@@ -102,7 +102,19 @@ def as_glob(pattern: str) -> str:
     >>> as_glob("z"), as_glob("blocks.3.mlp.hook_post"), as_glob("blocks.*.hook_resid_pre")
     ('blocks.*.attn.hook_z', 'blocks.*.mlp.hook_post', 'blocks.*.hook_resid_pre')
     """
-    return layer_glob(SHORT_NAMES.get(_ALIASES.get(pattern, pattern), pattern).replace("{l}", "*"))
+    return layer_glob(_unshort(pattern))
+
+
+def _unshort(pattern: str) -> str:
+    """A TransformerLens short name as the glob of its site in every layer; anything else as is."""
+    return SHORT_NAMES.get(_ALIASES.get(pattern, pattern), pattern).replace("{l}", "*")
+
+
+def _matches(pattern: str, valid: list[str]) -> list[str]:
+    """The names of ``valid`` that the name or glob ``pattern`` names."""
+    if any(c in pattern for c in "*?["):
+        return fnmatch.filter(valid, pattern)
+    return [pattern] if pattern in valid else []
 
 
 def resolve(patterns: str | Sequence[str], templates: Sequence[str], n_layers: int, what: str = "site",
@@ -122,23 +134,20 @@ def resolve(patterns: str | Sequence[str], templates: Sequence[str], n_layers: i
     allowed = [t.replace("{l}", "*") for t in templates]
     out: list[str] = []
     for pattern in patterns:
-        full = SHORT_NAMES.get(_ALIASES.get(pattern, pattern), pattern).replace("{l}", "*")  # short names: all layers
-        if any(c in full for c in "*?["):
-            matches = fnmatch.filter(valid, full)
-        else:
-            matches = [full] if full in valid else []
+        full = _unshort(pattern)
+        matches = _matches(full, valid)
         if not matches:
-            match = _LAYER_RE.match(full)
-            if match and int(match.group(1)) >= n_layers and layer_glob(full) in allowed:
-                raise OutOfRangeError("layer", int(match.group(1)), n_layers)
+            layer = layer_of(full)
+            if layer is not None and layer >= n_layers and layer_glob(full) in allowed:
+                raise OutOfRangeError("layer", layer, n_layers)
             raise UnknownNameError(what, pattern, allowed,
                                    hint="full names (blocks.3.attn.hook_z), globs (blocks.*.attn.hook_z) "
                                         "or TransformerLens short names (z)")
-        matches.sort(key=lambda n: int(m.group(1)) if (m := _LAYER_RE.match(n)) else -1)
+        matches.sort(key=lambda n: -1 if (la := layer_of(n)) is None else la)
         out.extend(m for m in matches if m not in out)
     if layers is not None:
         keep = set(layers)
-        out = [n for n in out if (m := _LAYER_RE.match(n)) is None or int(m.group(1)) in keep]
+        out = [n for n in out if (la := layer_of(n)) is None or la in keep]
     return out
 
 
@@ -191,9 +200,7 @@ def expand(patterns: str | list[str] | tuple[str, ...], valid: list[str], n_laye
         patterns = [patterns]
     out: list[str] = []
     for pattern in patterns:
-        matches = fnmatch.filter(valid, pattern) if any(c in pattern for c in "*?[") else (
-            [pattern] if pattern in valid else []
-        )
+        matches = _matches(pattern, valid)
         if not matches:
             _raise_unknown(pattern, valid, n_layers)
         out.extend(m for m in matches if m not in out)

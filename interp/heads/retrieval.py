@@ -281,8 +281,11 @@ def decode_batch(model: Model, start: Prefill, max_new_tokens: int, *, intervent
     mask, cache, nxt = start.mask.to(model.device), start.cache, start.last
     with model.trace(interventions=interventions), torch.no_grad():
         for _ in range(max_new_tokens):
-            mask = torch.cat([mask, mask.new_ones(rows, 1)], 1)
-            out, cache = run_cached(model.hf, cache, input_ids=nxt, **({"attention_mask": mask} if padded else {}))
+            extra = {}
+            if padded:  # an unpadded batch runs without a mask, exactly as one prompt alone
+                mask = torch.cat([mask, mask.new_ones(rows, 1)], 1)
+                extra = {"attention_mask": mask}
+            out, cache = run_cached(model.hf, cache, input_ids=nxt, **extra)
             tokens = out.logits[:, -1].argmax(-1).tolist()
             grew = []
             for r, t in enumerate(tokens):
@@ -321,6 +324,7 @@ def decode_with_argmax(model: Model, tests: Sequence[NeedleTest], max_new_tokens
     its window, so its key indices are shifted to absolute positions."""
     start = start or prefill(model, [t.prompt_ids for t in tests])
     pads = start.pads.to(model.device)
+    padded = bool(pads.any())
     argmax: dict[int, torch.Tensor] = {}
     keys_so_far = [start.mask.shape[1]]  # padded positions in the cache before this step's token
 
@@ -329,9 +333,9 @@ def decode_with_argmax(model: Model, tests: Sequence[NeedleTest], max_new_tokens
             return  # a prefill; decoding steps are what is read
         total = keys_so_far[0] + 1
         first = total - k.shape[2]  # padded position of the cache's first key
-        real = torch.arange(first, total, device=k.device)[None, :] >= pads[:, None]
+        real = torch.arange(first, total, device=k.device)[None, :] >= pads[:, None] if padded else None
         idx = decode_argmax(q, k, scaling=spec.scaling, sliding_window=spec.sliding_window, softcap=spec.softcap,
-                            key_mask=real if bool(pads.any()) else None)
+                            key_mask=real)
         argmax[layer] = idx + first - pads[:, None]
 
     per_row: list[list[torch.Tensor]] = [[] for _ in range(start.rows)]

@@ -23,16 +23,14 @@ def _steps(result, dataset: str) -> None:
     st.plotly_chart(result.figure("accuracy"), key="acc")
     st.plotly_chart(result.figure("steps", dataset), key="steps")
     st.markdown("**Heads**")
-    heads = result.tables["heads"]
-    heads = heads[heads["dataset"].astype(str) == dataset].drop(columns="dataset")
+    heads = result.only(dataset).tables["heads"].drop(columns="dataset")
     st.dataframe(heads.sort_values(["merge", "retrieval"], ascending=False, kind="stable"), hide_index=True, height=260,
                  key="icl_heads", column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("merge", "retrieval")})
 
 
 def _ablation(result, dataset: str) -> None:
     st.plotly_chart(result.figure("ablation", dataset), key="ablation_plot")
-    ablation = result.tables["ablation"]
-    st.dataframe(ablation[ablation["dataset"].astype(str) == dataset].drop(columns="dataset"), hide_index=True,
+    st.dataframe(result.only(dataset).tables["ablation"].drop(columns="dataset"), hide_index=True,
                  key="ablation", column_config={c: st.column_config.NumberColumn(format="%.3f")
                                                 for c in ("accuracy", "baseline_accuracy", "drop")})
     st.caption("Random rows knock out as many random edges in the same layers: the control a step's drop must beat.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -25,6 +26,7 @@ class _Function:
     doc: str
 
 
+@functools.cache  # every option of a command reads the same function: parse its file once
 def _source(ref: str) -> _Function:
     """``"interp.probes.knob:knob"`` read from its source file, not imported: building the parser
     stays as fast as ``interp --help`` must be (the analyses import torch and more)."""

@@ -19,10 +19,8 @@ run in one forward pass: the target batch is repeated and each copy gets its own
 from __future__ import annotations
 
 import operator
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -33,10 +31,11 @@ from interp.errors import BadInputError, OutOfRangeError, UnknownNameError
 from interp.kv_cache import fork, run_cached
 from interp.masks import position_kwargs
 from interp.model import Model
+from interp.results import TableResult
 from interp.sites import as_glob, layer_glob, layer_of, resolve
 
 if TYPE_CHECKING:
-    from interp.outputs import OutputFolder
+    pass
 
 # The sites patching supports -> their per-head axis ("query", "kv" or None).
 SITES: dict[str, str | None] = {
@@ -174,55 +173,42 @@ def metric_per_item(metric: Metric, logits: torch.Tensor, n_items: int) -> torch
     return out.float().view(copies, n_items).mean(1)
 
 
-@dataclass
-class PatchingResult:
-    """A tidy table (``site, layer, head, position, effect, metric``) and the two reference values."""
+class PatchingResult(TableResult):
+    """A tidy table (``site, layer, head, position, effect, metric``) and the two reference values,
+    saved as ``patching.parquet`` and ``patching.json`` (strict JSON; ``interp.results.TableResult``).
 
-    df: pd.DataFrame
-    clean_metric: float
-    corrupted_metric: float
-    direction: str
-    tokens: list[str] = field(default_factory=list)
+    >>> result.save("out/patching"); PatchingResult.load("out/patching")   # doctest: +SKIP
+    """
+
+    NAME = "patching"
+
+    def __init__(self, df: pd.DataFrame, clean_metric: float | None, corrupted_metric: float | None, direction: str,
+                 tokens: Sequence[str] = ()):
+        def num(x: float | None) -> float:  # a reference value saved as null (NaN) reads back as NaN
+            return float("nan") if x is None else float(x)
+
+        super().__init__(df, clean_metric=num(clean_metric), corrupted_metric=num(corrupted_metric),
+                         direction=direction, tokens=list(tokens))
+
+    @property
+    def clean_metric(self) -> float:
+        return self.meta["clean_metric"]
+
+    @property
+    def corrupted_metric(self) -> float:
+        return self.meta["corrupted_metric"]
+
+    @property
+    def direction(self) -> str:
+        return self.meta["direction"]
+
+    @property
+    def tokens(self) -> list[str]:
+        return self.meta["tokens"]
 
     def __repr__(self) -> str:
         return (f"PatchingResult({len(self.df)} patches, sites={list(dict.fromkeys(self.df['site'].map(layer_glob)))}, "
                 f"clean {self.clean_metric:.3f}, corrupted {self.corrupted_metric:.3f})")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The reference values and the table's rows, JSON-ready (a NaN is None)."""
-        from interp.strict_json import finite
-
-        return finite({"clean_metric": self.clean_metric, "corrupted_metric": self.corrupted_metric,
-                       "direction": self.direction, "tokens": list(self.tokens),
-                       "rows": self.df.to_dict("records")})
-
-    def save(self, folder: str | os.PathLike[str] | OutputFolder, *, force: bool = False) -> Path:
-        """Write ``patching.parquet`` (the table) and ``patching.json`` (the same, strict JSON)
-        into ``folder``; other files there are left alone (see ``interp.outputs``).
-
-        >>> result.save("out/patching"); PatchingResult.load("out/patching")   # doctest: +SKIP
-        """
-        from interp.outputs import writing
-        from interp.results import write_json, write_table
-
-        with writing(folder, force=force) as out:
-            write_table(out, "patching.parquet", self.df)
-            write_json(out, "patching.json", self.to_dict())
-        return out.path
-
-    @classmethod
-    def load(cls, folder: str | os.PathLike[str]) -> PatchingResult:
-        """Read a folder written by :meth:`save` (the table from its parquet, no pickle)."""
-        from interp.results import read_json
-
-        meta = read_json(folder, "patching.json")
-        df = pd.read_parquet(Path(folder) / "patching.parquet")
-
-        def num(x: Any) -> float:
-            return float("nan") if x is None else float(x)
-
-        return cls(df, num(meta["clean_metric"]), num(meta["corrupted_metric"]), meta["direction"],
-                   list(meta.get("tokens") or []))
 
     def figures(self) -> dict[str, Any]:
         """One heatmap per site (all its layers): ``{"heatmap_<blocks.*.site>": figure}``."""

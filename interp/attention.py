@@ -20,6 +20,8 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from interp.errors import UsageError
+
 PREFIX = "interp_"
 BASES = ("sdpa", "eager")
 
@@ -28,6 +30,10 @@ QKVHook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, "AttentionSpe
 # (layer, q, k, spec, lse): sees the final q and k and, where the fused kernel ran, the rows'
 # log-sum-exp [batch, q_heads, pos] (else None).
 Observer = Callable[[int, torch.Tensor, torch.Tensor, "AttentionSpec", "torch.Tensor | None"], None]
+# (module, mask or None, q, k) -> the mask the layer's attention gets instead: boolean (True:
+# visible) or additive, [batch or 1, heads or 1, pos_q, pos_k]; None is the model's causal mask
+# (plus its window). q and k as the attention function gets them, so pos_k counts cached keys.
+MaskEdit = Callable[[torch.nn.Module, Any, torch.Tensor, torch.Tensor], Any]
 
 
 @dataclass(frozen=True)
@@ -91,16 +97,33 @@ def _fused_with_lse(base, module, query, key, value, attention_mask, spec):
     return out.transpose(1, 2).contiguous(), lse
 
 
+def _for_base(mask: Any, base: str, dtype: torch.dtype) -> Any:
+    """An edited mask in the form ``base`` reads: SDPA takes a boolean or an additive mask, the
+    eager functions add it to the scores (a boolean there would add 1 where visible)."""
+    if base == "eager" and isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
+        return torch.zeros((), dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    return mask
+
+
 def _make(base: str) -> Callable:
     def attention(module, query, key, value, attention_mask, **kwargs):
         hooks = module.__dict__.get("_interp_hooks")
         observers = module.__dict__.get("_interp_observers")
-        if not hooks and not observers:
+        edits = module.__dict__.get("_interp_mask_edits")
+        if not hooks and not observers and not edits:
             return _base_function(base, module)(module, query, key, value, attention_mask, **kwargs)
         layer = module.__dict__["_interp_layer"]
         spec = _spec(query, key, kwargs)
         for hook in list(hooks or ()):
             query, key, value = hook(layer, query, key, value, spec)
+        if edits:
+            if observers:  # the statistics kernels apply the model's own mask, not an edited one
+                raise UsageError(
+                    f"layer {layer}'s attention mask is edited (a knockout or a compressed cache) while attention "
+                    "statistics are observed there; the statistics would ignore the edit. Run them separately")
+            for edit in list(edits):
+                attention_mask = edit(module, attention_mask, query, key)
+            attention_mask = _for_base(attention_mask, base, query.dtype)
         if not observers:
             return _base_function(base, module)(module, query, key, value, attention_mask, **kwargs)
         fused = _fused_with_lse(base, module, query, key, value, attention_mask, spec)
@@ -139,11 +162,17 @@ def install(hf_model: Any, attention_modules: list[torch.nn.Module]) -> None:
         module.__dict__["_interp_layer"] = layer
         hooks_of(module)
         observers_of(module)
+        mask_edits_of(module)
 
 
 def hooks_of(module: torch.nn.Module) -> list[QKVHook]:
     """The q/k/v hooks currently attached to an attention module (kept in its __dict__)."""
     return module.__dict__.setdefault("_interp_hooks", [])
+
+
+def mask_edits_of(module: torch.nn.Module) -> list[MaskEdit]:
+    """The attention-mask edits of an attention module, applied in order to the mask it gets."""
+    return module.__dict__.setdefault("_interp_mask_edits", [])
 
 
 def observers_of(module: torch.nn.Module) -> list[Observer]:

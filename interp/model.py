@@ -403,9 +403,10 @@ class Model:
         gives it: the feed of the attention-statistics kernels. ``stop_after``: end the
         forward pass once this layer's attention has run (the trace's logits are then
         ``None``), for analyses that need only the first layers. ``mask_edits`` maps a layer
-        to ``edit(attention_module, mask, hidden_states) -> mask``, the attention mask that
-        layer's attention gets instead of the model's (``circuits.knockout`` and head-wise
-        cache compression are such edits; the mask is built by ``interp.masks``).
+        to ``edit(attention_module, mask, q, k) -> mask``, the attention mask that layer's
+        attention function gets instead of the model's (``mask`` is None where the model relies
+        on SDPA's causal flag; ``q`` ``[batch, heads, pos_q, d]`` and ``k`` with every cached
+        key); ``circuits.knockout`` and ``interp.heads.compressed`` are such edits.
 
         A ``circuits.knockout`` must be opened before a trace with inputs, whose forward
         runs on entry: ``with knockout(model, blocked), model.trace(inputs) as tr:``.
@@ -437,7 +438,7 @@ class Model:
         for layer, edit in (mask_edits or {}).items():
             self.check_layer(layer)
             if not callable(edit):
-                raise BadInputError(f"mask_edits[{layer}] must be a function (module, mask, hidden_states) -> mask, got "
+                raise BadInputError(f"mask_edits[{layer}] must be a function (module, mask, q, k) -> mask, got "
                                     f"{_describe(edit)}")
         trace = Trace()
         trace.n_layers = self.cfg.n_layers

@@ -12,13 +12,11 @@ from typing import Any
 import torch
 from torch.utils.hooks import RemovableHandle
 
-from interp.attention import AttentionSpec, Observer, hooks_of, observers_of
+from interp.attention import AttentionSpec, MaskEdit, Observer, hooks_of, mask_edits_of, observers_of
 from interp.errors import OutOfRangeError
 from interp.sites import Site
 
 Reducer = Callable[[torch.Tensor], Any]
-# (attention module, the mask the model passes it or None, its hidden states) -> the mask it gets instead
-MaskEdit = Callable[[torch.nn.Module, Any, torch.Tensor], Any]
 
 
 class Trace:
@@ -124,6 +122,7 @@ class Hooks:
         self._handles: list[RemovableHandle] = []
         self._qkv: list[tuple[torch.nn.Module, Callable]] = []
         self._observed: list[tuple[torch.nn.Module, Observer]] = []
+        self._edited: list[tuple[torch.nn.Module, MaskEdit]] = []
 
     # -- one site value passing by --------------------------------------------------------
     def process(self, site: Site, value: torch.Tensor) -> torch.Tensor:
@@ -167,7 +166,8 @@ class Hooks:
             self._observed.append((module, fn))
         for layer, edit in self.mask_edits.items():
             module = self.model.module(f"{self.model.adapter.layers}.{layer}.{self.model.adapter.attn}")
-            self._handles.append(module.register_forward_pre_hook(self._mask_hook(edit), with_kwargs=True))
+            mask_edits_of(module).append(edit)
+            self._edited.append((module, edit))
         if self.stop_after is not None:  # after that layer's attention (and its observers)
             module = self.model.module(f"{self.model.adapter.layers}.{self.stop_after}.{self.model.adapter.attn}")
             observers_of(module).append(_stop)
@@ -182,9 +182,13 @@ class Hooks:
         for module, fn in self._observed:
             if fn in observers_of(module):
                 observers_of(module).remove(fn)
+        for module, edit in self._edited:
+            if edit in mask_edits_of(module):
+                mask_edits_of(module).remove(edit)
         self._handles.clear()
         self._qkv.clear()
         self._observed.clear()
+        self._edited.clear()
 
     # -- hook factories ----------------------------------------------------------------------
     def _process_input(self, site: Site, value: torch.Tensor) -> torch.Tensor:
@@ -204,16 +208,6 @@ class Hooks:
             for site in sites:
                 value = self._process_input(site, value)
             return args, {**kwargs, "hidden_states": value}
-
-        return hook
-
-    @staticmethod
-    def _mask_hook(edit: MaskEdit):
-        def hook(module, args, kwargs):
-            hidden = kwargs.get("hidden_states", args[0] if args else None)
-            if hidden is None:
-                raise RuntimeError("an attention module was called without hidden_states")
-            return args, {**kwargs, "attention_mask": edit(module, kwargs.get("attention_mask"), hidden)}
 
         return hook
 

@@ -427,7 +427,7 @@ def test_mask_edits_reach_the_chosen_layers_and_are_removed(tiny):
     batch = padded_batch()
     seen: list[int] = []
 
-    def same(module, mask, hidden):
+    def same(module, mask, query, key):
         seen.append(id(module))
         return mask
 
@@ -438,7 +438,7 @@ def test_mask_edits_reach_the_chosen_layers_and_are_removed(tiny):
     attn = [tiny.module(f"{tiny.adapter.layers}.{la}.{tiny.adapter.attn}") for la in (0, 1)]
     assert seen == [id(m) for m in attn]
     assert torch.equal(edited.logits, plain.logits)
-    assert all(not m._forward_pre_hooks for m in attn)
+    assert all(not m._interp_mask_edits for m in attn)
     with pytest.raises(OutOfRangeError):
         with tiny.trace(batch, mask_edits={9: same}):
             pass

@@ -63,17 +63,15 @@ def _base_allowed(module: torch.nn.Module, n_q: int, n_k: int, device: torch.dev
 
 
 def _combine(base: torch.Tensor | None, module: torch.nn.Module, blocked: torch.Tensor, heads: list[int] | None,
-             n_heads: int, dtype: torch.dtype, additive: bool) -> torch.Tensor:
+             n_heads: int) -> torch.Tensor:
     b, n_q, n_k = blocked.shape
     drop = blocked[:, None]  # [b, 1, q, k]
     if heads is not None:
         sel = torch.zeros(n_heads, dtype=torch.bool, device=blocked.device)
         sel[heads] = True
         drop = drop & sel[None, :, None, None]
-    if base is None:
+    if base is None:  # boolean; the attention wrapper turns it additive for eager attention
         base = _base_allowed(module, n_q, n_k, blocked.device)
-        if additive:
-            base = torch.zeros((), dtype=dtype, device=blocked.device).masked_fill(~base, torch.finfo(dtype).min)
     if base.shape[-2:] != (n_q, n_k):
         raise BadInputError(f"knockout mask covers {n_q} queries x {n_k} keys but the layer sees "
                          f"{base.shape[-2]} x {base.shape[-1]}; knockout needs a full forward pass without a KV cache")
@@ -153,18 +151,17 @@ def _check_blocked(model: Model, blocked: Any, layers: Any, heads: Any,
 def _knockout(model: Model, blocked: torch.Tensor, layers: Any, heads: Any) -> Iterator[None]:
     """``knockout`` without the order check (for callers that run their own forward inside)."""
     chosen, head_list = _check_blocked(model, blocked, layers, heads)
-    additive = not str(model.hf.config._attn_implementation).endswith("sdpa")
     # Layers that share a mask share the knocked-out mask; the base is kept so its id stays unique.
     cache: dict[tuple, tuple[Any, torch.Tensor]] = {}
 
-    def edit(module: torch.nn.Module, base: Any, hidden: torch.Tensor) -> torch.Tensor:
-        if hidden.shape[0] != blocked.shape[0] or hidden.shape[1] != blocked.shape[1]:
-            raise BadInputError(f"knockout mask is for {_items(blocked.shape)}, but the model runs {_items(hidden.shape)}")
-        key = (id(base), getattr(module, "sliding_window", None))
-        if key not in cache:
-            cache[key] = (base, _combine(base, module, blocked.to(hidden.device), head_list, model.cfg.n_heads,
-                                         hidden.dtype, additive))
-        return cache[key][1]
+    def edit(module: torch.nn.Module, base: Any, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        if query.shape[0] != blocked.shape[0] or query.shape[2] != blocked.shape[1]:
+            shape = (query.shape[0], query.shape[2])
+            raise BadInputError(f"knockout mask is for {_items(blocked.shape)}, but the model runs {_items(shape)}")
+        cache_key = (id(base), getattr(module, "sliding_window", None))
+        if cache_key not in cache:
+            cache[cache_key] = (base, _combine(base, module, blocked.to(query.device), head_list, model.cfg.n_heads))
+        return cache[cache_key][1]
 
     with model.trace(mask_edits=dict.fromkeys(chosen, edit)):
         yield

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from interp.errors import BadInputError
 from interp.kernels import AttentionStats, attention_stats
 from interp.model import Inputs, Model
 
@@ -26,7 +27,7 @@ def head_stats(
     row_stats: bool = False,
     topk: int = 0,
     layers: Sequence[int] | None = None,
-    spans: torch.Tensor | None = None,
+    spans: torch.Tensor | Sequence[torch.Tensor] | None = None,
     exclude: Sequence[str] = (),
     backend: str = "auto",
     block: int = 128,
@@ -47,6 +48,9 @@ def head_stats(
     wanted = sorted({model.check_layer(layer) for layer in (layers if layers is not None else range(model.cfg.n_layers))})
     rows_t = None if rows is None else torch.as_tensor(rows, dtype=torch.long, device=ids.device)
     results: dict[int, AttentionStats] = {}
+    span_list = [spans] if spans is None or isinstance(spans, torch.Tensor) else list(spans)
+    if len(span_list) > 1 and "span" not in rules:
+        raise BadInputError("several spans were given but rules has no 'span'")
     plans: dict[Any, dict] = {}  # target layouts depend on the tokens and the window, not the layer
 
     def observe(layer: int, q: torch.Tensor, k: torch.Tensor, spec: Any, lse: torch.Tensor | None) -> None:
@@ -54,11 +58,18 @@ def head_stats(
             r = rows_t.expand(q.shape[0], -1) if rows_t.ndim == 1 else rows_t
             lse = lse.gather(2, r[:, None, :].expand(-1, q.shape[1], -1))
         stats = attention_stats(
-            q, k, scaling=spec.scaling, rules=rules, tokens=ids, spans=spans, rows=rows_t, key_mask=key_mask,
+            q, k, scaling=spec.scaling, rules=rules, tokens=ids, spans=span_list[0], rows=rows_t, key_mask=key_mask,
             sliding_window=spec.sliding_window, softcap=spec.softcap, row_stats=row_stats, topk=topk,
             lse=None if row_stats else lse, exclude=exclude, backend=backend, block=block,
             plan=plans.setdefault(spec.sliding_window, {}),
         )
+        for i, more in enumerate(span_list[1:], 1):  # the same rows' log-sum-exp, more target keys
+            extra = attention_stats(q, k, scaling=spec.scaling, rules=["span"], spans=more, rows=rows_t,
+                                    key_mask=key_mask, sliding_window=spec.sliding_window, softcap=spec.softcap,
+                                    row_stats=False, lse=stats.lse, backend=backend, block=block,
+                                    plan=plans.setdefault((spec.sliding_window, i), {}))
+            stats.mass["span"] = stats.mass["span"] + extra.mass["span"]
+            stats.n_targets["span"] = stats.n_targets["span"] + extra.n_targets["span"]
         results[layer] = _to_cpu(stats)
 
     with model.trace(tokens, observe=observe, observe_layers=wanted, stop_after=wanted[-1]):

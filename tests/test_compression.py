@@ -166,3 +166,55 @@ def test_compressed_bad_input():
     with pytest.raises(BadInputError, match="kept_fraction|no forward ran"):
         with compressed(model, _keep(model)) as comp:
             comp.kept_fraction()
+
+
+# -- the streaming score ------------------------------------------------------------------------
+
+def test_streaming_score_is_one_on_sink_and_window_heads_and_near_zero_far_back():
+    from wired_models import CharTokenizer, wired_streaming_gpt2
+
+    from interp.heads.head_scan import scan
+
+    model = Model(wired_streaming_gpt2(), CharTokenizer(), name="wired")
+    scores = scan(model, ["streaming"], streaming={"sink": 1, "window": 4, "tokens": 32}, causal_checks=False,
+                  progress=False).matrix("streaming")
+    assert scores[0, 0] > 0.999  # previous token: inside the window
+    assert scores[0, 1] > 0.999  # BOS: the sink
+    assert scores[1, 0] < 0.001  # position 1: neither sink nor recent for rows 5..31
+    # position 2 is still recent for row 5 (5 - 2 < 4), one of the 27 rows scored
+    assert scores[1, 1] == pytest.approx(1 / 27, abs=1e-3)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_streaming_score_matches_dense_float64_attention(family):
+    """The score (two kernel spans per row) against eager float64 probabilities summed by hand."""
+    from tiny_models import build
+    from wired_models import CharTokenizer
+
+    from interp.heads.head_scan import scan
+    from interp.heads.sequences import natural_text
+
+    sink, window, tokens = 3, 6, 40
+    model = Model(build(family), CharTokenizer(), name=f"tiny-{family}")
+    got = scan(model, ["streaming"], streaming={"sink": sink, "window": window, "tokens": tokens, "samples": 2},
+               causal_checks=False, progress=False).matrix("streaming")
+    body = natural_text(model, tokens - 1, 2, 0)
+    ids = torch.cat([torch.zeros(2, 1, dtype=torch.long), body], 1)  # CharTokenizer's BOS is 0
+    dense = build(family, attn="eager").double()
+    with torch.no_grad():
+        probs = dense(input_ids=ids, output_attentions=True).attentions  # per layer [b, H, q, k]
+    for layer, p in enumerate(probs):
+        rows = range(sink + window, tokens)
+        kept = [p[:, :, i, :sink].sum(-1) + p[:, :, i, i - window + 1 : i + 1].sum(-1) for i in rows]
+        want = torch.stack(kept, -1).mean(dim=(0, 2)).numpy()
+        np.testing.assert_allclose(got[layer], want, atol=2e-5)
+
+
+def test_streaming_settings_are_checked_before_any_work():
+    from interp.heads.head_scan import SettingError, plan_scan
+
+    model = _tiny("llama")
+    with pytest.raises(SettingError, match="cover every key"):
+        plan_scan(model, ["streaming"], streaming={"sink": 4, "window": 256, "tokens": 200})
+    with pytest.raises(Exception, match="unknown streaming setting"):
+        plan_scan(model, ["streaming"], streaming={"windw": 3})

@@ -102,6 +102,25 @@ def wired_gpt2() -> GPT2LMHeadModel:
     return model.eval()
 
 
+def wired_streaming_gpt2(sharp: float = 24.0) -> GPT2LMHeadModel:
+    """Heads for the streaming score: L0H0 previous-token (inside any recent window), L0H1 BOS
+    sink (the first key), L1H0 and L1H1 reading positions 1 and 2 (far back from late queries).
+    ``sharp``: each head's logit margin, so nearly all of its attention is on its target."""
+    cfg = GPT2Config(vocab_size=V, n_positions=P, n_embd=D, n_layer=2, n_head=2, n_inner=4,
+                     bos_token_id=0, eos_token_id=0, attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0)
+    model = _blank_gpt2(cfg, POS, P)
+    with torch.no_grad():
+        shift = torch.zeros(P, P)
+        shift[torch.arange(1, P), torch.arange(P - 1)] = 1.0
+        a0, a1 = model.transformer.h[0].attn, model.transformer.h[1].attn
+        _head(a0, 0, "q")[POS, HPOS] = sharp * shift
+        _head(a0, 0, "k")[POS, HPOS] = torch.eye(P)
+        for attn, h, target in ((a0, 1, 0), (a1, 0, 1), (a1, 1, 2)):
+            _head(attn, h, "q")[TOK, V + target] = sharp  # every query, the same
+            _head(attn, h, "k")[V + target, V + target] = 1.0  # the key at position ``target``
+    return model.eval()
+
+
 # -- n-gram heads -------------------------------------------------------------------------------
 # 128 positions, so that windows of natural text hold repeated 3- and 4-grams. Residual (d_model
 # 640): token one-hot [0, 16), position one-hot [16, 144), then four slots of 16 where layer 0

@@ -20,7 +20,15 @@ from interp.errors import InterpError, PromptTooLongError, UnknownNameError
 from interp.head_stats import head_stats
 from interp.heads import scores as S
 from interp.heads.checkpoint import Checkpoint
-from interp.heads.names import NGRAM_ORDERS, PATTERN_SCORES, RANDOM_SCORES, SCAN_DEFAULTS, SCORES, TEXT_SCORES
+from interp.heads.names import (
+    NGRAM_ORDERS,
+    PATTERN_SCORES,
+    RANDOM_SCORES,
+    SCAN_DEFAULTS,
+    SCORES,
+    STREAMING_DEFAULTS,
+    TEXT_SCORES,
+)
 from interp.heads.sequences import bos_id, natural_text, repeated_random
 from interp.heads.table import HeadScores
 from interp.heads.units import ScanUnits
@@ -52,11 +60,40 @@ def pattern_units(settings: dict[str, Any], names: list[str]) -> list[tuple[str,
             units += [("random", length, s) for s in range(0, settings["samples"], settings["batch_size"])]
     if any(n in names for n in TEXT_SCORES):
         units += [("text", settings["text_tokens"], s) for s in range(0, settings["text_samples"], settings["batch_size"])]
+    if "streaming" in names:
+        cfg = settings["streaming"]
+        units += [("streaming", cfg["tokens"], s) for s in range(0, cfg["samples"], settings["batch_size"])]
     return units
+
+
+def streaming_unit(model: Model, length: int, start: int, cfg: dict[str, int], seed: int,
+                   batch_size: int) -> dict[str, torch.Tensor]:
+    """The ``streaming`` score's parts on natural-text windows of ``length`` tokens (a BOS first
+    where the model has one, as a prompt starts): each head's attention mass on its first ``sink``
+    keys plus its last ``window`` keys, over the rows that see other keys too (two kernel spans
+    per row), so a head that lives on a sink + window cache scores 1 and one that reads far back
+    scores near 0."""
+    sink, window = cfg["sink"], cfg["window"]
+    bos = bos_id(model)
+    body = natural_text(model, length - (bos is not None), cfg["samples"], seed)[start : start + batch_size]
+    ids = body if bos is None else torch.cat([torch.full((len(body), 1), bos), body], dim=1)
+    rows = torch.arange(sink + window, length)
+    sinks = torch.stack([torch.zeros_like(rows), torch.full_like(rows, sink)], dim=-1)
+    recent = torch.stack([rows - window + 1, rows + 1], dim=-1)  # disjoint from the sinks: rows >= sink + window
+    spans = [s.expand(len(ids), -1, -1) for s in (sinks, recent) if sink > 0 or s is recent]
+    stats = head_stats(model, ids, rules=["span"], rows=rows, spans=spans)
+    parts = []
+    for layer in range(model.cfg.n_layers):
+        kept = stats[layer].mass["span"].double().clamp(max=1)  # [b, H, R]
+        n = torch.full((kept.shape[1],), float(kept.shape[0] * kept.shape[2]), dtype=torch.float64)
+        parts.append(torch.stack([kept.sum(dim=(0, 2)), n, n]))
+    return {"streaming": torch.stack(parts, dim=1)}
 
 
 def score_pattern_unit(model: Model, unit: tuple[str, int, int], names: list[str], settings: dict[str, Any]) -> dict[str, torch.Tensor]:
     protocol, length, start = unit
+    if protocol == "streaming":
+        return streaming_unit(model, length, start, settings["streaming"], settings["seed"], settings["batch_size"])
     end = start + settings["batch_size"]
     excl = {"exclude_bos": settings["exclude_bos"], "exclude_current": settings["exclude_current"]}
     exclude = [k for k, on in (("bos", settings["exclude_bos"]), ("self", settings["exclude_current"])) if on]
@@ -142,6 +179,29 @@ def _retrieval_settings(model: Model, retrieval: dict[str, Any] | None, causal_c
     return cfg
 
 
+def _streaming_settings(model: Model, streaming: dict[str, Any] | None) -> dict[str, int]:
+    for key in streaming or {}:
+        if key not in STREAMING_DEFAULTS:
+            raise UnknownNameError("streaming setting", key, list(STREAMING_DEFAULTS))
+    cfg = {**STREAMING_DEFAULTS, **(streaming or {})}
+    _at_least(cfg["sink"], 0, "the streaming sink")
+    _at_least(cfg["window"], 1, "the streaming window")
+    _at_least(cfg["tokens"], 2, "the streaming text length (tokens)")
+    _at_least(cfg["samples"], 1, "the streaming text samples")
+    if cfg["sink"] + cfg["window"] >= cfg["tokens"]:
+        raise SettingError(
+            f"a sink of {cfg['sink']} and a window of {cfg['window']} cover every key of a {cfg['tokens']}-token text, "
+            f"so the streaming score would be 1 for every head; use more than {cfg['sink'] + cfg['window']} tokens "
+            "or a smaller window")
+    if cfg["tokens"] > model.cfg.n_ctx:
+        raise PromptTooLongError(f"streaming texts of {cfg['tokens']} tokens exceed {model.name}'s context window "
+                                 f"of {model.cfg.n_ctx}")
+    available = len(model.tokenizer(corpus_text("alice"), return_tensors="pt")["input_ids"][0])
+    if cfg["tokens"] > available:
+        raise PromptTooLongError(f"the shipped text has {available} tokens, fewer than the {cfg['tokens']} asked for")
+    return {k: int(v) for k, v in cfg.items()}
+
+
 def plan_scan(
     model: Model,
     scores: Sequence[str] = PATTERN_SCORES,
@@ -155,6 +215,7 @@ def plan_scan(
     exclude_current: bool = False,
     batch_size: int = 4,
     retrieval: dict[str, Any] | None = None,
+    streaming: dict[str, Any] | None = None,
     causal_checks: bool = True,
 ) -> ScanPlan:
     """Check every setting of a ``scan`` against ``model`` before any work, and build the
@@ -177,8 +238,6 @@ def plan_scan(
                 f"length {max(lengths)} needs {need} tokens but {model.name}'s context window is {model.cfg.n_ctx}"
             )
         _at_least(samples, 1, "samples")
-    if random_wanted or text_wanted:
-        _at_least(batch_size, 1, "batch_size")
     if text_wanted:
         _at_least(text_tokens, 1, "text_tokens")
         _at_least(text_samples, 1, "text_samples")
@@ -190,11 +249,15 @@ def plan_scan(
         available = len(model.tokenizer(corpus_text("alice"), return_tensors="pt")["input_ids"][0])
         if text_tokens > available:
             raise PromptTooLongError(f"the shipped text has {available} tokens, fewer than the {text_tokens} asked for")
+    if random_wanted or text_wanted or "streaming" in names:
+        _at_least(batch_size, 1, "batch_size")
     settings: dict[str, Any] = {
         "scores": names, "lengths": lengths, "samples": samples, "text_tokens": text_tokens,
         "text_samples": text_samples, "seed": seed, "exclude_bos": exclude_bos,
         "exclude_current": exclude_current, "batch_size": batch_size,
     }
+    if "streaming" in names:
+        settings["streaming"] = _streaming_settings(model, streaming)
     tests = None
     if "retrieval" in names:
         from interp.heads.retrieval import needle_tests
@@ -217,6 +280,7 @@ def scan(
     exclude_current: bool = False,
     batch_size: int = 4,
     retrieval: dict[str, Any] | None = None,
+    streaming: dict[str, Any] | None = None,
     causal_checks: bool = True,
     checkpoint: str | None = None,
     progress: bool = True,
@@ -230,7 +294,10 @@ def scan(
     ``duplicate_text``, ``induction_text``, and ``ngram`` (the n-gram scores
     ``ngram1``..``ngram4``). ``exclude_bos``/``exclude_current`` as in
     TransformerLens's ``detect_head``. ``retrieval`` passes settings to
-    ``interp.heads.retrieval.retrieval_scores``. With ``causal_checks`` the induction and
+    ``interp.heads.retrieval.retrieval_scores``. ``streaming`` (``sink``, ``window``, ``tokens``,
+    ``samples``; defaults in ``STREAMING_DEFAULTS``): the ``streaming`` score, each head's
+    attention mass on its first ``sink`` and last ``window`` keys in long natural text (near 1:
+    the head would lose little on a sink + window KV cache). With ``causal_checks`` the induction and
     retrieval labels are tested by ablation. ``checkpoint``: a folder for partial results, so
     an interrupted scan resumes. Every setting is checked (``plan_scan``) before any work
     starts or the checkpoint folder is created.
@@ -241,7 +308,7 @@ def scan(
     plan = plan_scan(
         model, scores, lengths=lengths, samples=samples, text_tokens=text_tokens, text_samples=text_samples,
         seed=seed, exclude_bos=exclude_bos, exclude_current=exclude_current, batch_size=batch_size,
-        retrieval=retrieval, causal_checks=causal_checks,
+        retrieval=retrieval, streaming=streaming, causal_checks=causal_checks,
     )
     ckpt = Checkpoint(checkpoint, {"model": model.name, **plan.settings})
     units = ScanUnits(model.name, (model.cfg.n_layers, model.cfg.n_heads), plan, ckpt, _versions(), causal_checks)

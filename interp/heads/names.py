@@ -11,13 +11,17 @@ from typing import Any
 RANDOM_SCORES = ("prev_token", "duplicate", "induction")
 TEXT_SCORES = ("prev_token_text", "duplicate_text", "induction_text", "ngram")
 PATTERN_SCORES = (*RANDOM_SCORES, *TEXT_SCORES)
-SCORES = (*PATTERN_SCORES, "retrieval")
+SCORES = (*PATTERN_SCORES, "streaming", "retrieval")
 NGRAM_ORDERS = (1, 2, 3, 4)
 # The order of scores in every table and report, whatever order the work was done or resumed in.
-OUTPUT_ORDER = (*RANDOM_SCORES, *TEXT_SCORES[:3], *(f"ngram{n}" for n in NGRAM_ORDERS), "retrieval")
+OUTPUT_ORDER = (*RANDOM_SCORES, *TEXT_SCORES[:3], *(f"ngram{n}" for n in NGRAM_ORDERS), "streaming", "retrieval")
 
 # The defaults of ``scan``'s pattern protocols, written once: its signature and the CLI read them.
 SCAN_DEFAULTS: dict[str, Any] = {"lengths": (25, 50, 100), "samples": 8, "text_tokens": 512, "text_samples": 4}
+
+# The streaming score's defaults: DuoAttention's streaming cache (4 sinks, a 256-key window), on
+# one window of natural text as long as the longest needle haystacks scored here.
+STREAMING_DEFAULTS: dict[str, int] = {"sink": 4, "window": 256, "tokens": 2048, "samples": 1}
 
 
 def default_needles() -> list[dict[str, str]]:

@@ -218,3 +218,55 @@ def test_streaming_settings_are_checked_before_any_work():
         plan_scan(model, ["streaming"], streaming={"sink": 4, "window": 256, "tokens": 200})
     with pytest.raises(Exception, match="unknown streaming setting"):
         plan_scan(model, ["streaming"], streaming={"windw": 3})
+
+
+# -- kv patterns --------------------------------------------------------------------------------
+
+def _table(model, values: np.ndarray, score: str = "retrieval"):
+    from interp.heads.table import HeadScores
+
+    return HeadScores.from_arrays({score: values}, model=model.name)
+
+
+def test_kv_pattern_takes_the_group_max_or_min_and_marks_sliding_layers():
+    llama = _tiny("llama")  # 4 query heads, 2 kv heads: groups (0, 1) and (2, 3)
+    values = np.array([[0.1, 0.9, 0.2, 0.3], [0.5, 0.4, 0.0, 0.0], [0.7, 0.6, 0.8, 0.1]])
+    table = _table(llama, values)
+    np.testing.assert_allclose(table.kv_pattern("retrieval", model=llama).to_numpy(),
+                               [[0.9, 0.3], [0.5, 0.0], [0.7, 0.8]])
+    np.testing.assert_allclose(table.kv_pattern("retrieval", model=llama, lowest=True).to_numpy(),
+                               [[0.1, 0.2], [0.4, 0.0], [0.6, 0.1]])
+    keep = table.keep_full("retrieval", 0.5, model=llama)  # 3 of 6 kv heads: 0.9, 0.8, 0.7
+    assert keep.tolist() == [[True, False], [False, False], [True, True]]
+    assert table.keep_full("retrieval", 0.0, model=llama).sum() == 0
+    gemma = _tiny("gemma3")  # MQA; layers 0 and 1 slide
+    pattern = _table(gemma, values).kv_pattern("retrieval", model=gemma)
+    assert pattern.shape == (3, 1) and pattern.iloc[:2].isna().all().all() and pattern.iloc[2, 0] == 0.8
+    assert _table(gemma, values).keep_full("retrieval", 1.0, model=gemma).tolist() == [[False], [False], [True]]
+
+
+def test_kv_pattern_bad_input():
+    from interp.errors import UnknownNameError
+
+    llama = _tiny("llama")
+    table = _table(llama, np.zeros((3, 4)))
+    for share in (-0.1, 1.5, "half", True):
+        with pytest.raises(BadInputError, match="share must be a number in 0..1"):
+            table.keep_full("retrieval", share, model=llama)
+    with pytest.raises(UnknownNameError, match="unknown score .retrieval.; valid scores: induction"):
+        _table(llama, np.zeros((3, 4)), score="induction").keep_full("retrieval", 0.5, model=llama)
+    with pytest.raises(BadInputError, match="pass model="):
+        table.kv_pattern("retrieval")
+    with pytest.raises(BadInputError, match="scores are for 2 x 4"):
+        _table(llama, np.zeros((2, 4))).kv_pattern("retrieval", model=llama)
+
+
+def test_kv_pattern_file_with_one_kv_head_per_layer_keeps_its_shape(tmp_path):
+    from interp.heads.kv_export import read_kv_pattern, write_kv_pattern
+
+    gemma = _tiny("gemma3")
+    table = _table(gemma, np.array([[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8], [0.9, 0.2, 0.3, 0.4]]))
+    write_kv_pattern(table, tmp_path / "kv", model=gemma)
+    sink, recent, values = read_kv_pattern(tmp_path / "kv")
+    assert (sink, recent) == (4, 256) and values.shape == (3, 1)
+    assert values[:, 0].tolist() == [1.0, 1.0, 0.9]  # sliding layers: 1, no compression beyond their window

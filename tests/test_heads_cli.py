@@ -14,7 +14,8 @@ from interp.cli import main
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-SMALL = ["--lengths", "4,8", "--samples", "2", "--text-tokens", "32", "--text-samples", "2", "--quiet"]
+SMALL = ["--lengths", "4,8", "--samples", "2", "--text-tokens", "32", "--text-samples", "2", "--window", "16",
+         "--streaming-tokens", "48", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,9 @@ def test_cli_heads_writes_the_report(folders, tmp_path, capsys):
     assert data["settings"]["lengths"] == [4, 8] and data["settings"]["retrieval"]["depths"] == [0.5]
     assert all(set(row) == {"score", "layer", "head", "value"} for row in data["scores"])
     names = {row["score"] for row in data["scores"]}
-    assert {"prev_token", "duplicate", "induction", "retrieval", "ngram1", "ngram2", "ngram3", "ngram4"} <= names
+    assert {"prev_token", "duplicate", "induction", "retrieval", "streaming", "ngram1", "ngram2", "ngram3",
+            "ngram4"} <= names
+    assert data["shape"] == {"layers": 3, "heads": 4, "kv_heads": 2, "sliding_windows": {}}
     assert len(data["scores"]) == len(names) * 3 * 4  # every score for each of 3 layers x 4 heads
     assert data["checks"]["retrieval_tests"]["tests"] == 3  # three needles at one length and depth
     assert "induction_ablation" in data["checks"] and "retrieval_masking" in data["checks"]
@@ -111,3 +114,56 @@ def test_cli_interrupted_run_keeps_its_checkpoint_and_resumes(folders, tmp_path,
     assert main(argv) == 0
     assert len(calls) == 1  # the random unit of length 8; length 4 came from the checkpoint
     assert (out / "report.html").is_file() and not partial.exists()
+
+
+def test_cli_exports_the_kv_pattern_as_kvpress_reads_it(folders, tmp_path, monkeypatch):
+    """``--export kv-pattern``: DuoAttention's two files in ``kv_pattern/``, read back with the
+    rules of kvpress's ``DuoAttentionPress.load_attention_pattern`` (tab-separated floats clipped
+    to 0..1; ``sink_size``, ``recent_size``), and its choice of streaming heads (the
+    ``round(ratio * n)`` lowest) is the complement of ``HeadScores.keep_full`` on the report."""
+    import io
+
+    import numpy as np
+
+    from interp.heads.table import HeadScores
+
+    out = tmp_path / "r"
+    args = ["heads", str(folders["tiny-a"]), "--out", str(out), *SMALL, "--scores", "retrieval,streaming",
+            "--retrieval-lengths", "100", "--retrieval-depths", "0.5", "--no-causal-checks", "--export", "kv-pattern"]
+    # a random tiny model recalls no needle, so it has no retrieval score to export: an error, nothing written
+    assert main(args) == 2 and not (out / "kv_pattern").exists() and not (out / "report.html").exists()
+    # counted as recalled, its tests give copy scores
+    monkeypatch.setattr("interp.heads.retrieval.rouge1_recall", lambda reference, response: 1.0)
+    out = tmp_path / "r2"
+    assert main([*args[:2], "--out", str(out), *args[4:]]) == 0
+    folder = out / "kv_pattern"
+    assert sorted(p.name for p in folder.iterdir()) == [".interp-manifest.json", "config.json",
+                                                        "full_attention_heads.tsv"]
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["sink_size"], config["recent_size"]) == (4, 16)
+    values = np.clip(np.loadtxt(io.StringIO((folder / "full_attention_heads.tsv").read_text()), dtype=float,
+                                delimiter="\t"), 0, 1)
+    scores = HeadScores.load(out)
+    assert values.shape == (3, 2)
+    want = scores.matrix("retrieval").reshape(3, 2, 2).max(-1)  # a kv head: its query group's highest
+    np.testing.assert_allclose(values, want, atol=1e-6)
+    values = values + np.arange(6).reshape(3, 2) * 1e-9  # kvpress breaks no ties; make the order unique
+    for ratio in (0.0, 0.5, 1.0):
+        n = round(values.size * ratio)
+        streaming = np.zeros(values.shape, dtype=bool)
+        streaming[np.unravel_index(np.argsort(values, axis=None)[:n], values.shape)] = True
+        scores.matrix("retrieval")  # the same table the CLI exported
+        keep = scores.keep_full("retrieval", 1 - ratio)
+        if len(set(want.ravel())) == want.size:
+            assert np.array_equal(keep, ~streaming)
+        assert keep.sum() == values.size - n
+
+
+def test_cli_export_needs_the_retrieval_score(folders, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["heads", str(folders["tiny-a"]), "--out", str(out), *SMALL, "--scores", "induction",
+                 "--export", "kv-pattern"]) == 2
+    assert "add retrieval to --scores" in capsys.readouterr().err
+    assert main(["heads", str(folders["tiny-a"]), "--out", str(out), *SMALL, "--export", "kv-patern"]) == 2
+    assert "valid exports: kv-pattern" in capsys.readouterr().err
+    assert not out.exists()

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from interp.heads.names import SCAN_DEFAULTS, SCORES, RetrievalSettings
+    from interp.heads.names import SCAN_DEFAULTS, SCORES, STREAMING_DEFAULTS, RetrievalSettings
 
     p = sub.add_parser("heads", help="score every attention head and write reports")
     o.add_model(p, several=True)
@@ -49,6 +49,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="needle depths in the haystack, 0: start, 1: end (default: %(default)s)")
     p.add_argument("--mask-k", default=o.default(RetrievalSettings, "mask_k"), type=o.at_least(1),
                    help="heads masked in the retrieval masking check (default: %(default)s)")
+    p.add_argument("--sink", default=o.default(STREAMING_DEFAULTS, "sink"), type=o.at_least(0),
+                   help="streaming score and exported pattern: sink keys kept by a streaming head (default: %(default)s)")
+    p.add_argument("--window", default=o.default(STREAMING_DEFAULTS, "window"), type=o.at_least(1),
+                   help="streaming score and exported pattern: recent keys kept by a streaming head "
+                        "(default: %(default)s)")
+    p.add_argument("--streaming-tokens", default=None, type=o.at_least(2),
+                   help=f"length of the natural text the streaming score reads (default: {STREAMING_DEFAULTS['tokens']}, "
+                        "or the model's context window if shorter)")
+    p.add_argument("--export", default=[], type=o.names_list,
+                   help="also write, beside each report: kv-pattern (kv_pattern/full_attention_heads.tsv and "
+                        "config.json in DuoAttention's layout, which kvpress's DuoAttentionPress reads; needs the "
+                        "retrieval score)")
     o.add_seed(p)
     p.add_argument("--exclude-bos", action="store_true", help="leave the first token out of pattern scores")
     p.add_argument("--exclude-current", action="store_true", help="leave each query's own token out")
@@ -80,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
     how = o.model_options(args)  # device and dtype checked before anything else
     names = check_scores(args.scores)
+    _check_exports(args.export, names)
     steps, figure_scores = _timeline(args, names)
     settings = dict(
         lengths=args.lengths, samples=args.samples, text_tokens=args.text_tokens, text_samples=args.text_samples,
@@ -87,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         causal_checks=not args.no_causal_checks,
         retrieval={"lengths": tuple(args.retrieval_lengths), "depths": tuple(args.retrieval_depths),
                    "mask_k": args.mask_k},
+        streaming={"sink": args.sink, "window": args.window, "tokens": args.streaming_tokens},
     )
 
     def load(spec: str) -> interp.Model:
@@ -115,8 +129,10 @@ def run(args: argparse.Namespace) -> int:
             if several:
                 with top.subfolder(m.folder, force=args.force) as dest:
                     scores.save(dest)
+                    _exports(args, scores, dest)
             else:
                 scores.save(top)
+                _exports(args, scores, top)
             _summary(m.name, args.out / m.folder, scores)
 
         reports = sweep.run_sweep(models, load, ray=args.ray, load_options=how, progress=not args.quiet,
@@ -136,6 +152,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"timeline: {args.out / 'timeline.parquet'} ({len(models)} checkpoints, steps "
               f"{min(steps.values())}..{max(steps.values())}); figure: {args.out / 'timeline.html'}")
     return 0
+
+
+def _check_exports(exports: list[str], names: list[str]) -> None:
+    from interp.heads.kv_export import EXPORTS
+
+    for name in exports:
+        if name not in EXPORTS:
+            raise InterpError(f"unknown export {name!r}; valid exports: {', '.join(EXPORTS)}")
+    if "kv-pattern" in exports and "retrieval" not in names:
+        raise InterpError("--export kv-pattern writes the retrieval scores per kv head: add retrieval to --scores")
+
+
+def _exports(args: argparse.Namespace, scores: HeadScores, dest) -> None:
+    if "kv-pattern" in args.export:
+        from interp.heads.kv_export import write_kv_pattern
+
+        with dest.subfolder("kv_pattern", force=args.force) as kv:
+            write_kv_pattern(scores, kv, sink=args.sink, window=args.window)
 
 
 def _timeline(args: argparse.Namespace, names: list[str]) -> tuple[dict[str, int] | None, list[str] | None]:

@@ -138,6 +138,8 @@ class ScanPlan:
     names: list[str]
     settings: dict[str, Any]
     needle_tests: list[NeedleTest] | None = None
+    # the model's kv heads and sliding-window layers, recorded with the scores for KV-cache patterns
+    layout: dict[str, Any] | None = None
 
 
 def _at_least(value: Any, low: int, what: str) -> None:
@@ -183,7 +185,9 @@ def _streaming_settings(model: Model, streaming: dict[str, Any] | None) -> dict[
     for key in streaming or {}:
         if key not in STREAMING_DEFAULTS:
             raise UnknownNameError("streaming setting", key, list(STREAMING_DEFAULTS))
-    cfg = {**STREAMING_DEFAULTS, **(streaming or {})}
+    cfg = {**STREAMING_DEFAULTS, **{k: v for k, v in (streaming or {}).items() if v is not None}}
+    if (streaming or {}).get("tokens") is None:  # the default length, or the model's window if shorter
+        cfg["tokens"] = min(cfg["tokens"], model.cfg.n_ctx)
     _at_least(cfg["sink"], 0, "the streaming sink")
     _at_least(cfg["window"], 1, "the streaming window")
     _at_least(cfg["tokens"], 2, "the streaming text length (tokens)")
@@ -264,7 +268,10 @@ def plan_scan(
 
         settings["retrieval"] = _retrieval_settings(model, retrieval, causal_checks)
         tests = needle_tests(model, settings["retrieval"])  # every answer located before any work
-    return ScanPlan(names, settings, tests)
+    from interp.heads.compression import sliding_windows
+
+    layout = {"kv_heads": model.cfg.n_kv_heads, "sliding_windows": sliding_windows(model)}
+    return ScanPlan(names, settings, tests, layout)
 
 
 def scan(

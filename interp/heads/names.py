@@ -20,7 +20,8 @@ OUTPUT_ORDER = (*RANDOM_SCORES, *TEXT_SCORES[:3], *(f"ngram{n}" for n in NGRAM_O
 SCAN_DEFAULTS: dict[str, Any] = {"lengths": (25, 50, 100), "samples": 8, "text_tokens": 512, "text_samples": 4}
 
 # The streaming score's defaults: DuoAttention's streaming cache (4 sinks, a 256-key window), on
-# one window of natural text as long as the longest needle haystacks scored here.
+# one window of natural text as long as the longest needle haystacks scored here (or the model's
+# context window, if shorter).
 STREAMING_DEFAULTS: dict[str, int] = {"sink": 4, "window": 256, "tokens": 2048, "samples": 1}
 
 

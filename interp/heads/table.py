@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interp.errors import UnknownNameError
+from interp.errors import BadInputError, UnknownNameError
 from interp.outputs import OutputFolder
 
 COLUMNS = ["score", "layer", "head", "value"]
@@ -24,10 +24,13 @@ class HeadScores:
 
     def __init__(self, df: pd.DataFrame, *, model: str, n_layers: int, n_heads: int,
                  settings: dict[str, Any] | None = None, checks: dict[str, Any] | None = None,
-                 versions: dict[str, str] | None = None):
+                 versions: dict[str, str] | None = None, kv_heads: int | None = None,
+                 sliding_windows: dict[int, int] | None = None):
         self.df = df[COLUMNS].reset_index(drop=True)
         self.model, self.n_layers, self.n_heads = model, n_layers, n_heads
         self.settings, self.checks, self.versions = settings or {}, checks or {}, versions or {}
+        # The model's kv heads and sliding-window layers, for KV-cache patterns (None: not recorded)
+        self.kv_heads, self.sliding_windows = kv_heads, sliding_windows
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], **kwargs: Any) -> HeadScores:
@@ -97,7 +100,10 @@ class HeadScores:
             "model": self.model,
             "settings": self.settings,
             "versions": self.versions,
-            "shape": {"layers": self.n_layers, "heads": self.n_heads},
+            "shape": {"layers": self.n_layers, "heads": self.n_heads,
+                      **({} if self.kv_heads is None else {"kv_heads": self.kv_heads}),
+                      **({} if self.sliding_windows is None else
+                         {"sliding_windows": {str(k): v for k, v in self.sliding_windows.items()}})},
             "scores": [
                 {"score": s, "layer": int(layer), "head": int(h), "value": float(v)}
                 for s, layer, h, v in self.df.itertuples(index=False)
@@ -128,5 +134,59 @@ class HeadScores:
         data = read_json(folder, "head_scores.json")
         df = pd.DataFrame(data["scores"], columns=COLUMNS)
         shape = data.get("shape") or {"layers": int(df["layer"].max()) + 1, "heads": int(df["head"].max()) + 1}
+        windows = shape.get("sliding_windows")
         return cls(df, model=data["model"], n_layers=shape["layers"], n_heads=shape["heads"],
-                   settings=data.get("settings"), checks=data.get("checks"), versions=data.get("versions"))
+                   settings=data.get("settings"), checks=data.get("checks"), versions=data.get("versions"),
+                   kv_heads=shape.get("kv_heads"),
+                   sliding_windows=None if windows is None else {int(k): int(v) for k, v in windows.items()})
+
+    # -- KV-cache patterns ------------------------------------------------------------------
+    def _layout(self, model: Any) -> tuple[int, dict[int, int]]:
+        if model is not None:
+            from interp.heads.compression import sliding_windows
+
+            if (model.cfg.n_layers, model.cfg.n_heads) != (self.n_layers, self.n_heads):
+                raise BadInputError(f"{model.name} has {model.cfg.n_layers} layers x {model.cfg.n_heads} heads but these "
+                                    f"scores are for {self.n_layers} x {self.n_heads} ({self.model})")
+            return model.cfg.n_kv_heads, sliding_windows(model)
+        if self.kv_heads is None or self.sliding_windows is None:
+            raise BadInputError(f"these scores of {self.model} do not record its kv heads and sliding-window layers "
+                                "(a report written before they were); pass model=")
+        return self.kv_heads, self.sliding_windows
+
+    def kv_pattern(self, score: str, *, model: Any = None, lowest: bool = False) -> pd.DataFrame:
+        """``score`` per kv head: a ``[layers, kv_heads]`` table (index ``layer``, columns the kv
+        heads). A kv head serves a group of query heads and needs its full cache if any of them
+        does, so it takes the group's highest value (``lowest=True``: the lowest, for scores such
+        as ``streaming`` where a low value means the head needs the full cache). Sliding-window
+        layers are NaN: their window already bounds their cache. ``model``: where the kv
+        layout comes from (default: the one the scan recorded)."""
+        self._check(score)
+        kv, windows = self._layout(model)
+        m = self.matrix(score).reshape(self.n_layers, kv, self.n_heads // kv)
+        if np.isnan(m).any():
+            why = " (no needle test was recalled, see checks['retrieval_tests'])" if score == "retrieval" else ""
+            raise BadInputError(f"the {score!r} score of {self.model} is missing for some heads{why}")
+        out = m.min(axis=2) if lowest else m.max(axis=2)
+        out[list(windows)] = np.nan
+        df = pd.DataFrame(out, columns=pd.Index(range(kv), name="kv_head"))
+        df.index.name = "layer"
+        return df
+
+    def keep_full(self, score: str, share: float, *, model: Any = None, lowest: bool = False) -> np.ndarray:
+        """Which kv heads keep their full cache, bool ``[layers, kv_heads]``: the ``share`` (0..1)
+        of the kv heads outside sliding-window layers that need it most by ``score`` (highest
+        first; ``lowest=True``: lowest first), ties by layer and head. For ``compressed``.
+
+        >>> keep = scores.keep_full("retrieval", 0.25, model=model)        # doctest: +SKIP
+        """
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= float(share) <= 1.0:
+            raise BadInputError(f"share must be a number in 0..1 (the share of kv heads kept full), got {share!r}")
+        values = self.kv_pattern(score, model=model, lowest=lowest).to_numpy()
+        free = np.argwhere(~np.isnan(values))  # (layer, kv head) in order
+        n = int(round(float(share) * len(free)))
+        need = values[free[:, 0], free[:, 1]] * (-1 if lowest else 1)
+        chosen = free[np.argsort(-need, kind="stable")[:n]]
+        keep = np.zeros(values.shape, dtype=bool)
+        keep[chosen[:, 0], chosen[:, 1]] = True
+        return keep

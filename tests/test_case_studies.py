@@ -161,3 +161,19 @@ def test_feature_neurons_smoke(tmp_path, results_stamp):
     doc = json.loads((tmp_path / "feature_neurons.json").read_text())
     assert len(doc["results"]) == 1 and set(doc["results"][0]["weights"]) == {"up"}
     committed_untouched(results_stamp)
+
+
+@pytest.mark.slow
+def test_kv_compression_smoke(tmp_path, results_stamp):
+    need_smollm2()
+    text = smoke("kv_compression", tmp_path)
+    assert "## smollm2-135m" in text and "Smallest cache with recall within 10 points" in text
+    table = __import__("pandas").read_parquet(tmp_path / "recall.parquet")
+    assert set(table["method"]) == {"full", "retrieval", "streaming", "random", "streamingllm"}
+    head_wise = table[table["method"] != "full"]
+    # at one share every method keeps the same cache size: StreamingLLM's window matches it
+    assert head_wise["kept_fraction"].max() - head_wise["kept_fraction"].min() < 0.01
+    assert {p.name for p in tmp_path.iterdir()} >= {"summary.md", "recall.parquet", "summary.parquet",
+                                                    "recall_vs_cache.html", "plotly.min.js"}
+    assert not list(tmp_path.glob(".partial-*"))  # the resume file goes once the table is written
+    committed_untouched(results_stamp)

@@ -4,6 +4,9 @@
 >>> model = interp.load("smollm2-135m")                                          # doctest: +SKIP
 >>> scores = interp.heads.scan(model, ["induction", "prev_token"])               # doctest: +SKIP
 >>> scores.top("induction", 5); scores.heatmap("induction"); scores.save("out")  # doctest: +SKIP
+>>> keep = scores.keep_full("streaming", 0.25, lowest=True)                      # doctest: +SKIP
+>>> with interp.heads.compressed(model, keep_full=keep, sink=4, window=256):     # doctest: +SKIP
+...     model.generate(long_prompt)
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 from interp.heads.names import SCORES
 
 if TYPE_CHECKING:
+    from interp.heads.compression import compressed
     from interp.heads.head_scan import plan_scan, scan
     from interp.heads.table import HeadScores
 
-_NAMES = {"plan_scan": "interp.heads.head_scan", "scan": "interp.heads.head_scan", "HeadScores": "interp.heads.table"}
+_NAMES = {"plan_scan": "interp.heads.head_scan", "scan": "interp.heads.head_scan", "HeadScores": "interp.heads.table",
+          "compressed": "interp.heads.compression"}
 
 
 def __getattr__(name: str) -> Any:  # loaded on first use, so the CLI's parser stays light
@@ -28,4 +33,4 @@ def __getattr__(name: str) -> Any:  # loaded on first use, so the CLI's parser s
     return value
 
 
-__all__ = ["SCORES", "HeadScores", "plan_scan", "scan"]
+__all__ = ["SCORES", "HeadScores", "compressed", "plan_scan", "scan"]

@@ -1,0 +1,261 @@
+"""Retrieval heads at work: needle recall while most kv heads keep only sinks and a recent window.
+
+DuoAttention and RazorAttention keep the full KV cache only for retrieval heads and give every
+other kv head a sink + recent-window cache. This study measures that on the bundled models:
+needle recall (the shipped needles, two depths, 1,000 to 4,000 tokens) while the share of kv
+heads kept full falls from 100% to 10%, the kept heads chosen
+
+- by the retrieval score (Wu et al.; the committed head scans, a kv head taking its group's max),
+- by the streaming score (lowest first: heads that read far back in long natural text),
+- at random (3 seeds),
+
+and, at the same cache size, a sink + window cache for every kv head (StreamingLLM). Every
+compressed run goes through ``interp.heads.compressed`` (an attention-mask edit, exact in effect).
+Sliding-window layers (Gemma 3's local layers) keep their own window in every condition.
+
+    python case_studies/kv_compression.py [--models smollm2-135m,gemma3-270m]
+    python case_studies/kv_compression.py --render     # summary and figure from the saved table
+    python case_studies/kv_compression.py --smoke --out DIR
+
+Writes ``results/kv_compression/{recall.parquet, summary.md, recall_vs_cache.html}``. Finished
+conditions are kept in ``results/kv_compression/.partial-MODEL.json``, so an interrupted run
+resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _study import Stopwatch, fmt, write_figures, write_tables  # noqa: E402
+
+from interp.atomic import atomic_write_text  # noqa: E402
+
+OUT = Path(__file__).parent / "results" / "kv_compression"
+SCANS = Path(__file__).parent / "results" / "head_scans"
+MODELS = ("smollm2-135m", "gemma3-270m")
+SHARES = (1.0, 0.5, 0.25, 0.1)
+LENGTHS, DEPTHS, SEEDS = (1000, 2000, 4000), (0.25, 0.75), (0, 1, 2)
+SINK, WINDOW = 4, 256
+WITHIN = 0.10  # "recall within 10 points of the full cache"
+SMOKE = {"lengths": (600,), "depths": (0.5,), "shares": (1.0, 0.5), "seeds": (0,), "needles": 1}
+COMMAND = "python case_studies/kv_compression.py"
+
+
+def chosen_heads(scores, model, method: str, share: float, seed: int | None) -> np.ndarray:
+    """The kv heads kept full, bool [layers, kv_heads]."""
+    if method == "retrieval":
+        return scores.keep_full("retrieval", share, model=model)
+    if method == "streaming":
+        return scores.keep_full("streaming", share, model=model, lowest=True)
+    free = np.argwhere(~np.isnan(scores.kv_pattern("retrieval", model=model).to_numpy()))
+    keep = np.zeros((model.cfg.n_layers, model.cfg.n_kv_heads), dtype=bool)
+    if method == "random":
+        pick = np.random.default_rng(seed).permutation(len(free))[: int(round(share * len(free)))]
+        keep[free[pick, 0], free[pick, 1]] = True
+    return keep  # streamingllm: every unbounded kv head streams
+
+
+def run_group(model, group, keep, window: int, max_new_tokens: int) -> tuple[list[float], float]:
+    """Recall of each test of one length group under the cache, and the cache's kept fraction."""
+    from interp.heads.compression import compressed
+    from interp.heads.retrieval import decode_batch, prefill, rouge1_recall
+
+    length = group[0].prompt_ids.shape[1]
+    if keep is None:
+        start = prefill(model, [t.prompt_ids for t in group])
+        rows, kept = decode_batch(model, start, max_new_tokens), 1.0
+    else:
+        with compressed(model, keep, sink=SINK, window=window) as comp:
+            start = prefill(model, [t.prompt_ids for t in group])
+            rows = decode_batch(model, start, max_new_tokens)
+        kept = comp.kept_fraction(length)
+    return [rouge1_recall(t.answer, model.tokenizer.decode(r)) for t, r in zip(group, rows, strict=True)], kept
+
+
+def study_model(name: str, out: Path, plan: dict, clock: Stopwatch) -> pd.DataFrame:
+    import interp
+    from interp.heads.head_scan import scan
+    from interp.heads.names import RetrievalSettings
+    from interp.heads.retrieval import needle_tests, test_groups, test_key
+    from interp.heads.table import HeadScores
+
+    model = interp.load(name)
+    report = HeadScores.load(SCANS / name)
+    with clock.part(f"{name}: streaming score"):
+        streaming = scan(model, ["streaming"], streaming={"sink": SINK, "window": WINDOW}, causal_checks=False,
+                         progress=False)
+    scores = HeadScores(pd.concat([report.df, streaming.df]), model=name, n_layers=report.n_layers,
+                        n_heads=report.n_heads)
+    scores.kv_pattern("retrieval", model=model)  # the report has every head's retrieval score, or a clear error
+    cfg = RetrievalSettings(lengths=plan["lengths"], depths=plan["depths"]).as_dict()
+    cfg["needles"] = cfg["needles"][: plan["needles"]]
+    tests = needle_tests(model, cfg)
+    groups = test_groups(tests)
+    n_free = int((~np.isnan(scores.kv_pattern("retrieval", model=model).to_numpy())).sum())
+    free_share = n_free / (model.cfg.n_layers * model.cfg.n_kv_heads)
+
+    conditions = [("full", 1.0, None)]
+    for share in (s for s in plan["shares"] if s < 1.0):
+        conditions += [("retrieval", share, None), ("streaming", share, None),
+                       *(("random", share, seed) for seed in plan["seeds"]), ("streamingllm", share, None)]
+    partial = out / f".partial-{name}.json"
+    done: dict[str, list] = json.loads(partial.read_text()) if partial.exists() else {}
+    by_keep: dict[tuple, tuple[list[float], float]] = {}  # the same tests under the same cache run once
+    rows = []
+    for method, share, seed in tqdm(conditions, desc=f"{name} conditions"):
+        key = f"{method}-{share}-{seed}"
+        if key not in done:
+            results = []
+            for group in groups:
+                length = group[0].prompt_ids.shape[1]
+                if method == "full":
+                    keep, window = None, WINDOW
+                else:
+                    keep = chosen_heads(scores, model, method, share, seed)
+                    window = WINDOW
+                    if method == "streamingllm":  # the cache the head-wise methods keep at this share
+                        full = int(round(share * n_free))
+                        per_head = (full * length + (n_free - full) * (SINK + WINDOW)) / n_free
+                        window = max(1, int(round(per_head)) - SINK)
+                cache_key = (None if keep is None else keep.tobytes(), window, tuple(map(test_key, group)))
+                if cache_key not in by_keep:
+                    with clock.part(f"{name}: decoding"):
+                        by_keep[cache_key] = run_group(model, group, keep, window, cfg["max_new_tokens"])
+                recalls, kept = by_keep[cache_key]
+                full_heads = None if keep is None else int(keep.sum())
+                results += [[t.needle, t.length, t.depth, r, kept, window, full_heads]
+                            for t, r in zip(group, recalls, strict=True)]
+            done[key] = results
+            atomic_write_text(partial, json.dumps(done))
+        for needle, length, depth, recall, kept, window, full_heads in done[key]:
+            rows.append({"model": name, "method": method, "share": share, "seed": seed, "needle": needle,
+                         "length": length, "depth": depth, "recall": recall, "kept_fraction": kept,
+                         "window": window, "full_kv_heads": full_heads, "free_share": free_share})
+    return pd.DataFrame(rows)
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean recall and cache kept per model, method and share (random: over its seeds)."""
+    return (table.groupby(["model", "method", "share"], sort=False)
+            .agg(recall=("recall", "mean"), kept_fraction=("kept_fraction", "mean"), tests=("recall", "size"))
+            .reset_index())
+
+
+def figure(summary: pd.DataFrame):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    models = list(dict.fromkeys(summary["model"]))
+    fig = make_subplots(rows=1, cols=len(models), subplot_titles=models, shared_yaxes=True)
+    colors = {"retrieval": "#d62728", "streaming": "#1f77b4", "random": "#7f7f7f", "streamingllm": "#2ca02c"}
+    for col, name in enumerate(models, 1):
+        part = summary[summary["model"] == name]
+        full = part[part["method"] == "full"]
+        for method, color in colors.items():
+            line = pd.concat([full, part[part["method"] == method]]).sort_values("kept_fraction")
+            fig.add_trace(go.Scatter(x=line["kept_fraction"], y=line["recall"], mode="lines+markers", name=method,
+                                     line={"color": color}, legendgroup=method, showlegend=col == 1,
+                                     hovertemplate=f"{method}<br>cache kept %{{x:.2f}}<br>recall %{{y:.2f}}"
+                                                   "<extra></extra>"), row=1, col=col)
+        fig.update_xaxes(title_text="share of the full KV cache kept", row=1, col=col)
+    fig.update_yaxes(title_text="needle recall (ROUGE-1)", range=[0, 1.05], row=1, col=1)
+    fig.update_layout(title="Needle recall against the KV cache kept", width=520 * len(models), height=430)
+    return fig
+
+
+def smallest_cache(part: pd.DataFrame, method: str) -> tuple[float | None, float | None]:
+    """The smallest mean cache (and its share of full kv heads) at which ``method`` keeps recall
+    within ``WITHIN`` of the full cache; None when no compressed setting does."""
+    full = float(part.loc[part["method"] == "full", "recall"].iloc[0])
+    ok = part[(part["method"] == method) & (part["recall"] >= full - WITHIN)]
+    if ok.empty:
+        return None, None
+    best = ok.sort_values("kept_fraction").iloc[0]
+    return float(best["kept_fraction"]), float(best["share"])
+
+
+def write_summary(table: pd.DataFrame, out: Path, seconds: dict[str, float] | None = None) -> str:
+    summary = summarize(table)
+    lines = ["# Retrieval heads at work: KV-cache compression", "",
+             f"Made by `{COMMAND}`; every number below is read from `recall.parquet` "
+             f"({len(table)} rows). Needles: the three shipped needle/question pairs at "
+             f"{', '.join(map(str, sorted(table['length'].unique())))} tokens, depths "
+             f"{', '.join(map(str, sorted(table['depth'].unique())))}; greedy decoding as in Wu et al.; recall is "
+             "ROUGE-1 recall of the answer. Streaming kv heads keep their first 4 and last 256 keys (DuoAttention's "
+             "streaming cache); sliding-window layers keep their own window everywhere. The cache kept is the "
+             "share of a full cache's keys over all layers and kv heads, averaged over the test lengths.", ""]
+    checks = []
+    for name, part in summary.groupby("model", sort=False):
+        full = float(part.loc[part["method"] == "full", "recall"].iloc[0])
+        lines += [f"## {name}", "", f"Full cache: recall {fmt(full)}.", "",
+                  "| kept full | method | cache kept | recall | tests |", "|---|---|---|---|---|"]
+        for r in part[part["method"] != "full"].itertuples():
+            lines.append(f"| {r.share:.0%} | {r.method} | {fmt(r.kept_fraction)} | {fmt(r.recall)} | {r.tests} |")
+        lines += ["", f"Smallest cache with recall within {WITHIN * 100:.0f} points of the full cache:", ""]
+        for method in ("retrieval", "streaming", "random", "streamingllm"):
+            kept, share = smallest_cache(part, method)
+            lines.append(f"- {method}: " + ("none of the compressed settings" if kept is None else
+                                            f"{fmt(kept)} of the cache ({share:.0%} of kv heads kept full)"))
+        for share in sorted(set(part["share"]) - {1.0}, reverse=True):
+            ret = float(part[(part["method"] == "retrieval") & (part["share"] == share)]["recall"].iloc[0])
+            rnd = float(part[(part["method"] == "random") & (part["share"] == share)]["recall"].iloc[0])
+            checks.append((name, share, ret, rnd))
+        lines.append("")
+    lines += ["## Retrieval-chosen heads against random heads", "",
+              "| model | kept full | retrieval | random (mean of seeds) | at least random |", "|---|---|---|---|---|"]
+    lines += [f"| {m} | {s:.0%} | {fmt(r)} | {fmt(x)} | {'yes' if r >= x else 'no'} |" for m, s, r, x in checks]
+    lines += ["", "## Beside the published claims", "",
+              "- DuoAttention (Xiao et al., 2024) reports memory reductions of up to 2.55x for MHA and 1.67x for GQA "
+              "models (a full cache for about a quarter to a half of the heads) with minimal accuracy loss, "
+              "its retrieval heads found by optimisation on synthetic passkey data.",
+              "- RazorAttention (Tang et al., 2024) reports over 70% smaller KV caches without noticeable loss, "
+              "keeping the full cache for retrieval (echo and induction) heads only.",
+              "- Here the heads are chosen from a needle scan of a few minutes on two CPU cores, on models of "
+              "135M and 270M parameters, at 1,000 to 4,000 tokens: far shorter contexts than theirs, where a "
+              "256-key window is already a large part of the cache.", ""]
+    if seconds:
+        lines += ["Run time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ".", ""]
+    text = "\n".join(lines)
+    atomic_write_text(out / "summary.md", text)
+    write_tables(out, {"summary.parquet": summary})
+    write_figures({"recall_vs_cache": figure(summary)}, out)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the results folder (default: results/kv_compression; with --smoke a new temporary one)")
+    parser.add_argument("--smoke", action="store_true", help="one needle, one short length, two shares (CI)")
+    parser.add_argument("--render", action="store_true", help="summary and figure from the saved recall.parquet")
+    args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="kv_compression-")) if args.smoke else OUT
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.render:
+        print(write_summary(pd.read_parquet(args.out / "recall.parquet"), args.out))
+        return 0
+    plan = dict(SMOKE) if args.smoke else {"lengths": LENGTHS, "depths": DEPTHS, "shares": SHARES, "seeds": SEEDS,
+                                          "needles": 3}
+    models = ["smollm2-135m"] if args.smoke else [m.strip() for m in args.models.split(",") if m.strip()]
+    clock = Stopwatch()
+    table = pd.concat([study_model(name, args.out, plan, clock) for name in models], ignore_index=True)
+    write_tables(args.out, {"recall.parquet": table})
+    print(write_summary(table, args.out, clock.seconds))
+    for name in models:
+        (args.out / f".partial-{name}.json").unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

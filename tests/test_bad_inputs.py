@@ -111,7 +111,8 @@ def _short_gguf(env: Env) -> Path:
 
 
 M, T = "{M}", "{T}"
-SMALL = ("--lengths", "4", "--samples", "2", "--text-tokens", "32", "--text-samples", "2", "--quiet")
+SMALL = ("--lengths", "4", "--samples", "2", "--text-tokens", "32", "--text-samples", "2", "--window", "16",
+         "--streaming-tokens", "48", "--quiet")
 
 CASES = [
     # -- interp heads
@@ -138,6 +139,11 @@ CASES = [
         "--retrieval-depths", "1.5"),
     cli("heads: --retrieval-depths nan", "must be a finite number, got nan", "heads", M, "--out", "{T}/r",
         "--retrieval-depths", "nan"),
+    cli("heads: a streaming window covering the whole text", "cover every key of a 256-token text", "heads", M,
+        "--out", "{T}/r", "--scores", "streaming"),
+    cli("heads: --window 0", "argument --window: must be at least 1", "heads", M, "--out", "{T}/r", "--window", "0"),
+    cli("heads: --export kv-pattern without retrieval", "add retrieval to --scores", "heads", M, "--out", "{T}/r",
+        "--scores", "induction", "--export", "kv-pattern"),
     cli("heads: --mask-k 0", "argument --mask-k: must be at least 1", "heads", M, "--out", "{T}/r", "--mask-k", "0"),
     cli("heads: --mask-k above the pool", "allows mask_k 1..", "heads", M, "--out", "{T}/r", "--scores", "retrieval",
         "--retrieval-lengths", "100", "--mask-k", "500"),

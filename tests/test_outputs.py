@@ -23,7 +23,8 @@ from interp.outputs import LOCK, MANIFEST, OutputError, output_folder
 # raw_files: these tests write arbitrary bytes as files (no strict-JSON check)
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.raw_files]
 
-SMALL = ["--lengths", "4,8", "--samples", "2", "--text-tokens", "32", "--text-samples", "2", "--quiet"]
+SMALL = ["--lengths", "4,8", "--samples", "2", "--text-tokens", "32", "--text-samples", "2", "--window", "16",
+         "--streaming-tokens", "48", "--quiet"]
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ ray = pytest.importorskip("ray", reason="needs interp[ray]")
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 SMALL = ["--lengths", "4,8", "--samples", "4", "--text-tokens", "32", "--text-samples", "2", "--quiet",
+         "--window", "16", "--streaming-tokens", "48",
          "--retrieval-lengths", "100", "--retrieval-depths", "0,1", "--mask-k", "2"]
 CLI = "import sys; from interp.cli import main; sys.exit(main(sys.argv[1:]))"
 

@@ -101,31 +101,36 @@ def study_model(name: str, out: Path, plan: dict, clock: Stopwatch) -> tuple[pd.
     n_free = int((~np.isnan(scores.kv_pattern("retrieval", model=model).to_numpy())).sum())
     bounded = sliding_windows(model)
 
-    def cache_for(method: str, share: float, seed: int | None, length: int) -> tuple[np.ndarray, int]:
-        """The kv heads kept full and the streaming window of a condition, for prompts of ``length``."""
+    def kept_full(method: str, share: float, seed: int | None) -> np.ndarray:
         if method == "full":
-            return np.ones((model.cfg.n_layers, model.cfg.n_kv_heads), dtype=bool), WINDOW
-        keep, window = chosen_heads(scores, model, method, share, seed), WINDOW
-        if method == "streamingllm":  # the cache the head-wise methods keep at this share, for every head
-            full = int(round(share * n_free))
-            window = max(1, int(round((full * length + (n_free - full) * (SINK + WINDOW)) / n_free)) - SINK)
-        return keep, window
+            return np.ones((model.cfg.n_layers, model.cfg.n_kv_heads), dtype=bool)
+        return chosen_heads(scores, model, method, share, seed)
+
+    def window_for(method: str, share: float, length: int) -> int:
+        """StreamingLLM's window gives every head the cache the head-wise methods keep at this
+        share, for prompts of ``length``; the others stream with ``WINDOW``."""
+        if method != "streamingllm":
+            return WINDOW
+        full = int(round(share * n_free))
+        return max(1, int(round((full * length + (n_free - full) * (SINK + WINDOW)) / n_free)) - SINK)
 
     conditions = [("full", 1.0, None)]
     for share in (s for s in plan["shares"] if s < 1.0):
         conditions += [("retrieval", share, None), ("streaming", share, None),
                        *(("random", share, seed) for seed in plan["seeds"]), ("streamingllm", share, None)]
-    prompt_length = {test_key(t): g[0].prompt_ids.shape[1] for g in groups for t in g}  # a group shares its cache
+    # a test's cache is sized by the prompt length of its batch's first test
+    prompt_length = {(t.needle, t.length, t.depth): g[0].prompt_ids.shape[1] for g in groups for t in g}
     partial = out / f".partial-{name}.json"
     done: dict[str, list] = json.loads(partial.read_text()) if partial.exists() else {}
     by_cache: dict[tuple, list[float]] = {}  # the same tests under the same cache run once
     rows = []
     for method, share, seed in tqdm(conditions, desc=f"{name} conditions"):
         key = f"{method}-{share}-{seed}"
+        keep = kept_full(method, share, seed)
         if key not in done:
             results = []
             for group in groups:
-                keep, window = cache_for(method, share, seed, group[0].prompt_ids.shape[1])
+                window = window_for(method, share, group[0].prompt_ids.shape[1])
                 cache_key = (keep.tobytes(), window, tuple(map(test_key, group)))
                 if cache_key not in by_cache:
                     with clock.part(f"{name}: decoding"):
@@ -135,13 +140,11 @@ def study_model(name: str, out: Path, plan: dict, clock: Stopwatch) -> tuple[pd.
             done[key] = results
             atomic_write_text(partial, json.dumps(done))
         for needle, length, depth, recall in done[key]:
-            n = prompt_length[f"retrieval-{needle}-{length}-{depth}"]
-            keep, window = cache_for(method, share, seed, n)
-            kept = Compression(keep, SINK, window, bounded).kept_fraction(n)
+            n = prompt_length[(needle, length, depth)]
+            cache = Compression(keep, SINK, window_for(method, share, n), bounded)
             rows.append({"model": name, "method": method, "share": share, "seed": seed, "needle": needle,
-                         "length": length, "depth": depth, "recall": recall, "kept_fraction": kept,
-                         "window": window, "full_kv_heads": int(keep[[la for la in range(len(keep))
-                                                                      if la not in bounded]].sum()),
+                         "length": length, "depth": depth, "recall": recall, "kept_fraction": cache.kept_fraction(n),
+                         "window": cache.window, "full_kv_heads": n_free - cache.streaming_heads,
                          "free_kv_heads": n_free})
     heads = scores.wide()[["retrieval", "streaming"]].reset_index().assign(model=name)
     return pd.DataFrame(rows), heads

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
+from typing import Any
 
 
 class InterpError(Exception):
@@ -56,6 +58,13 @@ def require(module: str, feature: str, install: str | None = None):
 class BadInputError(InterpError, ValueError):
     """An argument of a type, shape or value the call cannot use (an empty prompt, a vector of
     the wrong width, a NaN); raised before any work starts."""
+
+
+def whole_number(value: Any, low: int, what: str, error: type[InterpError] = BadInputError) -> int:
+    """``value`` as an int, or ``error`` unless it is an integer (not a bool) of at least ``low``."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+        raise error(f"{what} must be an integer of at least {low}, got {value!r}")
+    return int(value)
 
 
 class UsageError(InterpError, RuntimeError):

@@ -26,7 +26,6 @@ as they are.
 from __future__ import annotations
 
 import contextlib
-import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from interp.errors import BadInputError
+from interp.errors import BadInputError, whole_number
 from interp.masks import visible
 from interp.model import Model
 
@@ -52,12 +51,6 @@ def sliding_windows(model: Model) -> dict[int, int]:
         if isinstance(window, int) and window > 0:
             out[layer] = window
     return out
-
-
-def _whole(value: Any, name: str, low: int) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-        raise BadInputError(f"{name} must be an integer of at least {low}, got {value!r}")
-    return int(value)
 
 
 def check_keep_full(model: Model, keep_full: Any) -> np.ndarray:
@@ -93,7 +86,7 @@ class Compression:
         """The share of a full cache's keys (all layers and kv heads) this cache keeps, for a
         sequence of ``n_tokens`` (default: the longest one run in the block). Sliding-window
         layers keep their window, as they do without compression."""
-        n = self.keys_seen if n_tokens is None else _whole(n_tokens, "n_tokens", 1)
+        n = self.keys_seen if n_tokens is None else whole_number(n_tokens, 1, "n_tokens")
         if n <= 0:
             raise BadInputError("no forward ran in the compressed block yet; pass n_tokens")
         layers, kv = self.keep_full.shape
@@ -119,6 +112,22 @@ def streaming_visible(allowed: torch.Tensor, n_q: int, n_k: int, sink: int, wind
     return allowed & (sinks[:, None, None, :] | recent[None, None])
 
 
+def _allowed_and_streaming(mask: Any, n_q: int, n_k: int, sink: int, window: int,
+                           device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keys the model's mask lets each query see (bool ``[batch, 1, q, k]``), and those of
+    them a streaming cache keeps."""
+    if mask is None:  # SDPA's causal flag: the causal mask, queries last
+        allowed = visible(torch.arange(n_k - n_q, n_k, device=device)[:, None],
+                          torch.arange(n_k, device=device)[None, :])[None, None]
+    elif mask.dtype == torch.bool:
+        allowed = mask
+    else:
+        allowed = mask > torch.finfo(mask.dtype).min / 2
+    if allowed.shape[-2:] != (n_q, n_k) or allowed.shape[1] != 1:
+        raise BadInputError(f"compressed expects a [batch, 1, {n_q}, {n_k}] attention mask, got {tuple(allowed.shape)}")
+    return allowed, streaming_visible(allowed, n_q, n_k, sink, window)
+
+
 def _edit(comp: Compression, heads: torch.Tensor, cache: dict):
     """The mask edit of one layer: ``heads`` (bool ``[n_heads]``) are the query heads whose kv
     head streams. ``cache`` is shared by the layers: they get the same mask in one forward."""
@@ -130,20 +139,11 @@ def _edit(comp: Compression, heads: torch.Tensor, cache: dict):
                 f"a sink of {comp.sink} and a window of {comp.window} keep all {n_k} keys of this prompt, so nothing "
                 f"would be compressed; use a prompt longer than {comp.sink + comp.window} tokens or a smaller window")
         comp.keys_seen = max(comp.keys_seen, n_k)
-        if mask is None:  # SDPA's causal flag: the causal mask, queries last
-            allowed = visible(torch.arange(n_k - n_q, n_k, device=key.device)[:, None],
-                              torch.arange(n_k, device=key.device)[None, :])[None, None]
-        elif mask.dtype == torch.bool:
-            allowed = mask
-        else:
-            allowed = mask > torch.finfo(mask.dtype).min / 2
-        if allowed.shape[-2:] != (n_q, n_k) or allowed.shape[1] != 1:
-            raise BadInputError(f"compressed expects a [batch, 1, {n_q}, {n_k}] attention mask, got {tuple(allowed.shape)}")
         k = (id(mask), n_q, n_k)
-        if k not in cache:
+        if k not in cache:  # the first layer of a forward; the others get the same mask
             cache.clear()  # a new forward: the previous masks are done
-            cache[k] = (mask, streaming_visible(allowed, n_q, n_k, comp.sink, comp.window))
-        stream = cache[k][1]
+            cache[k] = (mask, *_allowed_and_streaming(mask, n_q, n_k, comp.sink, comp.window, key.device))
+        _, allowed, stream = cache[k]
         h = heads.to(key.device)[None, :, None, None]
         return torch.where(h, stream, allowed)  # [batch, heads, q, k]
 
@@ -170,7 +170,7 @@ def compressed(model: Model, keep_full: Any, *, sink: int = SINK, window: int = 
     ``model.generate`` and traces can. It saves no memory: see the module docstring.
     """
     keep = check_keep_full(model, keep_full)
-    sink, window = _whole(sink, "sink", 0), _whole(window, "window", 1)
+    sink, window = whole_number(sink, 0, "sink"), whole_number(window, 1, "window")
     comp = Compression(keep, sink, window, sliding_windows(model))
     group = model.cfg.n_heads // model.cfg.n_kv_heads
     edits: dict = {}

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from interp.corpus import text as corpus_text
-from interp.errors import InterpError, PromptTooLongError, UnknownNameError
+from interp.errors import InterpError, PromptTooLongError, UnknownNameError, whole_number
 from interp.head_stats import head_stats
 from interp.heads import scores as S
 from interp.heads.checkpoint import Checkpoint
@@ -29,7 +28,7 @@ from interp.heads.names import (
     STREAMING_DEFAULTS,
     TEXT_SCORES,
 )
-from interp.heads.sequences import bos_id, natural_text, repeated_random
+from interp.heads.sequences import bos_id, natural_text, repeated_random, shipped_text_ids
 from interp.heads.table import HeadScores
 from interp.heads.units import ScanUnits
 from interp.model import Model
@@ -143,8 +142,7 @@ class ScanPlan:
 
 
 def _at_least(value: Any, low: int, what: str) -> None:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-        raise SettingError(f"{what} must be an integer of at least {low}; got {value!r}")
+    whole_number(value, low, what, SettingError)
 
 
 def _retrieval_settings(model: Model, retrieval: dict[str, Any] | None, causal_checks: bool) -> dict[str, Any]:
@@ -197,12 +195,7 @@ def _streaming_settings(model: Model, streaming: dict[str, Any] | None) -> dict[
             f"a sink of {cfg['sink']} and a window of {cfg['window']} cover every key of a {cfg['tokens']}-token text, "
             f"so the streaming score would be 1 for every head; use more than {cfg['sink'] + cfg['window']} tokens "
             "or a smaller window")
-    if cfg["tokens"] > model.cfg.n_ctx:
-        raise PromptTooLongError(f"streaming texts of {cfg['tokens']} tokens exceed {model.name}'s context window "
-                                 f"of {model.cfg.n_ctx}")
-    available = len(model.tokenizer(corpus_text("alice"), return_tensors="pt")["input_ids"][0])
-    if cfg["tokens"] > available:
-        raise PromptTooLongError(f"the shipped text has {available} tokens, fewer than the {cfg['tokens']} asked for")
+    shipped_text_ids(model, cfg["tokens"], "streaming texts")
     return {k: int(v) for k, v in cfg.items()}
 
 
@@ -245,14 +238,7 @@ def plan_scan(
     if text_wanted:
         _at_least(text_tokens, 1, "text_tokens")
         _at_least(text_samples, 1, "text_samples")
-        if text_tokens > model.cfg.n_ctx:
-            raise PromptTooLongError(
-                f"natural-text windows of {text_tokens} tokens (text_tokens) exceed {model.name}'s context window "
-                f"of {model.cfg.n_ctx}"
-            )
-        available = len(model.tokenizer(corpus_text("alice"), return_tensors="pt")["input_ids"][0])
-        if text_tokens > available:
-            raise PromptTooLongError(f"the shipped text has {available} tokens, fewer than the {text_tokens} asked for")
+        shipped_text_ids(model, text_tokens, "natural-text windows (text_tokens)")
     if random_wanted or text_wanted or "streaming" in names:
         _at_least(batch_size, 1, "batch_size")
     settings: dict[str, Any] = {

@@ -42,13 +42,20 @@ def repeated_random(model: Model, length: int, samples: int, seed: int) -> torch
     return torch.cat(parts, dim=1)
 
 
-def natural_text(model: Model, tokens: int, samples: int, seed: int, name: str = "alice") -> torch.Tensor:
-    """``[samples, tokens]`` windows of the shipped public-domain text at seeded offsets."""
-    ids = model.tokenizer(corpus_text(name), return_tensors="pt")["input_ids"][0]
+def shipped_text_ids(model: Model, tokens: int, what: str = "windows", name: str = "alice") -> torch.Tensor:
+    """The shipped text's token ids, once ``what`` of ``tokens`` tokens are known to fit both the
+    model's context window and the text (``PromptTooLongError`` otherwise)."""
     if tokens > model.cfg.n_ctx:
-        raise PromptTooLongError(f"{tokens} tokens exceed {model.name}'s context window of {model.cfg.n_ctx}")
+        raise PromptTooLongError(f"{what} of {tokens} tokens exceed {model.name}'s context window of {model.cfg.n_ctx}")
+    ids = model.tokenizer(corpus_text(name), return_tensors="pt")["input_ids"][0]
     if tokens > len(ids):
         raise PromptTooLongError(f"the shipped text has {len(ids)} tokens, fewer than the {tokens} asked for")
+    return ids
+
+
+def natural_text(model: Model, tokens: int, samples: int, seed: int, name: str = "alice") -> torch.Tensor:
+    """``[samples, tokens]`` windows of the shipped public-domain text at seeded offsets."""
+    ids = shipped_text_ids(model, tokens, name=name)
     g = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, len(ids) - tokens + 1, (samples,), generator=g)
     return torch.stack([ids[s : s + tokens] for s in starts.tolist()])

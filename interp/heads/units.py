@@ -93,7 +93,7 @@ class ScanUnits:
             checks["retrieval_tests"] = result.summary()
         table = HeadScores.from_arrays({k: np.asarray(v) for k, v in arrays.items()}, model=self.model,
                                        settings=settings, versions=self.versions, n_layers=self.shape[0],
-                                       n_heads=self.shape[1], **(getattr(self.plan, "layout", None) or {}))
+                                       n_heads=self.shape[1], **(self.plan.layout or {}))
         table.checks.update(checks)
         return table
 

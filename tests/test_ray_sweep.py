@@ -18,6 +18,7 @@ from wired_models import tiny_llama_folder
 
 from interp.cli import main
 from interp.heads.sweep import EXECUTIONS
+from interp.outputs import CHECKPOINT
 
 ray = pytest.importorskip("ray", reason="needs interp[ray]")
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -45,6 +46,21 @@ def executions(log) -> Counter:
     return Counter(tuple(line.split("\t")[:2]) for line in log.read_text().splitlines()) if log.exists() else Counter()
 
 
+def stop_inside_a_unit(pid: int, log, out) -> None:
+    """Freeze worker ``pid`` (SIGSTOP) at a moment when every unit it logged as finished is in the
+    sweep's store, so it is inside a unit it has not finished. A unit logged but not yet returned
+    to the driver would otherwise be killed on its way back and rightly run again."""
+    for _ in range(200):
+        os.kill(pid, signal.SIGSTOP)
+        for _ in range(20):  # results already on their way land while the worker is frozen
+            logged = [line.split("\t") for line in log.read_text().splitlines()]
+            if all(list((out / CHECKPOINT / model).glob(f"{key}.*")) for model, key, who in logged if int(who) == pid):
+                return
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.01)
+
+
 def same_reports(a, b) -> None:
     for name in ("tiny-a", "tiny-b"):
         assert (a / name / "head_scores.json").read_bytes() == (b / name / "head_scores.json").read_bytes(), name
@@ -59,14 +75,15 @@ def test_ray_sweep_equals_the_in_process_sweep_and_survives_a_killed_worker(fold
     run = subprocess.Popen([sys.executable, "-c", CLI, "heads", *folders, "--out", str(out), *SMALL, "--ray", "auto"],
                            start_new_session=True)
     try:
-        # Kill one worker process as soon as both have finished a unit: Ray restarts it and
-        # retries the unit it was running; every finished unit still runs exactly once.
+        # Kill one worker process once both have finished a unit: Ray restarts it and retries
+        # the unit it was running; every finished unit still runs exactly once.
         deadline = time.time() + 300
         while time.time() < deadline and len({m for m, _ in executions(log)}) < 2 and run.poll() is None:
             time.sleep(0.2)
         pids = {int(line.split("\t")[2]) for line in log.read_text().splitlines()} if log.exists() else set()
         victim = max(pids) if pids else None
         if victim is not None and run.poll() is None:
+            stop_inside_a_unit(victim, log, out)
             os.kill(victim, signal.SIGKILL)
         assert run.wait(timeout=600) == 0
     finally:

@@ -102,7 +102,7 @@ def scan_rule_sets() -> dict[str, tuple[str, ...]]:
 
     Built from the scan's own tables, as ``interp.heads.head_scan.score_pattern_unit`` builds them: the
     rules of the wanted scores, plus bos and self, plus every n-gram order when ``ngram`` is
-    scored (``tests/kernels/test_triton_aot.py`` checks them against a real scan's calls).
+    scored (``tests/test_kernels/test_triton_aot.py`` checks them against a real scan's calls).
     """
     from interp.heads import scores as S
     from interp.heads.names import NGRAM_ORDERS, RANDOM_SCORES, TEXT_SCORES

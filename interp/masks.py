@@ -2,7 +2,7 @@
 
 Patterns (``interp.attention_pattern``), attention-edge knockout (``circuits.knockout``) and the
 kernels' PyTorch path build their masks here; the Triton kernel applies the same two rules in
-its key loop (``kernels/triton_stats.py``: ``CAUSAL``, ``HAS_WINDOW``). Key padding is each
+its key loop (``interp/kernels/triton_stats.py``: ``CAUSAL``, ``HAS_WINDOW``). Key padding is each
 caller's own ``[batch, keys]`` mask, combined with this one.
 """
 

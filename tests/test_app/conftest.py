@@ -20,7 +20,7 @@ else:
 
 from report_fixtures import write_all, write_tiny_model  # noqa: E402
 
-MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
+MAIN = Path(__file__).resolve().parents[2] / "interp" / "app" / "main.py"
 TIMEOUT = 60  # seconds per script run; the first one imports torch and transformers
 
 

@@ -39,7 +39,7 @@ def stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     return sorted(path.parent.glob(f".{path.name}{_TMP_MARK}*"))
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     # Makes the rename itself durable; not possible on every platform (e.g. Windows).
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
@@ -63,7 +63,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
@@ -79,7 +79,7 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(Path(root))
+        fsync_dir(Path(root))
 
 
 @contextlib.contextmanager
@@ -107,7 +107,7 @@ def atomic_dir(final_path: str | os.PathLike[str]) -> Iterator[Path]:
             if old is not None:
                 os.replace(old, final)  # put the previous version back
             raise
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

@@ -3,21 +3,28 @@
 A command writes its report into a folder through :func:`output_folder`, which
 
 - refuses a path that is an existing file, and a folder holding files that interp did not
-  write (unless ``force=True``, which still replaces only interp's own files);
+  write (unless ``force=True``, which writes beside them: a file interp did not write is never
+  replaced or deleted, and a clash of names is refused, naming the file);
 - holds a lock on the folder for the whole run, so a second run on the same folder fails at
   once instead of interleaving with the first;
 - stages every file in a hidden folder inside the destination and moves them into place only
   when the run succeeds, so a failed run leaves the previous report as it was;
-- records what it wrote in ``.interp-manifest.json``; a later run replaces those files and
-  removes the ones it no longer writes, and nothing else.
+- records what it wrote in ``.interp-manifest.json``: each file's name, the kind of report it
+  belongs to (``heads``, ``neurons``, ...) and its sha256. A later run of the same kind replaces
+  those files and removes the ones it no longer writes; reports of other kinds stay beside it.
 
-Everything interp keeps in the folder besides the report is named ``.interp-*``: the manifest,
-the lock (removed when the run ends), the staging folder (removed when the run ends) and a
-resumable checkpoint (removed when the report is complete).
+The folder is a security boundary, and the manifest is data anyone may edit, so it is validated
+before anything is touched: every name must be a plain file name inside the folder (no
+separators, no ``..``), a file counts as interp's only while it is a regular file (no link)
+whose bytes still have the recorded sha256, and a subfolder only while it holds a manifest of
+its own. A damaged manifest is refused with a message, never half-trusted. interp's own hidden
+entries have exact names a user would not choose (the manifest, the lock, staging folders
+``.interp-staging-<hex>``, the checkpoint folder) and are recognised by those names and shapes,
+not by a prefix.
 
 >>> import tempfile, pathlib
 >>> folder = pathlib.Path(tempfile.mkdtemp()) / "report"
->>> with output_folder(folder) as out:
+>>> with output_folder(folder, kind="notes") as out:
 ...     _ = out.write_text("summary.json", '{"ok": true}')
 >>> sorted(p.name for p in folder.iterdir())
 ['.interp-manifest.json', 'summary.json']
@@ -32,48 +39,176 @@ it holds files interp did not write (notes.txt)
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from interp.atomic import fsync_dir
 from interp.errors import InterpError
 
 MANIFEST = ".interp-manifest.json"
 LOCK = ".interp.lock"
 CHECKPOINT = ".interp-checkpoint"
 _STAGING = ".interp-staging-"
-_OURS_PREFIX = ".interp"
+_STAGING_NAME = re.compile(r"\.interp-staging-(manifest-)?[0-9a-f]{8,12}")
+_RESERVED = (MANIFEST, LOCK, CHECKPOINT)
+STAMP = "fingerprint.stamp"  # what a checkpoint's units depend on (interp.heads.checkpoint)
+_LEGACY_STAMP = "settings.sha256"  # the stamp of checkpoints written before fingerprints
+FORMAT = 2  # manifest format: 2 records kind and sha256 per file (1, a bare list of names, is not trusted)
+_MAX_NAME = 255
+_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 class OutputError(InterpError, OSError):
     """An output path that cannot be written without harming what is there."""
 
 
-def _is_ours(entry: Path, manifest: set[str]) -> bool:
-    if entry.name.startswith(_OURS_PREFIX) or entry.name in manifest:
-        return True
-    # A subfolder holding our manifest is a report of ours (e.g. one per model).
-    return entry.is_dir() and not entry.is_symlink() and (entry / MANIFEST).is_file()
+@dataclass(frozen=True)
+class Entry:
+    """One manifest record: the report kind a file or subfolder belongs to, and a file's sha256."""
+
+    kind: str
+    sha256: str | None  # None: a subfolder (a report of its own, with its own manifest)
 
 
-def read_manifest(folder: Path) -> set[str]:
-    """Names of the files interp wrote in ``folder`` (empty if it holds no manifest)."""
+def _bad_name(name: object) -> str | None:
+    """Why ``name`` is not a plain file name inside a folder (None if it is)."""
+    if not isinstance(name, str) or not name:
+        return "not a non-empty string"
+    if name in (".", "..") or any(c in name for c in "/\\\0"):
+        return "not a plain file name (separators, '.' and '..' reach outside the folder)"
+    if len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME:
+        return f"longer than {_MAX_NAME} bytes"
+    if name in _RESERVED or _STAGING_NAME.fullmatch(name):
+        return "one of interp's own hidden names"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _regular_file(path: Path) -> bool:
     try:
-        data = json.loads((folder / MANIFEST).read_text())
-        return {str(n) for n in data.get("files", [])}
-    except (OSError, ValueError, AttributeError):
-        return set()
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _manifest_error(folder: Path, problem: str) -> OutputError:
+    return OutputError(
+        f"{folder / MANIFEST} is not a manifest interp can trust ({problem}); interp cannot tell its files "
+        f"from yours there: remove that file (everything in {folder} then counts as yours) or choose another folder"
+    )
+
+
+def read_manifest(folder: Path) -> dict[str, Entry]:
+    """What interp recorded writing in ``folder``, validated (empty if it holds no manifest).
+
+    Raises ``OutputError`` for a manifest that is a link, not strict JSON, of another format,
+    or that names anything but plain file names inside the folder.
+    """
+    path = folder / MANIFEST
+    if not os.path.lexists(path):
+        return {}
+    if not _regular_file(path):
+        raise _manifest_error(folder, "it is a link or not a regular file")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_no_constant)
+    except (OSError, ValueError) as exc:
+        raise _manifest_error(folder, f"unreadable: {exc}") from None
+    if not isinstance(data, dict) or data.get("written_by") != "interp":
+        raise _manifest_error(folder, "not written by interp")
+    if data.get("format") != FORMAT or not isinstance(data.get("files"), dict):
+        raise _manifest_error(folder, f"format {data.get('format', 1)!r}, not {FORMAT}: written by an older interp, "
+                                      "without checksums")
+    entries: dict[str, Entry] = {}
+    for name, record in data["files"].items():
+        why = _bad_name(name)
+        if why is None and not (isinstance(record, dict) and isinstance(record.get("kind"), str)
+                                and _KIND.fullmatch(record["kind"])):
+            why = "recorded without a valid report kind"
+        sha = record.get("sha256") if isinstance(record, dict) else None
+        is_folder = isinstance(record, dict) and record.get("folder") is True
+        if why is None and not is_folder and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+            why = "recorded without a valid sha256"
+        if why is not None:
+            raise _manifest_error(folder, f"the entry {name!r} is {why}")
+        entries[name] = Entry(record["kind"], None if is_folder else sha)
+    return entries
+
+
+def _no_constant(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _owned(folder: Path, name: str, entry: Entry | None) -> bool:
+    """Whether ``folder/name`` is still exactly what interp recorded writing there."""
+    if entry is None:
+        return False
+    path = folder / name
+    if entry.sha256 is None:  # a report of ours in a subfolder
+        return path.is_dir() and not path.is_symlink() and _regular_file(path / MANIFEST)
+    return _regular_file(path) and _sha256(path) == entry.sha256
+
+
+def _is_internal(entry: Path) -> bool:
+    """interp's own hidden entries, by their exact names and shapes."""
+    if entry.name == MANIFEST:
+        return _regular_file(entry)
+    if entry.name == LOCK:  # an empty file (a lock left by a killed run has no content either)
+        return _regular_file(entry) and entry.stat().st_size == 0
+    if _STAGING_NAME.fullmatch(entry.name):
+        return (entry.is_dir() and not entry.is_symlink()) or _regular_file(entry)
+    if entry.name == CHECKPOINT:
+        return is_checkpoint(entry)
+    return False
+
+
+def is_checkpoint(folder: Path) -> bool:
+    """A checkpoint folder interp made: a real folder (no link) holding its stamp, or holding only
+    such folders (one per model of a sweep)."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    if _regular_file(folder / STAMP) or _regular_file(folder / _LEGACY_STAMP):
+        return True
+    return all(is_checkpoint(entry) for entry in folder.iterdir())
+
+
+def discard_checkpoint(folder: Path) -> None:
+    """Remove a checkpoint interp made: its unit files and stamps, then every folder left empty.
+    Anything else found inside stays (and so does its folder)."""
+    if not is_checkpoint(folder):
+        return
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            discard_checkpoint(entry)
+        elif _regular_file(entry) and (entry.suffix in (".safetensors", ".json") or ".tmp-" in entry.name
+                                       or entry.name in (STAMP, _LEGACY_STAMP)):
+            entry.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def foreign_entries(folder: Path, claimed: Iterable[str] = ()) -> list[str]:
     """Entries of ``folder`` that interp did not write (and that are not in ``claimed``)."""
     if not folder.is_dir():
         return []
-    manifest = read_manifest(folder) | set(claimed)
-    return sorted(e.name for e in folder.iterdir() if not _is_ours(e, manifest))
+    manifest = read_manifest(folder)
+    claimed = set(claimed)
+    return sorted(e.name for e in folder.iterdir()
+                  if e.name not in claimed and not _is_internal(e) and not _owned(folder, e.name, manifest.get(e.name)))
 
 
 def check_output(path: str | os.PathLike[str], *, force: bool = False, what: str = "output folder") -> Path:
@@ -91,8 +226,8 @@ def check_output(path: str | os.PathLike[str], *, force: bool = False, what: str
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
             raise OutputError(
                 f"refusing to write into {path}: it holds files interp did not write ({shown}); choose a new "
-                "or empty folder, or pass --force (force=True) to write beside them (only interp's own files "
-                "are replaced)"
+                "or empty folder, or pass --force (force=True) to write beside them (they are never replaced: "
+                "a name clash is refused)"
             )
     parent = _existing_parent(path)
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -108,10 +243,10 @@ def _existing_parent(path: Path) -> Path:
 
 
 class OutputFolder:
-    """A folder being written by one run; files land in place when the run succeeds."""
+    """A folder being written by one run of report ``kind``; files land when the run succeeds."""
 
-    def __init__(self, path: Path, staging: Path, manifest: set[str]):
-        self.path, self._staging, self._old = path, staging, manifest
+    def __init__(self, path: Path, staging: Path, manifest: dict[str, Entry], kind: str):
+        self.path, self._staging, self._old, self.kind = path, staging, manifest, kind
         self._written: list[str] = []
         self._subfolders: set[str] = set()
 
@@ -138,45 +273,65 @@ class OutputFolder:
     def subfolder(self, name: str, *, force: bool = False) -> Iterator[OutputFolder]:
         """A report of its own inside this one (its files land when its block ends)."""
         _check_name(name)
-        with output_folder(self.path / name, force=force) as sub:
+        self._claimable(name)
+        if name not in self._old:  # listed before it is written: a run killed inside it leaves it ours
+            self._old[name] = Entry(self.kind, None)
+            _write_manifest(self.path, self._old)
+        with output_folder(self.path / name, force=force, kind=self.kind) as sub:
             yield sub
         self._subfolders.add(name)
 
+    def _claimable(self, name: str) -> None:
+        """Refuse to write ``name`` over anything but this kind's own earlier file of that name."""
+        target = self.path / name
+        if not os.path.lexists(target):
+            return
+        entry = self._old.get(name)
+        if not _owned(self.path, name, entry):
+            raise OutputError(
+                f"refusing to replace {target}: interp did not write it (or it changed since); move it away or "
+                "choose another folder"
+            )
+        assert entry is not None
+        if entry.kind != self.kind:
+            raise OutputError(
+                f"refusing to replace {target}: it belongs to the {entry.kind} report in {self.path}; write the "
+                f"{self.kind} report to another folder"
+            )
+
     def _commit(self) -> None:
-        new = set(self._written) | self._subfolders
+        for name in self._written:  # every check before the first move: all files land, or none
+            self._claimable(name)
+            if (self.path / name).is_dir() and not (self.path / name).is_symlink():
+                raise OutputError(f"cannot write {self.path / name}: a folder of that name is in the way")
+        records = {name: Entry(self.kind, _sha256(self._staging / name)) for name in self._written}
+        records |= {name: Entry(self.kind, None) for name in self._subfolders}
+        stale = [n for n, e in self._old.items() if e.kind == self.kind and n not in records
+                 and _owned(self.path, n, e)]
+        others = {n: e for n, e in self._old.items() if e.kind != self.kind or n in stale}
         # List the union first: a kill between the moves below leaves no file of ours unlisted.
-        _write_manifest(self.path, self._old | new)
+        _write_manifest(self.path, others | records)
         for name in self._written:
-            target = self.path / name
-            if target.is_dir() and not target.is_symlink():
-                raise OutputError(f"cannot write {target}: a folder of that name is in the way")
-            os.replace(self._staging / name, target)
-        for name in sorted(self._old - new):
-            stale = self.path / name
-            if stale.is_file() or stale.is_symlink():
-                stale.unlink()
-        _write_manifest(self.path, new)
-        _fsync_dir(self.path)
+            os.replace(self._staging / name, self.path / name)
+        for name in stale:
+            if self._old[name].sha256 is not None:
+                (self.path / name).unlink()
+        _write_manifest(self.path, {n: e for n, e in others.items() if n not in stale} | records)
+        fsync_dir(self.path)
 
 
 def _check_name(name: str) -> None:
-    if Path(name).name != name or name.startswith(_OURS_PREFIX) or name in ("", ".", ".."):
-        raise OutputError(f"report file name {name!r} must be a plain file name not starting with {_OURS_PREFIX}")
+    why = _bad_name(name)
+    if why is not None:
+        raise OutputError(f"report file name {name!r} is {why}")
 
 
-def _write_manifest(folder: Path, names: set[str]) -> None:
+def _write_manifest(folder: Path, entries: dict[str, Entry]) -> None:
+    files = {name: {"kind": e.kind, **({"sha256": e.sha256} if e.sha256 else {"folder": True})}
+             for name, e in sorted(entries.items())}
     tmp = folder / f"{_STAGING}manifest-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps({"written_by": "interp", "files": sorted(names)}, indent=1) + "\n")
+    tmp.write_text(json.dumps({"written_by": "interp", "format": FORMAT, "files": files}, indent=1) + "\n")
     os.replace(tmp, folder / MANIFEST)
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -185,6 +340,9 @@ def folder_lock(folder: Path, what: str = "output folder") -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     lock_path = folder / LOCK
+    if os.path.lexists(lock_path) and not _is_internal(lock_path):  # never open (or follow) a user's file
+        raise OutputError(f"refusing to write into {what} {folder}: its {LOCK} is not a lock of interp's (a link or "
+                          "a file with content); move it away or choose another folder")
     lock = FileLock(str(lock_path), timeout=0)
     try:
         lock.acquire()
@@ -204,15 +362,18 @@ def folder_lock(folder: Path, what: str = "output folder") -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def output_folder(path: str | os.PathLike[str], *, force: bool = False,
-                  what: str = "output folder") -> Iterator[OutputFolder]:
-    """Write a report into ``path`` without touching files interp did not write.
+def output_folder(path: str | os.PathLike[str], *, force: bool = False, what: str = "output folder",
+                  kind: str = "report") -> Iterator[OutputFolder]:
+    """Write a report of ``kind`` (``heads``, ``neurons``, ...) into ``path`` without touching
+    files interp did not write, nor the reports of other kinds there.
 
     The folder is checked and locked on entry (before the caller does any work); the files
     written through the yielded :class:`OutputFolder` land when the block ends without an
     error. A folder this call created is removed again if the block fails before anything
     landed.
     """
+    if not _KIND.fullmatch(kind):
+        raise ValueError(f"report kind {kind!r} must be a short lowercase identifier")
     path = check_output(path, force=force, what=what)
     created = not path.exists()
     try:
@@ -222,19 +383,19 @@ def output_folder(path: str | os.PathLike[str], *, force: bool = False,
     try:
         with folder_lock(path, what):
             check_output(path, force=force, what=what)  # again, now that no other run can change it
-            for stale in path.glob(f"{_STAGING}*"):  # left by a killed run; we hold the lock
-                shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+            for stale in path.iterdir():  # staging left by a killed run; we hold the lock
+                if _STAGING_NAME.fullmatch(stale.name) and _is_internal(stale):
+                    shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
             staging = path / f"{_STAGING}{uuid.uuid4().hex[:12]}"
             try:
                 staging.mkdir()
             except OSError as exc:
                 raise OutputError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
-            out = OutputFolder(path, staging, read_manifest(path))
+            out = OutputFolder(path, staging, read_manifest(path), kind)
             try:
                 yield out
                 out._commit()
-                if out.checkpoint.is_dir():  # the report is complete: its resumable progress is spent
-                    shutil.rmtree(out.checkpoint)
+                discard_checkpoint(out.checkpoint)  # the report is complete: its resumable progress is spent
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
     finally:
@@ -243,11 +404,12 @@ def output_folder(path: str | os.PathLike[str], *, force: bool = False,
 
 
 @contextlib.contextmanager
-def writing(dest: str | os.PathLike[str] | OutputFolder, *, force: bool = False) -> Iterator[OutputFolder]:
-    """``dest`` as an :class:`OutputFolder`: a path is opened (and committed) here, an open
-    folder is used as it is (its owner commits it)."""
+def writing(dest: str | os.PathLike[str] | OutputFolder, *, force: bool = False,
+            kind: str = "report") -> Iterator[OutputFolder]:
+    """``dest`` as an :class:`OutputFolder`: a path is opened (and committed) here for a report
+    of ``kind``, an open folder is used as it is (its owner commits it, under its own kind)."""
     if isinstance(dest, OutputFolder):
         yield dest
         return
-    with output_folder(dest, force=force) as out:
+    with output_folder(dest, force=force, kind=kind) as out:
         yield out

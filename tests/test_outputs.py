@@ -79,7 +79,7 @@ def test_a_rerun_into_its_own_folder_needs_no_force_and_drops_its_stale_files(tm
         o.write_text("a.json", "3")
     assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "a.json"]
     assert (out / "a.json").read_text() == "3"
-    assert json.loads((out / MANIFEST).read_text())["files"] == ["a.json"]
+    assert list(json.loads((out / MANIFEST).read_text())["files"]) == ["a.json"]
 
 
 def test_head_scores_save_keeps_a_user_file(tiny_scores, tmp_path):

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         sweep.require_ray()
         if args.ray != "auto":
             sweep.check_address(args.ray)
-    with output_folder(args.out, force=args.force) as top:
+    with output_folder(args.out, force=args.force, kind="heads") as top:
         def subfolder(model: interp.Model) -> str:
             sub = _folder_name(model.name) if several else ""
             if sub:

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from interp.outputs import output_folder
 
     how = o.model_options(args)  # device and dtype checked before anything else
-    with output_folder(args.out, force=args.force) as out:  # locked before the model loads
+    with output_folder(args.out, force=args.force, kind="icl") as out:  # locked before the model loads
         model = interp.load(args.model, **how)
         result = icl_circuit(model, seed=args.seed, summarize=not args.no_summarize, ablation=not args.no_ablation,
                              progress=not args.quiet, **o.arguments(args))

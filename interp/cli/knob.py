@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     how = o.model_options(args)  # device and dtype checked before anything else
     if not 0 < args.threshold <= 1:  # before the model loads
         raise InterpError(f"--threshold must lie in (0, 1], got {args.threshold:g}")
-    with output_folder(args.out, force=args.force) as out:  # locked before the model loads
+    with output_folder(args.out, force=args.force, kind="knob") as out:  # locked before the model loads
         model = interp.load(args.model, **how)
         if args.layer is not None:
             model.check_layer(args.layer)

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.neuron is not None or args.prompt is not None) and args.clamp is None:
         raise InterpError("--neuron and --prompt are for steering: add --clamp VALUE")
     # The output folder (if any) is checked and locked before the model loads.
-    with output_folder(args.out, force=args.force) if args.out else contextlib.nullcontext() as out:
+    with output_folder(args.out, force=args.force, kind="neurons") if args.out else contextlib.nullcontext() as out:
         model = interp.load(args.model, **how)
         check_weights(model, args.weights)
         if args.layers is not None:

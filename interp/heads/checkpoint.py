@@ -1,54 +1,111 @@
 """Partial results of a long sweep, one safetensors file per finished unit of work, so an
-interrupted sweep resumes where it stopped. Tied to the settings that produced it."""
+interrupted sweep resumes where it stopped. Tied to a fingerprint of everything the numbers
+depend on: the model's weights (a digest of the tensors in memory), its dtype and device kind,
+the settings and interp's version."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from interp.atomic import atomic_write_text, temp_sibling
-from interp.outputs import OutputError
+from interp.outputs import STAMP, OutputError, discard_checkpoint, is_checkpoint
 from interp.strict_json import dumps
 
-STAMP = "settings.sha256"
+if TYPE_CHECKING:
+    from interp.model import Model
+
+logger = logging.getLogger("interp")
+_DIGESTS: dict[int, tuple[tuple[tuple[int, int], ...], str]] = {}
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 of every parameter and buffer of ``module`` (names, dtypes, shapes and bytes), so
+    two models with the same name but other weights never share a checkpoint. Remembered while
+    no tensor was replaced or changed in place (their data pointers and version counters).
+
+    >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    >>> weights_digest(a) == weights_digest(a), weights_digest(a) == weights_digest(b)
+    (True, False)
+    """
+    tensors = [*module.state_dict(keep_vars=True).items()]
+    state = tuple((t.data_ptr(), t._version) for _, t in tensors)
+    known = _DIGESTS.get(id(module))
+    if known is not None and known[0] == state:
+        return known[1]
+    digest = hashlib.sha256()
+    for name, t in tensors:
+        digest.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+        flat = t.detach().reshape(-1)
+        for start in range(0, flat.numel(), 1 << 24):  # 16M elements at a time, copied to the CPU
+            chunk = flat[start:start + (1 << 24)].cpu().contiguous()
+            digest.update(chunk.view(torch.uint8).numpy())
+    _DIGESTS[id(module)] = (state, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def fingerprint(model: Model, settings: dict[str, Any]) -> dict[str, Any]:
+    """What a scan's units depend on, as the checkpoint records it."""
+    from interp.versions import versions
+
+    return {"model": model.name, "weights": weights_digest(model.hf), "dtype": str(model.hf.dtype),
+            "device": torch.device(model.device).type, "interp": versions()["interp"],
+            "settings": hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()}
 
 
 class Checkpoint:
-    """Finished units under ``folder``, tied to the settings that produced them.
+    """Finished units under ``folder``, tied to the fingerprint of what produced them.
 
-    Only a folder interp created and stamped is ever cleared: a folder written with other
-    settings loses its unit files; an existing folder without the stamp is used only if it
-    is empty, and a file or a folder holding anything else is refused.
+    A checkpoint whose stamp records another fingerprint (other weights, dtype, device kind,
+    settings or interp version) is cleared and the run starts afresh, saying which of these
+    differ. Only a folder interp created and stamped is ever cleared: an existing folder
+    without the stamp is used only if it is empty, and a file, a link or a folder holding
+    anything else is refused.
     """
 
-    def __init__(self, folder: str | Path | None, settings: dict[str, Any]):
+    def __init__(self, folder: str | Path | None, stamp: dict[str, Any]):
         self.folder = Path(folder) if folder is not None else None
         self._memory: dict[str, Any] = {}  # without a folder, results live here for one run
-        fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
         if self.folder is None:
             return
-        stamp = self.folder / STAMP
+        if self.folder.is_symlink():
+            raise OutputError(f"checkpoint {self.folder} is a link; interp writes checkpoints only into real folders "
+                              "(remove the link or give another folder)")
         if self.folder.exists() and not self.folder.is_dir():
             raise OutputError(f"checkpoint {self.folder} is an existing file; give a folder (new or one interp made)")
-        if self.folder.is_dir() and not stamp.is_file() and any(self.folder.iterdir()):
+        if self.folder.is_dir() and not is_checkpoint(self.folder) and any(self.folder.iterdir()):
             raise OutputError(
                 f"checkpoint folder {self.folder} holds files interp did not write and has no {STAMP}; "
                 "give a new or empty folder"
             )
-        if stamp.is_file() and stamp.read_text().strip() != fingerprint:
+        recorded = self._recorded()
+        if recorded is not None and recorded != stamp:
+            changed = sorted(k for k in {*stamp, *recorded} if stamp.get(k) != recorded.get(k))
+            logger.warning("checkpoint %s was written with another %s; starting afresh", self.folder, ", ".join(changed))
+            self.clear()
+        elif recorded is None and is_checkpoint(self.folder):  # a stamp of an older interp, or damaged
             self.clear()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            if not stamp.exists():
-                atomic_write_text(stamp, fingerprint)
+            if not (self.folder / STAMP).exists():
+                atomic_write_text(self.folder / STAMP, json.dumps(stamp, sort_keys=True))
         except OSError as exc:
             raise OutputError(f"cannot write checkpoint folder {self.folder}: {exc.strerror or exc}") from None
+
+    def _recorded(self) -> dict[str, Any] | None:
+        assert self.folder is not None
+        try:
+            recorded = json.loads((self.folder / STAMP).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return recorded if isinstance(recorded, dict) else None
 
     def _path(self, key: str) -> Path:
         assert self.folder is not None
@@ -85,12 +142,5 @@ class Checkpoint:
 
     def clear(self) -> None:
         """Remove the unit files and the stamp (ours), then the folder if nothing else is in it."""
-        if self.folder is None or not (self.folder / STAMP).is_file():
-            return
-        for path in [*self.folder.glob("*.safetensors"), *self.folder.glob("*.json")]:
-            path.unlink()
-        for path in self.folder.glob(".*.tmp-*"):  # units being written when a run was killed
-            path.unlink()
-        (self.folder / STAMP).unlink()
-        if not any(self.folder.iterdir()):
-            self.folder.rmdir()
+        if self.folder is not None:
+            discard_checkpoint(self.folder)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from interp.errors import InterpError, PromptTooLongError, UnknownNameError, whole_number
 from interp.head_stats import head_stats
 from interp.heads import scores as S
-from interp.heads.checkpoint import Checkpoint
+from interp.heads.checkpoint import Checkpoint, fingerprint
 from interp.heads.names import (
     NGRAM_ORDERS,
     PATTERN_SCORES,
@@ -303,7 +303,7 @@ def scan(
         seed=seed, exclude_bos=exclude_bos, exclude_current=exclude_current, batch_size=batch_size,
         retrieval=retrieval, streaming=streaming, causal_checks=causal_checks,
     )
-    ckpt = Checkpoint(checkpoint, {"model": model.name, **plan.settings})
+    ckpt = Checkpoint(checkpoint, fingerprint(model, {"model": model.name, **plan.settings}) if checkpoint else {})
     units = ScanUnits(model.name, (model.cfg.n_layers, model.cfg.n_heads), plan, ckpt, _versions(), causal_checks)
     for key in tqdm(units.keys(1), desc="head scan", disable=not progress):
         if not units.done(key):

@@ -50,7 +50,7 @@ def write_kv_pattern(scores: HeadScores, dest: str | os.PathLike[str] | OutputFo
     config = {"sink_size": sink, "recent_size": window, "score": score, "model": scores.model,
               "layers": int(full.shape[0]), "kv_heads": int(full.shape[1]), "sliding_window_layers": bounded,
               "written_by": "interp"}
-    with writing(dest, force=force) as out:
+    with writing(dest, force=force, kind="kv_pattern") as out:
         out.write_text(TSV, tsv)
         out.write_text(CONFIG, dumps(config, indent=1) + "\n")
         return out.path

@@ -27,7 +27,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from interp.errors import InterpError, MissingDependencyError
-from interp.heads.checkpoint import Checkpoint
+from interp.heads.checkpoint import Checkpoint, fingerprint
 from interp.heads.table import HeadScores
 from interp.heads.units import ScanUnits
 from interp.model import Model
@@ -74,18 +74,19 @@ def plan_sweep(specs: Sequence[str], names: Sequence[str], settings: dict[str, A
     from interp.heads.head_scan import plan_scan
     from interp.versions import versions
 
-    planned: list[tuple[str, Any, str, Any]] = []
+    planned: list[tuple[str, Any, str, Any, dict[str, Any]]] = []
     for spec in specs:
         model = load(spec)
         plan = plan_scan(model, names, **settings)
         folder = folders(model)
-        if any(folder == f for _, _, f, _ in planned):
+        if any(folder == f for _, _, f, _, _ in planned):
             raise InterpError(f"two of the models would write to the same folder {folder!r}: {', '.join(specs)}")
-        planned.append((spec, model if len(specs) == 1 else _Shape(model), folder, plan))
+        stamp = fingerprint(model, {"model": model.name, **plan.settings})
+        planned.append((spec, model if len(specs) == 1 else _Shape(model), folder, plan, stamp))
         del model
     out: list[SweepModel] = []
-    for spec, model, folder, plan in planned:  # stores are made only once every model passed its checks
-        store = Checkpoint(stores(folder), {"model": model.name, **plan.settings})
+    for spec, model, folder, plan, stamp in planned:  # stores are made only once every model passed its checks
+        store = Checkpoint(stores(folder), stamp)
         units = ScanUnits(model.name, (model.cfg.n_layers, model.cfg.n_heads), plan, store, versions(),
                           settings.get("causal_checks", True))
         kept = model if isinstance(model, Model) else None

@@ -23,31 +23,24 @@ if TYPE_CHECKING:
     from interp.model import Model
 
 logger = logging.getLogger("interp")
-_DIGESTS: dict[int, tuple[tuple[tuple[int, int], ...], str]] = {}
 
 
 def weights_digest(module: torch.nn.Module) -> str:
     """sha256 of every parameter and buffer of ``module`` (names, dtypes, shapes and bytes), so
-    two models with the same name but other weights never share a checkpoint. Remembered while
-    no tensor was replaced or changed in place (their data pointers and version counters).
+    two models with the same name but other weights never share a checkpoint. Computed afresh
+    each time (a second or two for 135M float32 weights on 2 cores): an edit through ``weight.data`` leaves no
+    trace a cache could key on.
 
     >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     >>> weights_digest(a) == weights_digest(a), weights_digest(a) == weights_digest(b)
     (True, False)
     """
-    tensors = [*module.state_dict(keep_vars=True).items()]
-    state = tuple((t.data_ptr(), t._version) for _, t in tensors)
-    known = _DIGESTS.get(id(module))
-    if known is not None and known[0] == state:
-        return known[1]
     digest = hashlib.sha256()
-    for name, t in tensors:
+    for name, t in module.state_dict(keep_vars=True).items():
         digest.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
         flat = t.detach().reshape(-1)
         for start in range(0, flat.numel(), 1 << 24):  # 16M elements at a time, copied to the CPU
-            chunk = flat[start:start + (1 << 24)].cpu().contiguous()
-            digest.update(chunk.view(torch.uint8).numpy())
-    _DIGESTS[id(module)] = (state, digest.hexdigest())
+            digest.update(flat[start:start + (1 << 24)].cpu().contiguous().view(torch.uint8).numpy())
     return digest.hexdigest()
 
 

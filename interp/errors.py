@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import operator
 from collections.abc import Iterable
 from typing import Any
 
@@ -65,6 +66,35 @@ def whole_number(value: Any, low: int, what: str, error: type[InterpError] = Bad
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
         raise error(f"{what} must be an integer of at least {low}, got {value!r}")
     return int(value)
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool")
+
+
+def check_index(value: Any, size: int, kind: str, *, negative: bool = False, hint: str = "") -> int:
+    """``value`` as an index of one of ``size`` things (a layer, a head; ``negative``: -1 is the
+    last): ``BadInputError`` unless it is an integer (a float such as 6.0 or a bool such as True
+    is none), ``OutOfRangeError`` outside ``0..size-1`` (``-size..size-1`` with ``negative``)."""
+    try:
+        index = None if _is_bool(value) else operator.index(value)
+    except TypeError:
+        index = None
+    if index is None:
+        valid = f"0..{size - 1}" + (f" (or -{size}..-1, counting from the end)" if negative else "")
+        raise BadInputError(f"{kind} must be an integer in {valid}, got {type(value).__name__} {value!r}"
+                            + (f"; {hint}" if hint else ""))
+    if not (-size if negative else 0) <= index < size:
+        raise OutOfRangeError(kind, index, size, hint=hint)
+    return index
+
+
+def check_indices(value: Any, size: int, kind: str, *, negative: bool = False, hint: str = "") -> list[int]:
+    """One index or a sequence of them (:func:`check_index` each), as a list; all ``size`` for None."""
+    if value is None:
+        return list(range(size))
+    one = isinstance(value, (str, bytes)) or not isinstance(value, Iterable) or getattr(value, "ndim", 1) == 0
+    return [check_index(v, size, kind, negative=negative, hint=hint) for v in ([value] if one else value)]
 
 
 class UsageError(InterpError, RuntimeError):

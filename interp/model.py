@@ -12,7 +12,7 @@ import torch
 
 from interp import attention
 from interp.adapters import Adapter, adapter_for
-from interp.errors import BadInputError, OutOfRangeError, PromptTooLongError
+from interp.errors import BadInputError, OutOfRangeError, PromptTooLongError, check_index, check_indices
 from interp.masks import position_kwargs
 from interp.sites import GLOBAL_SITES, LAYER_SITES, Site, Where, all_site_names, expand
 from interp.tracing import Hooks, MaskEdit, Reducer, StopForward, Trace
@@ -206,9 +206,8 @@ class Model:
         return Site(name, layer, leaf, path, where)
 
     def check_layer(self, layer: int) -> int:
-        if not 0 <= layer < self.cfg.n_layers:
-            raise OutOfRangeError("layer", layer, self.cfg.n_layers)
-        return layer
+        """``layer`` as an int; not an integer (6.0, True) or outside the model: a clear error."""
+        return check_index(layer, self.cfg.n_layers, "layer")
 
     def site_dims(self, site: str | Site) -> list[tuple[str, int]]:
         """The axes of a site after ``[batch, pos]``, named: ``[("n_heads", 9), ("d_head", 64)]``."""
@@ -228,14 +227,7 @@ class Model:
 
     def check_heads(self, heads: int | Sequence[int] | None, n: int | None = None) -> list[int]:
         """Head indices, all of them for ``None``; out of range: a clear error."""
-        n = n or self.cfg.n_heads
-        if heads is None:
-            return list(range(n))
-        heads = [heads] if isinstance(heads, int) else list(heads)
-        for h in heads:
-            if not 0 <= h < n:
-                raise OutOfRangeError("head", h, n)
-        return heads
+        return check_indices(heads, n or self.cfg.n_heads, "head")
 
     def o_proj_per_head(self, layer: int) -> torch.Tensor:
         """W_O split by head: ``[n_heads, d_head, d_model]``."""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from interp.errors import BadInputError, OutOfRangeError
+from interp.errors import BadInputError, check_index, check_indices
 from interp.masks import visible
 from interp.tracing import Trace
 
@@ -36,8 +36,8 @@ def attention_pattern(
     ...     pass                                                    # doctest: +SKIP
     >>> attention_pattern(tr, 3, heads=[0, 4], rows=[-1]).shape     # doctest: +SKIP
     """
-    if trace.n_layers is not None and not 0 <= layer < trace.n_layers:
-        raise OutOfRangeError("layer", layer, trace.n_layers)
+    if trace.n_layers is not None:
+        layer = check_index(layer, trace.n_layers, "layer")
     names = [f"blocks.{layer}.attn.hook_q", f"blocks.{layer}.attn.hook_k"]
     q = trace[names[0]]  # [b, q_pos, H, d]
     k = trace[names[1]]  # [b, k_pos, Hkv, d]
@@ -91,14 +91,4 @@ def _check_complete(trace: Trace, layer: int, names: list[str]) -> None:
 
 
 def _indices(index: int | Sequence[int] | None, size: int, kind: str, hint: str = "") -> list[int]:
-    if index is None:
-        return list(range(size))
-    items = [index] if isinstance(index, int) else list(index)
-    out = []
-    for i in items:
-        if isinstance(i, bool) or not isinstance(i, int):
-            raise BadInputError(f"attention_pattern: {kind}s must be ints, got {i!r}")
-        if not -size <= i < size:
-            raise OutOfRangeError(kind, i, size, hint=hint)
-        out.append(i % size)
-    return out
+    return [i % size for i in check_indices(index, size, kind, negative=True, hint=hint)]

@@ -68,6 +68,22 @@ def whole_number(value: Any, low: int, what: str, error: type[InterpError] = Bad
     return int(value)
 
 
+def check_text(text: str, what: str) -> str:
+    """``text``, unless it holds a lone surrogate: no Unicode text, and what Python makes of bytes
+    that are not UTF-8 in a command-line argument or a file name; then ``BadInputError`` naming it."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError as exc:
+        at, char = exc.start, text[exc.start]
+    shown = repr(text) if len(text) <= 60 else repr(text[:57]) + "..."
+    if "\udc80" <= char <= "\udcff":  # an undecodable byte, kept as a surrogate (surrogateescape)
+        raise BadInputError(f"{what} {shown} holds bytes that are not valid UTF-8 (byte 0x{ord(char) - 0xDC00:02x} "
+                            f"at character {at}); it must be UTF-8 text")
+    raise BadInputError(f"{what} {shown} holds a lone surrogate {char!r} at character {at}, which is not Unicode "
+                        "text; it must be valid Unicode (decoding bytes with errors='replace' drops invalid ones)")
+
+
 def _is_bool(value: Any) -> bool:
     return isinstance(value, bool) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool")
 

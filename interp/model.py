@@ -12,7 +12,14 @@ import torch
 
 from interp import attention
 from interp.adapters import Adapter, adapter_for
-from interp.errors import BadInputError, OutOfRangeError, PromptTooLongError, check_index, check_indices
+from interp.errors import (
+    BadInputError,
+    OutOfRangeError,
+    PromptTooLongError,
+    check_index,
+    check_indices,
+    check_text,
+)
 from interp.masks import position_kwargs
 from interp.sites import GLOBAL_SITES, LAYER_SITES, Site, Where, all_site_names, expand
 from interp.tracing import Hooks, MaskEdit, Reducer, StopForward, Trace
@@ -260,6 +267,7 @@ class Model:
             for i, t in enumerate(texts):
                 if not isinstance(t, str):
                     raise BadInputError(f"a list of prompts must hold only str, but item {i} is {_describe(t)}")
+                check_text(t, "the prompt" if len(texts) == 1 else f"prompt {i} of {len(texts)}")
             side = self.tokenizer.padding_side
             self.tokenizer.padding_side = "left"
             try:
@@ -331,6 +339,7 @@ class Model:
         """A token given as a string that is exactly one token of the tokenizer (no special tokens
         added), or as an id in the vocabulary; anything else: a clear error naming ``what``."""
         if isinstance(token, str):
+            check_text(token, what)
             try:
                 enc = self.tokenizer(token, add_special_tokens=False)
             except TypeError:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
-from interp.errors import InterpError
+from interp.errors import InterpError, check_text
 from interp.logs import logger
 
 # Modules under interp.cli that each define register(subparsers).
@@ -48,8 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_text(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every argument must be Unicode text. Bytes that are not UTF-8 (which Python keeps as lone
+    surrogates) in a prompt, a word or a folder name end the command here, naming the argument,
+    before any work: no tokenizer, JSON file or report could hold them."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    for action in sub._actions:
+        values = getattr(args, action.dest, None)
+        for value in values if isinstance(values, (list, tuple)) else [values]:
+            if isinstance(value, (str, os.PathLike)):
+                name = "/".join(action.option_strings) or action.metavar or action.dest
+                try:
+                    check_text(os.fspath(value), f"argument {name}:")
+                except InterpError as exc:
+                    sub.error(str(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_text(parser, args)
     where = f"interp {args.command}"
     log = logger("interp.cli")
     if getattr(args, "quiet", False):

@@ -21,6 +21,7 @@ A spec is one of, tried in this order:
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import re
@@ -36,12 +37,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
+from safetensors import SafetensorError
 
 from interp.adapters import ADAPTERS, FAMILIES
 from interp.atomic import temp_sibling
 from interp.bundled import BundledModel, bundled_names, find_bundled
 from interp.cache import Entry, entry_path, file_sha256, get_or_build
-from interp.errors import InterpError, OfflineError, OutOfRangeError, UnknownNameError
+from interp.errors import InterpError, OfflineError, OutOfRangeError, UnknownNameError, whole_number
 from interp.logs import logger
 from interp.model import Model
 from interp.neighbours import is_neighbour
@@ -189,7 +191,24 @@ def check_config(path: Path) -> str:
         if model_type and isinstance(archs, list) and archs:
             named += f" ({', '.join(map(str, archs))})"
         raise ModelFileError(f"{path} names {named}, which is unsupported; supported families: {_families()}")
+    nested = config.get("text_config")
+    for where, sizes in [("", config)] + ([("text_config.", nested)] if isinstance(nested, dict) else []):
+        for key in _CONFIG_SIZES:
+            value = sizes.get(key)
+            if key in sizes and not (value is None and key in _CONFIG_SIZES_OPTIONAL):
+                try:
+                    whole_number(value, 1, where + key)
+                except InterpError as exc:
+                    raise _damaged(path, str(exc), "fix that value, or copy or download the model again") from None
     return str(model_type)
+
+
+# Sizes in config.json (Llama-style names and GPT-2's), each a whole number of at least 1 where given;
+# the optional ones may be null (the architecture's default).
+_CONFIG_SIZES_OPTIONAL = ("num_key_value_heads", "head_dim", "intermediate_size", "n_inner", "max_position_embeddings",
+                          "n_positions", "n_ctx")
+_CONFIG_SIZES = ("num_hidden_layers", "n_layer", "num_attention_heads", "n_head", "hidden_size", "n_embd",
+                 "vocab_size", *_CONFIG_SIZES_OPTIONAL)
 
 
 _SAFETENSORS_MAX_HEADER = 100 << 20  # the safetensors library refuses larger headers too
@@ -208,12 +227,45 @@ def check_safetensors(path: Path) -> None:
         raw = f.read(n)
     try:
         header = json.loads(raw)
-        ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"]
+        spans = sorted((_tensor_span(path, name, t), name) for name, t in header.items() if name != "__metadata__")
+    except ModelFileError:
+        raise
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         raise _damaged(path, f"broken safetensors header ({type(exc).__name__}: {exc})") from exc
-    need = 8 + n + max(ends, default=0)
+    end = 0
+    for (begin, stop), name in spans:  # the tensors tile the data with no gap or overlap, as safetensors requires
+        if begin != end:
+            raise _damaged(path, f"broken safetensors header (tensor {name!r} starts at byte {begin} of the data, "
+                                 f"but the tensors before it end at byte {end}: its data_offsets disagree with the "
+                                 "other tensors' shapes)")
+        end = stop
+    need = 8 + n + end
     if need > size:
         raise _damaged(path, f"truncated ({size} bytes, its tensors need {need})")
+    if need < size:
+        raise _damaged(path, f"broken safetensors header (its tensors cover {need} of the file's {size} bytes)")
+
+
+# Bits per element of each safetensors dtype.
+_SAFETENSORS_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "I16": 16, "U16": 16,
+                     "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "C64": 64, "F64": 64, "I64": 64,
+                     "U64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
+
+
+def _tensor_span(path: Path, name: str, entry: Any) -> tuple[int, int]:
+    """A header entry's ``data_offsets``, after checking they fit its dtype and shape."""
+    begin, stop = entry["data_offsets"]
+    shape, dtype = entry["shape"], entry["dtype"]
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (begin, stop, *shape)) \
+            or stop < begin:
+        raise _damaged(path, f"broken safetensors header (tensor {name!r} has data_offsets {[begin, stop]} and shape "
+                             f"{shape}: expected whole numbers, the offsets in order)")
+    bits = _SAFETENSORS_BITS.get(dtype)
+    if bits is not None and math.prod(shape) * bits != (stop - begin) * 8:
+        raise _damaged(path, f"broken safetensors header (tensor {name!r} has data_offsets {[begin, stop]}, "
+                             f"{stop - begin} bytes, but its shape {shape} of {dtype} needs "
+                             f"{math.prod(shape) * bits // 8} bytes)")
+    return begin, stop
 
 
 def _check_weights(folder: Path) -> None:
@@ -601,7 +653,7 @@ def prepare(spec: Spec) -> Entry:
 
 # -- load ----------------------------------------------------------------------------------------
 # What transformers raises on files it cannot read; each becomes one ModelFileError naming the file.
-_LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, ImportError)
+_LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, ImportError, SafetensorError)
 
 
 def _from_folder(folder: Path, dtype: torch.dtype, tokenizer: Any, **kwargs: Any) -> tuple[Any, Any]:

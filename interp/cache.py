@@ -22,6 +22,7 @@ False
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -35,6 +36,7 @@ from typing import Any, Literal
 
 from interp.atomic import atomic_dir, atomic_write_text, stale_temps
 from interp.bundled import BUNDLED
+from interp.errors import InterpError
 from interp.logs import logger
 
 MANIFEST = "manifest.json"
@@ -179,6 +181,30 @@ def _locked(folder: Path) -> Iterator[None]:
             lock.release()
 
 
+class CacheError(InterpError, OSError):
+    """The model cache cannot be written: a read-only folder, no permission, a full disk."""
+
+
+def cache_error(exc: OSError) -> CacheError | None:
+    """The ``CacheError`` for an ``OSError`` met while writing the cache, if that is what it is
+    (a full disk, or no permission to write under the cache folder); else None."""
+    if isinstance(exc, InterpError):
+        return None
+    root = cache_dir()
+    where = f"the model cache {root} (set by INTERP_CACHE)" if os.environ.get("INTERP_CACHE") else \
+        f"the model cache {root}"
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return CacheError(f"{where} is full ({reason}) while a converted model is written to it; free some space "
+                          "or set INTERP_CACHE to a folder on another disk")
+    named = Path(os.fsdecode(exc.filename)) if exc.filename is not None else None
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST) and (
+            named is None or named == root or root in named.parents):
+        return CacheError(f"{where} cannot be written ({reason}{f': {named}' if named else ''}); make it a writable "
+                          "folder or set INTERP_CACHE to one")
+    return None
+
+
 @dataclass(frozen=True)
 class Entry:
     path: Path
@@ -197,20 +223,26 @@ def get_or_build(name: str, key: str, build: Callable[[Path], None], **info: Any
     """
     path = entry_path(name, key)
     if path.exists() and check_entry(path) is None:
-        return Entry(path, built=False)
-    with _locked(path):
-        # Another process may have built it while we waited for the lock.
-        if path.exists():
-            problem = check_entry(path)
-            if problem is None:
-                return Entry(path, built=False)
-            _warn(f"cache entry {path} is damaged ({problem}); removing it and rebuilding")
-            shutil.rmtree(path)
-        for stale in stale_temps(path):  # left by a killed build; we hold the lock, so not in use
-            shutil.rmtree(stale, ignore_errors=True)
-        with atomic_dir(path) as tmp:
-            build(tmp)
-            write_manifest(tmp, name=name, key=key, **info)
+        return Entry(path, built=False)  # a verified entry needs no write access: a read-only cache serves it
+    try:
+        with _locked(path):
+            # Another process may have built it while we waited for the lock.
+            if path.exists():
+                problem = check_entry(path)
+                if problem is None:
+                    return Entry(path, built=False)
+                _warn(f"cache entry {path} is damaged ({problem}); removing it and rebuilding")
+                shutil.rmtree(path)
+            for stale in stale_temps(path):  # left by a killed build; we hold the lock, so not in use
+                shutil.rmtree(stale, ignore_errors=True)
+            with atomic_dir(path) as tmp:
+                build(tmp)
+                write_manifest(tmp, name=name, key=key, **info)
+    except OSError as exc:
+        error = cache_error(exc)
+        if error is None:
+            raise
+        raise error from exc
     return Entry(path, built=True)
 
 

@@ -42,7 +42,7 @@ from safetensors import SafetensorError
 from interp.adapters import ADAPTERS, FAMILIES
 from interp.atomic import temp_sibling
 from interp.bundled import BundledModel, bundled_names, find_bundled
-from interp.cache import Entry, entry_path, file_sha256, get_or_build
+from interp.cache import Entry, cache_error, entry_path, file_sha256, get_or_build
 from interp.errors import InterpError, OfflineError, OutOfRangeError, UnknownNameError, whole_number
 from interp.logs import logger
 from interp.model import Model
@@ -598,6 +598,8 @@ def _bundled_entry(bundled: BundledModel) -> Entry:
                 check_gguf(gguf, fix=f"reinstall its package: {reinstall}")
                 _convert_checked(gguf, folder, bundled.name)
         except OSError as exc:  # chunks that do not add up to the published file
+            if cache_error(exc) is not None:  # not the package's fault: a full or read-only cache
+                raise
             raise ModelFileError(f"the files of {bundled.package} are damaged ({exc}); reinstall: {reinstall}") from exc
 
     return get_or_build(
@@ -611,6 +613,8 @@ def _convert_checked(gguf: Path, out: Path, label: str) -> None:
     except InterpError:
         raise
     except _LOAD_ERRORS as exc:
+        if isinstance(exc, OSError) and cache_error(exc) is not None:  # writing the entry failed, not reading
+            raise
         raise ModelFileError(f"{gguf} could not be converted to a float model ({_first_line(exc)})") from exc
 
 

@@ -140,14 +140,16 @@ def arguments(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in getattr(args, "_api", [])}
 
 
-def at_least(low: int) -> Callable[[str], int]:
-    """An integer of at least ``low``."""
+def at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An integer of at least ``low`` (and at most ``high``, if given)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer in {low}..{high}, got {value}")
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
         return value
@@ -233,9 +235,13 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"device": check_device(args.device), "dtype": check_dtype(args.dtype)}
 
 
+# Seeds feed torch (64 bits), NumPy and random, some with an offset added: 32 bits fit them all.
+SEED_MAX = 2**32 - 1
+
+
 def add_seed(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", default=0, type=int, help="seed of every random choice, so a rerun gives the same numbers "
-                                                        "(default 0)")
+    p.add_argument("--seed", default=0, type=at_least(0, SEED_MAX),
+                   help=f"seed of every random choice (0..{SEED_MAX}), so a rerun gives the same numbers (default 0)")
 
 
 def add_quiet(p: argparse.ArgumentParser) -> None:

@@ -1,17 +1,25 @@
 """``interp app [--reports DIR ...] [--model NAME]``: the Streamlit explorer, on 127.0.0.1 by default.
 
 Runs ``streamlit run`` on ``interp.app``'s entry script in a child process; report folders and
-the model reach it through environment variables (see ``interp.app.main``).
+the model reach it through environment variables (see ``interp.app.main``). The port is checked
+first (a busy one ends the command in one line), and the server never outlives ``interp app``:
+the child asks the kernel to kill it when its parent dies (``PR_SET_PDEATHSIG`` on Linux; it
+enforces this even when ``interp app`` is killed with SIGKILL and has no chance to clean up),
+or elsewhere watches its parent from a thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from interp.errors import InterpError, UnknownNameError, require
@@ -74,15 +82,86 @@ def command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     return argv, env
 
 
+def _can_listen(host: str, port: int) -> OSError | None:
+    """None if a server could listen on ``host:port`` now, else the error binding it gave."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As Streamlit's server binds: a port whose old connections linger in TIME_WAIT is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except socket.gaierror as exc:  # a host name that does not resolve
+            return OSError(errno.EADDRNOTAVAIL, exc.strerror)
+        except OSError as exc:
+            return exc
+    return None
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail in one line, before the server starts, if it could not listen on ``host:port``."""
+    problem = _can_listen(host, port)
+    if problem is None:
+        return
+    if problem.errno == errno.EADDRINUSE:
+        free = next((p for p in range(port + 1, min(port + 50, 65536)) if _can_listen(host, p) is None), None)
+        hint = f", e.g. --port {free} (free now)" if free else ""
+        raise InterpError(f"port {port} on {host} is already in use (by another interp app or another server); "
+                          f"choose a free port with --port N{hint}")
+    if problem.errno == errno.EACCES:
+        raise InterpError(f"port {port} on {host} needs privileges here ({problem.strerror}); choose a port in "
+                          "1024..65535 with --port N")
+    if problem.errno == errno.EADDRNOTAVAIL:
+        raise InterpError(f"--host {host} is not an address of this machine ({problem.strerror}); use "
+                          f"{LOOPBACK} (the default) or one of this machine's addresses")
+    raise InterpError(f"cannot listen on {host}:{port} ({problem.strerror or problem}); choose another --port or --host")
+
+
+def _tied_to_this_process(argv: list[str]) -> list[str]:
+    """``python -m streamlit ...`` run through this module's ``__main__``, which ties the server's
+    life to this process (:func:`_serve`)."""
+    assert argv[1:3] == ["-m", "streamlit"], argv
+    return [argv[0], "-m", __name__, str(os.getpid()), *argv[3:]]
+
+
+def _die_with(parent: int) -> None:
+    """End this process when ``parent`` ends, however it ends (SIGKILL included)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) == 0:
+            if os.getppid() != parent:  # it died before the prctl: no signal will come
+                os._exit(1)
+            return
+
+    def watch() -> None:  # elsewhere: an orphan is adopted by another process
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="interp-app-parent-watch", daemon=True).start()
+
+
+def _serve(argv: list[str]) -> None:
+    """The server process: ``PARENT_PID run SCRIPT [streamlit options]``."""
+    _die_with(int(argv[0]))
+    from streamlit.web.cli import main as streamlit_main
+
+    streamlit_main(args=argv[1:], prog_name="streamlit")
+
+
 def run(args: argparse.Namespace) -> int:
     require("streamlit", "interp app", "pip install 'interp[app]'")
     argv, env = command(args)
+    check_port(args.host, args.port)
     log = logger("interp.cli")
     if not is_loopback(args.host):
         log.warning(f"interp app: warning: listening on {args.host}, not {LOOPBACK}: anyone who can reach this "
                     "machine can use the app, and it runs models on their input")
     log.info(f"interp app: http://{args.host}:{args.port} (Ctrl-C stops it)")
-    server = subprocess.Popen(argv, env=env)
+    server = subprocess.Popen(_tied_to_this_process(argv), env=env)
     # Stopping `interp app` stops the server too (Ctrl-C reaches both; SIGTERM only this process).
     signal.signal(signal.SIGTERM, lambda *_: server.terminate())
     try:
@@ -90,3 +169,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         server.terminate()
         return server.wait()
+
+
+if __name__ == "__main__":  # the server process that run() starts
+    _serve(sys.argv[1:])

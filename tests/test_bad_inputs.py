@@ -8,10 +8,14 @@ from the API) that names the problem, before any work, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
+import json
 import math
 import os
+import socket
 import struct
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +36,7 @@ from interp.errors import InterpError  # noqa: E402
 class Case:
     label: str  # what a user typed or called
     expect: str  # a fragment the message must contain
-    argv: tuple[str, ...] = ()  # a command line; {M} the tiny model folder, {T} a scratch folder
+    argv: tuple[str, ...] = ()  # a command line; {M} the tiny model folder, {T} a scratch folder, {P} a busy port
     call: Callable[[Env], object] | None = None  # or an API call
 
     @property
@@ -46,6 +50,7 @@ class Env:
     tmp: Path
     model: interp.Model
     scores: object = None  # a small HeadScores table of that model
+    busy: socket.socket | None = None  # a socket listening on 127.0.0.1, so its port is in use
 
 
 def cli(label: str, expect: str, *argv: str) -> Case:
@@ -101,7 +106,39 @@ def _damaged_folder(env: Env, what: str) -> Path:
     elif what == "arch":
         text = (folder / "config.json").read_text().replace('"llama"', '"frobnicator"')
         (folder / "config.json").write_text(text)
+    elif what == "layers":
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": -1}))
+    elif what == "offsets":  # a valid header whose first tensor's data_offsets cover half its shape's bytes
+        raw = weights.read_bytes()
+        (n,) = struct.unpack("<Q", raw[:8])
+        header = json.loads(raw[8 : 8 + n])
+        first = min((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])
+        begin, end = header[first]["data_offsets"]
+        header[first]["data_offsets"] = [begin, begin + (end - begin) // 2]
+        text = json.dumps(header, separators=(",", ":")).encode()
+        weights.write_bytes(raw[:8] + text.ljust(n) + raw[8 + n :])
     return folder
+
+
+def _cache_on_a_failing_disk(env: Env, code: int):
+    """load(a .gguf file) into a fresh model cache whose disk fails as the OS would (EROFS: a
+    read-only folder; ENOSPC: full while the converted model is written)."""
+    from unittest import mock
+
+    from interp import loading
+
+    gguf = env.tmp.parent / "tiny.gguf"  # its header check is skipped: only the cache's disk matters here
+    gguf.write_bytes(b"GGUF")
+
+    def fail(path, *args, **kwargs):
+        raise OSError(code, os.strerror(code), str(path))
+
+    failing = (mock.patch("os.mkdir", fail) if code == errno.EROFS else
+               mock.patch.object(loading, "_convert_gguf", lambda gguf, out, label: fail(out / "model.safetensors")))
+    cache = {"INTERP_CACHE": str(env.tmp.parent / f"cache-{errno.errorcode[code]}")}
+    with mock.patch.dict(os.environ, cache), mock.patch.object(loading, "check_gguf", lambda *a, **k: None), failing:
+        interp.load(gguf)
 
 
 def _short_gguf(env: Env) -> Path:
@@ -110,7 +147,8 @@ def _short_gguf(env: Env) -> Path:
     return path
 
 
-M, T = "{M}", "{T}"
+M, T, P = "{M}", "{T}", "{P}"
+NOT_UTF8 = b"r\xff".decode("utf-8", "surrogateescape")  # as Python decodes such bytes in a command line
 SMALL = ("--lengths", "4", "--samples", "2", "--text-tokens", "32", "--text-samples", "2", "--window", "16",
          "--streaming-tokens", "48", "--quiet")
 
@@ -153,6 +191,11 @@ CASES = [
     cli("heads: an unknown model name", "unknown model 'no-such-model'", "heads", "no-such-model", "--out", "{T}/r"),
     cli("heads: a missing folder path", "no-such-folder", "heads", "./no-such-folder/", "--out", "{T}/r"),
     cli("heads: no --out", "the following arguments are required: --out", "heads", M),
+    cli("heads: --out with bytes that are not UTF-8", "argument --out: '", "heads", M, "--out", "{T}/" + NOT_UTF8),
+    cli("heads: --seed beyond 64 bits (before any checkpoint)", "argument --seed: must be an integer in 0..4294967295",
+        "heads", M, "--out", "{T}/r", "--seed", str(2**64 + 1), *SMALL),
+    cli("heads: --seed -1", "argument --seed: must be an integer in 0..4294967295", "heads", M, "--out", "{T}/r",
+        "--seed", "-1"),
     # -- interp neurons
     cli("neurons: --top-tokens -5", "argument --top-tokens: must be at least 1, got -5", "neurons", M, "--out",
         "{T}/n", "--top-tokens", "-5"),
@@ -204,11 +247,16 @@ CASES = [
     cli("trace: --max-new-tokens -5", "argument --max-new-tokens: must be at least 1, got -5", "trace", M, "Hi",
         "--max-new-tokens", "-5"),
     cli("trace: a prompt beyond the window", "context window of 256", "trace", M, "the " * 300),
+    cli("trace: a prompt with bytes that are not UTF-8", "argument prompt: 'r\\udcff' holds bytes that are not valid "
+        "UTF-8 (byte 0xff at character 1); it must be UTF-8 text", "trace", M, NOT_UTF8),
+    cli("neurons: --find with bytes that are not UTF-8", "argument --find: ", "neurons", M, "--find", NOT_UTF8),
     cli("trace: --device gpu0", "unknown device 'gpu0'", "trace", M, "Hi", "--device", "gpu0"),
     cli("models: --prepare an unknown model", "no-such-model", "models", "--prepare", "no-such-model"),
     cli("app: --port 0", "--port 0 is not a port number", "app", "--port", "0"),
     cli("app: --reports a missing folder", "no such folder", "app", "--reports", "{T}/missing"),
     cli("app: --model an unknown name", "unknown model 'no-such-model'", "app", "--model", "no-such-model"),
+    cli("app: a busy port (checked before the server starts)", "is already in use (by another interp app or another "
+        "server); choose a free port with --port N", "app", "--reports", T, "--port", P),
     cli("an unknown subcommand", "invalid choice: 'frobnicate'", "frobnicate"),
     cli("no subcommand", "the following arguments are required: command"),
     # -- the Python API
@@ -224,8 +272,20 @@ CASES = [
     api("load(a config of an unsupported architecture)", "frobnicator",
         lambda e: interp.load(_damaged_folder(e, "arch"))),
     api("load(a GGUF file cut short)", "cut.gguf", lambda e: interp.load(_short_gguf(e))),
+    api("load(safetensors data_offsets that disagree with the shapes)", "has data_offsets [0, 16384], 16384 bytes, "
+        "but its shape [128, 64] of F32 needs 32768 bytes", lambda e: interp.load(_damaged_folder(e, "offsets"))),
+    api("load(config.json with num_hidden_layers: -1)", "num_hidden_layers must be an integer of at least 1, got -1",
+        lambda e: interp.load(_damaged_folder(e, "layers"))),
+    api("load(.gguf) with a read-only model cache", "cannot be written (Read-only file system",
+        lambda e: _cache_on_a_failing_disk(e, errno.EROFS)),
+    api("load(.gguf) with the model cache's disk full", "is full (No space left on device)",
+        lambda e: _cache_on_a_failing_disk(e, errno.ENOSPC)),
     api("trace(12345)", "int", lambda e: _trace(e, 12345)),
     api("trace('')", "empty", lambda e: _trace(e, "")),
+    api("trace('a\\ud800b'), a lone surrogate", "the prompt 'a\\ud800b' holds a lone surrogate '\\ud800' at character 1",
+        lambda e: _trace(e, "a\ud800b")),
+    api("generate(['the cat', 'a\\ud800b'])", "prompt 1 of 2 'a\\ud800b' holds a lone surrogate",
+        lambda e: e.model.generate(["the cat", "a\ud800b"])),
     api("trace(['the cat', ''])", "empty", lambda e: _trace(e, ["the cat", ""])),
     api("trace(positions=[100]) on 4 tokens", "position 100", lambda e: _trace(e, "the cat sat on", positions=[100],
                                                                               sites="blocks.0.hook_resid_post")),
@@ -245,6 +305,11 @@ CASES = [
     api("attention_pattern of a trace kept at one position", "positions",
         lambda e: _pattern_from_positions(e)),
     api("attention_pattern(layer=9) on 3 layers", "layer 9 is out of range", lambda e: _pattern_layer(e)),
+    api("attention_pattern(tr, True)", "layer must be an integer in 0..2, got bool True",
+        lambda e: _pattern_layer(e, True)),
+    api("attention_pattern(tr, 0, heads=6.0)", "head must be an integer in 0..3 (or -4..-1, counting from the end), "
+        "got float 6.0", lambda e: _pattern_layer(e, 0, heads=6.0)),
+    api("knockout(heads=6.0)", "head must be an integer in 0..3, got float 6.0", lambda e: _knockout_heads(e, 6.0)),
     api("knockout opened inside a trace that already ran", "knockout", _knockout_inside_trace),
     api("logit_diff(' the cat', ' sat') with a two-token answer", "token",
         lambda e: _logit_diff(e, " the cat", " sat")),
@@ -262,10 +327,17 @@ CASES = [
 ]
 
 
-def _pattern_layer(env: Env):
+def _pattern_layer(env: Env, layer: object = 9, **kwargs):
     with env.model.trace("the cat", sites="blocks.0.attn.hook_[qk]") as tr:
         pass
-    return interp.attention_pattern(tr, 9)
+    return interp.attention_pattern(tr, layer, **kwargs)  # type: ignore[arg-type]
+
+
+def _knockout_heads(env: Env, heads: object):
+    from interp.circuits.knockout import knockout
+
+    with knockout(env.model, torch.zeros(1, 2, 2, dtype=torch.bool), heads=heads):  # type: ignore[arg-type]
+        pass
 
 
 def _logit_diff(env: Env, a: str, b: str):
@@ -295,7 +367,10 @@ def make_env(root: Path) -> Env:
     (scratch / "bad.json").write_text('{"labels": ["a"]}')
     model = interp.load(folder)
     scores = interp.heads.scan(model, ["prev_token"], lengths=(4,), samples=2, causal_checks=False, progress=False)
-    env = Env(folder, scratch, model, scores)
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    env = Env(folder, scratch, model, scores, busy)
     _a_file(env)
     _user_folder(env)
     return env
@@ -311,7 +386,8 @@ def run_case(case: Case, env: Env) -> tuple[int | None, str]:
         except Exception as exc:  # reported, and the test fails on it
             return None, f"NOT AN InterpError: {type(exc).__name__}: {exc}"
         return None, "NO ERROR RAISED"
-    argv = [a.replace(M, str(env.folder)).replace(T, str(env.tmp)) for a in case.argv]
+    port = str(env.busy.getsockname()[1]) if env.busy else "8501"
+    argv = [a.replace(M, str(env.folder)).replace(T, str(env.tmp)).replace(P, port) for a in case.argv]
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
@@ -336,6 +412,7 @@ def test_bad_input_gives_one_clear_line(case, env, monkeypatch, one_thread):
     from interp.heads import head_scan
 
     monkeypatch.setattr(head_scan, "score_pattern_unit", lambda *a, **k: pytest.fail("work started before the error"))
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("a process started before the error"))
     before = sorted(p.name for p in env.tmp.iterdir())
     code, message = run_case(case, env)
     assert "Traceback" not in message and "NOT AN InterpError" not in message and "NO ERROR" not in message, message
@@ -360,4 +437,5 @@ if __name__ == "__main__":  # the catalogue as a markdown table
     for i, case in enumerate(CASES, 1):
         code, message = run_case(case, environment)
         text = " ".join(message.split()).replace(str(environment.tmp), "T").replace(str(environment.folder), "M")
+        text = text.replace(str(environment.tmp.parent), "T/..")
         print(f"| {i} | {case.label.replace('|', '/')} | {'-' if code is None else code} | {text.replace('|', '/')} |")

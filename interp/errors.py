@@ -68,6 +68,17 @@ def whole_number(value: Any, low: int, what: str, error: type[InterpError] = Bad
     return int(value)
 
 
+SEED_MAX = 2**32 - 1  # what NumPy's and Python's generators take as a seed
+
+
+def check_seed(value: Any) -> int:
+    """``value`` as a seed (an integer in 0..``SEED_MAX``), or ``BadInputError`` before any work."""
+    seed = whole_number(value, 0, "seed")
+    if seed > SEED_MAX:
+        raise BadInputError(f"seed must be an integer in 0..{SEED_MAX}, got {seed}")
+    return seed
+
+
 def check_text(text: str, what: str) -> str:
     """``text``, unless it holds a lone surrogate: no Unicode text, and what Python makes of bytes
     that are not UTF-8 in a command-line argument or a file name; then ``BadInputError`` naming it."""
@@ -111,6 +122,12 @@ def check_indices(value: Any, size: int, kind: str, *, negative: bool = False, h
         return list(range(size))
     one = isinstance(value, (str, bytes)) or not isinstance(value, Iterable) or getattr(value, "ndim", 1) == 0
     return [check_index(v, size, kind, negative=negative, hint=hint) for v in ([value] if one else value)]
+
+
+class BadReportError(InterpError, ValueError):
+    """A saved result file (a report's JSON, parquet or safetensors) that is missing, damaged or
+    crafted: a field of the wrong type, an index outside the recorded shape, a size too large to
+    read. The message names the file, the field and what would be valid."""
 
 
 class UsageError(InterpError, RuntimeError):

@@ -261,3 +261,12 @@ def test_the_fingerprint_names_what_the_numbers_depend_on(tmp_path, change):
     Checkpoint(folder, stamp).put("u", {"x": torch.ones(1)})
     assert Checkpoint(folder, stamp).get("u") is not None  # the same fingerprint resumes
     assert Checkpoint(folder, other).get("u") is None  # any difference starts afresh
+
+
+def test_a_seed_beyond_the_generators_range_is_refused_before_any_checkpoint(tmp_path):
+    model = interp.load(tiny_llama_folder(tmp_path / "model", n_ctx=128))
+    for seed in (2**70, -1, 1.5, True):
+        with pytest.raises(interp.errors.BadInputError, match="seed must be an integer"):
+            interp.heads.scan(model, ["prev_token"], lengths=[4], samples=2, seed=seed, causal_checks=False,
+                              checkpoint=tmp_path / "ckpt", progress=False)
+    assert not (tmp_path / "ckpt").exists()

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from interp.errors import SEED_MAX
+
 DEVICE_HELP = "where the model runs: cpu (default), cuda, cuda:N or mps"
 
 
@@ -236,7 +238,6 @@ def model_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # Seeds feed torch (64 bits), NumPy and random, some with an offset added: 32 bits fit them all.
-SEED_MAX = 2**32 - 1
 
 
 def add_seed(p: argparse.ArgumentParser) -> None:

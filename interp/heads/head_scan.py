@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from interp.errors import InterpError, PromptTooLongError, UnknownNameError, whole_number
+from interp.errors import InterpError, PromptTooLongError, UnknownNameError, check_seed, whole_number
 from interp.head_stats import head_stats
 from interp.heads import scores as S
 from interp.heads.checkpoint import Checkpoint, fingerprint
@@ -221,6 +221,7 @@ def plan_scan(
     tokenisation all raise here (``InterpError``). ``scan`` calls it first; the CLI calls it
     for every model before it scans any."""
     names = check_scores(scores)
+    seed = check_seed(seed)
     random_wanted = any(n in names for n in RANDOM_SCORES)
     text_wanted = any(n in names for n in TEXT_SCORES)
     lengths = [int(x) for x in lengths]

@@ -22,7 +22,6 @@ True
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -110,14 +109,30 @@ class TableResult:
     @classmethod
     def load(cls, folder: Folder) -> Any:
         """Read a folder written by :meth:`save` (the table from its parquet, no pickle)."""
-        import pandas as pd
+        from interp.result_files import table_result
 
-        meta = read_json(folder, f"{cls.NAME}.json")
-        meta.pop("rows", None)
-        return cls(pd.read_parquet(Path(folder) / f"{cls.NAME}.parquet"), **meta)
+        df, meta = table_result(folder, cls.NAME)  # checked: types, ranges, sizes (BadReportError)
+        return cls(df, **meta)
 
     def figures(self) -> dict[str, Any]:
         raise NotImplementedError
+
+
+def figure_html(fig: Any, name: str, **kwargs: Any) -> str:
+    """``fig.to_html(**kwargs)`` with a div id made from ``name`` (plotly's default is random),
+    so a page written twice from the same result is byte-identical. ``name`` may be any text (a
+    score name from a file): only its letters, digits, ``-`` and ``_`` reach the page, and a
+    digest of the whole name keeps the ids of two names apart.
+
+    >>> import plotly.graph_objects as go
+    >>> 'id="figure-x-script--' in figure_html(go.Figure(), "x<script>", full_html=False)
+    True
+    """
+    import hashlib
+    import re
+
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return fig.to_html(div_id=f"figure-{re.sub(r'[^A-Za-z0-9_-]', '-', name)[:60]}-{digest}", **kwargs)
 
 
 def write_json(out: OutputFolder, name: str, doc: Any) -> Path:
@@ -143,9 +158,8 @@ def write_table(out: OutputFolder, name: str, df: Any) -> Path:
 
 
 def read_json(folder: Folder, name: str) -> Any:
-    """Read ``name`` from ``folder`` (strict JSON; ``null`` stays ``None``)."""
+    """Read ``name`` from ``folder`` (strict JSON; ``null`` stays ``None``): a missing, oversized
+    or non-strict file raises ``interp.errors.BadReportError`` (``interp.result_files.read_json``)."""
+    from interp.result_files import read_json as read
 
-    def _reject(constant: str) -> Any:
-        raise ValueError(f"{Path(folder) / name} is not strict JSON: it holds {constant}")
-
-    return json.loads((Path(folder) / name).read_text(), parse_constant=_reject)
+    return read(Path(folder) / name)

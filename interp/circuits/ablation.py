@@ -35,8 +35,9 @@ class AblationResult(TableResult):
 
     NAME = "ablation"
 
-    def __init__(self, df: pd.DataFrame, *, method: str, base_metric: float):
-        super().__init__(df, method=method, base_metric=base_metric)
+    def __init__(self, df: pd.DataFrame, *, method: str, base_metric: float | None):
+        # a metric saved as null (NaN) reads back as NaN, so the figure's title still formats it
+        super().__init__(df, method=method, base_metric=float("nan") if base_metric is None else base_metric)
 
     def figures(self) -> dict[str, Any]:
         """A layer × head heatmap of the effect (metric change) of ablating each head."""

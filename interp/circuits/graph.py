@@ -32,7 +32,7 @@ from interp.circuits.patching import Metric, metric_per_item, prepare_metric
 from interp.masks import position_kwargs
 from interp.model import Model
 from interp.outputs import OutputFolder, writing
-from interp.results import read_json, write_json
+from interp.results import write_json
 from interp.sites import layer_glob, layer_of
 
 FILE = "circuit.json"
@@ -62,8 +62,9 @@ class Circuit:
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> Circuit:
         """Read a folder written by :meth:`save`."""
-        d = read_json(folder, FILE)
-        return cls(model=d["model"], nodes=d["nodes"], edges=d["edges"], settings=d.get("settings") or {})
+        from interp.result_files import circuit
+
+        return cls(**circuit(folder))  # checked: node kinds and indices, edges between known nodes
 
     def figures(self) -> dict[str, Any]:
         """``{"circuit": the graph figure}``."""

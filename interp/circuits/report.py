@@ -20,7 +20,7 @@ import pandas as pd
 
 from interp.errors import UnknownNameError
 from interp.outputs import OutputFolder, writing
-from interp.results import read_json, write_json
+from interp.results import figure_html, write_json
 from interp.strict_json import dumps, finite
 from interp.versions import versions as _versions
 
@@ -107,16 +107,11 @@ class ICLResult:
     @classmethod
     def load(cls, folder: str | Path) -> ICLResult:
         """Read a saved result back from its ``icl.json``."""
-        folder = Path(folder)
-        data = read_json(folder, "icl.json")
-        tables = {t: pd.DataFrame(data.get(t, [])) for t in TABLES}
-        shape = data.get("shape", {})
-        ppath = folder / PATCHING_FILE
-        patching = pd.read_parquet(ppath) if ppath.exists() else None
-        summary = data["patching"].get("datasets") if isinstance(data.get("patching"), dict) else None
-        return cls(data["model"], tables, settings=data.get("settings"), n_layers=shape.get("layers", 0),
-                   n_heads=shape.get("heads", 0), versions=data.get("versions"), patching=patching,
-                   patching_summary=summary)
+        from interp.result_files import icl
+
+        data = icl(folder)  # checked: row keys and types, indices within the shape, patching.parquet
+        tables = {t: pd.DataFrame(rows) for t, rows in data.pop("tables").items()}
+        return cls(data.pop("model"), tables, **data)
 
     def save(self, folder: str | Path | OutputFolder, *, force: bool = False) -> Path:
         """Write ``icl.json``, ``icl.parquet``, ``patching.parquet``, the figures and ``report.html`` into ``folder``
@@ -139,7 +134,7 @@ class ICLResult:
             figs = self.figures()
             _write_plotly_js(out)
             for name, fig in figs.items():
-                out.write_text(f"{name}.html", fig.to_html(include_plotlyjs="directory"))
+                out.write_text(f"{name}.html", figure_html(fig, name, include_plotlyjs="directory"))
             out.write_text("report.html", self.render_html(figs))
         return out.path
 
@@ -290,8 +285,8 @@ class ICLResult:
 
     def render_html(self, figs: dict[str, Any] | None = None) -> str:
         figs = figs or {name: self.figure(name) for name in FIGURES}
-        parts = [fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False)
-                 for i, fig in enumerate(figs.values())]
+        parts = [figure_html(fig, name, full_html=False, include_plotlyjs="inline" if i == 0 else False)
+                 for i, (name, fig) in enumerate(figs.items())]
         acc = self.tables["accuracy"]
         acc_html = acc.pivot_table(index="dataset", columns="k", values="accuracy").to_html(
             float_format=lambda x: f"{x:.3f}") if len(acc) else ""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp.outputs import OutputFolder, writing
-from interp.results import write_json
+from interp.results import figure_html, write_json
 from interp.strict_json import dumps
 
 if TYPE_CHECKING:
@@ -39,8 +39,14 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _e(value: Any) -> str:
+    """Any value as page text, escaped: every string that reaches the page goes through here or
+    ``_table`` (a report read back from a crafted file may hold markup anywhere)."""
+    return html.escape(str(value))
+
+
 def _heads(heads: list[dict[str, int]]) -> str:
-    return ", ".join(f"L{h['layer']}H{h['head']}" for h in heads)
+    return _e(", ".join(f"L{h['layer']}H{h['head']}" for h in heads))
 
 
 def _checks_html(checks: dict[str, Any]) -> str:
@@ -52,23 +58,24 @@ def _checks_html(checks: dict[str, Any]) -> str:
         rows.insert(0, {"heads ablated": "none", "loss (nats)": ind["clean_loss"]})
         parts.append(
             "<h3>Induction: mean-ablation, loss on the second copy of repeated random tokens</h3>"
-            f"<p>length {ind['length']}, {ind['samples']} sequences (seed {ind['seed']}); top heads: "
+            f"<p>length {_e(ind['length'])}, {_e(ind['samples'])} sequences (seed {_e(ind['seed'])}); top heads: "
             f"{_heads(ind['top_heads'])}</p>" + _table(rows)
         )
     ret = checks.get("retrieval_masking")
     if ret and "recall" in ret:
         rows = [{"queries zeroed while decoding": name, "needle recall (ROUGE-1)": v} for name, v in ret["recall"].items()]
         parts.append(
-            f"<h3>Retrieval: masking the top {ret['k']} retrieval heads vs random heads</h3>"
+            f"<h3>Retrieval: masking the top {_e(ret['k'])} retrieval heads vs random heads</h3>"
             f"<p>top heads: {_heads(ret['top_heads'])}</p>" + _table(rows)
         )
     elif ret:
-        parts.append(f"<h3>Retrieval masking</h3><p>{html.escape(str(ret.get('skipped')))}</p>")
+        parts.append(f"<h3>Retrieval masking</h3><p>{_e(ret.get('skipped'))}</p>")
     tests = checks.get("retrieval_tests")
     if tests:
         parts.append(
-            f"<h3>Needle tests</h3><p>{tests['recalled']} of {tests['tests']} recalled (ROUGE-1 recall &gt; {tests.get('recall_threshold', 0.5)}); "
-            f"share of heads above {tests.get('threshold', 0.1)}: {tests['share_above_threshold']}</p>"
+            f"<h3>Needle tests</h3><p>{_e(tests['recalled'])} of {_e(tests['tests'])} recalled (ROUGE-1 recall &gt; "
+            f"{_e(tests.get('recall_threshold', 0.5))}); share of heads above {_e(tests.get('threshold', 0.1))}: "
+            f"{_e(tests['share_above_threshold'])}</p>"
             + _table([{k: t[k] for k in ("needle", "length", "depth", "recall", "response")} for t in tests["per_test"]])
         )
     return "".join(parts) or "<p class=muted>no causal checks were run</p>"
@@ -77,8 +84,8 @@ def _checks_html(checks: dict[str, Any]) -> str:
 def render_html(scores: HeadScores) -> str:
     figures = []
     for i, name in enumerate(scores.scores):
-        fig = scores.heatmap(name)
-        figures.append(fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False))
+        fig = scores.heatmap(name)  # a fixed div id per score: the page is the same bytes for the same scores
+        figures.append(figure_html(fig, f"heatmap-{name}", full_html=False, include_plotlyjs="inline" if i == 0 else False))
     tops = "".join(
         f"<div><h3>{html.escape(name)}</h3>{_table(scores.top(name, 10).to_dict('records'))}</div>" for name in scores.scores
     )
@@ -86,7 +93,7 @@ def render_html(scores: HeadScores) -> str:
     return (
         f"<!doctype html><html><head><meta charset=utf-8><title>Head scores: {html.escape(scores.model)}</title>"
         f"<style>{STYLE}</style></head><body><h1>Head scores — {html.escape(scores.model)}</h1>"
-        f"<p>{scores.n_layers} layers × {scores.n_heads} heads</p>"
+        f"<p>{_e(scores.n_layers)} layers × {_e(scores.n_heads)} heads</p>"
         f"<h2>Heatmaps</h2><div class=grid>{''.join(figures)}</div>"
         f"<h2>Top heads</h2><div class=grid>{tops}</div>"
         f"<h2>Causal checks</h2>{_checks_html(scores.checks)}"

@@ -14,6 +14,10 @@ from interp.outputs import OutputFolder
 COLUMNS = ["score", "layer", "head", "value"]
 
 
+def _windows(windows: dict[int, int]) -> str:
+    return "{" + ", ".join(f"{k}: {v}" for k, v in sorted(windows.items())) + "}" if windows else "none"
+
+
 class HeadScores:
     """Scores per (score, layer, head) in ``.df``, plus the model, settings and causal checks.
 
@@ -56,7 +60,9 @@ class HeadScores:
         return f"HeadScores({self.model!r}, {self.n_layers}x{self.n_heads} heads, scores={self.scores})"
 
     def _repr_html_(self) -> str:
-        return f"<p>{self!r}</p>" + self.wide().to_html(float_format=lambda x: f"{x:.3f}")
+        import html
+
+        return f"<p>{html.escape(repr(self))}</p>" + self.wide().to_html(float_format=lambda x: f"{x:.3f}")
 
     def _check(self, score: str) -> None:
         if score not in self.scores:
@@ -72,7 +78,8 @@ class HeadScores:
 
     def wide(self) -> pd.DataFrame:
         """One row per head, one column per score."""
-        return self.df.pivot_table(index=["layer", "head"], columns="score", values="value", sort=False)[self.scores]
+        wide = self.df.pivot_table(index=["layer", "head"], columns="score", values="value", sort=False)
+        return wide.reindex(columns=self.scores)  # a score with no value at all (all NaN) stays a column
 
     def top(self, score: str, k: int = 10) -> pd.DataFrame:
         """The ``k`` heads with the highest ``score``."""
@@ -82,15 +89,19 @@ class HeadScores:
 
     def heatmap(self, score: str):
         """A plotly layer × head heatmap of one score."""
+        import html
+
         import plotly.graph_objects as go
 
         m = self.matrix(score)
+        # plotly reads <b>, <a href=...> in titles as markup: names from a file are shown as text
+        text = lambda s: html.escape(str(s), quote=False)  # noqa: E731
         fig = go.Figure(go.Heatmap(
             z=m, x=list(range(self.n_heads)), y=list(range(self.n_layers)), colorscale="Viridis",
-            hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>", colorbar={"title": score},
+            hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>", colorbar={"title": text(score)},
         ))
         fig.update_layout(
-            title=f"{score} — {self.model}", xaxis_title="head", yaxis_title="layer",
+            title=f"{text(score)} — {text(self.model)}", xaxis_title="head", yaxis_title="layer",
             yaxis={"autorange": "reversed"}, width=160 + 28 * self.n_heads, height=140 + 16 * self.n_layers,
         )
         return fig
@@ -129,16 +140,12 @@ class HeadScores:
     @classmethod
     def load(cls, folder: str | Path) -> HeadScores:
         """Read a saved report folder back (from its JSON; no pickle)."""
-        from interp.results import read_json
+        from interp.result_files import head_scores
 
-        data = read_json(folder, "head_scores.json")
-        df = pd.DataFrame(data["scores"], columns=COLUMNS)
-        shape = data.get("shape") or {"layers": int(df["layer"].max()) + 1, "heads": int(df["head"].max()) + 1}
-        windows = shape.get("sliding_windows")
-        return cls(df, model=data["model"], n_layers=shape["layers"], n_heads=shape["heads"],
-                   settings=data.get("settings"), checks=data.get("checks"), versions=data.get("versions"),
-                   kv_heads=shape.get("kv_heads"),
-                   sliding_windows=None if windows is None else {int(k): int(v) for k, v in windows.items()})
+        data = head_scores(folder)  # checked first: types, indices within the shape (BadReportError)
+        df = pd.DataFrame(data.pop("rows"), columns=COLUMNS)
+        df["value"] = df["value"].astype(float)  # null (a NaN score) as NaN
+        return cls(df, **data)
 
     # -- KV-cache patterns ------------------------------------------------------------------
     def _layout(self, model: Any) -> tuple[int, dict[int, int]]:
@@ -148,7 +155,15 @@ class HeadScores:
             if (model.cfg.n_layers, model.cfg.n_heads) != (self.n_layers, self.n_heads):
                 raise BadInputError(f"{model.name} has {model.cfg.n_layers} layers x {model.cfg.n_heads} heads but these "
                                     f"scores are for {self.n_layers} x {self.n_heads} ({self.model})")
-            return model.cfg.n_kv_heads, sliding_windows(model)
+            kv, windows = model.cfg.n_kv_heads, sliding_windows(model)
+            if self.kv_heads is not None and kv != self.kv_heads:
+                raise BadInputError(f"{model.name} has {kv} kv heads per layer but these scores of {self.model} were "
+                                    f"scanned with {self.kv_heads}: a kv pattern needs the scanned model's layout")
+            if self.sliding_windows is not None and windows != self.sliding_windows:
+                raise BadInputError(f"{model.name} has sliding-window layers {_windows(windows)} but these scores of "
+                                    f"{self.model} were scanned with {_windows(self.sliding_windows)}: a kv pattern "
+                                    "needs the scanned model's layout")
+            return kv, windows
         if self.kv_heads is None or self.sliding_windows is None:
             raise BadInputError(f"these scores of {self.model} do not record its kv heads and sliding-window layers "
                                 "(a report written before they were); pass model=")

@@ -27,7 +27,7 @@ import pandas as pd
 from interp.errors import InterpError, UnknownNameError
 from interp.heads.names import NGRAM_ORDERS, OUTPUT_ORDER, RANDOM_SCORES
 from interp.outputs import OutputFolder, writing
-from interp.results import write_json
+from interp.results import figure_html, write_json
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -254,27 +254,21 @@ class Timeline:
             self.df.to_parquet(buf, index=False)
             out.write_bytes(TABLE, buf.getvalue())
             write_json(out, META, self.to_json())
-            out.write_text(FIGURE, self.figure().to_html(include_plotlyjs="inline"))
+            out.write_text(FIGURE, figure_html(self.figure(), "timeline", include_plotlyjs="inline"))
         return out.path / TABLE
 
     @classmethod
     def load(cls, folder: str | Path) -> Timeline:
         """Read ``timeline.json`` and ``timeline.parquet`` back; a damaged pair raises ``TimelineError``."""
+        from interp.errors import BadReportError
+        from interp.result_files import timeline
+
         folder = Path(folder)
         try:
-            meta = json.loads((folder / META).read_text(encoding="utf-8"))
-            df = pd.read_parquet(folder / TABLE)
-        except FileNotFoundError as exc:
-            raise TimelineError(f"no {Path(exc.filename or TABLE).name} in {folder}") from None
-        except Exception as exc:  # json and pyarrow raise their own types for damaged files
+            df, meta = timeline(folder)  # checked: types, plain checkpoint folder names, distinct steps
+        except BadReportError as exc:
             raise TimelineError(f"cannot read the timeline in {folder}: {exc}") from None
-        missing = [c for c in COLUMNS if c not in df.columns]
-        if missing or not isinstance(meta, dict) or not isinstance(meta.get("checkpoints"), list):
-            raise TimelineError(f"{folder} does not hold a timeline (columns {COLUMNS} and a checkpoints list)")
-        for c in meta["checkpoints"]:
-            if not isinstance(c, dict) or "step" not in c or "folder" not in c:
-                raise TimelineError(f"{folder / META}: each checkpoint needs a step and a folder")
-        return cls(df=df[COLUMNS], checkpoints=meta["checkpoints"],
+        return cls(df=df, checkpoints=meta["checkpoints"],
                    figure_scores=list(meta.get("figure_scores") or []) or default_figure_scores(
                        list(dict.fromkeys(df["score"]))),
                    settings=meta.get("settings") or {})

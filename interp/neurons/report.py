@@ -183,10 +183,9 @@ class NeuronTable:
     @classmethod
     def load(cls, folder: str | Path) -> NeuronTable:
         """Read a folder written by :meth:`save`."""
-        from interp.results import read_json
+        from interp.result_files import neurons
 
-        meta = read_json(folder, "neurons.json")
-        df = pd.read_parquet(Path(folder) / "neurons.parquet")
+        df, meta = neurons(folder)  # checked: columns, types and ranges; the title and settings
         df.attrs = dict(meta.get("settings") or {})
         return cls(df, meta["title"], int(meta.get("k_html", 5)))
 

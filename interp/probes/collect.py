@@ -88,7 +88,9 @@ class Activations:
                 raise InterpError(f"{folder} has activation shards but no {MANIFEST}: the collection did not "
                                   "finish (or is from an older version); run collect(..., out=) again")
             raise InterpError(f"no activations in {folder} (no {MANIFEST}); write them with collect(..., out=)")
-        meta = json.loads(manifest.read_text())
+        from interp.result_files import activations_manifest
+
+        meta = activations_manifest(manifest)  # checked: site names, plain shard file names, counts
         shards = [folder / s["file"] for s in meta["shards"]]
         for s, path in zip(meta["shards"], shards, strict=True):
             if not path.exists():

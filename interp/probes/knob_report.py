@@ -14,7 +14,7 @@ from safetensors.torch import save
 from interp.outputs import OutputFolder, writing
 from interp.probes.knob import KnobResult, Localisation
 from interp.probes.knob_task import KnobItem
-from interp.results import read_json, write_json
+from interp.results import figure_html, write_json
 from interp.strict_json import dumps, finite
 from interp.versions import versions as _versions
 
@@ -107,8 +107,9 @@ def write_report(r: KnobResult, folder: str | Path | OutputFolder, *, force: boo
     ``random0``...) and ``knob.html`` into ``folder`` (a path or an open ``OutputFolder``); the three
     land together and nothing else there is touched (see ``interp.outputs``)."""
     doc = to_json(r)
-    figs = [patching_figure(doc), sweep_figure(doc)]
-    body = "".join(f.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False) for i, f in enumerate(figs))
+    figs = {"patching": patching_figure(doc), "sweep": sweep_figure(doc)}
+    body = "".join(figure_html(f, name, full_html=False, include_plotlyjs="inline" if i == 0 else False)
+                   for i, (name, f) in enumerate(figs.items()))
     summary = {k: doc[k] for k in ("accuracy", "layers", "layer", "flip_rate", "random_flip_rate", "correlations",
                                    "das_train_items")}
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>Context knob: {html.escape(r.model)}</title></head>"
@@ -126,10 +127,10 @@ def write_report(r: KnobResult, folder: str | Path | OutputFolder, *, force: boo
 def read_report(folder: str | os.PathLike[str]) -> KnobResult:
     """A :class:`KnobResult` from a folder :func:`write_report` wrote (undefined numbers come back as
     NaN; reports written before items carried their subject read it as "")."""
-    from safetensors.torch import load_file
+    from interp.result_files import directions, knob
 
-    doc = read_json(folder, "knob.json")
-    tensors = load_file(str(Path(folder) / "direction.safetensors"))
+    doc = knob(folder)  # checked: every key read below, with its type and range
+    tensors = directions(Path(folder) / "direction.safetensors")
     nan = float("nan")
 
     def num(x: Any) -> float:

@@ -2,14 +2,14 @@
 
 A report is a folder holding one of the marker files below. ``find_reports`` scans folders
 recursively, passing over hidden files and folders (a writer's ``.interp-manifest.json`` or
-``.interp.lock``, ``.git``); each ``read_*`` checks the file against the schema the page needs
-and raises ``ReportError`` naming the file and what is missing, so a page can show one clear
-message (pages show its paths through ``paths.display_text``).
+``.interp.lock``, ``.git``); each ``read_*`` reads through ``interp.result_files`` (the reader
+every result's ``load`` uses: types, ranges, shapes and sizes checked before anything is built)
+and raises ``ReportError`` naming the file, the field and what would be valid, so a page can
+show one clear message (pages show its paths through ``paths.display_text``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,7 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from interp.errors import InterpError
+from interp import result_files
+from interp.errors import BadReportError
 
 # Report kind -> the file that marks a folder as such a report.
 MARKERS = {"heads": "head_scores.json", "neurons": "neurons.parquet", "knob": "knob.json", "circuits": "icl.json"}
@@ -27,7 +28,7 @@ MARKERS = {"heads": "head_scores.json", "neurons": "neurons.parquet", "knob": "k
 SKIP_DIRS = {".git", ".venv", "node_modules", "__pycache__"}
 
 
-class ReportError(InterpError, ValueError):
+class ReportError(BadReportError):
     """A report file that is missing, unreadable or not in the expected shape."""
 
 
@@ -80,59 +81,31 @@ def find_reports(dirs: Sequence[Path]) -> list[Report]:
 
 
 # -- readers ---------------------------------------------------------------------------------------
-def _json(path: Path) -> dict[str, Any]:
+def _checked(what: str, read: Any, *args: Any, **kwargs: Any) -> Any:
+    """``read(*args, **kwargs)`` with a bad file's ``BadReportError`` as a ``ReportError`` (``what``:
+    the kind of report, when the message should say it)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"no {path.name} in {path.parent}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ReportError(f"{path} should hold a JSON object, not {type(data).__name__}")
-    return data
+        return read(*args, **kwargs)
+    except ReportError:
+        raise
+    except BadReportError as exc:
+        raise ReportError(f"{what}: {exc}" if what else str(exc)) from None
 
 
-def _need(what: str, data: dict[str, Any], keys: Sequence[str]) -> None:
-    missing = [k for k in keys if k not in data]
-    if missing:
-        raise ReportError(f"{what} lacks {', '.join(map(repr, missing))} (expected keys: {', '.join(keys)})")
-
-
-def _rows(what: str, rows: Any, keys: Sequence[str]) -> pd.DataFrame:
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise ReportError(f"{what} should be a list of objects with keys {', '.join(keys)}")
-    for i, r in enumerate(rows):
-        _need(f"{what}[{i}]", r, keys)
+def _rows(rows: list[dict[str, Any]], keys: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(dict.fromkeys([*keys, *(k for r in rows for k in r)])))
 
 
 def read_head_scores(folder: Path):
-    """The ``HeadScores`` of a saved head-scan report."""
+    """The ``HeadScores`` of a saved head-scan report (``HeadScores.load``: every field checked)."""
     from interp.heads import HeadScores
 
-    _json(folder / MARKERS["heads"])  # a clear message for a missing or broken file first
-    try:
-        return HeadScores.load(folder)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ReportError(f"{folder / MARKERS['heads']} is not a head-score report: {exc!r}") from None
+    return _checked("not a head-score report", HeadScores.load, folder)
 
 
 def read_neurons(folder: Path) -> pd.DataFrame:
     """``neurons.parquet`` (``interp neurons --out``): layer, neuron, rank, token, prob per row."""
-    path = folder / MARKERS["neurons"]
-    try:
-        df = pd.read_parquet(path)
-    except FileNotFoundError:
-        raise ReportError(f"no {path.name} in {folder}") from None
-    except Exception as exc:  # pyarrow raises its own types for damaged files
-        raise ReportError(f"cannot read {path}: {exc}") from None
-    from interp.neurons.decoding import COLUMNS
-
-    needed = [c for c in COLUMNS if c != "token_id"]
-    missing = [c for c in needed if c not in df.columns]
-    if missing:
-        raise ReportError(f"{path} lacks columns {missing} (expected {', '.join(needed)})")
-    return df
+    return _checked("", result_files.neurons_table, folder / MARKERS["neurons"], token_ids=False)
 
 
 @dataclass
@@ -151,22 +124,13 @@ class KnobReport:
 
 
 def read_knob(folder: Path) -> KnobReport:
-    """``knob.json`` checked against the schema the knob page uses."""
-    path = folder / MARKERS["knob"]
-    data = _json(path)
-    from interp.probes.knob_report import ITEM_KEYS, KEYS, PATCHING_KEYS, SWEEP_KEYS
+    """``knob.json`` checked against the schema the knob page uses (``interp.result_files.knob``)."""
+    from interp.probes.knob_report import ITEM_KEYS, PATCHING_KEYS, SWEEP_KEYS
 
-    _need(str(path), data, KEYS)
-    _need(f"{path}: accuracy", data["accuracy"], ("prior", "context"))
-    if not isinstance(data["layer"], int):
-        raise ReportError(f"{path}: 'layer' should be an integer, got {data['layer']!r}")
-    sweep = _rows(f"{path}: sweep", data["sweep"], SWEEP_KEYS)
-    bad = sorted(set(sweep["method"]) - {"das", "diff_means", "random"})
-    if bad:
-        raise ReportError(f"{path}: unknown sweep methods {bad}; valid methods: das, diff_means, random")
+    data = _checked("", result_files.knob, folder, full=False)
     return KnobReport(
-        data=data, sweep=sweep, patching=_rows(f"{path}: patching", data["patching"], PATCHING_KEYS),
-        items=_rows(f"{path}: items", data["items"], ITEM_KEYS), direction_path=folder / "direction.safetensors",
+        data=data, sweep=_rows(data["sweep"], SWEEP_KEYS), patching=_rows(data["patching"], PATCHING_KEYS),
+        items=_rows(data["items"], ITEM_KEYS), direction_path=folder / result_files.DIRECTIONS,
     )
 
 
@@ -176,20 +140,19 @@ def direction_names(path: Path) -> list[str]:
 
     if not path.is_file():
         raise ReportError(f"no {path.name} in {path.parent}: the knob needs the direction to steer")
-    with safe_open(str(path), "pt") as f:
-        names = list(f.keys())
+    try:
+        with safe_open(str(path), "pt") as f:
+            names = list(f.keys())
+    except Exception as exc:  # safetensors raises its own types for damaged files
+        raise ReportError(f"cannot read {path}: {exc}") from None
     return sorted(names, key=lambda n: (n != "direction", n))
 
 
 def read_direction(path: Path, d_model: int | None = None, name: str = "direction"):
     """A unit direction from ``direction.safetensors`` (checked against ``d_model``)."""
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise ReportError(f"no {path.name} in {path.parent}: the knob needs the direction to steer")
-    tensors = load_file(str(path))
+    tensors = _checked("", result_files.directions, path, [name])
     if name not in tensors:
-        raise ReportError(f"{path} holds {sorted(tensors)} but no tensor named {name!r}")
+        raise ReportError(f"{path} holds {direction_names(path)} but no tensor named {name!r}")
     u = tensors[name].float().flatten()
     if d_model is not None and u.numel() != d_model:
         raise ReportError(f"{path}: direction has {u.numel()} entries but the model's d_model is {d_model}")
@@ -208,30 +171,16 @@ class CircuitsReport:
         """The report as the ``ICLResult`` that wrote it (whose figures the page draws)."""
         from interp.circuits.report import ICLResult
 
-        shape = self.data.get("shape") or {}
-        return ICLResult(str(self.data["model"]), self.tables, settings=self.data.get("settings"),
-                         n_layers=int(shape.get("layers") or 0), n_heads=int(shape.get("heads") or 0),
-                         versions=self.data.get("versions"), patching=self.patching)
+        d = self.data
+        return ICLResult(d["model"], self.tables, settings=d["settings"], n_layers=d["n_layers"], n_heads=d["n_heads"],
+                         versions=d["versions"], patching=self.patching)
 
 
 def read_circuits(folder: Path) -> CircuitsReport:
     """``icl.json`` (and ``patching.parquet`` if present) checked against the circuits schema."""
-    from interp.circuits.patching import COLUMNS as PATCHING
     from interp.circuits.report import TABLES
 
-    path = folder / MARKERS["circuits"]
-    data = _json(path)
-    _need(str(path), data, ("model", *TABLES))
-    tables = {name: _rows(f"{path}: {name}", data[name], keys) for name, keys in TABLES.items()}
-    patching = None
-    ppath = folder / "patching.parquet"
-    if ppath.exists():
-        try:
-            patching = pd.read_parquet(ppath)
-        except Exception as exc:  # pyarrow raises its own types for damaged files
-            raise ReportError(f"cannot read {ppath}: {exc}") from None
-        needed = [c for c in PATCHING if c != "metric"]  # a patching table's columns; the page draws all but one
-        missing = [c for c in needed if c not in patching.columns]
-        if missing:
-            raise ReportError(f"{ppath} lacks columns {missing} (expected {', '.join(needed)})")
-    return CircuitsReport(data, tables, patching)
+    data = _checked("", result_files.icl, folder, every_table=True)
+    tables = {name: _rows(data["tables"][name], keys) for name, keys in TABLES.items()}
+    about = data["patching_summary"]
+    return CircuitsReport({**data, "patching": None if about is None else {"datasets": about}}, tables, data["patching"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +30,21 @@ HOW_TO_MAKE = {
 }
 
 
+_MARKDOWN = re.compile(r"([\\`\[\]<>$])")
+
+
+def md(text: object) -> str:
+    r"""``text`` (a message, a name read from a report) for a Streamlit element that renders
+    markdown (``st.markdown``, ``st.caption``, ``st.error``...): the characters that open links,
+    images, markup, code and formulas (``\ ` [ ] < > $``) are backslash-escaped, so text from a
+    file shows as written and cannot add a link or load an image.
+
+    >>> print(md("![x](http://e/p.png) <b>$1</b>"))
+    !\[x\](http://e/p.png) \<b\>\$1\</b\>
+    """
+    return _MARKDOWN.sub(r"\\\1", str(text))
+
+
 @contextlib.contextmanager
 def shown_errors(what: str) -> Iterator[None]:
     """Show an exception raised in the block as an ``st.error`` message instead of a traceback.
@@ -38,9 +54,9 @@ def shown_errors(what: str) -> Iterator[None]:
     try:
         yield
     except InterpError as exc:
-        st.error(display_text(f"{what}: {exc}"))
+        st.error(md(display_text(f"{what}: {exc}")))
     except Exception as exc:  # anything else is still a message, with its type for bug reports
-        st.error(display_text(f"{what} failed: {type(exc).__name__}: {exc}"))
+        st.error(md(display_text(f"{what} failed: {type(exc).__name__}: {exc}")))
 
 
 @contextlib.contextmanager
@@ -50,7 +66,7 @@ def warnings_shown() -> Iterator[None]:
         warnings.simplefilter("always")
         yield
     for message in dict.fromkeys(str(w.message) for w in caught):
-        st.warning(display_text(message))
+        st.warning(md(display_text(message)))
 
 
 def report_dirs() -> list[Path]:
@@ -127,8 +143,8 @@ def need_model(what: str) -> str | None:
 def model_mismatch(report_model: str, model: Any) -> None:
     """Warn when the report was made with another model than the one picked."""
     if str(report_model) != str(model.name):
-        st.warning(display_text(f"This report is for {report_model!r} but the picked model is {model.name!r}; "
-                                "layer, head and neuron indices may not mean the same thing."))
+        st.warning(md(display_text(f"This report is for {report_model!r} but the picked model is {model.name!r}; "
+                                   "layer, head and neuron indices may not mean the same thing.")))
 
 
 def cached(fn: Callable[..., T]) -> Callable[..., T]:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from streamlit.testing.v1 import AppTest
 
 
+def shown(markdown: str) -> str:
+    """A message as the page shows it: without the backslashes ``ui.md`` escapes markdown with."""
+    return re.sub(r"\\([\\`\[\]<>$])", r"\1", markdown)
+
+
 def errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
+    """The error messages on the page, as shown."""
+    return [shown(e.value) for e in at.error]
 
 
 def no_trouble(at: AppTest) -> None:

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 if importlib.util.find_spec("streamlit") is None:
     # Without streamlit only test_app_available.py runs, and it reports the skip.
     collect_ignore_glob = ["test_*_page.py", "test_cli_and_browser.py", "test_without_models.py", "test_paths.py",
-                           "test_report_discovery.py"]
+                           "test_report_discovery.py", "test_crafted_reports.py"]
 else:
     from streamlit.testing.v1 import AppTest
 

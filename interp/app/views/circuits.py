@@ -52,14 +52,14 @@ def _patching(df: pd.DataFrame, dataset: str, about: dict | None = None) -> None
     if "dataset" in df.columns:  # interp icl writes every dataset's rows into one file
         df = df[df["dataset"].astype(str) == dataset]
         if df.empty:
-            st.info(f"patching.parquet has no rows for {dataset}.")
+            st.info(f"patching.parquet has no rows for {ui.md(dataset)}.")
             return
     if about:
         def num(key: str) -> str:
             v = about.get(key)
             return f"{v:.3f}" if isinstance(v, (int, float)) else "n/a"
 
-        st.caption(f"{about.get('pairs', '?')} pairs: the same demonstrations, then a query of one label (clean) or "
+        st.caption(f"{ui.md(about.get('pairs', '?'))} pairs: the same demonstrations, then a query of one label (clean) or "
                    f"of another label with as many tokens (corrupted); metric: logit(clean label) − logit(corrupted "
                    f"label) at the last token, clean {num('clean_logit_diff')}, corrupted {num('corrupted_logit_diff')}. "
                    + PATCHING_NOTE)
@@ -155,7 +155,7 @@ def _report(report: report_files.Report) -> None:
         datasets = sorted(set().union(*(set(df["dataset"].astype(str)) for df in tables.values())))
         if not datasets:
             raise report_files.ReportError(f"{ui.display_path(report.folder / 'icl.json')} has no rows for any dataset")
-        st.caption(ui.display_text(f"{data.data['model']}; settings: {data.data.get('settings', {})}"))
+        st.caption(ui.md(ui.display_text(f"{data.data['model']}; settings: {data.data.get('settings', {})}")))
         dataset = st.selectbox("Dataset", datasets, key="icl_dataset")
         steps, ablation, patching = st.tabs(["Steps", "Ablation", "Patching"])
         result = data.result()

@@ -17,6 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from interp.app import figures, model_cache, ui
+from interp.errors import InterpError
 
 DEFAULT_PROMPT = ("Mr and Mrs Dursley, of number four, Privet Drive, were proud to say that they were perfectly "
                   "normal. Mr and Mrs Dursley, of number four, Privet Drive, were proud to say")
@@ -58,15 +59,15 @@ def _timeline_step(report: Any) -> tuple[Any, Any, int | None]:
     """For a report that is one checkpoint of a timeline: a slider over the run's steps, starting at
     the report's own; returns the report at the chosen step, the timeline and the step."""
     from interp.app.report_files import Report
-    from interp.heads.timeline import META, TimelineError, find_timeline
+    from interp.heads.timeline import META, find_timeline
 
     root = find_timeline(report.folder)
     if root is None:
         return report, None, None
     try:
         timeline = _read_timeline(str(root), (root / META).stat().st_mtime_ns)
-    except (TimelineError, OSError) as exc:  # the checkpoint's own report still shows
-        st.warning(ui.display_text(f"Timeline: {exc}"))
+    except (InterpError, OSError) as exc:  # the checkpoint's own report still shows
+        st.warning(ui.md(ui.display_text(f"Timeline: {exc}")))
         return report, None, None
     own = next(int(c["step"]) for c in timeline.checkpoints if str(c["folder"]) == report.folder.name)
     if st.session_state.get("_timeline_report") != str(report.folder):  # another report picked: start at its step
@@ -89,7 +90,9 @@ def _timeline_figure(timeline: Any, step: int) -> None:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _read_sweep(path: str, stamp: int) -> pd.DataFrame:
-    return pd.read_parquet(path)  # parquet, never pickle
+    from interp.result_files import sweep_table
+
+    return sweep_table(path)  # parquet, never pickle; checked (types, indices, sizes)
 
 
 def _sweep_comparison(folder: Any, scores: Any) -> None:
@@ -110,7 +113,7 @@ def _sweep_comparison(folder: Any, scores: Any) -> None:
         part = table[table["model"] == other]
         common = [s for s in scores.scores if s in set(part["score"])]
         if not common:
-            st.info(f"{other} has none of this report's scores.")
+            st.info(f"{ui.md(other)} has none of this report's scores.")
             return
         score = c2.selectbox("Score", common, key="compare_score")
         theirs = HeadScores(part, model=other, n_layers=int(part["layer"].max()) + 1,
@@ -137,6 +140,9 @@ def _table(scores: Any) -> tuple[int, int] | None:
     by = st.selectbox("Sort heads by", scores.scores, index=scores.scores.index("induction")
                       if "induction" in scores.scores else 0, key="sort_by")
     wide = scores.wide().reset_index().sort_values(by, ascending=False, kind="stable").reset_index(drop=True)
+    if wide.empty:
+        st.info("Every score of this report is missing (null) for every head: there is no head to pick.")
+        return None
     event = st.dataframe(wide, hide_index=True, height=300, on_select="rerun", selection_mode="single-row",
                          key="heads_table", column_config={s: st.column_config.NumberColumn(format="%.3f")
                                                            for s in scores.scores})
@@ -198,7 +204,7 @@ def _attention(spec: str, scores: Any, pick: tuple[int, int]) -> None:
     st.caption(f"{n} tokens; {len(rows)} of {n} rows computed. Shade: attention weight (darkest = the row's maximum).")
     for r, weights in zip(rows, probs, strict=True):
         top = int(weights.argmax())
-        st.markdown(f"**{labels[r]}** attends most to {labels[top]} ({weights[top]:.3f})")
+        st.markdown(f"**{ui.md(labels[r])}** attends most to {ui.md(labels[top])} ({weights[top]:.3f})")
         st.html(figures.attention_html(tokens, weights, r))
     if len(rows) > 1:
         st.plotly_chart(figures.attention_heatmap(probs, tokens, rows, f"L{layer}H{head}"), key="attn_heatmap")
@@ -222,8 +228,8 @@ def page() -> None:
     if scores is None:
         return
     at_step = "" if step is None or timeline is None else f" at step {step} ({len(timeline.steps)} checkpoints)"
-    st.caption(ui.display_text(f"{scores.model}{at_step}: {scores.n_layers} layers × {scores.n_heads} heads; "
-                               f"scores: {', '.join(scores.scores)}"))
+    st.caption(ui.md(ui.display_text(f"{scores.model}{at_step}: {scores.n_layers} layers × {scores.n_heads} heads; "
+                                     f"scores: {', '.join(scores.scores)}")))
     if timeline is not None and step is not None:
         with ui.shown_errors("Timeline"):
             _timeline_figure(timeline, step)

@@ -31,7 +31,7 @@ def _summary(report: report_files.KnobReport) -> None:
     c[2].metric("flip rate, DAS", _number(d["flip_rate"].get("das"), ".0%"))
     c[3].metric("flip rate, diff. of means", _number(d["flip_rate"].get("diff_means"), ".0%"))
     c[4].metric("flip rate, random direction", _number(d["random_flip_rate"], ".0%"))
-    st.caption(ui.display_text(f"{d['model']}: direction at `{report.site}`; localised layers {d['layers']}; "
+    st.caption(ui.display_text(f"{ui.md(d['model'])}: direction at `{report.site}`; localised layers {d['layers']}; "
                                f"correlation of an item's separation along the direction with its accuracy "
                                f"{_number(d['correlation'], '+.2f')}."))
     left, right = st.columns(2)
@@ -110,8 +110,8 @@ def _slider(spec: str, report: report_files.KnobReport) -> None:
         col.markdown(f"**{title}**")
         col.metric("answer", f"{word} ({which})", help="the larger logit of the two answers' first tokens")
         col.progress(share, text=f"context {share:.0%} · prior {1 - share:.0%}")
-    st.markdown(f"Generation without steering: `{plain.strip()}`")
-    st.markdown(f"Steered generation: `{out.strip()}`")
+    st.markdown(f"Generation without steering: {ui.md(plain.strip())}")
+    st.markdown(f"Steered generation: {ui.md(out.strip())}")
 
 
 def _projection(model: Any, text: str, site: str, u: Any) -> float:

@@ -8,6 +8,8 @@ a model it is ``interp.neurons.find`` over every neuron. Evidence and clamping n
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -87,7 +89,7 @@ def _hits(source: str, words: list[str]) -> tuple[pd.DataFrame, pd.DataFrame | N
     with st.spinner("Decoding every neuron through the unembedding (about a minute for SmolLM2 on a CPU)…"):
         hits, notes = _find(spec, tuple(words))
     for note in notes:
-        st.warning(note)
+        st.warning(ui.md(note))
     return hits, None
 
 
@@ -157,12 +159,26 @@ def _evidence(spec: str, layer: int, neuron: int, words: list[str]) -> None:
         st.plotly_chart(fig, key="evidence_plot")
 
 
+MAX_PARAM = 1e6  # the largest magnitude a number in the URL may set
+
+
 def _float_param(name: str, default: float) -> float:
-    """A number from the page's URL (``?clamp=-25``), so a view can be linked to; else ``default``."""
-    try:
-        return float(st.query_params.get(name, default))
-    except ValueError:
+    """A number from the page's URL (``?clamp=-25``), so a view can be linked to; else ``default``
+    (with a warning when the URL holds something else: not a number, not finite, or beyond
+    ±``MAX_PARAM``)."""
+    raw = st.query_params.get(name)
+    if raw is None:
         return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or abs(value) > MAX_PARAM:
+        shown = raw if len(raw) <= 40 else raw[:37] + "..."
+        st.warning(ui.md(f"?{name}={shown} in the page's URL is not a number in ±{MAX_PARAM:g}; "
+                         f"starting from {default:g}"))
+        return default
+    return value
 
 
 def _clamp(spec: str, layer: int, neuron: int, words: list[str]) -> None:
@@ -187,7 +203,7 @@ def _clamp(spec: str, layer: int, neuron: int, words: list[str]) -> None:
         with right:
             st.markdown(f"**L{r.layer}N{r.neuron} clamped at {r.value:g}**")
             st.code(r.prompt + r.text_clamped, language=None, wrap_lines=True)
-            st.caption(f"p(concept) next = {r.p_clamped:.3g} (×{r.ratio:.3g}); tokens {r.concept_tokens}")
+            st.caption(ui.md(f"p(concept) next = {r.p_clamped:.3g} (×{r.ratio:.3g}); tokens {r.concept_tokens}"))
 
 
 def page() -> None:

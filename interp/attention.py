@@ -20,7 +20,8 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from interp.errors import UsageError
+from interp.errors import BadInputError, UsageError
+from interp.masks import layer_visible
 
 PREFIX = "interp_"
 BASES = ("sdpa", "eager")
@@ -33,7 +34,11 @@ Observer = Callable[[int, torch.Tensor, torch.Tensor, "AttentionSpec", "torch.Te
 # (module, mask or None, q, k) -> the mask the layer's attention gets instead: boolean (True:
 # visible) or additive, [batch or 1, heads or 1, pos_q, pos_k]; None is the model's causal mask
 # (plus its window). q and k as the attention function gets them, so pos_k counts cached keys.
+# Every edit gets the model's own mask; where several are active on a layer, a key stays
+# visible only if every edit keeps it (``combine_edits``).
 MaskEdit = Callable[[torch.nn.Module, Any, torch.Tensor, torch.Tensor], Any]
+# (layer, mask, q, k): sees the mask the layer's attention function gets, after every edit.
+MaskRecorder = Callable[[int, Any, torch.Tensor, torch.Tensor], None]
 
 
 @dataclass(frozen=True)
@@ -105,24 +110,69 @@ def _for_base(mask: Any, base: str, dtype: torch.dtype) -> Any:
     return mask
 
 
+def combine_edits(edits: list[MaskEdit], module: torch.nn.Module, mask: Any, query: torch.Tensor,
+                  key: torch.Tensor, layer: int) -> Any:
+    """The mask a layer gets under ``edits``: one edit's own result; for several, the keys every
+    edit keeps (each edit is given the model's own ``mask``, so the order in which the edits were
+    opened does not matter: a knockout inside ``compressed`` equals ``compressed`` inside a
+    knockout, and nested ``compressed`` blocks keep what both keep).
+
+    Exact or refused: an edit that makes visible a key the model's mask hides cannot be combined
+    with another (``UsageError``), and edits that together leave a real query with no key raise
+    ``BadInputError``. The result is boolean, or additive in the dtype of an additive model mask.
+    """
+    if len(edits) == 1:
+        return edits[0](module, mask, query, key)
+    n_q, n_k = query.shape[2], key.shape[2]
+    window = getattr(module, "sliding_window", None)
+    window = window if isinstance(window, int) else None
+    own = layer_visible(mask, n_q, n_k, sliding_window=window, device=key.device)
+    kept: torch.Tensor | None = None
+    for edit in edits:
+        out = edit(module, mask, query, key)
+        seen = own if out is None else layer_visible(out, n_q, n_k, sliding_window=window, device=key.device)
+        if bool((seen & ~own).any()):
+            raise UsageError(
+                f"layer {layer}'s attention has {len(edits)} mask edits open and one of them makes visible keys that "
+                "the model's own mask hides (causal order, window or padding); such an edit cannot be combined "
+                "exactly with another (each edit gets the model's mask and a key stays visible only where every "
+                "edit keeps it). Run it in a block of its own, or write one mask edit that does both")
+        kept = seen if kept is None else kept & seen
+    assert kept is not None
+    lost = own.any(-1) & ~kept.any(-1)
+    if bool(lost.any()):
+        item, head, row = (int(x) for x in lost.nonzero()[0])
+        raise BadInputError(
+            f"the {len(edits)} attention-mask edits open on layer {layer} (knockouts, compressed caches) together "
+            f"leave query {row} of item {item} (head {head}) with no key to attend to; keep at least one key per "
+            "row, e.g. block fewer edges or keep that head's cache full")
+    if isinstance(mask, torch.Tensor) and mask.dtype != torch.bool:
+        return torch.zeros((), dtype=mask.dtype, device=kept.device).masked_fill(~kept, torch.finfo(mask.dtype).min)
+    return kept
+
+
 def _make(base: str) -> Callable:
     def attention(module, query, key, value, attention_mask, **kwargs):
         hooks = module.__dict__.get("_interp_hooks")
         observers = module.__dict__.get("_interp_observers")
         edits = module.__dict__.get("_interp_mask_edits")
-        if not hooks and not observers and not edits:
+        recorders = module.__dict__.get("_interp_mask_recorders")
+        if not hooks and not observers and not edits and not recorders:
             return _base_function(base, module)(module, query, key, value, attention_mask, **kwargs)
         layer = module.__dict__["_interp_layer"]
         spec = _spec(query, key, kwargs)
         for hook in list(hooks or ()):
             query, key, value = hook(layer, query, key, value, spec)
         if edits:
-            if observers:  # the statistics kernels apply the model's own mask, not an edited one
+            # The statistics kernels apply the model's own mask, not an edited one.
+            if any(not getattr(fn, "ignores_mask", False) for fn in observers or ()):
                 raise UsageError(
                     f"layer {layer}'s attention mask is edited (a knockout or a compressed cache) while attention "
                     "statistics are observed there; the statistics would ignore the edit. Run them separately")
-            for edit in list(edits):
-                attention_mask = edit(module, attention_mask, query, key)
+            attention_mask = combine_edits(list(edits), module, attention_mask, query, key, layer)
+        for record in list(recorders or ()):
+            record(layer, attention_mask, query, key)
+        if edits:
             attention_mask = _for_base(attention_mask, base, query.dtype)
         if not observers:
             return _base_function(base, module)(module, query, key, value, attention_mask, **kwargs)
@@ -163,6 +213,7 @@ def install(hf_model: Any, attention_modules: list[torch.nn.Module]) -> None:
         hooks_of(module)
         observers_of(module)
         mask_edits_of(module)
+        mask_recorders_of(module)
 
 
 def hooks_of(module: torch.nn.Module) -> list[QKVHook]:
@@ -173,6 +224,11 @@ def hooks_of(module: torch.nn.Module) -> list[QKVHook]:
 def mask_edits_of(module: torch.nn.Module) -> list[MaskEdit]:
     """The attention-mask edits of an attention module, applied in order to the mask it gets."""
     return module.__dict__.setdefault("_interp_mask_edits", [])
+
+
+def mask_recorders_of(module: torch.nn.Module) -> list[MaskRecorder]:
+    """Functions that see the mask an attention module's attention function gets (after edits)."""
+    return module.__dict__.setdefault("_interp_mask_recorders", [])
 
 
 def observers_of(module: torch.nn.Module) -> list[Observer]:

@@ -31,6 +31,39 @@ def visible(q_abs: torch.Tensor, keys: torch.Tensor, *, causal: bool = True,
     return ok
 
 
+def layer_visible(mask: torch.Tensor | None, n_q: int, n_k: int, *, sliding_window: int | None = None,
+                  device: torch.device | None = None) -> torch.Tensor:
+    """The keys a layer's attention mask lets each query read, as bool ``[batch or 1, heads or 1,
+    n_q, n_k]``: ``None`` is SDPA's causal flag (queries are the last ``n_q`` of ``n_k``
+    positions; plus ``sliding_window`` where the layer has one), a boolean mask is itself (True:
+    visible) and an additive one is visible where it is above half the dtype's lowest value.
+    A mask with more key columns than ``n_k`` is cut to the first ``n_k``, as the attention
+    functions do.
+
+    >>> layer_visible(None, 2, 3).int()
+    tensor([[[[1, 1, 0],
+              [1, 1, 1]]]], dtype=torch.int32)
+    """
+    if mask is None:
+        q_abs = torch.arange(n_k - n_q, n_k, device=device)[:, None]
+        return visible(q_abs, torch.arange(n_k, device=device)[None, :], sliding_window=sliding_window)[None, None]
+    if mask.shape[-1] < n_k:
+        raise ValueError(f"an attention mask of {mask.shape[-1]} key columns for {n_k} keys")
+    mask = mask[..., :n_k]
+    if mask.dtype == torch.bool:
+        return mask
+    return mask > torch.finfo(mask.dtype).min / 2
+
+
+def additive_only(mask: torch.Tensor) -> bool:
+    """Whether a float mask only hides keys (every entry 0 or at most half the dtype's lowest
+    value), so that ``layer_visible`` describes it completely; a mask that adds a bias (ALiBi)
+    does not."""
+    if mask.dtype == torch.bool:
+        return True
+    return bool(((mask == 0) | (mask <= torch.finfo(mask.dtype).min / 2)).all())
+
+
 def position_kwargs(attention_mask: torch.Tensor | None, n_new: int | None = None) -> dict[str, torch.Tensor]:
     """``{"position_ids": ...}`` counting each row's real tokens (the first real token is 0), for
     a left-padded batch; ``{}`` when no row is padded. Without it transformers numbers every row

@@ -22,7 +22,7 @@ from interp.errors import (
 )
 from interp.masks import position_kwargs
 from interp.sites import GLOBAL_SITES, LAYER_SITES, Site, Where, all_site_names, expand
-from interp.tracing import Hooks, MaskEdit, Reducer, StopForward, Trace
+from interp.tracing import Hooks, MaskEdit, Reducer, StopForward, Trace, check_slice
 
 Inputs = Any  # str | list[str] | token ids (list or tensor) | {"input_ids", "attention_mask"}
 ACCEPTED = ("a str, a list of str, token ids (a list of ints, a list of equal-length lists of ints, or an integer "
@@ -333,7 +333,7 @@ class Model:
         if max_new_tokens is None or max_new_tokens > 1:
             self._check_interventions(by_site, 1, note=" at each generate step after the prompt, which passes only the "
                                       "new token: -1 (or 0) fits every step, a slice such as slice(3, None) acts on "
-                                      "the prompt only", skip=("hook_k", "hook_v"))
+                                      "the prompt only", skip=("hook_k", "hook_v"), prompt=False)
 
     def token_id(self, token: Any, what: str = "token") -> int:
         """A token given as a string that is exactly one token of the tokenizer (no special tokens
@@ -412,6 +412,16 @@ class Model:
         A ``circuits.knockout`` must be opened before a trace with inputs, whose forward
         runs on entry: ``with knockout(model, blocked), model.trace(inputs) as tr:``.
 
+        Nesting. A trace's hooks act on every forward pass run while its block is open, and it
+        records each of them (``trace.steps(site)``; ``trace[site]`` refuses once there are
+        several). A trace without inputs is a scope: traces with inputs, ``model.run`` and
+        ``model.generate`` inside it are captured and intervened on by it too, as mask edits
+        (``knockout``, ``compressed``) act on everything inside them. A trace with inputs is one
+        run: opening another trace with inputs (``model.run``, ``run_with_cache``) inside a trace
+        with inputs that captures, intervenes, observes or stops raises ``UsageError``, since
+        the outer trace would capture and intervene on that run as well; capture several sites
+        in one trace, or run the traces one after the other.
+
         >>> with model.trace("Hello world", sites=["blocks.0.hook_resid_post", "logits"]) as tr:
         ...     pass                                                    # doctest: +SKIP
         >>> tr["logits"].shape                                          # doctest: +SKIP
@@ -427,6 +437,8 @@ class Model:
             if name not in {s.name for s in capture}:
                 capture.append(self._site(name))
         tokens = self.to_tokens(inputs) if inputs is not None else None
+        if tokens is not None:
+            self._check_not_inside_a_run()
         n_pos = int(tokens["input_ids"].shape[1]) if tokens is not None else None
         kept = self._positions(positions, n_pos)
         self._check_interventions(by_site, n_pos)
@@ -443,6 +455,7 @@ class Model:
                                     f"{_describe(edit)}")
         trace = Trace()
         trace.n_layers = self.cfg.n_layers
+        trace.acts = bool(capture or by_site or observe is not None or stop_after is not None)
         hooks = Hooks(self, trace, capture, by_site, reducers, positions=kept, to_cpu=to_cpu,
                       observers={la: observe for la in observed} if observe is not None else None, stop_after=stop_after,
                       mask_edits=mask_edits)
@@ -457,6 +470,8 @@ class Model:
             yield trace
         except StopForward:  # a forward run inside the block stopped at ``stop_after``
             pass
+        else:
+            hooks.check_selections()
         finally:
             hooks.remove()
             self._open_traces.remove(trace)
@@ -482,9 +497,23 @@ class Model:
                 by_site.setdefault(site, []).extend(fns)
         return by_site
 
+    def _check_not_inside_a_run(self) -> None:
+        """A trace with inputs may not open inside a trace with inputs that has hooks of its own."""
+        from interp.errors import UsageError
+
+        outer = [t for t in self._open_traces if t.ran_forward and t.acts]
+        if outer:
+            raise UsageError(
+                "model.trace(inputs) (or model.run / run_with_cache) was opened inside another `with "
+                "model.trace(inputs, ...)` block that captures, intervenes or observes; the outer trace's hooks would "
+                "act on this run too and record it beside its own forward. Capture several sites in one trace "
+                "(sites=[...]), or run the traces one after the other; to run more forwards under the outer trace's "
+                "hooks, call model.hf(...) or model.generate(...) in its block and read them with trace.steps(site)")
+
     def _check_interventions(self, by_site: dict[Site, list[Callable]], n_pos: int | None, note: str = "",
-                             skip: tuple[str, ...] = ()) -> None:
-        """Check each intervention against its site (width, heads, units, positions) before any run."""
+                             skip: tuple[str, ...] = (), prompt: bool = True) -> None:
+        """Check each intervention against its site (width, heads, units, positions) before any run;
+        ``prompt``: ``n_pos`` is the prompt's length, where a ``positions=`` slice must keep a position."""
         for site, fns in by_site.items():
             if site.leaf in skip:
                 continue
@@ -492,10 +521,25 @@ class Model:
                 check = getattr(fn, "check", None)
                 if callable(check):
                     check(site.name, self.site_dims(site), n_pos, note)
+                selection = getattr(fn, "positions", None)
+                if prompt and n_pos is not None and isinstance(selection, slice):
+                    label = getattr(fn, "label", "intervention")
+                    check_slice(selection, n_pos, f"{label} at {site.name}: positions= keeps no position of the input "
+                                                  f"of {n_pos} token{'s' if n_pos != 1 else ''} (a slice keeps the "
+                                                  "positions it overlaps; negative ones count from the end)")
 
     def _positions(self, positions: Any, n_pos: int | None) -> None | slice | list[int]:
         """``positions=`` of a trace as None, a slice or a list of ints, checked against ``n_pos`` tokens."""
-        if positions is None or isinstance(positions, slice):
+        if positions is None:
+            return positions
+        if isinstance(positions, slice):
+            if not all(v is None or (isinstance(v, int) and not isinstance(v, bool))
+                       for v in (positions.start, positions.stop, positions.step)) or positions.step == 0:
+                raise BadInputError(f"positions= slice must have int bounds and a nonzero step, got {positions!r}")
+            if n_pos is not None:
+                check_slice(positions, n_pos, f"trace(positions=...) keeps no position of the input of {n_pos} "
+                                              "tokens (a slice keeps the positions it overlaps; negative ones count "
+                                              "from the end)")
             return positions
         items: list[int] | None = None
         if isinstance(positions, int) and not isinstance(positions, bool):

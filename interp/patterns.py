@@ -17,6 +17,7 @@ def attention_pattern(
     heads: int | Sequence[int] | None = None,
     rows: int | Sequence[int] | None = None,
     *,
+    step: int = -1,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Softmax attention ``[batch, heads, rows, keys]`` exactly as the layer computed it.
@@ -29,8 +30,15 @@ def attention_pattern(
     ``OutOfRangeError`` naming the valid layers; one whose q and k were not captured, a
     ``KeyError`` naming what was; q or k captured at some positions only (``positions=``) or
     through a reducer, a ``BadInputError``: a row needs every key position, so capture both
-    at all positions and pick query rows with ``rows=``. Under ``generate`` with a KV cache the
-    last step's queries are the new token's and its keys every cached position.
+    at all positions and pick query rows with ``rows=``.
+
+    The mask is the one the layer's attention function used in that forward, recorded by the
+    trace: padding, and any knockout or ``compressed`` cache open around the run, are applied
+    exactly as the model applied them. ``step`` picks the forward pass when the trace recorded
+    several (``trace.steps``; default ``-1``, the last): under ``generate`` with a KV cache, step
+    0 is the prompt and each later step's queries are that step's new token and its keys every
+    cached position. A layer whose mask adds values other than 0 and -inf (a bias such as ALiBi)
+    raises ``BadInputError`` rather than give a pattern that leaves it out.
 
     >>> with model.trace(text, sites=["blocks.3.attn.hook_q", "blocks.3.attn.hook_k"]) as tr:
     ...     pass                                                    # doctest: +SKIP
@@ -39,9 +47,24 @@ def attention_pattern(
     if trace.n_layers is not None:
         layer = check_index(layer, trace.n_layers, "layer")
     names = [f"blocks.{layer}.attn.hook_q", f"blocks.{layer}.attn.hook_k"]
-    q = trace[names[0]]  # [b, q_pos, H, d]
-    k = trace[names[1]]  # [b, k_pos, Hkv, d]
+    qs_all, ks_all = trace.steps(names[0]), trace.steps(names[1])  # a KeyError naming what was captured
     _check_complete(trace, layer, names)
+    masks = trace.masks.get(layer, [])
+    n_steps = len(qs_all)
+    if len(ks_all) != n_steps or (masks and len(masks) != n_steps):
+        raise BadInputError(f"attention_pattern(layer={layer}): this trace holds {n_steps} forward(s) of {names[0]} but "
+                            f"{len(ks_all)} of {names[1]} and {len(masks)} recorded mask(s); capture hook_q and hook_k "
+                            "in the same trace")
+    if isinstance(step, bool) or not isinstance(step, int) or not -n_steps <= step < n_steps:
+        from interp.errors import OutOfRangeError
+
+        raise OutOfRangeError("step", step, n_steps, hint=f"attention_pattern(step=...): this trace recorded {n_steps} "
+                              f"forward pass(es) of layer {layer} (negative steps count from the end)")
+    q, k = qs_all[step], ks_all[step]  # [b, q_pos, H, d], [b, k_pos, Hkv, d]
+    used = masks[step] if masks else None
+    if isinstance(used, str):
+        raise BadInputError(f"attention_pattern(layer={layer}): the layer's mask in that forward adds values other than "
+                            "0 and -inf (a bias), which a pattern from q and k alone would leave out")
     spec = trace.specs[layer]
     n_q, n_k = q.shape[1], k.shape[1]
     head_list = _indices(heads, spec.n_heads, "head", f"attention_pattern(heads=...): layer {layer} has {spec.n_heads} "
@@ -61,7 +84,15 @@ def attention_pattern(
     q_abs = rows_t + (n_k - n_q)
     keys = torch.arange(n_k, device=q.device)
     allowed = visible(q_abs[:, None], keys[None, :], sliding_window=spec.sliding_window)[None, None]
-    if trace.attention_mask is not None:
+    if used is not None:  # the mask the layer used (padding, knockouts, compressed caches)
+        used = used.to(q.device)
+        if used.shape[-1] != n_k or used.shape[-2] not in (1, n_q):
+            raise BadInputError(f"attention_pattern(layer={layer}): the recorded mask is {tuple(used.shape)} for "
+                                f"{n_q} queries and {n_k} keys")
+        used = used if used.shape[-2] == 1 else used[..., rows_t, :]
+        used = used if used.shape[1] == 1 else used[:, head_list]
+        allowed = allowed & used
+    elif not masks and trace.attention_mask is not None:
         # Keys are the first n_k positions of the sequence the mask covers (all of it for a trace
         # with inputs; under generate the mask also covers the last token, which no step read).
         key_mask = trace.attention_mask.to(q.device)[:, :n_k].bool()

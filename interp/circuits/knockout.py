@@ -9,7 +9,9 @@ so no forward pass is rewritten. Hooks are removed when the block ends, also on 
 
 Open the knockout first, then the trace: ``model.trace(inputs)`` runs its forward pass when it
 is entered, so a knockout opened inside it would change nothing; that order raises
-``UsageError``.
+``UsageError``. Knockouts nest and combine with ``interp.heads.compressed`` in either order:
+each gets the model's own mask and a key stays visible only where every open edit keeps it
+(``interp.attention.combine_edits``); ``attention_pattern`` applies the combined mask.
 
 >>> import torch
 >>> from interp.circuits.knockout import knockout, edges_mask

@@ -166,8 +166,11 @@ def compressed(model: Model, keep_full: Any, *, sink: int = SINK, window: int = 
     Yields a ``Compression``: ``kept_fraction()`` is the share of the full cache kept for the
     longest sequence run in the block. The first forward must have more than ``sink + window``
     keys, or nothing would be compressed (``BadInputError``). Attention statistics
-    (``head_stats``, retrieval scoring) cannot run inside the block; plain forwards,
-    ``model.generate`` and traces can. It saves no memory: see the module docstring.
+    (``head_stats``, retrieval scoring) cannot run inside the block (``UsageError``); plain
+    forwards, ``model.generate``, traces and ``attention_pattern`` (which applies the edited
+    mask) can. Blocks nest, and combine with ``circuits.knockout`` in either order: each edit
+    gets the model's own mask and a key stays visible only where every open edit keeps it
+    (``interp.attention.combine_edits``). It saves no memory: see the module docstring.
     """
     keep = check_keep_full(model, keep_full)
     sink, window = whole_number(sink, 0, "sink"), whole_number(window, 1, "window")

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from interp.corpus import text as corpus_text
 from interp.errors import InterpError, PromptTooLongError
+from interp.fingerprint import weights_fingerprint
 from interp.heads.names import RetrievalSettings, default_needles  # noqa: F401 (re-exported)
 from interp.kernels import decode_argmax
 from interp.kv_cache import fork, run_cached
@@ -233,9 +234,10 @@ def prefill(model: Model, prompts: torch.Tensor | Sequence[torch.Tensor]) -> Pre
 
 
 # Prefills of the masking check's tests kept from the scoring pass in this process (the masking
-# check decodes its conditions from them instead of prefilling again), up to this many bytes.
+# check decodes its conditions from them instead of prefilling again), up to this many bytes;
+# each with the weights it was computed from (a prefill of other weights is not used).
 KEEP_BYTES = 2 * 2**30
-_kept: weakref.WeakKeyDictionary[Model, dict[tuple[str, ...], tuple[list[torch.Tensor], Prefill]]] = \
+_kept: weakref.WeakKeyDictionary[Model, dict[tuple[str, ...], tuple[list[torch.Tensor], Prefill, tuple]]] = \
     weakref.WeakKeyDictionary()
 
 
@@ -244,8 +246,9 @@ def keep_prefill(model: Model, tests: Sequence[NeedleTest], start: Prefill) -> N
     if start.cache is None:
         return
     kept = _kept.setdefault(model, {})
-    if sum(p.nbytes() for _, p in kept.values()) + start.nbytes() <= KEEP_BYTES:
-        kept[tuple(test_key(t) for t in tests)] = ([t.prompt_ids for t in tests], start.repeat(1))
+    if sum(p.nbytes() for _, p, _ in kept.values()) + start.nbytes() <= KEEP_BYTES:
+        kept[tuple(test_key(t) for t in tests)] = ([t.prompt_ids for t in tests], start.repeat(1),
+                                                   weights_fingerprint(model))
 
 
 def forget_prefills(model: Model) -> None:
@@ -254,10 +257,12 @@ def forget_prefills(model: Model) -> None:
 
 
 def take_prefill(model: Model, tests: Sequence[NeedleTest]) -> Prefill:
-    """``tests``' prefill: the one kept by the scoring pass (removed from the store), else a new one."""
-    ids, start = _kept.get(model, {}).pop(tuple(test_key(t) for t in tests), (None, None))
+    """``tests``' prefill: the one kept by the scoring pass (removed from the store) if the
+    prompts and the model's weights are still those it was computed from, else a new one."""
+    ids, start, weights = _kept.get(model, {}).pop(tuple(test_key(t) for t in tests), (None, None, None))
     if ids is not None and start is not None and len(ids) == len(tests) and \
-            all(torch.equal(a, t.prompt_ids) for a, t in zip(ids, tests, strict=True)):
+            all(torch.equal(a, t.prompt_ids) for a, t in zip(ids, tests, strict=True)) and \
+            weights == weights_fingerprint(model):
         return start
     return prefill(model, [t.prompt_ids for t in tests])
 

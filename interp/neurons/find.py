@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp import fingerprint
 from interp.errors import BadInputError, InterpError, UnknownNameError
 from interp.neurons.decoding import iter_layers, token_strings
 from interp.neurons.vectors import READS, check_layers, check_weights, decoding_vectors, unembedding
@@ -113,10 +114,11 @@ _CACHE: weakref.WeakKeyDictionary[Any, OrderedDict[tuple, _Entry]] = weakref.Wea
 
 
 def weights_fingerprint(model: Any) -> tuple:
-    """Cheap identity of a model's current weights: each parameter's object, storage address,
-    version counter (bumped by every in-place write, also through views), shape, dtype and
-    device. Any change to any weight gives a different fingerprint."""
-    return tuple((id(p), p.data_ptr(), p._version, tuple(p.shape), p.dtype, p.device) for p in model.hf.parameters())
+    """Identity of a model's current weights (``interp.fingerprint.weights_fingerprint``): each
+    parameter's object, storage address, version counter, shape, dtype, device and a hash of its
+    bytes, so an edit through ``weight.data`` (which leaves the version counter as it was) counts
+    too. Any change to any weight gives a different fingerprint."""
+    return fingerprint.weights_fingerprint(model)
 
 
 def clear_cache(model: Any | None = None) -> None:
@@ -189,8 +191,8 @@ def find(
     The concept-independent part of the work (every neuron's top-k decode, log-sum-exp and
     spread over the vocabulary) is cached per model and decoding settings (``weights``, ``k``,
     the norm options, ``layers``), so further searches on the same model take a moment; the
-    cache is dropped when any weight of the model is changed (in place or replaced; see
-    ``weights_fingerprint``) and with the model itself.
+    cache is dropped when any weight of the model is changed (in place, also through
+    ``weight.data``, or replaced; see ``weights_fingerprint``) and with the model itself.
 
     Args:
         top: rows returned (None: every neuron).

@@ -174,7 +174,7 @@ def _check_patching_file(folder, datasets, n_layers=4, n_heads=4):
 def test_icl_pipeline_writes_the_schema(tiny_icl, tmp_path):
     from interp.outputs import output_folder
 
-    with output_folder(tmp_path) as earlier:
+    with output_folder(tmp_path, kind="icl") as earlier:  # an earlier icl run of this folder
         earlier.write_bytes("patching.parquet", b"left by an earlier run")
     result = icl_circuit(tiny_icl, ["sentiment", "topic"], ks=[0, 2], k=2, n_queries=6, n_ablation=4,
                          summarize=False, progress=False, batch_size=4, patching_pairs=2)

@@ -101,7 +101,7 @@ class TableResult:
         """Write ``NAME.parquet`` and ``NAME.json`` into ``folder`` (other files left alone)."""
         from interp.outputs import writing
 
-        with writing(folder, force=force) as out:
+        with writing(folder, force=force, kind=self.NAME) as out:
             write_table(out, f"{self.NAME}.parquet", self.df)
             write_json(out, f"{self.NAME}.json", self.to_dict())
         return out.path

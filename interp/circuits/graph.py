@@ -55,7 +55,7 @@ class Circuit:
     def save(self, folder: str | os.PathLike[str] | OutputFolder, *, force: bool = False) -> Path:
         """Write ``circuit.json`` (strict JSON: a NaN effect is null) into ``folder``; other files
         there are left alone (see ``interp.outputs``). Returns the folder."""
-        with writing(folder, force=force) as out:
+        with writing(folder, force=force, kind="circuit") as out:
             write_json(out, FILE, self.to_dict())
         return out.path
 

@@ -122,7 +122,7 @@ class ICLResult:
         run's patching, and files interp did not write are never touched (see ``interp.outputs``). The
         figure files load ``plotly.min.js`` from the folder; ``report.html`` embeds it.
         """
-        with writing(folder, force=force) as out:
+        with writing(folder, force=force, kind="icl") as out:
             if self.patching is not None:
                 buf = io.BytesIO()
                 self.patching.to_parquet(buf, index=False)

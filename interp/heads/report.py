@@ -104,7 +104,7 @@ def render_html(scores: HeadScores) -> str:
 def write_report(scores: HeadScores, dest: str | os.PathLike[str] | OutputFolder, *, force: bool = False) -> Path:
     """Write ``head_scores.parquet``, ``head_scores.json`` and ``report.html`` into ``dest``
     (a folder path, or an open ``OutputFolder``); other files there are left alone."""
-    with writing(dest, force=force) as out:
+    with writing(dest, force=force, kind="heads") as out:
         buf = io.BytesIO()
         scores.df.to_parquet(buf, index=False)
         out.write_bytes("head_scores.parquet", buf.getvalue())

@@ -249,7 +249,7 @@ class Timeline:
 
     def save(self, dest: str | Path | OutputFolder, *, force: bool = False) -> Path:
         """Write ``timeline.parquet``, ``timeline.json`` and ``timeline.html`` (self-contained)."""
-        with writing(dest, force=force) as out:
+        with writing(dest, force=force, kind="timeline") as out:
             buf = io.BytesIO()
             self.df.to_parquet(buf, index=False)
             out.write_bytes(TABLE, buf.getvalue())

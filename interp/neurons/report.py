@@ -141,7 +141,7 @@ def write_report(df: pd.DataFrame, out: str | Path | OutputFolder, title: str, k
     path or an open ``OutputFolder``); nothing else there is touched (see ``interp.outputs``)."""
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
-    with writing(out, force=force) as dest:
+    with writing(out, force=force, kind="neurons") as dest:
         paths = {"parquet": dest.write_bytes("neurons.parquet", buf.getvalue()),
                  "html": dest.write_text("neurons.html", html_page(df, title, k_html))}
     return paths
@@ -174,7 +174,7 @@ class NeuronTable:
         """Write ``neurons.parquet``, ``neurons.html`` and ``neurons.json`` into ``folder``."""
         from interp.results import write_json
 
-        with writing(folder, force=force) as out:
+        with writing(folder, force=force, kind="neurons") as out:
             write_report(self.df, out, self.title, self.k_html)
             doc = self.to_dict()
             write_json(out, "neurons.json", {k: doc[k] for k in ("title", "k_html", "settings")})

@@ -207,7 +207,7 @@ def collect(
         raise InterpError(f"with out=, labels must be numbers or booleans (they are stored in safetensors shards); "
                           f"got {y.dtype} labels such as {y[0]!r}")
     shards: list[dict[str, Any]] = []
-    with output_folder(out, force=force) as dest:
+    with output_folder(out, force=force, kind="activations") as dest:
         for b, (start, batch) in enumerate(batches):
             shard: dict[str, np.ndarray] = dict(batch)
             if y is not None:

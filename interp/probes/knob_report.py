@@ -117,7 +117,7 @@ def write_report(r: KnobResult, folder: str | Path | OutputFolder, *, force: boo
             f"<pre>{html.escape(dumps(summary, indent=1))}</pre>{body}"
             f"<h2>Settings</h2><pre>{html.escape(dumps(doc['settings'], indent=1))}</pre></body></html>")
     tensors = {"direction" if k == "das" else k: v.float().contiguous() for k, v in r.directions.items()}
-    with writing(folder, force=force) as out:
+    with writing(folder, force=force, kind="knob") as out:
         write_json(out, "knob.json", doc)
         out.write_bytes("direction.safetensors", save(tensors, metadata={"site": r.settings["site"], "layer": str(r.layer)}))
         out.write_text("knob.html", page)

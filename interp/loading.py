@@ -197,7 +197,7 @@ def check_config(path: Path) -> str:
             value = sizes.get(key)
             if key in sizes and not (value is None and key in _CONFIG_SIZES_OPTIONAL):
                 try:
-                    whole_number(value, 1, where + key)
+                    whole_number(value, 0 if key in _MLP_WIDTHS else 1, where + key)
                 except InterpError as exc:
                     raise _damaged(path, str(exc), "fix that value, or copy or download the model again") from None
     return str(model_type)
@@ -211,6 +211,7 @@ _CONFIG_SIZES = ("num_hidden_layers", "n_layer", "num_attention_heads", "n_head"
                  "vocab_size", *_CONFIG_SIZES_OPTIONAL)
 
 
+_MLP_WIDTHS = ("intermediate_size", "n_inner")  # 0 is an attention-only model (the induction study trains one)
 _SAFETENSORS_MAX_HEADER = 100 << 20  # the safetensors library refuses larger headers too
 
 

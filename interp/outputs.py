@@ -159,8 +159,14 @@ def _owned(folder: Path, name: str, entry: Entry | None) -> bool:
         return False
     path = folder / name
     if entry.sha256 is None:  # a report of ours in a subfolder
-        return path.is_dir() and not path.is_symlink() and _regular_file(path / MANIFEST)
+        return _report_folder(path)
     return _regular_file(path) and _sha256(path) == entry.sha256
+
+
+def _report_folder(entry: Path) -> bool:
+    """A report of interp's in a subfolder (a real folder with its own manifest), even one written
+    on its own; such a folder is never replaced or deleted by a run of the folder around it."""
+    return entry.is_dir() and not entry.is_symlink() and _regular_file(entry / MANIFEST)
 
 
 def _is_internal(entry: Path) -> bool:
@@ -207,8 +213,8 @@ def foreign_entries(folder: Path, claimed: Iterable[str] = ()) -> list[str]:
         return []
     manifest = read_manifest(folder)
     claimed = set(claimed)
-    return sorted(e.name for e in folder.iterdir()
-                  if e.name not in claimed and not _is_internal(e) and not _owned(folder, e.name, manifest.get(e.name)))
+    return sorted(e.name for e in folder.iterdir() if e.name not in claimed and not _is_internal(e)
+                  and not _owned(folder, e.name, manifest.get(e.name)) and not _report_folder(e))
 
 
 def check_output(path: str | os.PathLike[str], *, force: bool = False, what: str = "output folder") -> Path:

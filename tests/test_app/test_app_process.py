@@ -9,21 +9,14 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from servers import LOOPBACK, free_port, wait_healthy
 
 pytest.importorskip("streamlit")
 
 CLI = "import sys; from interp.cli import main; sys.exit(main())"
-LOOPBACK = "127.0.0.1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
 
 
 def _listening(port: int) -> bool:
@@ -57,20 +50,6 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
-def _wait_healthy(port: int, app: subprocess.Popen, timeout: float = 120) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if app.poll() is not None:
-            raise RuntimeError(f"interp app exited with code {app.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/_stcore/health", timeout=2) as r:
-                if r.read() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"no answer on port {port} after {timeout} s")
-
-
 def _kill_session(pid: int) -> None:
     """Clean-up: everything left in the session this test started (it holds nothing else)."""
     for other, (_, _, session) in _processes().items():
@@ -102,12 +81,12 @@ def test_busy_port_fails_in_one_line_before_the_server_starts(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the process table from /proc")
 def test_server_dies_with_a_killed_interp_app(tmp_path):
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "app.log").open("wb")
     app = subprocess.Popen([sys.executable, "-c", CLI, "app", "--reports", str(tmp_path), "--port", str(port)],
                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_healthy(port, app)
+        wait_healthy(f"http://{LOOPBACK}:{port}", app)
         children = _descendants(app.pid)
         assert children, "the server runs in a child process of interp app"
         app.kill()  # SIGKILL: interp app gets no chance to stop its server itself

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 from browser import Chromium, find_chromium
+from servers import free_port, wait_healthy
 
 from interp.cli import build_parser, main
 from interp.cli.app import command, is_loopback
@@ -62,31 +61,11 @@ def test_other_hosts_warn(monkeypatch, capsys):
     assert is_loopback("localhost") and is_loopback("127.0.0.2") and is_loopback("::1") and not is_loopback("10.0.0.1")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, server: subprocess.Popen, timeout: float = 90) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if server.poll() is not None:
-            raise RuntimeError(f"interp app exited with code {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.read() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"no answer from {url} after {timeout} s")
-
-
 @pytest.mark.slow
 def test_real_server_draws_heatmap_in_chromium(reports_root, tmp_path):
     if find_chromium() is None:
         pytest.skip("no chromium on PATH: the end-to-end test needs Debian's chromium (apt-get install chromium)")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (tmp_path / "server.log").open("wb")
     server = subprocess.Popen(
@@ -95,7 +74,7 @@ def test_real_server_draws_heatmap_in_chromium(reports_root, tmp_path):
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        _wait_healthy(url, server)
+        wait_healthy(url, server, timeout=90)
         with Chromium(f"{url}/", 1400, 1100) as browser:  # the head-scores page is the default
             # plotly draws the heatmaps one after another: wait until all three are in
             count = "document.querySelectorAll('.js-plotly-plot .heatmaplayer image').length"

@@ -115,7 +115,7 @@ def knockout(
     Inside a trace without inputs (``with model.trace(sites=...):``) a knockout is fine: the
     forward passes you run after it see it.
     """
-    ran = [t for t in getattr(model, "_open_traces", ()) if t.ran_forward]
+    ran = [t for t in model.open_traces if t.ran_forward]
     if ran:
         raise UsageError(
             "knockout(...) was opened inside `with model.trace(inputs)`, whose forward pass already ran when the trace "

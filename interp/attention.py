@@ -26,6 +26,15 @@ from interp.masks import layer_visible
 PREFIX = "interp_"
 BASES = ("sdpa", "eager")
 
+# What interp keeps in an attention module's ``__dict__``: the layer's index (set by ``install``)
+# and the lists a trace fills and empties (``hooks_of``, ``observers_of``, ``mask_edits_of``,
+# ``mask_recorders_of``). Every reader and writer of these keys uses these names; ``untag``
+# removes them all.
+LAYER_KEY = "_interp_layer"
+HOOKS_KEY, OBSERVERS_KEY = "_interp_hooks", "_interp_observers"
+MASK_EDITS_KEY, MASK_RECORDERS_KEY = "_interp_mask_edits", "_interp_mask_recorders"
+MODULE_KEYS = (LAYER_KEY, HOOKS_KEY, OBSERVERS_KEY, MASK_EDITS_KEY, MASK_RECORDERS_KEY)
+
 # (layer, q, k, v, spec) -> (q, k, v); q is [batch, q_heads, pos, d], k and v [batch, kv_heads, pos_k, d].
 QKVHook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, "AttentionSpec"], tuple]
 # (layer, q, k, spec, lse): sees the final q and k and, where the fused kernel ran, the rows'
@@ -153,13 +162,13 @@ def combine_edits(edits: list[MaskEdit], module: torch.nn.Module, mask: Any, que
 
 def _make(base: str) -> Callable:
     def attention(module, query, key, value, attention_mask, **kwargs):
-        hooks = module.__dict__.get("_interp_hooks")
-        observers = module.__dict__.get("_interp_observers")
-        edits = module.__dict__.get("_interp_mask_edits")
-        recorders = module.__dict__.get("_interp_mask_recorders")
+        hooks = module.__dict__.get(HOOKS_KEY)
+        observers = module.__dict__.get(OBSERVERS_KEY)
+        edits = module.__dict__.get(MASK_EDITS_KEY)
+        recorders = module.__dict__.get(MASK_RECORDERS_KEY)
         if not hooks and not observers and not edits and not recorders:
             return _base_function(base, module)(module, query, key, value, attention_mask, **kwargs)
-        layer = module.__dict__["_interp_layer"]
+        layer = module.__dict__[LAYER_KEY]
         spec = _spec(query, key, kwargs)
         for hook in list(hooks or ()):
             query, key, value = hook(layer, query, key, value, spec)
@@ -209,7 +218,7 @@ def install(hf_model: Any, attention_modules: list[torch.nn.Module]) -> None:
     if current != PREFIX + base:
         hf_model.set_attn_implementation(PREFIX + base)
     for layer, module in enumerate(attention_modules):
-        module.__dict__["_interp_layer"] = layer
+        module.__dict__[LAYER_KEY] = layer
         hooks_of(module)
         observers_of(module)
         mask_edits_of(module)
@@ -218,22 +227,29 @@ def install(hf_model: Any, attention_modules: list[torch.nn.Module]) -> None:
 
 def hooks_of(module: torch.nn.Module) -> list[QKVHook]:
     """The q/k/v hooks currently attached to an attention module (kept in its __dict__)."""
-    return module.__dict__.setdefault("_interp_hooks", [])
+    return module.__dict__.setdefault(HOOKS_KEY, [])
 
 
 def mask_edits_of(module: torch.nn.Module) -> list[MaskEdit]:
     """The attention-mask edits of an attention module, applied in order to the mask it gets."""
-    return module.__dict__.setdefault("_interp_mask_edits", [])
+    return module.__dict__.setdefault(MASK_EDITS_KEY, [])
 
 
 def mask_recorders_of(module: torch.nn.Module) -> list[MaskRecorder]:
     """Functions that see the mask an attention module's attention function gets (after edits)."""
-    return module.__dict__.setdefault("_interp_mask_recorders", [])
+    return module.__dict__.setdefault(MASK_RECORDERS_KEY, [])
 
 
 def observers_of(module: torch.nn.Module) -> list[Observer]:
     """The observers of an attention module's final q, k and row log-sum-exp."""
-    return module.__dict__.setdefault("_interp_observers", [])
+    return module.__dict__.setdefault(OBSERVERS_KEY, [])
+
+
+def untag(module: torch.nn.Module) -> None:
+    """Remove everything interp keeps in a module's ``__dict__`` (``MODULE_KEYS``), e.g. from a
+    copy of a tagged module that must not share its hook lists."""
+    for key in MODULE_KEYS:
+        module.__dict__.pop(key, None)
 
 
 def base_implementation(hf_model: Any) -> str:

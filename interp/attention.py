@@ -21,7 +21,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from interp.errors import BadInputError, UsageError
-from interp.masks import layer_visible
+from interp.masks import as_mask, layer_visible
 
 PREFIX = "interp_"
 BASES = ("sdpa", "eager")
@@ -115,12 +115,12 @@ def _for_base(mask: Any, base: str, dtype: torch.dtype) -> Any:
     """An edited mask in the form ``base`` reads: SDPA takes a boolean or an additive mask, the
     eager functions add it to the scores (a boolean there would add 1 where visible)."""
     if base == "eager" and isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
-        return torch.zeros((), dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+        return as_mask(mask, dtype)
     return mask
 
 
 def combine_edits(edits: list[MaskEdit], module: torch.nn.Module, mask: Any, query: torch.Tensor,
-                  key: torch.Tensor, layer: int) -> Any:
+                  key: torch.Tensor, layer: int, sliding_window: int | None = None) -> Any:
     """The mask a layer gets under ``edits``: one edit's own result; for several, the keys every
     edit keeps (each edit is given the model's own ``mask``, so the order in which the edits were
     opened does not matter: a knockout inside ``compressed`` equals ``compressed`` inside a
@@ -129,12 +129,12 @@ def combine_edits(edits: list[MaskEdit], module: torch.nn.Module, mask: Any, que
     Exact or refused: an edit that makes visible a key the model's mask hides cannot be combined
     with another (``UsageError``), and edits that together leave a real query with no key raise
     ``BadInputError``. The result is boolean, or additive in the dtype of an additive model mask.
+    ``sliding_window``: the layer's window, as its attention function gets it (for ``mask`` None).
     """
     if len(edits) == 1:
         return edits[0](module, mask, query, key)
     n_q, n_k = query.shape[2], key.shape[2]
-    window = getattr(module, "sliding_window", None)
-    window = window if isinstance(window, int) else None
+    window = sliding_window if isinstance(sliding_window, int) else None
     own = layer_visible(mask, n_q, n_k, sliding_window=window, device=key.device)
     kept: torch.Tensor | None = None
     for edit in edits:
@@ -155,9 +155,7 @@ def combine_edits(edits: list[MaskEdit], module: torch.nn.Module, mask: Any, que
             f"the {len(edits)} attention-mask edits open on layer {layer} (knockouts, compressed caches) together "
             f"leave query {row} of item {item} (head {head}) with no key to attend to; keep at least one key per "
             "row, e.g. block fewer edges or keep that head's cache full")
-    if isinstance(mask, torch.Tensor) and mask.dtype != torch.bool:
-        return torch.zeros((), dtype=mask.dtype, device=kept.device).masked_fill(~kept, torch.finfo(mask.dtype).min)
-    return kept
+    return as_mask(kept, mask.dtype if isinstance(mask, torch.Tensor) else None)
 
 
 def _make(base: str) -> Callable:
@@ -178,7 +176,7 @@ def _make(base: str) -> Callable:
                 raise UsageError(
                     f"layer {layer}'s attention mask is edited (a knockout or a compressed cache) while attention "
                     "statistics are observed there; the statistics would ignore the edit. Run them separately")
-            attention_mask = combine_edits(list(edits), module, attention_mask, query, key, layer)
+            attention_mask = combine_edits(list(edits), module, attention_mask, query, key, layer, spec.sliding_window)
         for record in list(recorders or ()):
             record(layer, attention_mask, query, key)
         if edits:

@@ -149,6 +149,14 @@ class Model:
         """The attention module of block ``layer`` (where q/k/v hooks, observers and mask edits attach)."""
         return self.module(self.in_block(layer, self.adapter.attn))
 
+    def sliding_window(self, layer: int) -> int | None:
+        """The sliding window of ``layer``'s attention (Gemma 3's local layers, Qwen2's sliding
+        layers, Mistral with a window), ``None`` where it reads every earlier key."""
+        config = self.hf.config.get_text_config() if hasattr(self.hf.config, "get_text_config") else self.hf.config
+        module = self.attn_module(layer)
+        window = module.sliding_window if hasattr(module, "sliding_window") else getattr(config, "sliding_window", None)
+        return window if isinstance(window, int) and window > 0 else None
+
     def _read_config(self) -> ModelConfig:
         config = self.hf.config.get_text_config() if hasattr(self.hf.config, "get_text_config") else self.hf.config
         a = self.adapter

@@ -21,10 +21,19 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from interp.errors import BadInputError, UsageError
-from interp.masks import layer_visible
+from interp.masks import as_mask, layer_visible
 
 PREFIX = "interp_"
 BASES = ("sdpa", "eager")
+
+# What interp keeps in an attention module's ``__dict__``: the layer's index (set by ``install``)
+# and the lists a trace fills and empties (``hooks_of``, ``observers_of``, ``mask_edits_of``,
+# ``mask_recorders_of``). Every reader and writer of these keys uses these names; ``untag``
+# removes them all.
+LAYER_KEY = "_interp_layer"
+HOOKS_KEY, OBSERVERS_KEY = "_interp_hooks", "_interp_observers"
+MASK_EDITS_KEY, MASK_RECORDERS_KEY = "_interp_mask_edits", "_interp_mask_recorders"
+MODULE_KEYS = (LAYER_KEY, HOOKS_KEY, OBSERVERS_KEY, MASK_EDITS_KEY, MASK_RECORDERS_KEY)
 
 # (layer, q, k, v, spec) -> (q, k, v); q is [batch, q_heads, pos, d], k and v [batch, kv_heads, pos_k, d].
 QKVHook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, "AttentionSpec"], tuple]
@@ -106,12 +115,12 @@ def _for_base(mask: Any, base: str, dtype: torch.dtype) -> Any:
     """An edited mask in the form ``base`` reads: SDPA takes a boolean or an additive mask, the
     eager functions add it to the scores (a boolean there would add 1 where visible)."""
     if base == "eager" and isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
-        return torch.zeros((), dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+        return as_mask(mask, dtype)
     return mask
 
 
 def combine_edits(edits: list[MaskEdit], module: torch.nn.Module, mask: Any, query: torch.Tensor,
-                  key: torch.Tensor, layer: int) -> Any:
+                  key: torch.Tensor, layer: int, sliding_window: int | None = None) -> Any:
     """The mask a layer gets under ``edits``: one edit's own result; for several, the keys every
     edit keeps (each edit is given the model's own ``mask``, so the order in which the edits were
     opened does not matter: a knockout inside ``compressed`` equals ``compressed`` inside a
@@ -120,12 +129,12 @@ def combine_edits(edits: list[MaskEdit], module: torch.nn.Module, mask: Any, que
     Exact or refused: an edit that makes visible a key the model's mask hides cannot be combined
     with another (``UsageError``), and edits that together leave a real query with no key raise
     ``BadInputError``. The result is boolean, or additive in the dtype of an additive model mask.
+    ``sliding_window``: the layer's window, as its attention function gets it (for ``mask`` None).
     """
     if len(edits) == 1:
         return edits[0](module, mask, query, key)
     n_q, n_k = query.shape[2], key.shape[2]
-    window = getattr(module, "sliding_window", None)
-    window = window if isinstance(window, int) else None
+    window = sliding_window if isinstance(sliding_window, int) else None
     own = layer_visible(mask, n_q, n_k, sliding_window=window, device=key.device)
     kept: torch.Tensor | None = None
     for edit in edits:
@@ -146,20 +155,18 @@ def combine_edits(edits: list[MaskEdit], module: torch.nn.Module, mask: Any, que
             f"the {len(edits)} attention-mask edits open on layer {layer} (knockouts, compressed caches) together "
             f"leave query {row} of item {item} (head {head}) with no key to attend to; keep at least one key per "
             "row, e.g. block fewer edges or keep that head's cache full")
-    if isinstance(mask, torch.Tensor) and mask.dtype != torch.bool:
-        return torch.zeros((), dtype=mask.dtype, device=kept.device).masked_fill(~kept, torch.finfo(mask.dtype).min)
-    return kept
+    return as_mask(kept, mask.dtype if isinstance(mask, torch.Tensor) else None)
 
 
 def _make(base: str) -> Callable:
     def attention(module, query, key, value, attention_mask, **kwargs):
-        hooks = module.__dict__.get("_interp_hooks")
-        observers = module.__dict__.get("_interp_observers")
-        edits = module.__dict__.get("_interp_mask_edits")
-        recorders = module.__dict__.get("_interp_mask_recorders")
+        hooks = module.__dict__.get(HOOKS_KEY)
+        observers = module.__dict__.get(OBSERVERS_KEY)
+        edits = module.__dict__.get(MASK_EDITS_KEY)
+        recorders = module.__dict__.get(MASK_RECORDERS_KEY)
         if not hooks and not observers and not edits and not recorders:
             return _base_function(base, module)(module, query, key, value, attention_mask, **kwargs)
-        layer = module.__dict__["_interp_layer"]
+        layer = module.__dict__[LAYER_KEY]
         spec = _spec(query, key, kwargs)
         for hook in list(hooks or ()):
             query, key, value = hook(layer, query, key, value, spec)
@@ -169,7 +176,7 @@ def _make(base: str) -> Callable:
                 raise UsageError(
                     f"layer {layer}'s attention mask is edited (a knockout or a compressed cache) while attention "
                     "statistics are observed there; the statistics would ignore the edit. Run them separately")
-            attention_mask = combine_edits(list(edits), module, attention_mask, query, key, layer)
+            attention_mask = combine_edits(list(edits), module, attention_mask, query, key, layer, spec.sliding_window)
         for record in list(recorders or ()):
             record(layer, attention_mask, query, key)
         if edits:
@@ -209,7 +216,7 @@ def install(hf_model: Any, attention_modules: list[torch.nn.Module]) -> None:
     if current != PREFIX + base:
         hf_model.set_attn_implementation(PREFIX + base)
     for layer, module in enumerate(attention_modules):
-        module.__dict__["_interp_layer"] = layer
+        module.__dict__[LAYER_KEY] = layer
         hooks_of(module)
         observers_of(module)
         mask_edits_of(module)
@@ -218,22 +225,29 @@ def install(hf_model: Any, attention_modules: list[torch.nn.Module]) -> None:
 
 def hooks_of(module: torch.nn.Module) -> list[QKVHook]:
     """The q/k/v hooks currently attached to an attention module (kept in its __dict__)."""
-    return module.__dict__.setdefault("_interp_hooks", [])
+    return module.__dict__.setdefault(HOOKS_KEY, [])
 
 
 def mask_edits_of(module: torch.nn.Module) -> list[MaskEdit]:
     """The attention-mask edits of an attention module, applied in order to the mask it gets."""
-    return module.__dict__.setdefault("_interp_mask_edits", [])
+    return module.__dict__.setdefault(MASK_EDITS_KEY, [])
 
 
 def mask_recorders_of(module: torch.nn.Module) -> list[MaskRecorder]:
     """Functions that see the mask an attention module's attention function gets (after edits)."""
-    return module.__dict__.setdefault("_interp_mask_recorders", [])
+    return module.__dict__.setdefault(MASK_RECORDERS_KEY, [])
 
 
 def observers_of(module: torch.nn.Module) -> list[Observer]:
     """The observers of an attention module's final q, k and row log-sum-exp."""
-    return module.__dict__.setdefault("_interp_observers", [])
+    return module.__dict__.setdefault(OBSERVERS_KEY, [])
+
+
+def untag(module: torch.nn.Module) -> None:
+    """Remove everything interp keeps in a module's ``__dict__`` (``MODULE_KEYS``), e.g. from a
+    copy of a tagged module that must not share its hook lists."""
+    for key in MODULE_KEYS:
+        module.__dict__.pop(key, None)
 
 
 def base_implementation(hf_model: Any) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import operator
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -21,9 +21,11 @@ from interp.errors import (
     check_text,
 )
 from interp.masks import position_kwargs
-from interp.sites import GLOBAL_SITES, LAYER_SITES, Site, Where, all_site_names, expand
+from interp.sites import GLOBAL_SITES, LAYER_SITES, Pattern, Site, Where, axes, resolve, site_names
 from interp.tracing import Hooks, MaskEdit, Reducer, StopForward, Trace, check_slice
 
+_V = TypeVar("_V")
+BySite = Mapping[str, _V] | Mapping[Pattern, _V]  # interventions= and reduce=: site (any Pattern) -> value
 Inputs = Any  # str | list[str] | token ids (list or tensor) | {"input_ids", "attention_mask"}
 ACCEPTED = ("a str, a list of str, token ids (a list of ints, a list of equal-length lists of ints, or an integer "
             "tensor or array [pos] or [batch, pos]) or a dict with input_ids (and optionally attention_mask)")
@@ -111,12 +113,17 @@ class Model:
         self.adapter: Adapter = adapter_for(hf_model)
         self.blocks: list[torch.nn.Module] = list(self.module(self.adapter.layers).children())
         self.cfg = self._read_config()
-        attention.install(hf_model, [self.module(self._in_block(i, self.adapter.attn)) for i in range(len(self.blocks))])
-        self._available = self._available_leaves()
-        self._site_names = all_site_names(self.cfg.n_layers, self._available)
+        attention.install(hf_model, [self.attn_module(i) for i in range(len(self.blocks))])
+        self.site_templates = self._site_templates()
+        self._site_names = site_names(self.site_templates, self.cfg.n_layers)
         self._open_traces: list[Trace] = []  # traces whose block is running, innermost last
         if getattr(tokenizer, "pad_token", None) is None and getattr(tokenizer, "eos_token", None) is not None:
             tokenizer.pad_token = tokenizer.eos_token
+
+    @property
+    def open_traces(self) -> tuple[Trace, ...]:
+        """The traces whose ``with`` block is running, innermost last."""
+        return tuple(self._open_traces)
 
     def __repr__(self) -> str:
         c = self.cfg
@@ -134,15 +141,28 @@ class Model:
         """A submodule by dotted path (``model.layers.3.mlp``)."""
         return self.hf.get_submodule(path)
 
-    def _in_block(self, layer: int, path: str) -> str:
+    def in_block(self, layer: int, path: str) -> str:
+        """The dotted path of ``path`` (an adapter field such as ``adapter.o_proj``) in block ``layer``."""
         return f"{self.adapter.layers}.{layer}.{path}"
+
+    def attn_module(self, layer: int) -> torch.nn.Module:
+        """The attention module of block ``layer`` (where q/k/v hooks, observers and mask edits attach)."""
+        return self.module(self.in_block(layer, self.adapter.attn))
+
+    def sliding_window(self, layer: int) -> int | None:
+        """The sliding window of ``layer``'s attention (Gemma 3's local layers, Qwen2's sliding
+        layers, Mistral with a window), ``None`` where it reads every earlier key."""
+        config = self.hf.config.get_text_config() if hasattr(self.hf.config, "get_text_config") else self.hf.config
+        module = self.attn_module(layer)
+        window = module.sliding_window if hasattr(module, "sliding_window") else getattr(config, "sliding_window", None)
+        return window if isinstance(window, int) and window > 0 else None
 
     def _read_config(self) -> ModelConfig:
         config = self.hf.config.get_text_config() if hasattr(self.hf.config, "get_text_config") else self.hf.config
         a = self.adapter
         n_heads = config.num_attention_heads
-        o_in = self._in_features(self._in_block(0, a.o_proj))
-        d_mlp = self._in_features(self._in_block(0, a.mlp_out))
+        o_in = self._in_features(self.in_block(0, a.o_proj))
+        d_mlp = self._in_features(self.in_block(0, a.mlp_out))
         return ModelConfig(
             model_type=config.model_type,
             n_layers=len(self.blocks),
@@ -164,21 +184,29 @@ class Model:
     def _in_features(self, path: str) -> int:
         return int(self.weight(path).shape[0 if self.adapter.conv1d else 1])
 
-    def _available_leaves(self) -> set[str]:
-        leaves = {s.rsplit(".", 1)[-1] for s in LAYER_SITES} | set(GLOBAL_SITES)
+    def _site_templates(self) -> tuple[str, ...]:
+        """The site templates this model has (``blocks.{l}.attn.hook_z``, ``logits``, ...)."""
+        missing = set()
         if self.adapter.mlp_pre_linear is None:
-            leaves.discard("hook_pre_linear")
+            missing.add("hook_pre_linear")
         if self.adapter.is_parallel(self.hf.config):
-            leaves -= {"hook_resid_mid", "hook_mlp_in"}
-        return leaves
+            missing |= {"hook_resid_mid", "hook_mlp_in"}
+        return tuple(t for t in (*GLOBAL_SITES, *LAYER_SITES) if t.rsplit(".", 1)[-1] not in missing)
 
     def site_names(self) -> list[str]:
         """Every site this model has."""
         return list(self._site_names)
 
-    def resolve(self, patterns: str | Sequence[str]) -> list[Site]:
-        """Names or globs to resolved sites; unknown names, layers out of range: clear errors."""
-        names = expand(list([patterns] if isinstance(patterns, str) else patterns), self._site_names, self.cfg.n_layers)
+    def resolve(self, patterns: Pattern | Sequence[Pattern], among: Sequence[str] | None = None,
+                what: str = "site", layers: Sequence[int] | None = None) -> list[Site]:
+        """Sites named by ``patterns`` in the one site grammar (``interp.sites.resolve``): full
+        names, globs, TransformerLens short names (``z``: every layer) or ``(short name, layer)``
+        pairs. ``among``: only these site templates (an analysis's supported sites; those this
+        model lacks are left out), named ``what`` in errors; ``layers`` keeps only those layers.
+        Unknown names and layers out of range: clear errors.
+        """
+        templates = self.site_templates if among is None else [t for t in among if t in self.site_templates]
+        names = resolve(patterns, templates, self.cfg.n_layers, what, layers)
         return [self._site(n) for n in names]
 
     def _site(self, name: str) -> Site:
@@ -194,20 +222,20 @@ class Model:
         block = f"{a.layers}.{layer}"
         table: dict[str, tuple[str, Where]] = {
             "hook_resid_pre": (block, "input"),
-            "hook_resid_mid": (self._in_block(layer, a.ln_mlp), "input"),
-            "hook_attn_in": (self._in_block(layer, a.ln_attn), "input"),
-            "hook_mlp_in": (self._in_block(layer, a.ln_mlp), "input"),
+            "hook_resid_mid": (self.in_block(layer, a.ln_mlp), "input"),
+            "hook_attn_in": (self.in_block(layer, a.ln_attn), "input"),
+            "hook_mlp_in": (self.in_block(layer, a.ln_mlp), "input"),
             "hook_resid_post": (block, "output"),
-            "hook_attn_out": (self._in_block(layer, a.attn), "output"),
-            "hook_mlp_out": (self._in_block(layer, a.mlp), "output"),
-            "hook_q": (self._in_block(layer, a.attn), "qkv"),
-            "hook_k": (self._in_block(layer, a.attn), "qkv"),
-            "hook_v": (self._in_block(layer, a.attn), "qkv"),
-            "hook_z": (self._in_block(layer, a.o_proj), "input"),
-            "hook_result": (self._in_block(layer, a.o_proj), "result"),
-            "hook_pre": (self._in_block(layer, a.mlp_pre), "output"),
-            "hook_pre_linear": (self._in_block(layer, a.mlp_pre_linear or ""), "output"),
-            "hook_post": (self._in_block(layer, a.mlp_out), "input"),
+            "hook_attn_out": (self.in_block(layer, a.attn), "output"),
+            "hook_mlp_out": (self.in_block(layer, a.mlp), "output"),
+            "hook_q": (self.in_block(layer, a.attn), "qkv"),
+            "hook_k": (self.in_block(layer, a.attn), "qkv"),
+            "hook_v": (self.in_block(layer, a.attn), "qkv"),
+            "hook_z": (self.in_block(layer, a.o_proj), "input"),
+            "hook_result": (self.in_block(layer, a.o_proj), "result"),
+            "hook_pre": (self.in_block(layer, a.mlp_pre), "output"),
+            "hook_pre_linear": (self.in_block(layer, a.mlp_pre_linear or ""), "output"),
+            "hook_post": (self.in_block(layer, a.mlp_out), "input"),
         }
         path, where = table[leaf]
         return Site(name, layer, leaf, path, where)
@@ -218,19 +246,8 @@ class Model:
 
     def site_dims(self, site: str | Site) -> list[tuple[str, int]]:
         """The axes of a site after ``[batch, pos]``, named: ``[("n_heads", 9), ("d_head", 64)]``."""
-        leaf = site.leaf if isinstance(site, Site) else site.rsplit(".", 1)[-1]
-        c = self.cfg
-        if leaf in ("hook_q", "hook_z"):
-            return [("n_heads", c.n_heads), ("d_head", c.d_head)]
-        if leaf in ("hook_k", "hook_v"):
-            return [("n_kv_heads", c.n_kv_heads), ("d_head", c.d_head)]
-        if leaf == "hook_result":
-            return [("n_heads", c.n_heads), ("d_model", c.d_model)]
-        if leaf in ("hook_pre", "hook_pre_linear", "hook_post"):
-            return [("d_mlp", c.d_mlp)]
-        if leaf == "logits":
-            return [("d_vocab", c.d_vocab)]
-        return [("d_model", c.d_model)]
+        name = site.name if isinstance(site, Site) else site
+        return [(axis, int(getattr(self.cfg, axis))) for axis in axes(name)]
 
     def check_heads(self, heads: int | Sequence[int] | None, n: int | None = None) -> list[int]:
         """Head indices, all of them for ``None``; out of range: a clear error."""
@@ -238,7 +255,7 @@ class Model:
 
     def o_proj_per_head(self, layer: int) -> torch.Tensor:
         """W_O split by head: ``[n_heads, d_head, d_model]``."""
-        weight = self.weight(self._in_block(layer, self.adapter.o_proj))
+        weight = self.weight(self.in_block(layer, self.adapter.o_proj))
         w = weight if self.adapter.conv1d else weight.T  # [n_heads * d_head, d_model]
         return w.reshape(self.cfg.n_heads, self.cfg.d_head, -1)
 
@@ -316,7 +333,7 @@ class Model:
         return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
 
     def check_generation(self, tokens: dict[str, torch.Tensor], max_new_tokens: int | None,
-                         interventions: dict[str, Any] | None = None) -> None:
+                         interventions: BySite[Any] | None = None) -> None:
         """What ``generate`` checks before it runs: ``max_new_tokens``, the context window, interventions."""
         if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
                                            or max_new_tokens < 1):
@@ -376,10 +393,10 @@ class Model:
     def trace(
         self,
         inputs: Inputs = None,
-        sites: str | Sequence[str] = (),
+        sites: Pattern | Sequence[Pattern] = (),
         *,
-        interventions: dict[str, Callable | Sequence[Callable]] | None = None,
-        reduce: dict[str, Reducer] | None = None,
+        interventions: BySite[Callable | Sequence[Callable]] | None = None,
+        reduce: BySite[Reducer] | None = None,
         positions: Any = None,
         to_cpu: bool = True,
         observe: Callable | None = None,
@@ -387,7 +404,10 @@ class Model:
         stop_after: int | None = None,
         mask_edits: dict[int, MaskEdit] | None = None,
     ) -> Iterator[Trace]:
-        """Capture ``sites`` (names or globs) and apply ``interventions`` while the block runs.
+        """Capture ``sites`` and apply ``interventions`` while the block runs. Sites are named as
+        everywhere in interp (``interp.sites.resolve``): full names, globs
+        (``blocks.*.attn.hook_z``), TransformerLens short names (``z``: every layer) or
+        ``(short name, layer)`` pairs; so are the keys of ``interventions`` and ``reduce``.
 
         With ``inputs`` the forward pass runs on entry (``trace.logits``); inside the block
         you may also call ``model.hf(...)`` or ``model.generate(...)`` yourself. ``reduce``
@@ -459,9 +479,9 @@ class Model:
         hooks = Hooks(self, trace, capture, by_site, reducers, positions=kept, to_cpu=to_cpu,
                       observers={la: observe for la in observed} if observe is not None else None, stop_after=stop_after,
                       mask_edits=mask_edits)
-        hooks.install()
         self._open_traces.append(trace)
         try:
+            hooks.install()  # inside the try: an install that fails midway removes what it installed
             if tokens is not None:
                 trace.input_ids, trace.attention_mask = tokens["input_ids"], tokens["attention_mask"]
                 trace.ran_forward = True
@@ -476,7 +496,7 @@ class Model:
             hooks.remove()
             self._open_traces.remove(trace)
 
-    def _plan_interventions(self, interventions: dict[str, Any] | None) -> dict[Site, list[Callable]]:
+    def _plan_interventions(self, interventions: BySite[Any] | None) -> dict[Site, list[Callable]]:
         """Resolved sites and their functions; a non-callable: a clear error."""
         if interventions is not None and not isinstance(interventions, dict):
             raise BadInputError(f"interventions must be a dict of site (or glob) -> intervention, got "
@@ -563,19 +583,19 @@ class Model:
                                                "positions count from the end)")
         return items
 
-    def run_with_cache(self, inputs: Inputs, names_filter: str | Sequence[str] | Callable[[str], bool] | None = None,
-                       *, interventions: dict[str, Any] | None = None, positions: Any = None,
+    def run_with_cache(self, inputs: Inputs, names_filter: Pattern | Sequence[Pattern] | Callable[[str], bool] | None = None,
+                       *, interventions: BySite[Any] | None = None, positions: Any = None,
                        to_cpu: bool = True) -> tuple[torch.Tensor, Trace]:
         """``(logits, cache)``, as TransformerLens's ``run_with_cache``: ``cache[name]`` is the
-        value of each captured site (also ``cache["z", 3]``). ``names_filter``: site names or
-        globs, or a function of the name; ``None`` captures every site except the per-head
+        value of each captured site (also ``cache["z", 3]``). ``names_filter``: sites (names,
+        globs, short names, ``(short name, layer)`` pairs), or a function of the name; ``None`` captures every site except the per-head
         ``hook_result`` (``[batch, pos, n_heads, d_model]``; ask for it by name).
 
         >>> logits, cache = model.run_with_cache("The cat sat", names_filter="blocks.*.hook_resid_post")  # doctest: +SKIP
         >>> cache["resid_post", 3].shape                                                   # doctest: +SKIP
         """
         if names_filter is None:
-            sites: str | Sequence[str] = [n for n in self.site_names() if not n.endswith("hook_result")]
+            sites: Pattern | Sequence[Pattern] = [n for n in self.site_names() if not n.endswith("hook_result")]
         elif callable(names_filter):
             sites = [n for n in self.site_names() if names_filter(n)]
             if not sites:
@@ -601,7 +621,7 @@ class Model:
 
         return to_nnsight(self.hf, self.tokenizer, **kwargs)
 
-    def run(self, inputs: Inputs, *, interventions: dict[str, Any] | None = None) -> torch.Tensor:
+    def run(self, inputs: Inputs, *, interventions: BySite[Any] | None = None) -> torch.Tensor:
         """Logits ``[batch, pos, vocab]``, optionally under interventions."""
         with self.trace(inputs, interventions=interventions) as tr:
             assert tr.logits is not None
@@ -612,7 +632,7 @@ class Model:
         inputs: Inputs,
         max_new_tokens: int = 20,
         *,
-        interventions: dict[str, Any] | None = None,
+        interventions: BySite[Any] | None = None,
         **generate_kwargs: Any,
     ) -> list[str]:
         """Greedy continuation (unless sampling is asked for) of each prompt, as text.

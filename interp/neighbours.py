@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from interp.attention import untag
 from interp.errors import MissingDependencyError
 
 NNSIGHT_EXTRA = "pip install 'interp[nnsight]'  (or: pip install nnsight)"
@@ -89,8 +90,7 @@ def _unbridged(module: torch.nn.Module) -> torch.nn.Module:
                   "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks"):
         if table in shell.__dict__:
             setattr(shell, table, type(getattr(module, table))())
-    for key in ("_interp_hooks", "_interp_observers", "_interp_layer"):
-        shell.__dict__.pop(key, None)
+    untag(shell)  # a copy shares the original's hook lists: interp.load tags it anew
     return shell
 
 

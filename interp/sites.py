@@ -1,4 +1,11 @@
-"""Site names (TransformerLens style) and where each one lives in the real HF modules.
+"""Site names (TransformerLens style), the one grammar that reads them and the one table of their axes.
+
+Every function that takes sites (``model.trace``, ``run_with_cache``, ``interventions=``,
+``reduce=``, ``circuits.activation_patching``, ...) reads them with ``resolve``: full names,
+globs, TransformerLens short names (``z``: every layer) or ``(short name, layer)`` pairs.
+``AXES`` says what each site holds after ``[batch, pos]``, and so which sites have a head axis
+and whether it counts query or kv heads (``head_axis``). Where each site lives in the real HF
+modules is read from the adapter's table by ``Model.resolve``.
 
 Layouts of what a site holds, by site:
 
@@ -110,6 +117,32 @@ def _unshort(pattern: str) -> str:
     return SHORT_NAMES.get(_ALIASES.get(pattern, pattern), pattern).replace("{l}", "*")
 
 
+Pattern = str | tuple[str, int]  # a full name, glob or short name; or a (short name, layer) pair
+GRAMMAR = ("full names (blocks.3.attn.hook_z), globs (blocks.*.attn.hook_z), TransformerLens short names (z: "
+           "every layer) or (short name, layer) pairs (('z', 3))")
+
+
+def _is_pair(x: object) -> bool:
+    return (isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) and isinstance(x[1], int)
+            and not isinstance(x[1], bool))
+
+
+def _pattern_list(patterns: Pattern | Sequence[Pattern]) -> list[Pattern]:
+    if isinstance(patterns, str) or _is_pair(patterns):
+        return [patterns]  # type: ignore[list-item]
+    return list(patterns)  # type: ignore[arg-type]
+
+
+def _glob(pattern: Pattern) -> str:
+    """One pattern as a full name or a glob of full names."""
+    if _is_pair(pattern):
+        return act_name(*pattern)  # type: ignore[misc]
+    if not isinstance(pattern, str):
+        raise BadInputError(f"a site is a str or a (short name, layer) pair ({GRAMMAR}), got "
+                            f"{type(pattern).__name__} {pattern!r}")
+    return _unshort(pattern)
+
+
 def _matches(pattern: str, valid: list[str]) -> list[str]:
     """The names of ``valid`` that the name or glob ``pattern`` names."""
     if any(c in pattern for c in "*?["):
@@ -117,33 +150,49 @@ def _matches(pattern: str, valid: list[str]) -> list[str]:
     return [pattern] if pattern in valid else []
 
 
-def resolve(patterns: str | Sequence[str], templates: Sequence[str], n_layers: int, what: str = "site",
-            layers: Sequence[int] | None = None) -> list[str]:
-    """Full names of ``patterns`` among the per-layer sites an analysis supports (``templates``
-    like ``blocks.{l}.attn.hook_z``), in the order given, each pattern's layers ascending.
+def site_names(templates: Sequence[str], n_layers: int) -> list[str]:
+    """Every full name of ``templates`` (``blocks.{l}.attn.hook_z``, or a global site) in a model
+    of ``n_layers`` layers, in model order: ``hook_embed``, then layer by layer (the templates'
+    order within a layer), then the other global sites.
 
-    A pattern is a full name (``blocks.3.attn.hook_z``), a glob (``blocks.*.attn.hook_z``) or a
-    TransformerLens short name (``z``: every layer). ``layers`` keeps only those layers.
+    >>> site_names(["logits", "blocks.{l}.attn.hook_z", "hook_embed", "blocks.{l}.hook_resid_pre"], 2)
+    ['hook_embed', 'blocks.0.attn.hook_z', 'blocks.0.hook_resid_pre', 'blocks.1.attn.hook_z', 'blocks.1.hook_resid_pre', 'logits']
+    """
+    per_layer = [t for t in templates if "{l}" in t]
+    first = [t for t in templates if "{l}" not in t and t in GLOBAL_SITES[:1]]
+    last = [t for t in templates if "{l}" not in t and t not in GLOBAL_SITES[:1]]
+    return first + [t.format(l=la) for la in range(n_layers) for t in per_layer] + last
+
+
+def resolve(patterns: Pattern | Sequence[Pattern], templates: Sequence[str], n_layers: int, what: str = "site",
+            layers: Sequence[int] | None = None) -> list[str]:
+    """Full names of ``patterns`` among ``templates`` (``blocks.{l}.attn.hook_z``; global sites
+    such as ``logits`` as they are): the one site grammar of interp, used by ``model.trace``,
+    ``model.resolve`` and every analysis that takes sites.
+
+    A pattern is a full name (``blocks.3.attn.hook_z``), a glob (``blocks.*.attn.hook_z``), a
+    TransformerLens short name (``z``: every layer; ``embed``, ``logits``) or a ``(short name,
+    layer)`` pair (``("z", 3)``, as ``act_name("z", 3)``). Each pattern's sites come in model
+    order (``site_names``), the patterns in the order given, each site once. ``layers`` keeps
+    only those layers (and the global sites). An unknown name raises ``UnknownNameError``
+    listing the valid sites; a layer outside the model ``OutOfRangeError``.
 
     >>> resolve(["blocks.*.attn.hook_z", "resid_pre"], ["blocks.{l}.attn.hook_z", "blocks.{l}.hook_resid_pre"], 2)
     ['blocks.0.attn.hook_z', 'blocks.1.attn.hook_z', 'blocks.0.hook_resid_pre', 'blocks.1.hook_resid_pre']
+    >>> resolve(("z", 1), ["blocks.{l}.attn.hook_z"], 2)
+    ['blocks.1.attn.hook_z']
     """
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    valid = [t.format(l=la) for t in templates for la in range(n_layers)]
+    valid = site_names(templates, n_layers)
     allowed = [t.replace("{l}", "*") for t in templates]
     out: list[str] = []
-    for pattern in patterns:
-        full = _unshort(pattern)
+    for pattern in _pattern_list(patterns):
+        full = _glob(pattern)
         matches = _matches(full, valid)
         if not matches:
             layer = layer_of(full)
             if layer is not None and layer >= n_layers and layer_glob(full) in allowed:
                 raise OutOfRangeError("layer", layer, n_layers)
-            raise UnknownNameError(what, pattern, allowed,
-                                   hint="full names (blocks.3.attn.hook_z), globs (blocks.*.attn.hook_z) "
-                                        "or TransformerLens short names (z)")
-        matches.sort(key=lambda n: -1 if (la := layer_of(n)) is None else la)
+            raise UnknownNameError(what, pattern, allowed, hint=f"layers are 0..{n_layers - 1}; sites are {GRAMMAR}")
         out.extend(m for m in matches if m not in out)
     if layers is not None:
         keep = set(layers)
@@ -157,8 +206,44 @@ def layer_of(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-# Sites whose axis 2 is a head axis.
-HEAD_SITES = ("hook_q", "hook_k", "hook_v", "hook_z", "hook_result")
+_LAYER_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+# The axes of each site after ``[batch, pos]``, named by the ``ModelConfig`` field that sizes
+# them (by the site's last name component). The one place that says which sites have a head
+# axis (axis 2) and whose heads it counts: query heads (``n_heads``) or kv heads (``n_kv_heads``).
+AXES: dict[str, tuple[str, ...]] = {
+    "hook_q": ("n_heads", "d_head"),
+    "hook_z": ("n_heads", "d_head"),
+    "hook_k": ("n_kv_heads", "d_head"),
+    "hook_v": ("n_kv_heads", "d_head"),
+    "hook_result": ("n_heads", "d_model"),
+    "hook_pre": ("d_mlp",),
+    "hook_pre_linear": ("d_mlp",),
+    "hook_post": ("d_mlp",),
+    "logits": ("d_vocab",),
+}  # every other site: ("d_model",)
+HEAD_AXES = ("n_heads", "n_kv_heads")
+
+
+def axes(site: str) -> tuple[str, ...]:
+    """The names of a site's axes after ``[batch, pos]``.
+
+    >>> axes("blocks.0.attn.hook_k"), axes("blocks.0.hook_resid_pre")
+    (('n_kv_heads', 'd_head'), ('d_model',))
+    """
+    return AXES.get(site.rsplit(".", 1)[-1], ("d_model",))
+
+
+def head_axis(site: str) -> str | None:
+    """``"n_heads"`` where axis 2 of a site counts query heads, ``"n_kv_heads"`` where it counts
+    kv heads (under GQA/MQA fewer), ``None`` where the site has no head axis.
+
+    >>> head_axis("blocks.2.attn.hook_z"), head_axis("blocks.*.attn.hook_v"), head_axis("logits")
+    ('n_heads', 'n_kv_heads', None)
+    """
+    first = axes(site)[0]
+    return first if first in HEAD_AXES else None
+
 
 Where = Literal["input", "output", "qkv", "result"]
 
@@ -172,46 +257,3 @@ class Site:
     leaf: str  # the last name component, e.g. "hook_q"
     module: str  # module path relative to the HF model
     where: Where
-
-    @property
-    def has_heads(self) -> bool:
-        return self.leaf in HEAD_SITES
-
-
-def all_site_names(n_layers: int, available: set[str] | None = None) -> list[str]:
-    """Every site name of a model with ``n_layers`` layers (optionally only ``available`` leaves)."""
-    names = [s.format(l=layer) for layer in range(n_layers) for s in LAYER_SITES]
-    names = list(GLOBAL_SITES[:1]) + names + list(GLOBAL_SITES[1:])
-    if available is not None:
-        names = [n for n in names if n.rsplit(".", 1)[-1] in available or n in available]
-    return names
-
-
-_LAYER_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
-
-
-def expand(patterns: str | list[str] | tuple[str, ...], valid: list[str], n_layers: int) -> list[str]:
-    """Expand names and globs (``blocks.*.attn.hook_q``) against the valid site names.
-
-    >>> expand("blocks.*.attn.hook_q", all_site_names(2), 2)
-    ['blocks.0.attn.hook_q', 'blocks.1.attn.hook_q']
-    """
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    out: list[str] = []
-    for pattern in patterns:
-        matches = _matches(pattern, valid)
-        if not matches:
-            _raise_unknown(pattern, valid, n_layers)
-        out.extend(m for m in matches if m not in out)
-    return out
-
-
-def _raise_unknown(pattern: str, valid: list[str], n_layers: int) -> None:
-    match = _LAYER_RE.match(pattern)
-    templates = [s.replace("{l}", "{layer}") for s in LAYER_SITES] + list(GLOBAL_SITES)
-    if match and int(match.group(1)) >= n_layers and f"blocks.0.{match.group(2)}" in valid:
-        raise OutOfRangeError("layer", int(match.group(1)), n_layers)
-    raise UnknownNameError(
-        "site", pattern, templates, hint=f"layers are 0..{n_layers - 1}; globs like blocks.*.attn.hook_q work"
-    )

@@ -225,6 +225,8 @@ class Hooks:
 
     # -- installation -----------------------------------------------------------------------
     def install(self) -> None:
+        """Attach every hook, recording each as it is attached, so that ``remove`` also undoes an
+        install that failed midway (``Model.trace`` calls both inside one ``try``)."""
         groups: dict[tuple[str, str], list[Site]] = defaultdict(list)
         for site in self.sites.values():
             groups[(site.module, site.where)].append(site)
@@ -241,22 +243,22 @@ class Hooks:
                 hooks_of(module).append(hook)
                 self._qkv.append((module, hook))
         for layer, fn in self.observers.items():
-            module = self.model.module(f"{self.model.adapter.layers}.{layer}.{self.model.adapter.attn}")
+            module = self.model.attn_module(layer)
             observers_of(module).append(fn)
             self._observed.append((module, fn))
         for layer, edit in self.mask_edits.items():
-            module = self.model.module(f"{self.model.adapter.layers}.{layer}.{self.model.adapter.attn}")
+            module = self.model.attn_module(layer)
             mask_edits_of(module).append(edit)
             self._edited.append((module, edit))
         # the masks of layers whose q or k is captured, for attention_pattern
         for layer in sorted({s.layer for s in self.sites.values() if s.name in self.capture and
                              s.leaf in ("hook_q", "hook_k") and s.layer is not None}):
-            module = self.model.module(f"{self.model.adapter.layers}.{layer}.{self.model.adapter.attn}")
+            module = self.model.attn_module(layer)
             record = self._mask_recorder()
             mask_recorders_of(module).append(record)
             self._recording.append((module, record))
         if self.stop_after is not None:  # after that layer's attention (and its observers)
-            module = self.model.module(f"{self.model.adapter.layers}.{self.stop_after}.{self.model.adapter.attn}")
+            module = self.model.attn_module(self.stop_after)
             observers_of(module).append(_stop)
             self._observed.append((module, _stop))
 

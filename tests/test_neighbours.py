@@ -167,6 +167,38 @@ def test_bridge_still_runs_after_load(bridge):
                                atol=1e-4, rtol=1e-4)
 
 
+class _Component(torch.nn.Module):
+    """What a TransformerBridge puts in place of a module: a wrapper holding the original."""
+
+    def __init__(self, original: torch.nn.Module):
+        super().__init__()
+        self._original_component = original
+
+
+def test_a_model_unwrapped_from_a_bridge_shares_no_hook_state_with_the_bridged_one():
+    """Unwrapping copies the containers a bridge changed; a copy of an attention module interp
+    had tagged must not keep its hook lists (shared lists would let a mask edit, q/k hook or
+    observer of one model act on the other). Without transformer-lens: a stand-in bridge."""
+    hf = build("llama")
+    first = Model(hf, NullTokenizer())
+    for layer in range(first.cfg.n_layers):  # the bridge wraps every q_proj
+        attn = first.attn_module(layer)
+        attn.q_proj = _Component(attn.q_proj)
+    bridge = type("TransformerBridge", (), {"__module__": "transformer_lens.model_bridge.bridge", "original_model": hf})
+    inner, _, _ = unwrap(bridge())
+    copies = [inner.get_submodule(first.in_block(la, first.adapter.attn)) for la in range(first.cfg.n_layers)]
+    assert all(c is not first.attn_module(la) for la, c in enumerate(copies))
+    assert not [k for c in copies for k in c.__dict__ if k.startswith("_interp")]
+    second = Model(inner, NullTokenizer())
+    seen = []
+    batch = padded_batch()
+    with second.trace(batch, sites="blocks.*.attn.hook_q", observe=lambda layer, *a: seen.append(layer),
+                      observe_layers=[2], mask_edits=dict.fromkeys([0, 1], lambda m, mask, q, k: mask)):
+        assert not [v for la in range(3) for k, v in first.attn_module(la).__dict__.items()
+                    if k.startswith("_interp") and isinstance(v, list) and v]
+    assert seen == [2]
+
+
 def test_missing_packages_are_skipped_visibly():
     """Reports which neighbours this run could test (shown with ``pytest -rs``)."""
     missing = [p for p in ("nnsight", "transformer_lens") if importlib.util.find_spec(p) is None]

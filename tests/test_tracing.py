@@ -110,7 +110,7 @@ def test_shapes_follow_the_model(tiny):
 
 def test_residual_stream_is_consistent(tiny):
     """resid_post = resid_pre + attn_out + mlp_out for sequential pre-norm blocks."""
-    if tiny.cfg.model_type in ("gemma3_text",) or "hook_resid_mid" not in tiny._available:
+    if tiny.cfg.model_type in ("gemma3_text",) or "blocks.{l}.hook_resid_mid" not in tiny.site_templates:
         pytest.skip("sandwich norms or parallel blocks change the sum")
     with tiny.trace(padded_batch(), sites="blocks.1.hook_*") as tr:
         pass
@@ -123,7 +123,7 @@ def test_residual_stream_is_consistent(tiny):
 def test_branch_inputs_edit_their_branch_only(tiny):
     """An edit at hook_attn_in / hook_mlp_in changes that branch's input, not the residual stream
     beside it; hook_resid_mid, where the layer keeps its own copy of the residual, refuses edits."""
-    if tiny.cfg.model_type in ("gemma3_text",) or "hook_mlp_in" not in tiny._available:
+    if tiny.cfg.model_type in ("gemma3_text",) or "blocks.{l}.hook_mlp_in" not in tiny.site_templates:
         pytest.skip("sandwich norms or parallel blocks change the sum")
     sites = ["blocks.1.hook_resid_pre", "blocks.1.hook_resid_mid", "blocks.1.hook_attn_out", "blocks.1.hook_mlp_out",
              "blocks.1.hook_resid_post"]
@@ -162,6 +162,37 @@ def test_hooks_removed_when_the_forward_raises(tiny):
     with torch.no_grad():
         batch = padded_batch()
         assert torch.equal(tiny.run(batch), tiny.hf(**batch, **position_kwargs(batch["attention_mask"])).logits)
+
+
+def _interp_state(model: Model) -> int:
+    """Hooks of any kind left on the model: PyTorch hooks and interp's per-module lists."""
+    lists = [v for m in model.hf.modules() for k, v in m.__dict__.items() if k.startswith("_interp") and isinstance(v, list)]
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.hf.modules()) + sum(map(len, lists))
+
+
+def test_an_install_that_fails_midway_removes_what_it_installed(monkeypatch):
+    model = Model(build("llama"), NullTokenizer())
+    batch = padded_batch()
+    before = model.run(batch)
+    real, calls, installed = model.module, [], []
+
+    def module(path: str):  # the fifth module the trace looks up cannot be found
+        calls.append(path)
+        if len(calls) == 5:
+            installed.append(_interp_state(model))
+            raise AttributeError(f"no module {path}")
+        return real(path)
+
+    monkeypatch.setattr(model, "module", module)
+    sites = ["blocks.0.hook_resid_pre", "blocks.0.attn.hook_q", "blocks.0.attn.hook_z", "blocks.1.hook_resid_post",
+             "blocks.1.mlp.hook_post", "blocks.2.hook_resid_post", "logits"]
+    with pytest.raises(AttributeError, match="no module"):
+        with model.trace(batch, sites=sites, observe=lambda *a: None, mask_edits={1: lambda m, mask, q, k: mask}):
+            pass
+    monkeypatch.undo()
+    assert installed[0] >= 4  # the failure came after hooks were installed ...
+    assert _interp_state(model) == 0 and model.open_traces == ()  # ... and they are all gone
+    assert torch.equal(model.run(batch), before)
 
 
 def test_repeated_traces_do_not_grow(tiny):
@@ -213,7 +244,7 @@ def test_patch_from_clean_run_restores_clean_logits(tiny):
     patched = tiny.run(corrupt_ids, interventions={site: iv.patch(clean)})
     torch.testing.assert_close(patched, clean.logits, atol=1e-5, rtol=0)
     # Patching a site with its own value changes nothing.
-    with tiny.trace(corrupt_ids, sites="blocks.1.hook_mlp_in" if "hook_mlp_in" in tiny._available else "blocks.1.hook_resid_pre") as own:
+    with tiny.trace(corrupt_ids, sites="blocks.1.hook_mlp_in" if "blocks.{l}.hook_mlp_in" in tiny.site_templates else "blocks.1.hook_resid_pre") as own:
         pass
     site2 = own.keys()[0]
     assert torch.equal(tiny.run(corrupt_ids, interventions={site2: iv.patch(own)}), own.logits)
@@ -330,9 +361,9 @@ def test_trace_records_positions_and_reducers(tiny):
                     reduce={"blocks.0.attn.hook_k": lambda k: k.norm()}) as tr:
         pass
     assert tr.kept_positions == {"blocks.0.attn.hook_q": [-1]} and tr.reduced == {"blocks.0.attn.hook_k"}
-    assert tr.ran_forward and not tiny._open_traces
+    assert tr.ran_forward and not tiny.open_traces
     with tiny.trace(padded_batch(), sites="blocks.0.attn.hook_q") as full:
-        assert tiny._open_traces == [full]
+        assert tiny.open_traces == (full,)
     assert full.kept_positions == {} and full.reduced == set()
 
 

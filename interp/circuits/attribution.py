@@ -35,7 +35,7 @@ from interp.errors import BadInputError, UnknownNameError
 from interp.masks import position_kwargs
 from interp.model import Model
 from interp.results import TableResult
-from interp.sites import layer_glob, layer_of, resolve
+from interp.sites import Pattern, layer_glob, layer_of
 
 HEAD_SITE, NEURON_SITE = "blocks.{l}.attn.hook_z", "blocks.{l}.mlp.hook_post"  # the sites attribution scores
 COLUMNS = ["site", "layer", "head", "neuron", "position", "effect"]
@@ -108,7 +108,7 @@ def attribution_patching(
     corrupted: Any,
     metric: Metric,
     *,
-    sites: str | Sequence[str] = ("blocks.*.attn.hook_z", "blocks.*.mlp.hook_post"),
+    sites: Pattern | Sequence[Pattern] = ("blocks.*.attn.hook_z", "blocks.*.mlp.hook_post"),
     positions: str = "sum",
 ) -> AttributionResult:
     """Estimated denoising effect of every head (``blocks.*.attn.hook_z``) and MLP neuron
@@ -119,7 +119,7 @@ def attribution_patching(
     (``.df``) with columns ``site, layer, head, neuron, position, effect`` (``site`` the full
     name, ``head`` NA for neurons, ``neuron`` NA for heads) and the two reference metrics.
     """
-    names = resolve(sites, [HEAD_SITE, NEURON_SITE], model.cfg.n_layers, "attribution site")
+    names = [s.name for s in model.resolve(sites, among=(HEAD_SITE, NEURON_SITE), what="attribution site")]
     if positions not in ("sum", "each"):
         raise UnknownNameError("positions", positions, ["sum", "each"], plural="positions")
     clean_t, corr_t = _pair(model, clean, corrupted)

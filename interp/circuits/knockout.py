@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from interp.errors import BadInputError, OutOfRangeError, UsageError
-from interp.masks import position_kwargs, visible
+from interp.masks import as_mask, layer_visible, position_kwargs
 from interp.model import Model
 
 
@@ -56,40 +56,27 @@ def _items(shape: Any) -> str:
     return f"{b} item{'s' if b != 1 else ''} of {n} token{'s' if n != 1 else ''}"
 
 
-def _base_allowed(module: torch.nn.Module, n_q: int, n_k: int, device: torch.device) -> torch.Tensor:
-    """The mask the layer would use with no mask tensor: causal, and its sliding window if it has one."""
-    q_abs = torch.arange(n_q, device=device)[:, None] + (n_k - n_q)
-    window = getattr(module, "sliding_window", None)
-    return visible(q_abs, torch.arange(n_k, device=device)[None, :],
-                   sliding_window=window if isinstance(window, int) else None)[None, None]
-
-
-def _combine(base: torch.Tensor | None, module: torch.nn.Module, blocked: torch.Tensor, heads: list[int] | None,
+def _combine(base: torch.Tensor | None, window: int | None, blocked: torch.Tensor, heads: list[int] | None,
              n_heads: int) -> torch.Tensor:
+    """The layer's own mask (``base``; None: causal plus its ``window``) without the blocked edges,
+    in the form of ``base`` (boolean for None; the attention wrapper turns it additive for eager)."""
     b, n_q, n_k = blocked.shape
     drop = blocked[:, None]  # [b, 1, q, k]
     if heads is not None:
         sel = torch.zeros(n_heads, dtype=torch.bool, device=blocked.device)
         sel[heads] = True
         drop = drop & sel[None, :, None, None]
-    if base is None:  # boolean; the attention wrapper turns it additive for eager attention
-        base = _base_allowed(module, n_q, n_k, blocked.device)
-    if base.shape[-2:] != (n_q, n_k):
+    if base is not None and base.shape[-2:] != (n_q, n_k):
         raise BadInputError(f"knockout mask covers {n_q} queries x {n_k} keys but the layer sees "
                          f"{base.shape[-2]} x {base.shape[-1]}; knockout needs a full forward pass without a KV cache")
-    if base.dtype == torch.bool:
-        allowed = base & ~drop
-        lost = base.any(-1) & ~allowed.any(-1)
-        new = allowed
-    else:
-        new = base.masked_fill(drop, torch.finfo(base.dtype).min)
-        visible = base > torch.finfo(base.dtype).min / 2
-        lost = visible.any(-1) & ~(visible & ~drop).any(-1)
+    seen = layer_visible(base, n_q, n_k, sliding_window=window, device=blocked.device)
+    allowed = seen & ~drop
+    lost = seen.any(-1) & ~allowed.any(-1)
     if bool(lost.any()):
         item, _, row = (int(x) for x in lost.nonzero()[0])
         raise BadInputError(f"knockout leaves query {row} of item {item} with no key to attend to; keep at least "
                          "one edge per row (e.g. never block a token's edge to itself)")
-    return new
+    return as_mask(allowed, base)
 
 
 @contextlib.contextmanager
@@ -115,7 +102,7 @@ def knockout(
     Inside a trace without inputs (``with model.trace(sites=...):``) a knockout is fine: the
     forward passes you run after it see it.
     """
-    ran = [t for t in getattr(model, "_open_traces", ()) if t.ran_forward]
+    ran = [t for t in model.open_traces if t.ran_forward]
     if ran:
         raise UsageError(
             "knockout(...) was opened inside `with model.trace(inputs)`, whose forward pass already ran when the trace "
@@ -136,12 +123,13 @@ def _check_blocked(model: Model, blocked: Any, layers: Any, heads: Any,
         layers = [layers]
     chosen = sorted({model.check_layer(layer) for layer in (range(model.cfg.n_layers) if layers is None else layers)})
     head_list = model.check_heads(heads) if heads is not None else None
-    if mask is not None:  # rows of real tokens that lose every key (the forward also checks windows)
+    if mask is not None:  # rows of real tokens that lose every key, in any chosen layer (its window too)
         n = blocked.shape[1]
-        causal = torch.ones(n, n, dtype=torch.bool, device=blocked.device).tril()
         real = mask.to(blocked.device).bool()
-        visible = causal[None] & real[:, None, :] & ~blocked
-        lost = real & ~visible.any(-1)
+        lost = torch.zeros_like(real)
+        for window in {model.sliding_window(layer) for layer in chosen}:
+            seen = layer_visible(None, n, n, sliding_window=window, key_mask=real, device=blocked.device)[:, 0]
+            lost |= real & ~(seen & ~blocked).any(-1)
         if bool(lost.any()):
             item, row = (int(x) for x in lost.nonzero()[0])
             raise BadInputError(f"knockout leaves query {row} of item {item} with no key to attend to; keep at least "
@@ -156,16 +144,20 @@ def _knockout(model: Model, blocked: torch.Tensor, layers: Any, heads: Any) -> I
     # Layers that share a mask share the knocked-out mask; the base is kept so its id stays unique.
     cache: dict[tuple, tuple[Any, torch.Tensor]] = {}
 
-    def edit(module: torch.nn.Module, base: Any, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-        if query.shape[0] != blocked.shape[0] or query.shape[2] != blocked.shape[1]:
-            shape = (query.shape[0], query.shape[2])
-            raise BadInputError(f"knockout mask is for {_items(blocked.shape)}, but the model runs {_items(shape)}")
-        cache_key = (id(base), getattr(module, "sliding_window", None))
-        if cache_key not in cache:
-            cache[cache_key] = (base, _combine(base, module, blocked.to(query.device), head_list, model.cfg.n_heads))
-        return cache[cache_key][1]
+    def edit_for(window: int | None):
+        def edit(module: torch.nn.Module, base: Any, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+            if query.shape[0] != blocked.shape[0] or query.shape[2] != blocked.shape[1]:
+                shape = (query.shape[0], query.shape[2])
+                raise BadInputError(f"knockout mask is for {_items(blocked.shape)}, but the model runs {_items(shape)}")
+            cache_key = (id(base), window)
+            if cache_key not in cache:
+                cache[cache_key] = (base, _combine(base, window, blocked.to(query.device), head_list, model.cfg.n_heads))
+            return cache[cache_key][1]
 
-    with model.trace(mask_edits=dict.fromkeys(chosen, edit)):
+        return edit
+
+    edits = {window: edit_for(window) for window in {model.sliding_window(layer) for layer in chosen}}
+    with model.trace(mask_edits={layer: edits[model.sliding_window(layer)] for layer in chosen}):
         yield
 
 

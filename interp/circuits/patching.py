@@ -32,24 +32,25 @@ from interp.kv_cache import fork, run_cached
 from interp.masks import position_kwargs
 from interp.model import Model
 from interp.results import TableResult
-from interp.sites import as_glob, layer_glob, layer_of, resolve
+from interp.sites import Pattern, as_glob, head_axis, layer_glob, layer_of
 
 if TYPE_CHECKING:
     pass
 
-# The sites patching supports -> their per-head axis ("query", "kv" or None).
-SITES: dict[str, str | None] = {
-    "blocks.{l}.attn.hook_z": "query",
-    "blocks.{l}.attn.hook_q": "query",
-    "blocks.{l}.attn.hook_result": "query",
-    "blocks.{l}.attn.hook_k": "kv",
-    "blocks.{l}.attn.hook_v": "kv",
-    "blocks.{l}.hook_resid_pre": None,
-    "blocks.{l}.hook_resid_post": None,
-    "blocks.{l}.hook_attn_out": None,
-    "blocks.{l}.hook_mlp_out": None,
-    "blocks.{l}.mlp.hook_post": None,
-}
+# The sites patching supports; which of them have a head axis, and whose heads it counts, is
+# ``interp.sites.head_axis`` (z, q, result: query heads; k, v: kv heads).
+SITES = (
+    "blocks.{l}.attn.hook_z",
+    "blocks.{l}.attn.hook_q",
+    "blocks.{l}.attn.hook_result",
+    "blocks.{l}.attn.hook_k",
+    "blocks.{l}.attn.hook_v",
+    "blocks.{l}.hook_resid_pre",
+    "blocks.{l}.hook_resid_post",
+    "blocks.{l}.hook_attn_out",
+    "blocks.{l}.hook_mlp_out",
+    "blocks.{l}.mlp.hook_post",
+)
 COLUMNS = ["site", "layer", "head", "position", "effect", "metric"]
 Metric = Callable[[torch.Tensor], torch.Tensor]
 
@@ -354,7 +355,7 @@ def activation_patching(
     corrupted: Any,
     metric: Metric,
     *,
-    sites: str | Sequence[str] = "blocks.*.attn.hook_z",
+    sites: Pattern | Sequence[Pattern] = "blocks.*.attn.hook_z",
     layers: Sequence[int] | None = None,
     positions: str | Sequence[int] = "all",
     direction: str = "denoise",
@@ -369,8 +370,9 @@ def activation_patching(
     Args:
         clean, corrupted: inputs of the same token length (a prompt, a batch, or token ids).
         metric: logits ``[batch, pos, vocab]`` -> one value per item ``[batch]`` (e.g. ``logit_diff``).
-        sites: site names or globs among ``SITES`` (``blocks.*.attn.hook_z``, ``blocks.3.hook_resid_pre``;
-            TransformerLens short names like ``z`` mean every layer); ``layers`` keeps only those layers.
+        sites: sites among ``SITES``, named as everywhere in interp (``interp.sites.resolve``): full
+            names (``blocks.3.hook_resid_pre``), globs (``blocks.*.attn.hook_z``), short names (``z``:
+            every layer) or ``(short name, layer)`` pairs; ``layers`` keeps only those layers.
         positions: ``"all"`` (patch every position at once), ``"each"`` (one position at a time) or a list.
         direction: ``"denoise"`` (clean into corrupted) or ``"noise"`` (corrupted into clean).
         per_head: one patch per head on head sites (else the whole site at once).
@@ -396,7 +398,7 @@ def activation_patching(
                             f"up; got {tuple(clean_t['input_ids'].shape)} and {tuple(corr_t['input_ids'].shape)}")
     n_items, n_pos = clean_t["input_ids"].shape
     layer_list = [model.check_layer(la) for la in layers] if layers is not None else None
-    names = resolve(sites, list(SITES), model.cfg.n_layers, "patching site", layer_list)
+    names = [s.name for s in model.resolve(sites, among=SITES, what="patching site", layers=layer_list)]
     # The metric sees the logits of the positions after a shared prefix, or the last logits_to_keep.
     seen = n_pos - shared_prefix if 0 < shared_prefix < n_pos else n_pos
     prepare_metric(metric, model, n_items, min(logits_to_keep, seen) if logits_to_keep else seen)
@@ -432,8 +434,8 @@ def activation_patching(
     m_src, m_tgt = (m_clean, m_corr) if direction == "denoise" else (m_corr, m_clean)
     patches = []
     for name in names:
-        axis = SITES[layer_glob(name).replace("*", "{l}")]
-        n_heads = {"query": model.cfg.n_heads, "kv": model.cfg.n_kv_heads, None: 0}[axis]
+        axis = head_axis(name)
+        n_heads = int(getattr(model.cfg, axis)) if axis else 0
         heads: list[int | None] = list(range(n_heads)) if (axis and per_head) else [None]
         patches += [Patch(name, layer_of(name) or 0, h, p) for h in heads for p in pos_list]
     values: list[float] = []

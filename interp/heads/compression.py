@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from interp.errors import BadInputError, whole_number
-from interp.masks import visible
+from interp.masks import layer_visible, visible
 from interp.model import Model
 
 SINK, WINDOW = 4, 256  # DuoAttention's defaults for its streaming heads (StreamingLLM's sink of 4)
@@ -43,14 +43,7 @@ SINK, WINDOW = 4, 256  # DuoAttention's defaults for its streaming heads (Stream
 def sliding_windows(model: Model) -> dict[int, int]:
     """``{layer: window}`` for the layers whose attention is already bounded by a sliding window
     (Gemma 3's local layers, Qwen2's sliding layers, Mistral with a window)."""
-    config = model.hf.config.get_text_config() if hasattr(model.hf.config, "get_text_config") else model.hf.config
-    out = {}
-    for layer in range(model.cfg.n_layers):
-        module = model.module(f"{model.adapter.layers}.{layer}.{model.adapter.attn}")
-        window = module.sliding_window if hasattr(module, "sliding_window") else getattr(config, "sliding_window", None)
-        if isinstance(window, int) and window > 0:
-            out[layer] = window
-    return out
+    return {layer: window for layer in range(model.cfg.n_layers) if (window := model.sliding_window(layer)) is not None}
 
 
 def check_keep_full(model: Model, keep_full: Any) -> np.ndarray:
@@ -116,15 +109,9 @@ def _allowed_and_streaming(mask: Any, n_q: int, n_k: int, sink: int, window: int
                            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The keys the model's mask lets each query see (bool ``[batch, 1, q, k]``), and those of
     them a streaming cache keeps."""
-    if mask is None:  # SDPA's causal flag: the causal mask, queries last
-        allowed = visible(torch.arange(n_k - n_q, n_k, device=device)[:, None],
-                          torch.arange(n_k, device=device)[None, :])[None, None]
-    elif mask.dtype == torch.bool:
-        allowed = mask
-    else:
-        allowed = mask > torch.finfo(mask.dtype).min / 2
-    if allowed.shape[-2:] != (n_q, n_k) or allowed.shape[1] != 1:
-        raise BadInputError(f"compressed expects a [batch, 1, {n_q}, {n_k}] attention mask, got {tuple(allowed.shape)}")
+    if mask is not None and (mask.shape[-2:] != (n_q, n_k) or mask.shape[1] != 1):
+        raise BadInputError(f"compressed expects a [batch, 1, {n_q}, {n_k}] attention mask, got {tuple(mask.shape)}")
+    allowed = layer_visible(mask, n_q, n_k, device=device)  # None: SDPA's causal flag (the layer has no window)
     return allowed, streaming_visible(allowed, n_q, n_k, sink, window)
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from interp.masks import layer_visible
+
 
 def decode_argmax(q: torch.Tensor, k: torch.Tensor, *, scaling: float, sliding_window: int | None = None,
                   softcap: float | None = None, key_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -22,7 +24,8 @@ def decode_argmax(q: torch.Tensor, k: torch.Tensor, *, scaling: float, sliding_w
     the last query row of ``q`` ``[batch, heads, rows, d]``, which sits at ``k``'s last position.
 
     ``k``: ``[batch, kv_heads, keys, d]``; ``key_mask``: ``[batch, keys]``, True for real keys.
-    Causality needs no mask: the query is the last key. Ties go to the first key.
+    The keys it may read are those of ``interp.masks.layer_visible`` (every key up to the query,
+    within the window, not padding). Ties go to the first key.
     """
     b, h, _, d = q.shape
     hkv, n = k.shape[1], k.shape[2]
@@ -32,8 +35,7 @@ def decode_argmax(q: torch.Tensor, k: torch.Tensor, *, scaling: float, sliding_w
     s = (qg @ k.float().transpose(-1, -2)) * scaling  # [b, kv, group, keys]
     if softcap is not None:
         s = torch.tanh(s / softcap) * softcap
-    if sliding_window is not None and n > sliding_window:
-        s[..., : n - sliding_window] = float("-inf")
-    if key_mask is not None:
-        s = s.masked_fill(~key_mask.bool()[:, None, None, :], float("-inf"))
+    if sliding_window is not None or key_mask is not None:
+        ok = layer_visible(None, 1, n, sliding_window=sliding_window, key_mask=key_mask, device=s.device)
+        s = s.masked_fill(~ok, float("-inf"))  # ok: [batch or 1, 1, 1, keys]
     return s.argmax(dim=-1).reshape(b, h)

@@ -19,7 +19,8 @@ def tiny(family: str, attn: str = "sdpa") -> Model:
 
 
 def dense_z(tr, layer: int, blocked: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """softmax(q·kᵀ) v in float64 with the causal, window, padding and knockout masks: [b, pos, H, d]."""
+    """softmax(q·kᵀ) v in float64 with the causal, window, padding and knockout masks (and the
+    layer's soft-capping): [b, pos, H, d]."""
     q = tr[f"blocks.{layer}.attn.hook_q"].double()
     k = tr[f"blocks.{layer}.attn.hook_k"].double()
     v = tr[f"blocks.{layer}.attn.hook_v"].double()
@@ -27,6 +28,8 @@ def dense_z(tr, layer: int, blocked: torch.Tensor, mask: torch.Tensor) -> torch.
     group = spec.group
     k, v = k.repeat_interleave(group, dim=2), v.repeat_interleave(group, dim=2)
     scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * spec.scaling
+    if spec.softcap is not None:
+        scores = torch.tanh(scores / spec.softcap) * spec.softcap
     n = q.shape[1]
     i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
     ok = j <= i
@@ -75,6 +78,50 @@ def test_knockout_of_all_edges_into_a_position_removes_its_information(family):
     assert torch.allclose(a[0, keep], b[0, keep], atol=1e-5)
     # Without the knockout the token at p does matter downstream.
     assert (model.run(ids)[0, p + 1 :] - model.run(other)[0, p + 1 :]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_knockout_on_a_sliding_window_layer_matches_dense_reference(attn):
+    """Tiny Gemma 3: layers 0 and 1 read a window of 6 keys, layer 2 every key; MQA, q/k norms and
+    soft-capping. A knockout on a sliding layer keeps its window (the reference applies it)."""
+    model = tiny("gemma3", attn)
+    assert [model.sliding_window(la) for la in range(3)] == [6, 6, None]
+    batch = padded_batch(seed=1, lengths=(20, 14))
+    n = batch["input_ids"].shape[1]
+    g = torch.Generator().manual_seed(0)
+    blocked = torch.rand(2, n, n, generator=g) < 0.3
+    blocked &= ~torch.eye(n, dtype=torch.bool)  # every row keeps its own key
+    sites = [f"blocks.{la}.attn.hook_{x}" for la in (1, 2) for x in "qkvz"]
+    with knockout(model, blocked, layers=[1, 2]), model.trace(batch, sites=sites) as tr:
+        pass
+    with model.trace(batch, sites=["blocks.1.attn.hook_z", "blocks.2.attn.hook_z"]) as clean:
+        pass
+    real = batch["attention_mask"].bool()
+    for layer in (1, 2):
+        assert tr.specs[layer].sliding_window == model.sliding_window(layer)
+        got, want = tr[f"blocks.{layer}.attn.hook_z"], dense_z(tr, layer, blocked, batch["attention_mask"])
+        assert (got.double() - want).abs()[real].max() < 1e-5, f"layer {layer}"
+        assert (clean[f"blocks.{layer}.attn.hook_z"] - got).abs()[real].max() > 1e-3, f"layer {layer}"
+
+
+def test_knockout_checks_each_layers_window_before_any_forward():
+    """Blocking every key of a query's window empties its row on a sliding layer only: checked
+    against that layer's window before the forward, and fine on the full-attention layer."""
+    from interp.errors import BadInputError
+
+    model = tiny("gemma3")
+    ids = torch.randint(1, 128, (1, 16), generator=torch.Generator().manual_seed(6))
+    blocked = edges_mask([[(10, j) for j in range(5, 11)]], n=16)  # keys 5..10: query 10's whole window of 6
+    forwards = []
+    handle = model.hf.register_forward_pre_hook(lambda *a: forwards.append(1))
+    try:
+        with pytest.raises(BadInputError, match="knockout leaves query 10 of item 0 with no key to attend to"):
+            run_with_knockout(model, ids, blocked, layers=[0])
+        assert forwards == []
+        out = run_with_knockout(model, ids, blocked, layers=[2])  # every earlier key: 0..4 stay visible
+    finally:
+        handle.remove()
+    assert forwards == [1] and not torch.allclose(out, model.run(ids), atol=1e-4)
 
 
 def test_knockout_eager_equals_sdpa():

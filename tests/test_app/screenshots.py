@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from browser import Chromium  # noqa: E402
 from report_fixtures import write_circuits, write_knob  # noqa: E402
-from test_cli_and_browser import _free_port, _wait_healthy  # noqa: E402
+from servers import free_port, wait_healthy  # noqa: E402
 
 from interp.app.report_files import find_reports  # noqa: E402
 
@@ -72,13 +72,13 @@ def main() -> int:
         samples.append("circuits")
     if samples:
         dirs.append(scratch)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-c", "import sys; from interp.cli import main; sys.exit(main())", "app", "--port", str(port),
            "--model", args.model, *(a for d in dirs for a in ("--reports", str(d)))]
     server = subprocess.Popen(cmd, start_new_session=True)
     try:
-        _wait_healthy(url, server)
+        wait_healthy(url, server, timeout=90)
         for name, page, height, steps in SHOTS:
             with Chromium(f"{url}/{page}", 1400, height) as b:
                 for action, ready in steps:

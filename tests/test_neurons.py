@@ -396,9 +396,9 @@ def test_find_decodes_once_per_model_settings_and_weights(monkeypatch):
 def test_find_settings_are_checked_before_decoding(monkeypatch):
     monkeypatch.setattr(decode_module, "decode_topk", lambda *a, **k: pytest.fail("decoded"))
     model = tiny("llama")
-    with pytest.raises(InterpError, match=r"^find: k must be an int in 1..128 \(the vocabulary\), got 0$"):
+    with pytest.raises(InterpError, match=r"^find: k \(top tokens per neuron, at most the vocabulary\) must be an integer in 1..128, got 0$"):
         N.find(model, "dog", k=0, progress=False)
-    with pytest.raises(InterpError, match=r"^find: top must be a positive int or None \(every neuron\), got 0$"):
+    with pytest.raises(InterpError, match=r"^find: top \(None: every neuron\) must be an integer of at least 1, got 0$"):
         N.find(model, "dog", top=0, progress=False)
     with pytest.raises(OutOfRangeError, match=r"^layer 3 is out of range: valid layers are 0..2$"):
         N.find(model, "dog", layers=[3], progress=False)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from interp import interventions as iv
 from interp.circuits.patching import Metric, metric_per_item, prepare_metric, run_metric
-from interp.errors import BadInputError, UnknownNameError
+from interp.errors import BadInputError, UnknownNameError, as_index
 from interp.model import Model
 from interp.results import TableResult
 
@@ -72,7 +72,7 @@ def ablate_heads(model: Model, heads: Sequence[tuple[int, int]], method: str = "
     by_layer: dict[int, list[int]] = {}
     for pair in heads:
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2
-                and all(isinstance(i, int) and not isinstance(i, bool) for i in pair)):
+                and all(as_index(i) is not None for i in pair)):
             raise BadInputError(f"ablate_heads: heads must be (layer, head) pairs such as [(1, 0), (2, 3)], got {pair!r}")
         layer, head = pair
         model.check_layer(layer)

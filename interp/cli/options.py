@@ -12,12 +12,11 @@ import argparse
 import dataclasses
 import functools
 import inspect
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from interp.errors import SEED_MAX
+from interp.errors import SEED_MAX, InterpError, real_number, whole_number
 
 DEVICE_HELP = "where the model runs: cpu (default), cuda, cuda:N or mps"
 
@@ -142,6 +141,15 @@ def arguments(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in getattr(args, "_api", [])}
 
 
+def _checked(check: Callable[[], Any]) -> Any:
+    """The value ``check`` returns; its ``InterpError`` (from the checks every entry point uses,
+    ``interp.errors``) as argparse's error, so the CLI says what the Python API says."""
+    try:
+        return check()
+    except InterpError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     """An integer of at least ``low`` (and at most ``high``, if given)."""
 
@@ -150,11 +158,7 @@ def at_least(low: int, high: int | None = None) -> Callable[[str], int]:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if high is not None and not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be an integer in {low}..{high}, got {value}")
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
+        return _checked(lambda: whole_number(value, low, "", high=high))
 
     parse.__name__ = f"integer >= {low}"
     return parse
@@ -180,9 +184,7 @@ def finite_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
+    return _checked(lambda: real_number(value, ""))
 
 
 def unit_interval_list(text: str) -> list[float]:
@@ -190,11 +192,7 @@ def unit_interval_list(text: str) -> list[float]:
     items = [x.strip() for x in text.split(",") if x.strip()]
     if not items:
         raise argparse.ArgumentTypeError("expected comma-separated numbers in 0..1, got nothing")
-    values = [finite_float(x) for x in items]
-    bad = [v for v in values if not 0.0 <= v <= 1.0]
-    if bad:
-        raise argparse.ArgumentTypeError(f"each value must lie in 0..1, got {', '.join(f'{b:g}' for b in bad)}")
-    return values
+    return [_checked(lambda x=x: real_number(finite_float(x), "each value", 0, 1)) for x in items]
 
 
 def word_list(text: str) -> list[str]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from interp.errors import InterpError, PromptTooLongError, UnknownNameError, check_seed, whole_number
+from interp.errors import PromptTooLongError, SettingError, UnknownNameError, check_seed, whole_number
 from interp.head_stats import head_stats
 from interp.heads import scores as S
 from interp.heads.checkpoint import Checkpoint, fingerprint
@@ -36,11 +36,6 @@ from interp.versions import versions as _versions
 
 if TYPE_CHECKING:
     from interp.heads.retrieval import NeedleTest
-
-
-
-class SettingError(InterpError, ValueError):
-    """A scan setting that cannot work (an empty list, a count below 1, a depth outside 0..1)."""
 
 
 def check_scores(names: Iterable[str]) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interp.errors import BadInputError, UnknownNameError
+from interp.errors import BadInputError, UnknownNameError, real_number
 from interp.outputs import OutputFolder
 
 COLUMNS = ["score", "layer", "head", "value"]
@@ -195,8 +195,7 @@ class HeadScores:
 
         >>> keep = scores.keep_full("retrieval", 0.25, model=model)        # doctest: +SKIP
         """
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= float(share) <= 1.0:
-            raise BadInputError(f"share must be a number in 0..1 (the share of kv heads kept full), got {share!r}")
+        share = real_number(share, "share", 0, 1)  # of the kv heads kept full
         values = self.kv_pattern(score, model=model, lowest=lowest).to_numpy()
         free = np.argwhere(~np.isnan(values))  # (layer, kv head) in order
         n = int(round(float(share) * len(free)))

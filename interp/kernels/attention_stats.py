@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from interp.errors import OutOfRangeError, UnknownNameError
+from interp.errors import BadInputError, OutOfRangeError, UnknownNameError, whole_number
 from interp.kernels.targets import RULES, TOKEN_RULES, RulePlan, plan_rule, rule_pairs
 from interp.masks import visible
 
@@ -131,7 +131,7 @@ def attention_stats(
             path) in, filled on first use; pass the same dict to later calls with the same
             tokens, rows, padding and window (e.g. every layer of one forward pass) to reuse it.
     """
-    problem = _validate(q, k, scaling, rules, tokens, spans, rows, key_mask, sliding_window, softcap, causal, topk)
+    problem = check_problem(q, k, scaling, rules, tokens, spans, rows, key_mask, sliding_window, softcap, causal, topk)
     for name in exclude:
         if name not in ("bos", "self"):
             raise UnknownNameError("exclusion", name, ["bos", "self"])
@@ -145,23 +145,27 @@ def attention_stats(
     return _torch_stats(problem, list(rules), tokens, spans, row_stats, topk, lse, block, plan, tuple(exclude))
 
 
-def _validate(q, k, scaling, rules, tokens, spans, rows, key_mask, sliding_window, softcap, causal, topk) -> Problem:
+def check_problem(q, k, scaling, rules, tokens, spans, rows, key_mask, sliding_window, softcap, causal,
+                  topk) -> Problem:
+    """The checked ``Problem`` of ``attention_stats``'s arguments (the benchmarks and tests build one
+    too); a bad one raises ``BadInputError`` (a ``ValueError``), an unknown rule ``UnknownNameError``
+    and a row outside the queries ``OutOfRangeError``."""
     if q.ndim != 4 or k.ndim != 4:
-        raise ValueError(f"q and k must be [batch, heads, pos, d]; got {tuple(q.shape)} and {tuple(k.shape)}")
+        raise BadInputError(f"q and k must be [batch, heads, pos, d]; got {tuple(q.shape)} and {tuple(k.shape)}")
     b, h, pq, d = q.shape
     if k.shape[0] != b or k.shape[3] != d or h % k.shape[1]:
-        raise ValueError(f"k {tuple(k.shape)} does not fit q {tuple(q.shape)}: batch and d must match, "
-                         "and q heads must be a multiple of kv heads")
+        raise BadInputError(f"k {tuple(k.shape)} does not fit q {tuple(q.shape)}: batch and d must match, "
+                            "and q heads must be a multiple of kv heads")
     pk = k.shape[2]
     if pq > pk:
-        raise ValueError(f"more queries ({pq}) than keys ({pk})")
+        raise BadInputError(f"more queries ({pq}) than keys ({pk})")
     for rule in rules:
         if rule not in RULES:
             raise UnknownNameError("rule", rule, RULES)
     if any(r in TOKEN_RULES for r in rules) and (tokens is None or tuple(tokens.shape) != (b, pk)):
-        raise ValueError(f"rules {[r for r in rules if r in TOKEN_RULES]} need tokens of shape {(b, pk)}")
-    if not 0 <= topk <= MAX_TOPK:
-        raise ValueError(f"topk must be between 0 and {MAX_TOPK}, got {topk}")
+        raise BadInputError(f"rules {[r for r in rules if r in TOKEN_RULES]} need tokens of shape {(b, pk)}")
+    if whole_number(topk, 0, "topk") > MAX_TOPK:
+        raise BadInputError(f"topk must be between 0 and {MAX_TOPK}, got {topk}")
     if rows is None:
         rows_t = torch.arange(pq, device=q.device).expand(b, pq)
     else:
@@ -171,7 +175,7 @@ def _validate(q, k, scaling, rules, tokens, spans, rows, key_mask, sliding_windo
         if bad.numel():
             raise OutOfRangeError("row", int(bad[0]), pq)
     if "span" in rules and (spans is None or tuple(spans.shape) != (*rows_t.shape, 2)):
-        raise ValueError(f"rule 'span' needs spans of shape {(*rows_t.shape, 2)} ([start, end) per row)")
+        raise BadInputError(f"rule 'span' needs spans of shape {(*rows_t.shape, 2)} ([start, end) per row)")
     if key_mask is not None:
         key_mask = key_mask.to(q.device).bool()
     return Problem(q, k, float(scaling), rows_t, rows_t + (pk - pq), key_mask, sliding_window, softcap, causal)

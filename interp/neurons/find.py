@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from interp import fingerprint
-from interp.errors import BadInputError, InterpError, UnknownNameError
+from interp.errors import InterpError, UnknownNameError, whole_number
 from interp.neurons.decoding import iter_layers, token_strings
 from interp.neurons.vectors import READS, check_layers, check_weights, decoding_vectors, unembedding
 
@@ -204,10 +204,10 @@ def find(
     """
     if sort not in SORTS:
         raise UnknownNameError("sort", sort, SORTS)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= model.cfg.d_vocab:
-        raise BadInputError(f"find: k must be an int in 1..{model.cfg.d_vocab} (the vocabulary), got {k!r}")
-    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
-        raise BadInputError(f"find: top must be a positive int or None (every neuron), got {top!r}")
+    k = whole_number(k, 1, "find: k (top tokens per neuron, at most the vocabulary)",
+                     high=model.cfg.d_vocab)
+    if top is not None:
+        top = whole_number(top, 1, "find: top (None: every neuron)")
     table = concept_tokens(model, concept, on_split)
     ids = used_ids(table)
     u = unembedding(model)[ids]

@@ -74,8 +74,8 @@ def whole_number(value: Any, low: int, what: str, error: type[InterpError] = Bad
                  high: int | None = None) -> int:
     """``value`` as an int, or ``error`` unless it is an integer (not a bool) of at least ``low``
     (and at most ``high``, where given)."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low \
-            or (high is not None and value > high):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or int(value) < low \
+            or (high is not None and int(value) > high):
         valid = f"of at least {low}" if high is None else f"in {low}..{high}"
         raise error(f"{what} must be an integer {valid}, got {value!r}".lstrip())
     return int(value)

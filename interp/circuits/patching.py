@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from interp import logs
 from interp.errors import BadInputError, UnknownNameError, as_index, check_position, whole_number
 from interp.kv_cache import fork, run_cached
 from interp.masks import position_kwargs
@@ -429,7 +429,7 @@ def activation_patching(
         patches += [Patch(name, layer_of(name) or 0, h, p) for h in heads for p in pos_list]
     values: list[float] = []
     chunks = [patches[i : i + batch_size] for i in range(0, len(patches), batch_size)]
-    for chunk in tqdm(chunks, desc="patching", disable=not progress, leave=False):
+    for chunk in logs.progress(chunks, "patching", progress, leave=False):
         reps = len(chunk)
         tokens = {k: v.repeat(reps, 1) for k, v in tgt_t.items()}
         logits, _ = _logits(model, tokens, patch_interventions(chunk, source, n_items, start), logits_to_keep, prefix)

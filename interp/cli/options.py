@@ -192,7 +192,8 @@ def unit_interval_list(text: str) -> list[float]:
     items = [x.strip() for x in text.split(",") if x.strip()]
     if not items:
         raise argparse.ArgumentTypeError("expected comma-separated numbers in 0..1, got nothing")
-    return [_checked(lambda x=x: real_number(finite_float(x), "each value", 0, 1)) for x in items]
+    values = [finite_float(x) for x in items]
+    return [_checked(lambda: real_number(v, "each value", 0, 1)) for v in values]  # noqa: B023 (called at once)
 
 
 def word_list(text: str) -> list[str]:

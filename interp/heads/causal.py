@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from interp import interventions as iv
+from interp import logs
 from interp.heads import retrieval as R
 from interp.heads.sequences import repeated_random
 from interp.heads.table import HeadScores
@@ -164,7 +164,7 @@ def _masking_check(model: Model, table, cfg: dict[str, Any], progress: bool) -> 
     for r, name in enumerate(todo):
         for layer, h in conditions[name]:
             masks[r, layer, h] = True
-    for group in tqdm(R.test_groups(tests) if todo else [], desc="retrieval masking", disable=not progress):
+    for group in logs.progress(R.test_groups(tests) if todo else [], "retrieval masking", progress):
         tiled = masks.repeat(len(group), 1, 1)  # row t * conditions + c: test t under condition c
         rowwise = {f"blocks.{layer}.attn.hook_q": R.zero_queries_by_row(tiled[:, layer])
                    for layer in range(model.cfg.n_layers) if masks[:, layer].any()}

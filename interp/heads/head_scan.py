@@ -13,8 +13,8 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm.auto import tqdm
 
+from interp import logs
 from interp.errors import PromptTooLongError, SettingError, UnknownNameError, check_seed, whole_number
 from interp.head_stats import head_stats
 from interp.heads import scores as S
@@ -301,7 +301,7 @@ def scan(
     )
     ckpt = Checkpoint(checkpoint, fingerprint(model, {"model": model.name, **plan.settings}) if checkpoint else {})
     units = ScanUnits(model.name, (model.cfg.n_layers, model.cfg.n_heads), plan, ckpt, _versions(), causal_checks)
-    for key in tqdm(units.keys(1), desc="head scan", disable=not progress):
+    for key in logs.progress(units.keys(1), "head scan", progress):
         if not units.done(key):
             units.save(key, units.run(model, key))
     if causal_checks:

@@ -37,8 +37,8 @@ def decode_topk(
 ) -> TopTokens:
     """Top-``k`` tokens of ``softmax(vectors @ unembedᵀ + bias)`` for each row of ``vectors``.
 
-    ``vectors`` is ``[n, d]``, ``unembed`` ``[vocab, d]``. ``progress`` (e.g. a tqdm bar) is
-    advanced by the number of vectors done.
+    ``vectors`` is ``[n, d]``, ``unembed`` ``[vocab, d]``. ``progress`` (an ``interp.logs.progress``
+    bar, or anything with ``update(n)``) is advanced by the number of vectors done.
 
     >>> import torch
     >>> W = torch.eye(5, 3)                                   # token i reads dimension i

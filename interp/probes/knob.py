@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from interp import logs
 from interp.errors import InterpError
 from interp.interventions import Intervention, set_value
 from interp.model import Model
@@ -132,7 +132,7 @@ def localise(model: Model, data: IntentRuns, pairing: str = "CP", *, threshold: 
     if abs(ld_src - ld_tgt) < 1e-6:
         raise InterpError("the two intents give the same answers: there is no effect to localise")
     runs: list[dict[str, Any]] = []
-    bar = tqdm(desc=f"localising ({pairing})", disable=not progress, unit="run")
+    bar = logs.progress(desc=f"localising ({pairing})", enabled=progress, unit="run")
 
     def recovery(layers: list[int]) -> float:
         def iv(index: np.ndarray) -> dict[str, Any]:
@@ -173,7 +173,7 @@ def train_das(model: Model, data: IntentRuns, layer: int, states: dict[str, torc
             h_src = states[src][index][:, None].double()
             return {site: Intervention(lambda x, _: interchange(x.double(), h_src.to(x.device), u_now[0]), positions=-1)}
         streams[tgt] = data.runs[tgt].training_steps(iv, rng)
-    bar = tqdm(total=steps, desc=f"rank-1 DAS at layer {layer}", disable=not progress)
+    bar = logs.progress(total=steps, desc=f"rank-1 DAS at layer {layer}", enabled=progress)
 
     def loss(u: torch.Tensor) -> torch.Tensor:
         u_now[:] = [u]

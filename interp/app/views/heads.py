@@ -26,25 +26,16 @@ MAX_ROWS = 12  # query rows drawn token by token
 
 
 def _quick_scan(spec: str) -> Any:
-    """A small scan of the picked model, one score at a time with a progress bar."""
-    from interp.heads import HeadScores
+    """A small scan of the picked model, with a progress bar."""
     from interp.heads.head_scan import PATTERN_SCORES, scan
 
     chosen = st.multiselect("Scores", list(PATTERN_SCORES), default=["prev_token", "induction"], key="scan_scores",
                             help="Retrieval needs 1-2k token haystacks and generation: run `interp heads` for it.")
     st.caption(f"Quick settings {QUICK}, no causal checks. `interp heads` runs the full protocol.")
     if st.button("Run scan", key="run_scan", disabled=not chosen):
-        parts = []
-        bar = st.progress(0.0, text="starting")
-        with model_cache.using(spec) as model:
-            for i, score in enumerate(chosen):
-                bar.progress(i / len(chosen), text=f"scanning {score} ({i + 1}/{len(chosen)})")
-                parts.append(scan(model, [score], causal_checks=False, progress=False, **QUICK))  # type: ignore[arg-type]
-        bar.progress(1.0, text="done")
-        df = pd.concat([p.df for p in parts]).drop_duplicates(["score", "layer", "head"])
-        st.session_state["scan_result"] = HeadScores(
-            df, model=parts[0].model, n_layers=parts[0].n_layers, n_heads=parts[0].n_heads,
-            settings={**parts[0].settings, "scores": chosen}, versions=parts[0].versions)
+        with ui.progress_bar(), model_cache.using(spec) as model:
+            st.session_state["scan_result"] = scan(model, chosen, causal_checks=False, progress=False,
+                                                   **QUICK)  # type: ignore[arg-type]
     return st.session_state.get("scan_result")
 
 

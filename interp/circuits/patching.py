@@ -27,6 +27,7 @@ import torch
 
 from interp import logs
 from interp.errors import BadInputError, UnknownNameError, as_index, check_position, whole_number
+from interp.heads.names import head_label
 from interp.kv_cache import fork, run_cached
 from interp.masks import position_kwargs
 from interp.model import Model
@@ -229,7 +230,7 @@ class PatchingResult(TableResult):
             z = part.pivot_table(index="layer", columns="position", values="effect")
             x_title, y_title = "position", "layer"
         elif has_pos and has_head:
-            part = part.assign(row=[f"L{int(a)}H{int(b)}" for a, b in zip(part["layer"], part["head"], strict=True)])
+            part = part.assign(row=[head_label(int(a), int(b)) for a, b in zip(part["layer"], part["head"], strict=True)])
             z = part.pivot_table(index="row", columns="position", values="effect", sort=False)
             x_title, y_title = "position", "head"
         else:

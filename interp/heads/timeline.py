@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from interp.errors import TimelineError, UnknownNameError, whole_number
-from interp.heads.names import NGRAM_ORDERS, OUTPUT_ORDER, RANDOM_SCORES
+from interp.heads.names import NGRAM_ORDERS, OUTPUT_ORDER, RANDOM_SCORES, head_label
 from interp.outputs import OutputFolder, writing
 from interp.results import figure_html, write_json
 
@@ -223,11 +223,11 @@ class Timeline:
                                      mode="lines", line={"color": "black", "dash": "dash"}, legendgroup=score,
                                      hovertemplate="step %{x}: %{y:.3f}<extra>max</extra>"), row=row, col=1)
             for i, (layer, h) in enumerate(self.top_heads(score, top)):
-                one = self.head(score, layer, h)
+                one, label = self.head(score, layer, h), head_label(layer, h)
                 fig.add_trace(go.Scatter(x=one["step"].tolist(), y=one["value"].tolist(), mode="lines+markers",
-                                         name=f"{score}: L{layer}H{h}", legendgroup=score, marker={"size": 4},
+                                         name=f"{score}: {label}", legendgroup=score, marker={"size": 4},
                                          line={"color": palette[i % len(palette)]},
-                                         hovertemplate=f"L{layer}H{h} step %{{x}}: %{{y:.3f}}<extra></extra>"),
+                                         hovertemplate=f"{label} step %{{x}}: %{{y:.3f}}<extra></extra>"),
                               row=row, col=1)
             fig.update_yaxes(title_text="score", row=row, col=1)
             if step is not None:

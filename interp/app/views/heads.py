@@ -18,6 +18,7 @@ import streamlit as st
 
 from interp.app import figures, model_cache, ui
 from interp.errors import InterpError
+from interp.heads.names import head_label
 
 DEFAULT_PROMPT = ("Mr and Mrs Dursley, of number four, Privet Drive, were proud to say that they were perfectly "
                   "normal. Mr and Mrs Dursley, of number four, Privet Drive, were proud to say")
@@ -198,7 +199,7 @@ def _attention(spec: str, scores: Any, pick: tuple[int, int]) -> None:
         st.markdown(f"**{ui.md(labels[r])}** attends most to {ui.md(labels[top])} ({weights[top]:.3f})")
         st.html(figures.attention_html(tokens, weights, r))
     if len(rows) > 1:
-        st.plotly_chart(figures.attention_heatmap(probs, tokens, rows, f"L{layer}H{head}"), key="attn_heatmap")
+        st.plotly_chart(figures.attention_heatmap(probs, tokens, rows, head_label(layer, head)), key="attn_heatmap")
 
 
 def page() -> None:

@@ -399,3 +399,15 @@ def test_a_scan_in_one_process_reuses_the_scoring_prefills_for_the_masking_check
         handle.remove()
     assert prefills == [] and wired not in retrieval._kept  # none made, none left behind
     assert causal.masking_check(wired, table, cfg, progress=False) == reused  # prefilled anew
+
+
+def test_ranking_orders_every_head_by_layer_and_head():
+    """The masking check's ranking (HeadScores.ranking): every head, highest first, a missing score
+    last, each named by its layer and head; without ties its head is ``top``'s."""
+    m = np.array([[0.1, np.nan, 0.7], [0.3, 0.9, 0.0]])
+    table = HeadScores.from_arrays({"retrieval": m}, model="x")
+    ranking = table.ranking("retrieval")
+    assert list(zip(ranking["layer"], ranking["head"], strict=True)) == [(1, 1), (0, 2), (1, 0), (0, 0), (1, 2), (0, 1)]
+    assert np.isnan(ranking["value"].iloc[-1]) and ranking["value"].iloc[0] == 0.9
+    top = table.top("retrieval", 5)
+    assert top[["layer", "head"]].equals(ranking[["layer", "head"]].head(5))

@@ -82,10 +82,20 @@ class HeadScores:
         return wide.reindex(columns=self.scores)  # a score with no value at all (all NaN) stays a column
 
     def top(self, score: str, k: int = 10) -> pd.DataFrame:
-        """The ``k`` heads with the highest ``score``."""
+        """The ``k`` heads with the highest ``score`` (missing values left out; ties by layer and head)."""
         self._check(score)
         part = self.df[self.df["score"] == score]
         return part.nlargest(k, "value")[["layer", "head", "value"]].reset_index(drop=True)
+
+    def ranking(self, score: str) -> pd.DataFrame:
+        """Every head, highest ``score`` first, a missing value ranked as -1 (below every score in
+        0..1): ``layer``, ``head``, ``value``. Unlike :meth:`top`, ties come in the order NumPy's
+        ``argsort`` gives them: the retrieval masking check draws its random heads from outside the
+        top of this ranking, and the reports it wrote depend on that order."""
+        flat = np.nan_to_num(self.matrix(score), nan=-1).ravel()
+        order = np.argsort(-flat)
+        layer, head = np.divmod(order, self.n_heads)
+        return pd.DataFrame({"layer": layer, "head": head, "value": self.matrix(score).ravel()[order]})
 
     def heatmap(self, score: str):
         """A plotly layer × head heatmap of one score."""

@@ -100,7 +100,7 @@ class Case:
 def scan_rule_sets() -> dict[str, tuple[str, ...]]:
     """The rule sets the default head scan asks head_stats for (its two protocols).
 
-    Built from the scan's own tables, as ``interp.heads.head_scan.score_pattern_unit`` builds them: the
+    Built from the scan's own tables, as ``interp.heads.units.score_pattern_unit`` builds them: the
     rules of the wanted scores, plus bos and self, plus every n-gram order when ``ngram`` is
     scored (``tests/test_kernels/test_triton_aot.py`` checks them against a real scan's calls).
     """

@@ -409,9 +409,9 @@ def test_the_catalogue_is_large():
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_gives_one_clear_line(case, env, monkeypatch, one_thread):
     monkeypatch.chdir(env.tmp)  # `--out .` meets the scratch folder's files
-    from interp.heads import head_scan
+    from interp.heads import units
 
-    monkeypatch.setattr(head_scan, "score_pattern_unit", lambda *a, **k: pytest.fail("work started before the error"))
+    monkeypatch.setattr(units, "score_pattern_unit", lambda *a, **k: pytest.fail("work started before the error"))
     monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("a process started before the error"))
     before = sorted(p.name for p in env.tmp.iterdir())
     code, message = run_case(case, env)

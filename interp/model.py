@@ -110,7 +110,7 @@ class Model:
         self.adapter: Adapter = adapter_for(hf_model)
         self.blocks: list[torch.nn.Module] = list(self.module(self.adapter.layers).children())
         self.cfg = self._read_config()
-        attention.install(hf_model, [self.module(self._in_block(i, self.adapter.attn)) for i in range(len(self.blocks))])
+        attention.install(hf_model, [self.module(self.in_block(i, self.adapter.attn)) for i in range(len(self.blocks))])
         self._available = self._available_leaves()
         self._site_names = all_site_names(self.cfg.n_layers, self._available)
         self._open_traces: list[Trace] = []  # traces whose block is running, innermost last
@@ -133,15 +133,17 @@ class Model:
         """A submodule by dotted path (``model.layers.3.mlp``)."""
         return self.hf.get_submodule(path)
 
-    def _in_block(self, layer: int, path: str) -> str:
+    def in_block(self, layer: int, path: str) -> str:
+        """The dotted path (for :meth:`module`, :meth:`weight`) of ``path`` inside block ``layer``:
+        ``in_block(3, "mlp.up_proj")`` is ``model.layers.3.mlp.up_proj`` on a Llama."""
         return f"{self.adapter.layers}.{layer}.{path}"
 
     def _read_config(self) -> ModelConfig:
         config = self.hf.config.get_text_config() if hasattr(self.hf.config, "get_text_config") else self.hf.config
         a = self.adapter
         n_heads = config.num_attention_heads
-        o_in = self._in_features(self._in_block(0, a.o_proj))
-        d_mlp = self._in_features(self._in_block(0, a.mlp_out))
+        o_in = self._in_features(self.in_block(0, a.o_proj))
+        d_mlp = self._in_features(self.in_block(0, a.mlp_out))
         return ModelConfig(
             model_type=config.model_type,
             n_layers=len(self.blocks),
@@ -193,20 +195,20 @@ class Model:
         block = f"{a.layers}.{layer}"
         table: dict[str, tuple[str, Where]] = {
             "hook_resid_pre": (block, "input"),
-            "hook_resid_mid": (self._in_block(layer, a.ln_mlp), "input"),
-            "hook_attn_in": (self._in_block(layer, a.ln_attn), "input"),
-            "hook_mlp_in": (self._in_block(layer, a.ln_mlp), "input"),
+            "hook_resid_mid": (self.in_block(layer, a.ln_mlp), "input"),
+            "hook_attn_in": (self.in_block(layer, a.ln_attn), "input"),
+            "hook_mlp_in": (self.in_block(layer, a.ln_mlp), "input"),
             "hook_resid_post": (block, "output"),
-            "hook_attn_out": (self._in_block(layer, a.attn), "output"),
-            "hook_mlp_out": (self._in_block(layer, a.mlp), "output"),
-            "hook_q": (self._in_block(layer, a.attn), "qkv"),
-            "hook_k": (self._in_block(layer, a.attn), "qkv"),
-            "hook_v": (self._in_block(layer, a.attn), "qkv"),
-            "hook_z": (self._in_block(layer, a.o_proj), "input"),
-            "hook_result": (self._in_block(layer, a.o_proj), "result"),
-            "hook_pre": (self._in_block(layer, a.mlp_pre), "output"),
-            "hook_pre_linear": (self._in_block(layer, a.mlp_pre_linear or ""), "output"),
-            "hook_post": (self._in_block(layer, a.mlp_out), "input"),
+            "hook_attn_out": (self.in_block(layer, a.attn), "output"),
+            "hook_mlp_out": (self.in_block(layer, a.mlp), "output"),
+            "hook_q": (self.in_block(layer, a.attn), "qkv"),
+            "hook_k": (self.in_block(layer, a.attn), "qkv"),
+            "hook_v": (self.in_block(layer, a.attn), "qkv"),
+            "hook_z": (self.in_block(layer, a.o_proj), "input"),
+            "hook_result": (self.in_block(layer, a.o_proj), "result"),
+            "hook_pre": (self.in_block(layer, a.mlp_pre), "output"),
+            "hook_pre_linear": (self.in_block(layer, a.mlp_pre_linear or ""), "output"),
+            "hook_post": (self.in_block(layer, a.mlp_out), "input"),
         }
         path, where = table[leaf]
         return Site(name, layer, leaf, path, where)
@@ -237,7 +239,7 @@ class Model:
 
     def o_proj_per_head(self, layer: int) -> torch.Tensor:
         """W_O split by head: ``[n_heads, d_head, d_model]``."""
-        weight = self.weight(self._in_block(layer, self.adapter.o_proj))
+        weight = self.weight(self.in_block(layer, self.adapter.o_proj))
         w = weight if self.adapter.conv1d else weight.T  # [n_heads * d_head, d_model]
         return w.reshape(self.cfg.n_heads, self.cfg.d_head, -1)
 

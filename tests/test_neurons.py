@@ -133,7 +133,7 @@ def test_chunked_decode_equals_dense_softmax(monkeypatch, gains):
     for layer in range(model.cfg.n_layers):
         w = N.raw_vectors(model, layer, "up").float()
         if gains:
-            w = w * N.effective_gain(model.module(model._in_block(layer, model.adapter.ln_mlp)), w.shape[1])
+            w = w * N.effective_gain(model.module(model.in_block(layer, model.adapter.ln_mlp)), w.shape[1])
             w = w * N.effective_gain(model.module(model.adapter.final_norm), w.shape[1])
         dense = torch.softmax(w @ u.T, dim=-1).topk(k)  # the whole [neurons x vocab] matrix
         got = df[df.layer == layer]

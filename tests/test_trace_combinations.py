@@ -432,7 +432,7 @@ def test_find_notices_an_edit_through_weight_data(monkeypatch):
     model = Model(build("llama"), WordTokenizer(), name="tiny-llama")
     N.find(model, "dog", top=5, k=5, progress=False)
     assert len(calls) == 3
-    up = model.weight(model._in_block(2, model.adapter.mlp_pre_linear))  # [d_mlp, d_model]
+    up = model.weight(model.in_block(2, model.adapter.mlp_pre_linear))  # [d_mlp, d_model]
     version = up._version
     u = model.weight(model.adapter.unembed)[DOG].detach()
     gain = N.decoding_vectors(model, 2, "up")[0] / N.raw_vectors(model, 2, "up")[0]
@@ -473,6 +473,6 @@ def test_a_kept_prefill_of_other_weights_is_not_used(monkeypatch):
     retrieval.take_prefill(model, [test])
     assert made == []  # the kept one, weights unchanged
     retrieval.keep_prefill(model, [test], real(model, [test.prompt_ids]))
-    model.weight(model._in_block(0, model.adapter.o_proj)).data[7] += 1.0  # changes every cached key and value
+    model.weight(model.in_block(0, model.adapter.o_proj)).data[7] += 1.0  # changes every cached key and value
     retrieval.take_prefill(model, [test])
     assert made == [1]

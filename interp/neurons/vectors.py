@@ -64,7 +64,7 @@ def raw_vectors(model: Any, layer: int, weights: str = "up") -> torch.Tensor:
     a = model.adapter
     check_weights(model, weights)
     path = {"up": a.mlp_pre_linear or a.mlp_pre, "gate": a.mlp_pre, "down": a.mlp_out}[weights]
-    w = model.weight(model._in_block(layer, path)).detach()
+    w = model.weight(model.in_block(layer, path)).detach()
     # nn.Linear stores [out, in]: reading rows are [d_mlp, d_model] already and the down
     # projection [d_model, d_mlp] needs a transpose; GPT-2's Conv1D stores [in, out], the reverse.
     transpose = (weights in READS) == a.conv1d
@@ -143,7 +143,7 @@ def decoding_vectors(
     v = raw_vectors(model, layer, weights).float()
     d = v.shape[1]
     if apply_input_ln:
-        v = v * effective_gain(model.module(model._in_block(layer, model.adapter.ln_mlp)), d).to(v.device)
+        v = v * effective_gain(model.module(model.in_block(layer, model.adapter.ln_mlp)), d).to(v.device)
     post = post_mlp_norm(model, layer) if weights == "down" else None
     if post is not None:
         v = v * effective_gain(post, d).to(v.device)

@@ -307,7 +307,9 @@ def test_cli_writes_report_and_steers(tmp_path, monkeypatch, capsys):
     plant(model, 2, 4, "up", RED)
     plant(model, 2, 4, "down", RED)
     monkeypatch.setattr(interp, "load", lambda *a, **k: model)
-    parser = __import__("argparse").ArgumentParser()
+    from interp.cli import Parser
+
+    parser = Parser()  # the CLI's parser: it fills in the defaults read from the analysis functions
     cli.register(parser.add_subparsers())
     args = parser.parse_args(["neurons", "tiny", "--out", str(tmp_path), "--find", " red", "--top", "3",
                               "--clamp", "200", "--prompt", "the dog", "--max-new-tokens", "2", "--quiet"])

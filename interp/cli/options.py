@@ -116,8 +116,8 @@ def option(p: argparse.ArgumentParser, flag: str, owner: Callable | str, name: s
     CLI restates neither. The value lands in ``args.<name>``; :func:`arguments` collects them.
 
     ``owner`` given as ``"module:function"`` is imported only when the command's arguments have
-    parsed or its help is shown (:func:`resolve`): building the parser stays light, and a bad
-    argument is reported before torch loads."""
+    parsed or its help is shown (:func:`resolve`, which ``interp.cli.Parser`` calls): building the
+    parser stays light, and a bad argument is reported before torch loads."""
     value = kwargs.pop("default", None)
     text = kwargs.pop("help", None)
     kwargs.setdefault("metavar", flag.lstrip("-").upper().replace("-", "_"))
@@ -151,7 +151,12 @@ def resolve(p: argparse.ArgumentParser, namespace: argparse.Namespace | None = N
 
 def arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The values of every :func:`option` of the command, by the analysis function's parameter name."""
-    return {name: getattr(args, name) for name in getattr(args, "_api", [])}
+    values = {name: getattr(args, name) for name in getattr(args, "_api", [])}
+    unresolved = [name for name, value in values.items() if value is LATER]
+    if unresolved:
+        raise TypeError(f"{', '.join(unresolved)} still wait for their defaults: parse with interp.cli.Parser, "
+                        "which reads them from the analysis function")
+    return values
 
 
 def _checked(check: Callable[[], Any]) -> Any:

@@ -84,7 +84,7 @@ def _check_selection(index: Any, name: str, label: str) -> None:
     if isinstance(index, torch.Tensor):
         ok = index.ndim <= 1 and (index.dtype == torch.bool or not (index.is_floating_point() or index.is_complex()))
     elif isinstance(index, int):
-        ok = not isinstance(index, bool)
+        ok = as_index(index) is not None  # a bool is no index
     elif isinstance(index, Sequence) and not isinstance(index, (str, bytes)):
         ok = all(as_index(i) is not None for i in index)
     if not ok:

@@ -541,8 +541,8 @@ class Model:
                                               "from the end)")
             return positions
         items: list[int] | None = None
-        if isinstance(positions, int) and not isinstance(positions, bool):
-            items = [positions]
+        if isinstance(positions, int):
+            items = None if as_index(positions) is None else [positions]  # a bool is no position
         elif isinstance(positions, (list, tuple, range, torch.Tensor)) or hasattr(positions, "__array__"):
             try:
                 values = positions.tolist() if hasattr(positions, "tolist") else list(positions)

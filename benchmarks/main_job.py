@@ -83,7 +83,8 @@ def _timed(fn) -> tuple[float, float, Any]:
 def run_phase(model_name: str, phase: str, lengths: tuple[int, ...] | None,
               extra: dict[str, Any] | None = None) -> dict[str, Any]:
     import interp
-    from interp.heads import causal, head_scan, retrieval
+    from interp.heads import causal, head_scan, retrieval, sequences
+    from interp.heads import units as scan_units
     from interp.heads.causal import induction_ablation
 
     model = interp.load(model_name)
@@ -99,13 +100,13 @@ def run_phase(model_name: str, phase: str, lengths: tuple[int, ...] | None,
                 model.hf(input_ids=ids)
 
     if phase in ("random", "text"):
-        units = [u for u in head_scan.pattern_units(settings, names) if u[0] == phase]
+        units = [u for u in scan_units.pattern_units(settings, names) if u[0] == phase]
         batches = []
         for protocol, length, start in units:
-            gen = head_scan.repeated_random(model, length, settings["samples"], settings["seed"] + length) \
-                if protocol == "random" else head_scan.natural_text(model, length, settings["text_samples"], settings["seed"])
+            gen = sequences.repeated_random(model, length, settings["samples"], settings["seed"] + length) \
+                if protocol == "random" else sequences.natural_text(model, length, settings["text_samples"], settings["seed"])
             batches.append(gen[start : start + settings["batch_size"]])
-        row["seconds"], row["peak_gib"], _ = _timed(lambda: [head_scan.score_pattern_unit(model, u, names, settings)
+        row["seconds"], row["peak_gib"], _ = _timed(lambda: [scan_units.score_pattern_unit(model, u, names, settings)
                                                             for u in units])
         row["floor_seconds"], row["floor_peak_gib"], _ = _timed(lambda: plain(batches))
         row["work"] = f"{len(units)} batches, {sum(b.numel() for b in batches)} tokens"
@@ -156,7 +157,7 @@ def run_phase(model_name: str, phase: str, lengths: tuple[int, ...] | None,
                                   causal_checks=False, progress=False)
         k = max(1, min(10, model.cfg.n_total_heads // 10))
         length = max(settings["lengths"])
-        ids = head_scan.repeated_random(model, length, settings["samples"], 1000)
+        ids = sequences.repeated_random(model, length, settings["samples"], 1000)
         row["seconds"], row["peak_gib"], _ = _timed(lambda: induction_ablation(
             model, table, k=k, length=length, samples=settings["samples"]))
         forwards = 2 + 3  # the clean run (which also gives the means), the top heads, 3 random sets

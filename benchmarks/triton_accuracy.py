@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from interp.kernels import RULES, attention_stats
-from interp.kernels.attention_stats import _validate
+from interp.kernels.attention_stats import check_problem
 
 # name: (dtype, d, heads, kv heads, positions, window, softcap, padded, causal, rules, topk, exclude, rows)
 ALL = tuple(RULES)
@@ -187,7 +187,7 @@ def main() -> None:
         ref = reference(q, k, kw)
         runs = {"triton (autotuned)": lambda q=q, k=k, kw=kw: attention_stats(q, k, **kw, backend="triton")}
         if name == "bf16 d128 G4 everything":  # every configuration of the head size's table
-            p = _validate(q, k, kw["scaling"], kw["rules"], kw["tokens"], kw["spans"], kw["rows"], kw["key_mask"],
+            p = check_problem(q, k, kw["scaling"], kw["rules"], kw["tokens"], kw["spans"], kw["rows"], kw["key_mask"],
                           kw["sliding_window"], kw["softcap"], kw["causal"], kw["topk"])
             for c in T.configs_for(128, torch.bfloat16):
                 runs[f"triton {c.name}"] = lambda p=p, c=c, kw=kw: T.triton_attention_stats(

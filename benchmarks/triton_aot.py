@@ -100,7 +100,7 @@ class Case:
 def scan_rule_sets() -> dict[str, tuple[str, ...]]:
     """The rule sets the default head scan asks head_stats for (its two protocols).
 
-    Built from the scan's own tables, as ``interp.heads.head_scan.score_pattern_unit`` builds them: the
+    Built from the scan's own tables, as ``interp.heads.units.score_pattern_unit`` builds them: the
     rules of the wanted scores, plus bos and self, plus every n-gram order when ``ngram`` is
     scored (``tests/test_kernels/test_triton_aot.py`` checks them against a real scan's calls).
     """
@@ -259,7 +259,7 @@ def launches_of(case: Case):
     from small CPU tensors."""
     import torch
 
-    from interp.kernels.attention_stats import _validate
+    from interp.kernels.attention_stats import check_problem
     from interp.kernels.triton_stats import BlockConfig, prepare_launches
 
     dtype = getattr(torch, case.dtype)
@@ -270,7 +270,7 @@ def launches_of(case: Case):
     rows = q.shape[2]
     spans = torch.zeros(1, rows, 2, dtype=torch.long) if "span" in case.rules else None
     key_mask = torch.ones(1, pos, dtype=torch.bool) if case.padding else None
-    problem = _validate(q, k, 0.125, case.rules, tokens, spans, None, key_mask, 8 if case.window else None,
+    problem = check_problem(q, k, 0.125, case.rules, tokens, spans, None, key_mask, 8 if case.window else None,
                         30.0 if case.softcap else None, case.causal, case.topk)
     stats, count = prepare_launches(problem, list(case.rules), tokens, spans, case.row_stats, case.topk,
                                     case.exclude, BlockConfig(*case.config))

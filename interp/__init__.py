@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _NAMES = {"Model": "interp.model", "ModelConfig": "interp.model", "attention_pattern": "interp.patterns",
-          "Trace": "interp.tracing", "act_name": "interp.sites"}
+          "Trace": "interp.tracing", "act_name": "interp.sites", "load": "interp.loading"}
 _SUBPACKAGES = ("heads", "interventions", "neurons", "probes", "circuits", "kernels", "app")
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         neurons,
         probes,
     )
+    from interp.loading import load
     from interp.model import Model, ModelConfig
     from interp.patterns import attention_pattern
     from interp.sites import act_name
@@ -51,13 +52,6 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_NAMES, *_SUBPACKAGES])
-
-
-def load(*args: Any, **kwargs: Any) -> Model:
-    """Load a model; see ``interp.loading.load`` for every kind of spec."""
-    from interp.loading import load as _load
-
-    return _load(*args, **kwargs)
 
 
 __all__ = ["Model", "ModelConfig", "Trace", "act_name", "attention_pattern", "circuits", "heads", "interventions", "kernels",

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from interp.atomic import atomic_dir, atomic_write_text, stale_temps
 from interp.bundled import BUNDLED
-from interp.errors import InterpError
+from interp.errors import CacheError, InterpError
 from interp.logs import logger
 
 MANIFEST = "manifest.json"
@@ -179,10 +179,6 @@ def _locked(folder: Path) -> Iterator[None]:
             pass
         finally:
             lock.release()
-
-
-class CacheError(InterpError, OSError):
-    """The model cache cannot be written: a read-only folder, no permission, a full disk."""
 
 
 def cache_error(exc: OSError) -> CacheError | None:

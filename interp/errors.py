@@ -1,7 +1,16 @@
-"""Errors that name the problem and what would be valid."""
+"""Errors that name the problem and what would be valid, and the checks that raise them.
+
+Every error class interp raises on purpose is defined here (``interp.outputs.OutputError`` is the
+one still defined beside its writer); modules that document one (``interp.loading.ModelFileError``,
+``interp.heads.head_scan.SettingError``, ...) import it from here, so the old names keep working.
+Every entry point checks its arguments with the helpers below (``whole_number``, ``check_index``,
+``check_indices``, ``check_position``, ``check_text``, ``check_seed``), so a bad argument reads the
+same wherever it is given.
+"""
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 from collections.abc import Iterable
@@ -61,11 +70,33 @@ class BadInputError(InterpError, ValueError):
     the wrong width, a NaN); raised before any work starts."""
 
 
-def whole_number(value: Any, low: int, what: str, error: type[InterpError] = BadInputError) -> int:
-    """``value`` as an int, or ``error`` unless it is an integer (not a bool) of at least ``low``."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-        raise error(f"{what} must be an integer of at least {low}, got {value!r}")
+def whole_number(value: Any, low: int, what: str, error: type[InterpError] = BadInputError, *,
+                 high: int | None = None) -> int:
+    """``value`` as an int, or ``error`` unless it is an integer (not a bool) of at least ``low``
+    (and at most ``high``, where given)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or int(value) < low \
+            or (high is not None and int(value) > high):
+        valid = f"of at least {low}" if high is None else f"in {low}..{high}"
+        raise error(f"{what} must be an integer {valid}, got {value!r}".lstrip())
     return int(value)
+
+
+def real_number(value: Any, what: str, low: float | None = None, high: float | None = None) -> float:
+    """``value`` as a float, or ``BadInputError`` unless it is a real number (an int, a float, a
+    NumPy number or a 0-d real tensor; not a bool), finite, within ``low..high`` where given."""
+    number: float | None = None
+    if not _is_bool(value) and (isinstance(value, numbers.Real) or getattr(value, "ndim", None) == 0):
+        try:
+            number = None if getattr(value, "is_complex", lambda: False)() else float(value)
+        except (TypeError, ValueError):
+            number = None
+    bounds = f" in {low:g}..{high:g}" if low is not None and high is not None else \
+        f" of at least {low:g}" if low is not None else f" of at most {high:g}" if high is not None else ""
+    if number is not None and not math.isfinite(number):
+        raise BadInputError(f"{what} must be finite, got {number}".lstrip())
+    if number is None or (low is not None and number < low) or (high is not None and number > high):
+        raise BadInputError(f"{what} must be a number{bounds}, got {value!r}".lstrip())
+    return number
 
 
 SEED_MAX = 2**32 - 1  # what NumPy's and Python's generators take as a seed
@@ -99,14 +130,20 @@ def _is_bool(value: Any) -> bool:
     return isinstance(value, bool) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool")
 
 
+def as_index(value: Any) -> int | None:
+    """``value`` as an int if it is an integer (an int, a NumPy integer, a 0-d integer tensor), else
+    None: a bool such as True and a float such as 6.0 are none."""
+    try:
+        return None if _is_bool(value) else operator.index(value)
+    except TypeError:
+        return None
+
+
 def check_index(value: Any, size: int, kind: str, *, negative: bool = False, hint: str = "") -> int:
     """``value`` as an index of one of ``size`` things (a layer, a head; ``negative``: -1 is the
     last): ``BadInputError`` unless it is an integer (a float such as 6.0 or a bool such as True
     is none), ``OutOfRangeError`` outside ``0..size-1`` (``-size..size-1`` with ``negative``)."""
-    try:
-        index = None if _is_bool(value) else operator.index(value)
-    except TypeError:
-        index = None
+    index = as_index(value)
     if index is None:
         valid = f"0..{size - 1}" + (f" (or -{size}..-1, counting from the end)" if negative else "")
         raise BadInputError(f"{kind} must be an integer in {valid}, got {type(value).__name__} {value!r}"
@@ -114,6 +151,13 @@ def check_index(value: Any, size: int, kind: str, *, negative: bool = False, hin
     if not (-size if negative else 0) <= index < size:
         raise OutOfRangeError(kind, index, size, hint=hint)
     return index
+
+
+def check_position(value: Any, n_pos: int, *, kind: str = "position", hint: str = "") -> int:
+    """``value`` as a position of a sequence of ``n_pos`` (negative ones count from the end, as in
+    Python), checked as :func:`check_index` checks it: the one position-range check of every entry
+    point (traces, interventions, patching, metrics, probes)."""
+    return check_index(value, n_pos, kind, negative=True, hint=hint)
 
 
 def check_indices(value: Any, size: int, kind: str, *, negative: bool = False, hint: str = "") -> list[int]:
@@ -132,3 +176,31 @@ class BadReportError(InterpError, ValueError):
 
 class UsageError(InterpError, RuntimeError):
     """Calls made in an order that cannot work (e.g. a knockout opened after the forward ran)."""
+
+
+class SettingError(InterpError, ValueError):
+    """A scan setting that cannot work (an empty list, a count below 1, a depth outside 0..1)."""
+
+
+class TimelineError(InterpError, ValueError):
+    """Checkpoint folders that cannot make a timeline (no step, two with one step, no match)."""
+
+
+class CacheError(InterpError, OSError):
+    """The model cache cannot be written: a read-only folder, no permission, a full disk."""
+
+
+class ModelFileError(InterpError, ValueError):
+    """A model file or folder that is damaged, incomplete or of an unsupported architecture."""
+
+
+class LoadArgumentError(InterpError, TypeError):
+    """Arguments of ``load`` that do not fit together, or a ``model=`` that is no supported causal LM."""
+
+
+class DeviceUnavailableError(InterpError, ValueError):
+    """A well-formed device that this machine does not have (e.g. ``cuda`` without a GPU)."""
+
+
+class ReportError(BadReportError):
+    """A report file the app cannot show: missing, unreadable or not in the expected shape."""

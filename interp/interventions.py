@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from interp.errors import BadInputError, OutOfRangeError
+from interp.errors import BadInputError, OutOfRangeError, as_index, check_index
 
 Index = int | Sequence[int] | slice | None
 # The axes after [batch, pos] of a site, with their names: [("d_model", 64)] or [("n_heads", 4), ("d_head", 16)].
@@ -71,7 +71,7 @@ def _index_items(index: Any) -> list[int] | None:
 def _check_selection(index: Any, name: str, label: str) -> None:
     """A selection must be an int, a sequence of ints, a slice or an integer/boolean tensor."""
     if index is None or isinstance(index, slice):
-        if isinstance(index, slice) and not all(v is None or (isinstance(v, int) and not isinstance(v, bool))
+        if isinstance(index, slice) and not all(v is None or as_index(v) is not None
                                                 for v in (index.start, index.stop, index.step)):
             raise BadInputError(f"{label}: {name}= slice must have int bounds, got {index!r}")
         return
@@ -83,15 +83,10 @@ def _check_selection(index: Any, name: str, label: str) -> None:
             pass
     if isinstance(index, torch.Tensor):
         ok = index.ndim <= 1 and (index.dtype == torch.bool or not (index.is_floating_point() or index.is_complex()))
-    elif isinstance(index, bool):
-        ok = False
     elif isinstance(index, int):
-        ok = True
+        ok = as_index(index) is not None  # a bool is no index
     elif isinstance(index, Sequence) and not isinstance(index, (str, bytes)):
-        try:
-            ok = all(not isinstance(i, bool) and operator.index(i) is not None for i in index)
-        except TypeError:
-            ok = False
+        ok = all(as_index(i) is not None for i in index)
     if not ok:
         raise BadInputError(f"{label}: {name}= must be an int, a list of ints or a slice, got {index!r}")
 
@@ -104,10 +99,9 @@ def _mask(shape: torch.Size, axis: int, index: Index, device: torch.device, name
     keep = torch.zeros(size, dtype=torch.bool, device=device)
     items = _index_items(index)
     for i in items or ():
-        if not -size <= i < size:
-            kind = _AXES.get(name, "index")
-            raise OutOfRangeError(kind, i, size, hint=f"{label} at {site}: {name}= selects on an axis of size {size} "
-                                                      f"in this forward call (negative indices count from the end)")
+        check_index(i, size, _AXES.get(name, "index"), negative=True,
+                    hint=f"{label} at {site}: {name}= selects on an axis of size {size} in this forward call "
+                         "(negative indices count from the end)")
     idx = [index] if isinstance(index, int) else index
     try:
         keep[idx] = True
@@ -193,8 +187,7 @@ class Intervention:
                                         f"entries but {axis} has {size}")
                 continue
             for i in _index_items(index) or ():
-                if not -size <= i < size:
-                    raise OutOfRangeError(kind, i, size, hint=f"{self.label} at {site}: {arg}= selects on {axis}")
+                check_index(i, size, kind, negative=True, hint=f"{self.label} at {site}: {arg}= selects on {axis}")
         if self.value is not None and not isinstance(self.value, (int, float)):
             _fits(torch.as_tensor(self.value).shape, dims, self.label, site, self.value_name)
         if self.source is not None:

@@ -43,7 +43,17 @@ from interp.adapters import ADAPTERS, FAMILIES
 from interp.atomic import temp_sibling
 from interp.bundled import BundledModel, bundled_names, find_bundled
 from interp.cache import Entry, cache_error, entry_path, file_sha256, get_or_build
-from interp.errors import InterpError, OfflineError, OutOfRangeError, UnknownNameError, whole_number
+from interp.errors import (
+    DeviceUnavailableError,
+    InterpError,
+    LoadArgumentError,
+    ModelFileError,
+    OfflineError,
+    OutOfRangeError,
+    UnknownNameError,
+    as_index,
+    whole_number,
+)
 from interp.logs import logger
 from interp.model import Model
 from interp.neighbours import is_neighbour
@@ -58,18 +68,6 @@ _SPEC_HINT = (
     "give a bundled name, a local Hugging Face model folder (with config.json), "
     "a .gguf file, or a hub id such as 'HuggingFaceTB/SmolLM2-135M'"
 )
-
-
-class ModelFileError(InterpError, ValueError):
-    """A model file or folder that is damaged, incomplete or of an unsupported architecture."""
-
-
-class LoadArgumentError(InterpError, TypeError):
-    """Arguments of ``load`` that do not fit together, or a ``model=`` that is no supported causal LM."""
-
-
-class DeviceUnavailableError(InterpError, ValueError):
-    """A well-formed device that this machine does not have (e.g. ``cuda`` without a GPU)."""
 
 
 def _say(message: str) -> None:
@@ -257,7 +255,7 @@ def _tensor_span(path: Path, name: str, entry: Any) -> tuple[int, int]:
     """A header entry's ``data_offsets``, after checking they fit its dtype and shape."""
     begin, stop = entry["data_offsets"]
     shape, dtype = entry["shape"], entry["dtype"]
-    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (begin, stop, *shape)) \
+    if not all(as_index(x) is not None and x >= 0 for x in (begin, stop, *shape)) \
             or stop < begin:
         raise _damaged(path, f"broken safetensors header (tensor {name!r} has data_offsets {[begin, stop]} and shape "
                              f"{shape}: expected whole numbers, the offsets in order)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -16,9 +15,12 @@ from interp.errors import (
     BadInputError,
     OutOfRangeError,
     PromptTooLongError,
+    as_index,
     check_index,
     check_indices,
+    check_position,
     check_text,
+    whole_number,
 )
 from interp.masks import position_kwargs
 from interp.sites import GLOBAL_SITES, LAYER_SITES, Pattern, Site, Where, axes, resolve, site_names
@@ -37,10 +39,7 @@ def _describe(x: Any) -> str:
 
 
 def _int_list(x: Any) -> bool:
-    return isinstance(x, (list, tuple)) and all(
-        isinstance(i, int) and not isinstance(i, bool) or (hasattr(i, "dtype") and getattr(i, "ndim", 1) == 0)
-        for i in x
-    )
+    return isinstance(x, (list, tuple)) and all(as_index(i) is not None for i in x)
 
 
 def _ids_tensor(x: Any, what: str) -> torch.Tensor:
@@ -142,7 +141,8 @@ class Model:
         return self.hf.get_submodule(path)
 
     def in_block(self, layer: int, path: str) -> str:
-        """The dotted path of ``path`` (an adapter field such as ``adapter.o_proj``) in block ``layer``."""
+        """The dotted path (for :meth:`module`, :meth:`weight`) of ``path`` inside block ``layer``:
+        ``in_block(3, "mlp.up_proj")`` is ``model.layers.3.mlp.up_proj`` on a Llama."""
         return f"{self.adapter.layers}.{layer}.{path}"
 
     def attn_module(self, layer: int) -> torch.nn.Module:
@@ -335,9 +335,8 @@ class Model:
     def check_generation(self, tokens: dict[str, torch.Tensor], max_new_tokens: int | None,
                          interventions: BySite[Any] | None = None) -> None:
         """What ``generate`` checks before it runs: ``max_new_tokens``, the context window, interventions."""
-        if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
-                                           or max_new_tokens < 1):
-            raise BadInputError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        if max_new_tokens is not None:
+            whole_number(max_new_tokens, 1, "max_new_tokens")
         n_prompt, n_ctx = tokens["input_ids"].shape[1], self.cfg.n_ctx
         if max_new_tokens is not None and n_prompt + max_new_tokens > n_ctx:
             room = f"ask for at most {n_ctx - n_prompt} new tokens or " if n_prompt < n_ctx else ""
@@ -372,10 +371,9 @@ class Model:
                 raise BadInputError(f"{what} {token!r} is {count} of {self.name}'s tokenizer; pass a string that is "
                                     "exactly one token, or a token id")
             return int(ids[0])
-        if isinstance(token, bool) or not (isinstance(token, int) or (hasattr(token, "dtype") and getattr(token, "ndim", 1) == 0
-                                                                   and not torch.as_tensor(token).is_floating_point())):
+        index = as_index(token)
+        if index is None:
             raise BadInputError(f"{what} must be a token id (int) or a string that is one token, got {_describe(token)}")
-        index = int(token)
         if not 0 <= index < self.cfg.d_vocab:
             raise OutOfRangeError("token id", index, self.cfg.d_vocab, hint=f"{what}; {self.name} has a vocabulary of "
                                   f"{self.cfg.d_vocab}")
@@ -553,7 +551,7 @@ class Model:
         if positions is None:
             return positions
         if isinstance(positions, slice):
-            if not all(v is None or (isinstance(v, int) and not isinstance(v, bool))
+            if not all(v is None or as_index(v) is not None
                        for v in (positions.start, positions.stop, positions.step)) or positions.step == 0:
                 raise BadInputError(f"positions= slice must have int bounds and a nonzero step, got {positions!r}")
             if n_pos is not None:
@@ -562,25 +560,23 @@ class Model:
                                               "from the end)")
             return positions
         items: list[int] | None = None
-        if isinstance(positions, int) and not isinstance(positions, bool):
-            items = [positions]
+        if isinstance(positions, int):
+            items = None if as_index(positions) is None else [positions]  # a bool is no position
         elif isinstance(positions, (list, tuple, range, torch.Tensor)) or hasattr(positions, "__array__"):
             try:
                 values = positions.tolist() if hasattr(positions, "tolist") else list(positions)
-                values = values if isinstance(values, list) else [values]
-                if not any(isinstance(p, bool) for p in values):
-                    items = [operator.index(p) for p in values]  # ints, numpy ints; not floats
             except (TypeError, ValueError):
-                items = None
+                values = None
+            values = values if isinstance(values, list) or values is None else [values]
+            indices = [as_index(p) for p in values or []]  # ints, numpy ints; not floats, not bools
+            items = None if values is None or None in indices else [int(i) for i in indices]  # type: ignore[arg-type]
         if items is None:
             raise BadInputError(f"positions must be an int, a list of ints (negative ones count from the end) or a "
                                 f"slice, got {_describe(positions)}")
         if n_pos is not None:
             for p in items:
-                if not -n_pos <= p < n_pos:
-                    raise OutOfRangeError("position", p, n_pos,
-                                          hint=f"trace(positions=...): the input has {n_pos} tokens (negative "
-                                               "positions count from the end)")
+                check_position(p, n_pos, hint=f"trace(positions=...): the input has {n_pos} tokens (negative "
+                                              "positions count from the end)")
         return items
 
     def run_with_cache(self, inputs: Inputs, names_filter: Pattern | Sequence[Pattern] | Callable[[str], bool] | None = None,

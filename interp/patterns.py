@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from interp.errors import BadInputError, check_index, check_indices
+from interp.errors import BadInputError, check_index, check_indices, check_position
 from interp.masks import visible
 from interp.tracing import Trace
 
@@ -55,11 +55,8 @@ def attention_pattern(
         raise BadInputError(f"attention_pattern(layer={layer}): this trace holds {n_steps} forward(s) of {names[0]} but "
                             f"{len(ks_all)} of {names[1]} and {len(masks)} recorded mask(s); capture hook_q and hook_k "
                             "in the same trace")
-    if isinstance(step, bool) or not isinstance(step, int) or not -n_steps <= step < n_steps:
-        from interp.errors import OutOfRangeError
-
-        raise OutOfRangeError("step", step, n_steps, hint=f"attention_pattern(step=...): this trace recorded {n_steps} "
-                              f"forward pass(es) of layer {layer} (negative steps count from the end)")
+    step = check_position(step, n_steps, kind="step", hint=f"attention_pattern(step=...): this trace recorded "
+                          f"{n_steps} forward pass(es) of layer {layer} (negative steps count from the end)")
     q, k = qs_all[step], ks_all[step]  # [b, q_pos, H, d], [b, k_pos, Hkv, d]
     used = masks[step] if masks else None
     if isinstance(used, str):

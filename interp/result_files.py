@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from interp.errors import BadReportError
+from interp.errors import BadInputError, BadReportError
+from interp.heads.names import head_label, parse_head_label
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -475,6 +476,13 @@ CIRCUIT = "circuit.json"
 NODE_KINDS = ("head", "mlp", "logits")
 
 
+def _head_at(label: str) -> tuple[int, int] | None:
+    try:
+        return parse_head_label(label)
+    except BadInputError:
+        return None
+
+
 def circuit(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """``circuit.json`` checked: ``model``, ``nodes``, ``edges``, ``settings``."""
     f, d = _document(Path(folder) / CIRCUIT)
@@ -492,9 +500,11 @@ def circuit(folder: str | os.PathLike[str]) -> dict[str, Any]:
         kind = f.get(n, "kind", w)
         if kind not in NODE_KINDS:
             f.fail(f"{w}.kind", _show(kind), f"one of {', '.join(NODE_KINDS)}")
-        f.whole(f.get(n, "layer", w), f"{w}.layer", 0, MAX_LAYERS)
+        layer = f.whole(f.get(n, "layer", w), f"{w}.layer", 0, MAX_LAYERS)
         if kind == "head":
-            f.whole(f.get(n, "head", w), f"{w}.head", 0, MAX_HEADS - 1, " (a head node's head)")
+            head = f.whole(f.get(n, "head", w), f"{w}.head", 0, MAX_HEADS - 1, " (a head node's head)")
+            if _head_at(node) != (layer, head):  # the label, read by the parser that reads every head label
+                f.fail(f"{w}.id", repr(node), f"{head_label(layer, head)!r}, the label of its layer and head")
         else:
             f.integer(n.get("head"), f"{w}.head", 0, MAX_HEADS - 1, null=True)
         f.number(n.get("effect"), f"{w}.effect", null=True)

@@ -343,7 +343,7 @@ def test_generate_checks_positions_against_every_step(ids_model):
     m.generate(prompt, max_new_tokens=3, interventions={"blocks.0.hook_resid_post": iv.add(1.0, positions=slice(3, None))})
     # Keys and values hold every cached position at each step.
     m.generate(prompt, max_new_tokens=3, interventions={"blocks.0.attn.hook_k": iv.scale(2.0, positions=[3])})
-    with raises(m, BadInputError, "max_new_tokens must be a positive int, got 0"):
+    with raises(m, BadInputError, "max_new_tokens must be an integer of at least 1, got 0"):
         m.generate(prompt, max_new_tokens=0)
 
 
@@ -447,7 +447,7 @@ def test_patching_positions_and_settings_are_checked_before_any_forward(ids_mode
                                     "activation_patching(positions=...): the inputs have 3 tokens (negative positions "
                                     "count from the end)"):
         activation_patching(m, clean, corrupt, logit_diff(1, 2), sites=["resid_pre"], positions=[100], progress=False)
-    with raises(m, BadInputError, "activation_patching: batch_size must be an int >= 1, got 0"):
+    with raises(m, BadInputError, "activation_patching: batch_size must be an integer of at least 1, got 0"):
         activation_patching(m, clean, corrupt, logit_diff(1, 2), batch_size=0, progress=False)
     with raises(m, UnknownNameError, "unknown positions 'some'; valid positions: all, each, a list of positions"):
         activation_patching(m, clean, corrupt, logit_diff(1, 2), positions="some", progress=False)

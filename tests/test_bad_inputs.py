@@ -161,11 +161,11 @@ CASES = [
         *SMALL),
     cli("heads: unknown score", "unknown score 'inductoin'", "heads", M, "--out", "{T}/r", "--scores", "inductoin"),
     cli("heads: empty score list", "expected comma-separated names", "heads", M, "--out", "{T}/r", "--scores", ","),
-    cli("heads: --lengths 0", "must be at least 1, got 0", "heads", M, "--out", "{T}/r", "--lengths", "0"),
+    cli("heads: --lengths 0", "must be an integer of at least 1, got 0", "heads", M, "--out", "{T}/r", "--lengths", "0"),
     cli("heads: --lengths abc", "expected an integer, got 'abc'", "heads", M, "--out", "{T}/r", "--lengths", "abc"),
-    cli("heads: --samples -1", "argument --samples: must be at least 1", "heads", M, "--out", "{T}/r", "--samples",
+    cli("heads: --samples -1", "argument --samples: must be an integer of at least 1", "heads", M, "--out", "{T}/r", "--samples",
         "-1"),
-    cli("heads: --text-tokens 0", "argument --text-tokens: must be at least 1", "heads", M, "--out", "{T}/r",
+    cli("heads: --text-tokens 0", "argument --text-tokens: must be an integer of at least 1", "heads", M, "--out", "{T}/r",
         "--text-tokens", "0"),
     cli("heads: --text-tokens beyond the window", "context window of 256", "heads", M, "--out", "{T}/r",
         "--scores", "induction_text", "--text-tokens", "300"),
@@ -173,16 +173,16 @@ CASES = [
         "--scores", "induction", "--lengths", "200"),
     cli("heads: --retrieval-lengths beyond the window", "exceed tiny-a's context window of 256", "heads", M, "--out",
         "{T}/r", "--scores", "retrieval", "--retrieval-lengths", "100000"),
-    cli("heads: --retrieval-depths 1.5", "each value must lie in 0..1, got 1.5", "heads", M, "--out", "{T}/r",
+    cli("heads: --retrieval-depths 1.5", "each value must be a number in 0..1, got 1.5", "heads", M, "--out", "{T}/r",
         "--retrieval-depths", "1.5"),
-    cli("heads: --retrieval-depths nan", "must be a finite number, got nan", "heads", M, "--out", "{T}/r",
+    cli("heads: --retrieval-depths nan", "must be finite, got nan", "heads", M, "--out", "{T}/r",
         "--retrieval-depths", "nan"),
     cli("heads: a streaming window covering the whole text", "cover every key of a 256-token text", "heads", M,
         "--out", "{T}/r", "--scores", "streaming"),
-    cli("heads: --window 0", "argument --window: must be at least 1", "heads", M, "--out", "{T}/r", "--window", "0"),
+    cli("heads: --window 0", "argument --window: must be an integer of at least 1", "heads", M, "--out", "{T}/r", "--window", "0"),
     cli("heads: --export kv-pattern without retrieval", "add retrieval to --scores", "heads", M, "--out", "{T}/r",
         "--scores", "induction", "--export", "kv-pattern"),
-    cli("heads: --mask-k 0", "argument --mask-k: must be at least 1", "heads", M, "--out", "{T}/r", "--mask-k", "0"),
+    cli("heads: --mask-k 0", "argument --mask-k: must be an integer of at least 1", "heads", M, "--out", "{T}/r", "--mask-k", "0"),
     cli("heads: --mask-k above the pool", "allows mask_k 1..", "heads", M, "--out", "{T}/r", "--scores", "retrieval",
         "--retrieval-lengths", "100", "--mask-k", "500"),
     cli("heads: --device gpu0", "unknown device 'gpu0'", "heads", M, "--out", "{T}/r", "--device", "gpu0"),
@@ -197,13 +197,13 @@ CASES = [
     cli("heads: --seed -1", "argument --seed: must be an integer in 0..4294967295", "heads", M, "--out", "{T}/r",
         "--seed", "-1"),
     # -- interp neurons
-    cli("neurons: --top-tokens -5", "argument --top-tokens: must be at least 1, got -5", "neurons", M, "--out",
+    cli("neurons: --top-tokens -5", "argument --top-tokens: must be an integer of at least 1, got -5", "neurons", M, "--out",
         "{T}/n", "--top-tokens", "-5"),
     cli("neurons: --weights foo", "unknown weight vector 'foo'", "neurons", M, "--out", "{T}/n", "--weights", "foo"),
     cli("neurons: nothing asked", "nothing to do", "neurons", M),
-    cli("neurons: --clamp nan", "argument --clamp: must be a finite number, got nan", "neurons", M, "--find", "cat",
+    cli("neurons: --clamp nan", "argument --clamp: must be finite, got nan", "neurons", M, "--find", "cat",
         "--clamp", "nan", "--prompt", "the"),
-    cli("neurons: --clamp inf", "must be a finite number, got inf", "neurons", M, "--find", "cat", "--clamp", "inf",
+    cli("neurons: --clamp inf", "must be finite, got inf", "neurons", M, "--find", "cat", "--clamp", "inf",
         "--prompt", "the"),
     cli("neurons: --clamp without --prompt", "--clamp needs --find WORD", "neurons", M, "--find", "cat", "--clamp",
         "5"),
@@ -218,33 +218,33 @@ CASES = [
     cli("neurons: --prompt ''", "the prompt is empty", "neurons", M, "--find", "cat", "--clamp", "1", "--prompt", ""),
     cli("neurons: --out an existing file", "is an existing file", "neurons", M, "--out", "{T}/notes.txt"),
     # -- interp knob
-    cli("knob: --items -5", "argument --items: must be at least 2, got -5", "knob", M, "--out", "{T}/k", "--items",
+    cli("knob: --items -5", "argument --items: must be an integer of at least 2, got -5", "knob", M, "--out", "{T}/k", "--items",
         "-5"),
     cli("knob: --items beyond the fact table", "the fact table gives at most", "knob", M, "--out", "{T}/k",
         "--items", "100000"),
     cli("knob: --threshold 2", "--threshold must lie in (0, 1]", "knob", M, "--out", "{T}/k", "--threshold", "2"),
-    cli("knob: --threshold nan", "must be a finite number, got nan", "knob", M, "--out", "{T}/k", "--threshold",
+    cli("knob: --threshold nan", "must be finite, got nan", "knob", M, "--out", "{T}/k", "--threshold",
         "nan"),
     cli("knob: --layer 99", "layer 99 is out of range", "knob", M, "--out", "{T}/k", "--layer", "99"),
-    cli("knob: --das-steps 0", "argument --das-steps: must be at least 1", "knob", M, "--out", "{T}/k", "--das-steps",
+    cli("knob: --das-steps 0", "argument --das-steps: must be an integer of at least 1", "knob", M, "--out", "{T}/k", "--das-steps",
         "0"),
     cli("knob: --out a folder holding a user's file", "thesis.txt", "knob", M, "--out", "{T}/thesis"),
     # -- interp icl
-    cli("icl: --demo-counts -1", "argument --demo-counts: must be at least 0, got -1", "icl", M, "--out", "{T}/i",
+    cli("icl: --demo-counts -1", "argument --demo-counts: must be an integer of at least 0, got -1", "icl", M, "--out", "{T}/i",
         "--demo-counts", "-1"),
-    cli("icl: --queries 0", "argument --queries: must be at least 1, got 0", "icl", M, "--out", "{T}/i", "--queries",
+    cli("icl: --queries 0", "argument --queries: must be an integer of at least 1, got 0", "icl", M, "--out", "{T}/i", "--queries",
         "0"),
-    cli("icl: --demos 0", "argument --demos: must be at least 1", "icl", M, "--out", "{T}/i", "--demos", "0"),
+    cli("icl: --demos 0", "argument --demos: must be an integer of at least 1", "icl", M, "--out", "{T}/i", "--demos", "0"),
     cli("icl: --queries beyond the dataset", "items, but 5000 queries", "icl", M, "--out", "{T}/i", "--queries",
         "5000", "--no-summarize"),
     cli("icl: unknown dataset", "unknown ICL dataset 'sports'", "icl", M, "--out", "{T}/i", "--datasets", "sports"),
     cli("icl: a JSON file that is not a dataset", "is not a dataset file", "icl", M, "--out", "{T}/i", "--datasets",
         "{T}/bad.json", "--no-summarize"),
-    cli("icl: --patching-pairs -1", "argument --patching-pairs: must be at least 0", "icl", M, "--out", "{T}/i",
+    cli("icl: --patching-pairs -1", "argument --patching-pairs: must be an integer of at least 0", "icl", M, "--out", "{T}/i",
         "--patching-pairs", "-1"),
     # -- interp trace, models, app, the parser
     cli("trace: an empty prompt", "the prompt is empty", "trace", M, ""),
-    cli("trace: --max-new-tokens -5", "argument --max-new-tokens: must be at least 1, got -5", "trace", M, "Hi",
+    cli("trace: --max-new-tokens -5", "argument --max-new-tokens: must be an integer of at least 1, got -5", "trace", M, "Hi",
         "--max-new-tokens", "-5"),
     cli("trace: a prompt beyond the window", "context window of 256", "trace", M, "the " * 300),
     cli("trace: a prompt with bytes that are not UTF-8", "argument prompt: 'r\\udcff' holds bytes that are not valid "
@@ -409,9 +409,9 @@ def test_the_catalogue_is_large():
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_gives_one_clear_line(case, env, monkeypatch, one_thread):
     monkeypatch.chdir(env.tmp)  # `--out .` meets the scratch folder's files
-    from interp.heads import head_scan
+    from interp.heads import units
 
-    monkeypatch.setattr(head_scan, "score_pattern_unit", lambda *a, **k: pytest.fail("work started before the error"))
+    monkeypatch.setattr(units, "score_pattern_unit", lambda *a, **k: pytest.fail("work started before the error"))
     monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("a process started before the error"))
     before = sorted(p.name for p in env.tmp.iterdir())
     code, message = run_case(case, env)

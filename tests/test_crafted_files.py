@@ -398,6 +398,8 @@ JSON_CASES = [
     ("circuit", "circuit.json", set_in("edges.0.source", "L9H9"), r"edges\[0\]\.source is 'L9H9' \(a string\); valid: the id of one of the nodes"),
     ("circuit", "circuit.json", set_in("nodes.0.head", None), r"nodes\[0\]\.head is null; valid: an integer 0\.\.4095 \(a head node's head\)"),
     ("circuit", "circuit.json", set_in("nodes.1.id", "L0H1"), r"nodes\[1\]\.id is 'L0H1'; valid: an id no other node has"),
+    ("circuit", "circuit.json", set_in("nodes.0.id", "L0H2"), r"nodes\[0\]\.id is 'L0H2'; valid: 'L0H1', the label of its layer and head"),
+    ("circuit", "circuit.json", set_in("nodes.0.id", "head 1"), r"nodes\[0\]\.id is 'head 1'; valid: 'L0H1', the label of its layer and head"),
     ("circuit", "circuit.json", set_in("edges.1.score", "big"), r"edges\[1\]\.score is 'big'"),
     ("patching", "patching.json", set_in("clean_metric", "x"), r"clean_metric is 'x' \(a string\); valid: a finite number or null"),
     ("patching", "patching.json", set_in("direction", 3), r"direction is 3; valid: a string"),

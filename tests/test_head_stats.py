@@ -43,11 +43,34 @@ def test_matches_eager_patterns(tiny, padded):
 
 
 def test_fused_path_keeps_logits_and_stops_early(tiny):
+    """Observing attention swaps SDPA for its fused CPU kernel that also returns the log-sum-exp:
+    the model's logits stay bit-identical, every layer where the kernel applies hands its
+    log-sum-exp over. ``head_stats(layers=[0])`` runs the forward only as far as layer 0's
+    attention: no later block, no final norm, no unembedding."""
     ids = repeated()
+    n = ids.shape[1]
     with torch.no_grad():
         expected = tiny.hf(ids).logits
-    stats = head_stats(tiny, ids, layers=[0])
-    assert list(stats) == [0]
+    seen = []
+
+    def observe(layer, q, k, spec, lse):
+        fusable = spec.softcap is None and (spec.sliding_window is None or spec.sliding_window >= n)
+        seen.append((layer, fusable, lse is not None))
+
+    with tiny.trace(ids, observe=observe) as tr:
+        pass
+    assert torch.equal(tr.logits, expected)
+    assert [layer for layer, _, _ in seen] == list(range(tiny.cfg.n_layers))
+    assert all(fused == fusable for _, fusable, fused in seen), seen  # the fused kernel wherever it computes the same
+    ran = []
+    blocks = [*tiny.blocks, tiny.hf.get_output_embeddings()]
+    hooks = [m.register_forward_hook(lambda module, args, out, i=i: ran.append(i)) for i, m in enumerate(blocks)]
+    try:
+        stats = head_stats(tiny, ids, layers=[0])
+    finally:
+        for h in hooks:
+            h.remove()
+    assert list(stats) == [0] and ran == [], ran  # layer 0 stopped inside its attention: no block finished
     assert all(not observers_of(m) for m in tiny.hf.modules() if hasattr(m, "_interp_observers"))
     with torch.no_grad():
         assert torch.equal(tiny.hf(ids).logits, expected)

@@ -163,7 +163,7 @@ def test_report_round_trip(wired_scores, tmp_path):
 
 
 def test_interrupted_scan_resumes(wired, tmp_path, monkeypatch):
-    from interp.heads import head_scan as scan_module
+    from interp.heads import units as scan_module
 
     class Killed(Exception):
         """Stands for the process being stopped part-way."""
@@ -219,17 +219,17 @@ def test_cli_bad_input_leaves_no_report(tmp_path, capsys):
 
 
 def test_retrieval_lengths_beyond_context_fail_before_any_work(wired, monkeypatch):
-    from interp.heads import head_scan
+    from interp.heads import units
 
-    monkeypatch.setattr(head_scan, "score_pattern_unit", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(units, "score_pattern_unit", lambda *a, **k: pytest.fail("work started"))
     with pytest.raises(PromptTooLongError, match="exceed wired-gpt2's context window of 32"):
         scan(wired, ["induction", "retrieval"], lengths=(8,), retrieval={"lengths": (64,)})
 
 
 def test_text_tokens_beyond_context_fail_before_any_work(wired, tmp_path, monkeypatch):
-    from interp.heads import head_scan
+    from interp.heads import units
 
-    monkeypatch.setattr(head_scan, "score_pattern_unit", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(units, "score_pattern_unit", lambda *a, **k: pytest.fail("work started"))
     partial = tmp_path / ".r.partial"
     with pytest.raises(PromptTooLongError, match="text_tokens.*context window of 32"):
         scan(wired, ["prev_token_text"], lengths=(8,), text_tokens=64, checkpoint=str(partial))
@@ -250,10 +250,10 @@ def _digitless_llama():
 
 
 def test_needle_answer_without_tokens_fails_before_any_work(tmp_path, monkeypatch):
-    from interp.heads import head_scan, retrieval
+    from interp.heads import retrieval, units
 
     model = _digitless_llama()
-    monkeypatch.setattr(head_scan, "score_pattern_unit", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(units, "score_pattern_unit", lambda *a, **k: pytest.fail("work started"))
     monkeypatch.setattr(retrieval, "greedy_decode", lambda *a, **k: pytest.fail("decoding started"))
     good = {"needle": "The door is blue.", "question": "What colour is the door?", "answer": "blue"}
     # The answer is a substring of the needle, but the tokenizer leaves no token on it.
@@ -399,3 +399,15 @@ def test_a_scan_in_one_process_reuses_the_scoring_prefills_for_the_masking_check
         handle.remove()
     assert prefills == [] and wired not in retrieval._kept  # none made, none left behind
     assert causal.masking_check(wired, table, cfg, progress=False) == reused  # prefilled anew
+
+
+def test_ranking_orders_every_head_by_layer_and_head():
+    """The masking check's ranking (HeadScores.ranking): every head, highest first, a missing score
+    last, each named by its layer and head; without ties its head is ``top``'s."""
+    m = np.array([[0.1, np.nan, 0.7], [0.3, 0.9, 0.0]])
+    table = HeadScores.from_arrays({"retrieval": m}, model="x")
+    ranking = table.ranking("retrieval")
+    assert list(zip(ranking["layer"], ranking["head"], strict=True)) == [(1, 1), (0, 2), (1, 0), (0, 0), (1, 2), (0, 1)]
+    assert np.isnan(ranking["value"].iloc[-1]) and ranking["value"].iloc[0] == 0.9
+    top = table.top("retrieval", 5)
+    assert top[["layer", "head"]].equals(ranking[["layer", "head"]].head(5))

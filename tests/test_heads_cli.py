@@ -73,9 +73,9 @@ def test_cli_heads_several_models_write_a_folder_each_and_an_index(folders, tmp_
 
 
 def test_cli_bad_input_leaves_neither_report_nor_checkpoint(folders, tmp_path, monkeypatch, capsys):
-    from interp.heads import head_scan
+    from interp.heads import units
 
-    monkeypatch.setattr(head_scan, "score_pattern_unit", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(units, "score_pattern_unit", lambda *a, **k: pytest.fail("work started"))
     out = tmp_path / "r"
     # Natural-text windows longer than the context window.
     assert main(["heads", str(folders["tiny-a"]), "--out", str(out), *SMALL, "--text-tokens", "300"]) == 2
@@ -92,9 +92,9 @@ def test_cli_bad_input_leaves_neither_report_nor_checkpoint(folders, tmp_path, m
 
 
 def test_cli_interrupted_run_keeps_its_checkpoint_and_resumes(folders, tmp_path, monkeypatch):
-    from interp.heads import head_scan
+    from interp.heads import units
 
-    real, calls, armed = head_scan.score_pattern_unit, [], [True]
+    real, calls, armed = units.score_pattern_unit, [], [True]
 
     def interrupted(*args, **kwargs):
         calls.append(args[1])
@@ -103,7 +103,7 @@ def test_cli_interrupted_run_keeps_its_checkpoint_and_resumes(folders, tmp_path,
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(head_scan, "score_pattern_unit", interrupted)
+    monkeypatch.setattr(units, "score_pattern_unit", interrupted)
     out = tmp_path / "r"
     partial = out / ".interp-checkpoint"
     argv = ["heads", str(folders["tiny-a"]), "--out", str(out), *SMALL, "--scores", "induction", "--no-causal-checks"]

@@ -81,10 +81,17 @@ def test_load_local_folder(tiny_folder):
 
 
 def test_load_local_folder_with_dtype(tiny_folder):
-    folder, expected = tiny_folder
+    """dtype= gives exactly the folder's weights in that dtype (each float32 weight rounded to
+    bfloat16, every parameter), and exactly the logits of transformers' own bfloat16 load."""
+    folder, _ = tiny_folder
     model = interp.load(str(folder), dtype=torch.bfloat16, device="cpu")
-    assert next(model.hf.parameters()).dtype == torch.bfloat16
-    assert torch.allclose(logits(model.hf, model.tokenizer), expected, atol=0.1)
+    saved = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+    ours = dict(model.hf.named_parameters())
+    assert ours.keys() == dict(saved.named_parameters()).keys()
+    for name, weight in saved.named_parameters():
+        assert ours[name].dtype == torch.bfloat16 and torch.equal(ours[name], weight.to(torch.bfloat16)), name
+    theirs = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16, local_files_only=True)
+    assert torch.equal(logits(model.hf, model.tokenizer), logits(theirs, model.tokenizer))
 
 
 def test_load_already_loaded_model():

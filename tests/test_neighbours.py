@@ -6,8 +6,11 @@ nnsight and transformer-lens are optional; the tests that need one are skipped (
 
 from __future__ import annotations
 
-import importlib.util
+import subprocess
+import sys
 import warnings
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 import torch
@@ -66,8 +69,6 @@ def test_plain_objects_are_not_neighbours():
 
 
 def test_to_nnsight_without_nnsight_names_the_extra(tiny, monkeypatch):
-    import sys
-
     monkeypatch.setitem(sys.modules, "nnsight", None)  # an import of nnsight now fails
     with pytest.raises(MissingDependencyError, match=r"interp\[nnsight\]"):
         tiny.to_nnsight()
@@ -199,11 +200,33 @@ def test_a_model_unwrapped_from_a_bridge_shares_no_hook_state_with_the_bridged_o
     assert seen == [2]
 
 
-def test_missing_packages_are_skipped_visibly():
-    """Reports which neighbours this run could test (shown with ``pytest -rs``)."""
-    missing = [p for p in ("nnsight", "transformer_lens") if importlib.util.find_spec(p) is None]
-    if missing:
-        pytest.skip(f"not installed: {', '.join(missing)} (pip install 'interp[nnsight,bench]')")
+# The tests of this module that need neither nnsight nor transformer-lens.
+WITHOUT_NEIGHBOURS = {"test_plain_objects_are_not_neighbours", "test_to_nnsight_without_nnsight_names_the_extra",
+                      "test_a_model_unwrapped_from_a_bridge_shares_no_hook_state_with_the_bridged_one"}
+
+
+def test_missing_packages_are_skipped_visibly(tmp_path):
+    """Without nnsight and transformer-lens, every test here that needs one is skipped with a
+    reason naming the package (what ``pytest -rs`` shows), none fails or errors, and the tests that
+    need neither still pass. Checked in a fresh pytest with both imports blocked, so it holds
+    whether or not they are installed here."""
+    report = tmp_path / "report.xml"
+    code = ("import sys; sys.modules.update(nnsight=None, transformer_lens=None); import pytest; "
+            f"sys.exit(pytest.main([{__file__!r}, '-q', '-p', 'no:cacheprovider', '-k', 'not skipped_visibly', "
+            f"'--junitxml', {str(report)!r}]))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]  # nothing failed or errored
+    outcomes = {}
+    for case in ET.parse(report).getroot().iter("testcase"):
+        skipped = case.find("skipped")
+        outcomes[case.get("name")] = "passed" if skipped is None else skipped.get("message", "")
+    assert len(outcomes) > len(WITHOUT_NEIGHBOURS), outcomes
+    for name, outcome in outcomes.items():
+        if name.split("[")[0] in WITHOUT_NEIGHBOURS:
+            assert outcome == "passed", (name, outcome)
+        else:  # skipped, naming what is missing
+            assert outcome != "passed" and ("nnsight" in outcome or "transformer_lens" in outcome), (name, outcome)
 
 
 def test_bridge_over_in_memory_model_traces_like_it(family, tmp_path):

@@ -307,7 +307,9 @@ def test_cli_writes_report_and_steers(tmp_path, monkeypatch, capsys):
     plant(model, 2, 4, "up", RED)
     plant(model, 2, 4, "down", RED)
     monkeypatch.setattr(interp, "load", lambda *a, **k: model)
-    parser = __import__("argparse").ArgumentParser()
+    from interp.cli import Parser
+
+    parser = Parser()  # the CLI's parser: it fills in the defaults read from the analysis functions
     cli.register(parser.add_subparsers())
     args = parser.parse_args(["neurons", "tiny", "--out", str(tmp_path), "--find", " red", "--top", "3",
                               "--clamp", "200", "--prompt", "the dog", "--max-new-tokens", "2", "--quiet"])
@@ -396,9 +398,9 @@ def test_find_decodes_once_per_model_settings_and_weights(monkeypatch):
 def test_find_settings_are_checked_before_decoding(monkeypatch):
     monkeypatch.setattr(decode_module, "decode_topk", lambda *a, **k: pytest.fail("decoded"))
     model = tiny("llama")
-    with pytest.raises(InterpError, match=r"^find: k must be an int in 1..128 \(the vocabulary\), got 0$"):
+    with pytest.raises(InterpError, match=r"^find: k \(top tokens per neuron, at most the vocabulary\) must be an integer in 1..128, got 0$"):
         N.find(model, "dog", k=0, progress=False)
-    with pytest.raises(InterpError, match=r"^find: top must be a positive int or None \(every neuron\), got 0$"):
+    with pytest.raises(InterpError, match=r"^find: top \(None: every neuron\) must be an integer of at least 1, got 0$"):
         N.find(model, "dog", top=0, progress=False)
     with pytest.raises(OutOfRangeError, match=r"^layer 3 is out of range: valid layers are 0..2$"):
         N.find(model, "dog", layers=[3], progress=False)

@@ -137,9 +137,9 @@ def test_out_dot_in_a_working_folder_with_files_is_refused(tiny_folder, tmp_path
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_read_only_parent_is_found_before_any_work(tiny_folder, tmp_path, monkeypatch, capsys):
-    from interp.heads import head_scan
+    from interp.heads import units
 
-    monkeypatch.setattr(head_scan, "score_pattern_unit", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(units, "score_pattern_unit", lambda *a, **k: pytest.fail("work started"))
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
@@ -240,13 +240,13 @@ def test_a_failed_run_leaves_the_previous_report_and_no_temporaries(tmp_path):
 
 # -- 9. a resumed report is byte-identical ---------------------------------------------------------
 def test_killed_then_resumed_scan_writes_the_same_bytes_as_a_clean_run(tiny_folder, tmp_path, monkeypatch):
-    from interp.heads import head_scan
+    from interp.heads import units
 
     argv = ["heads", str(tiny_folder), *SMALL, "--retrieval-lengths", "100", "--retrieval-depths", "0.5",
             "--mask-k", "2"]
     assert main([*argv, "--out", str(tmp_path / "clean")]) == 0
 
-    real, calls = head_scan.score_pattern_unit, []
+    real, calls = units.score_pattern_unit, []
 
     def killed(*args, **kwargs):
         calls.append(1)
@@ -254,9 +254,9 @@ def test_killed_then_resumed_scan_writes_the_same_bytes_as_a_clean_run(tiny_fold
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(head_scan, "score_pattern_unit", killed)
+    monkeypatch.setattr(units, "score_pattern_unit", killed)
     assert main([*argv, "--out", str(tmp_path / "resumed")]) == 130
-    monkeypatch.setattr(head_scan, "score_pattern_unit", real)
+    monkeypatch.setattr(units, "score_pattern_unit", real)
     assert main([*argv, "--out", str(tmp_path / "resumed")]) == 0
     for name in ("head_scores.json", MANIFEST):
         assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()

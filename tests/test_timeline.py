@@ -95,9 +95,9 @@ def test_timeline_has_one_row_per_step_layer_head_and_score(run, tmp_path, capsy
 
 
 def test_interrupted_timeline_resumes_between_checkpoints(run, tmp_path, monkeypatch):
-    from interp.heads import head_scan
+    from interp.heads import units
 
-    real, calls, armed = head_scan.score_pattern_unit, [], [True]
+    real, calls, armed = units.score_pattern_unit, [], [True]
 
     def interrupted(model, *args, **kwargs):
         calls.append(model.name)
@@ -106,7 +106,7 @@ def test_interrupted_timeline_resumes_between_checkpoints(run, tmp_path, monkeyp
             raise KeyboardInterrupt
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(head_scan, "score_pattern_unit", interrupted)
+    monkeypatch.setattr(units, "score_pattern_unit", interrupted)
     out = tmp_path / "t"
     assert main(_argv(run, out)) == 130
     assert calls == ["checkpoint-0"] * 2 + ["checkpoint-50"] * 2 + ["checkpoint-100"]
@@ -122,9 +122,9 @@ def test_interrupted_timeline_resumes_between_checkpoints(run, tmp_path, monkeyp
 
 
 def test_bad_timelines_fail_before_any_work(run, tmp_path, monkeypatch, capsys):
-    from interp.heads import head_scan
+    from interp.heads import units
 
-    monkeypatch.setattr(head_scan, "score_pattern_unit", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(units, "score_pattern_unit", lambda *a, **k: pytest.fail("work started"))
     out = tmp_path / "t"
     plain = tiny_llama_folder(tmp_path / "model-v2")
     assert main(["heads", str(run / "checkpoint-0"), str(plain), "--out", str(out), *SMALL, "--timeline"]) == 2

@@ -270,15 +270,33 @@ def test_set_add_scale_mean(tiny):
 
 
 def test_intervention_on_queries_and_keys(tiny):
-    """Zeroed queries make a head attend uniformly over its visible keys."""
+    """Zeroed queries of one head, or zeroed keys of one kv head (every query head of its group),
+    make those heads attend uniformly over their visible keys: in the pattern recomputed from the
+    captured q and k, and in the forward pass itself, whose mixed values ``z`` are then the mean
+    of the visible values."""
     ids = torch.randint(1, VOCAB, (1, 10), generator=torch.Generator().manual_seed(3))
-    with tiny.trace(ids, sites="blocks.0.attn.hook_[qk]", interventions={"blocks.0.attn.hook_q": iv.zero(heads=[1])}) as tr:
-        pass
-    pattern = interp.attention_pattern(tr, 0, heads=[1], dtype=torch.float64)[0, 0]
-    spec = tr.specs[0]
-    for i in range(10):
-        visible = [j for j in range(i + 1) if spec.sliding_window is None or i - j < spec.sliding_window]
-        torch.testing.assert_close(pattern[i, visible], torch.full((len(visible),), 1 / len(visible), dtype=torch.float64))
+    group = tiny.cfg.n_heads // tiny.cfg.n_kv_heads
+    sites = ["blocks.0.attn.hook_q", "blocks.0.attn.hook_k", "blocks.0.attn.hook_v", "blocks.0.attn.hook_z"]
+    for site, zeroed, heads in (("blocks.0.attn.hook_q", 1, [1]),
+                                ("blocks.0.attn.hook_k", tiny.cfg.n_kv_heads - 1,
+                                 list(range((tiny.cfg.n_kv_heads - 1) * group, tiny.cfg.n_heads)))):
+        with tiny.trace(ids, sites=sites, interventions={site: iv.zero(heads=[zeroed])}) as tr:
+            pass
+        untouched = [i for i in range(tr[site].shape[2]) if i != zeroed]
+        assert torch.all(tr[site][:, :, zeroed] == 0), site
+        assert not untouched or tr[site][:, :, untouched].abs().sum() > 0, site
+        pattern = interp.attention_pattern(tr, 0, heads=heads, dtype=torch.float64)[0]  # [heads, q, k]
+        v, z = tr["blocks.0.attn.hook_v"][0].double(), tr["blocks.0.attn.hook_z"][0].double()  # [pos, (kv) heads, d]
+        spec = tr.specs[0]
+        for n, h in enumerate(heads):
+            for i in range(10):
+                visible = [j for j in range(i + 1) if spec.sliding_window is None or i - j < spec.sliding_window]
+                torch.testing.assert_close(pattern[n, i, visible],
+                                           torch.full((len(visible),), 1 / len(visible), dtype=torch.float64))
+                torch.testing.assert_close(z[i, h], v[visible, h // group].mean(0), atol=1e-5, rtol=1e-4)
+        others = [h for h in range(tiny.cfg.n_heads) if h not in heads]
+        last_rows = interp.attention_pattern(tr, 0, heads=others, dtype=torch.float64)[0, :, -1, :] if others else None
+        assert last_rows is None or not torch.allclose(last_rows, torch.full_like(last_rows, 0.1)), site  # the others
 
 
 def test_interventions_apply_during_generate(tiny):

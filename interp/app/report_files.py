@@ -20,16 +20,12 @@ from typing import Any
 import pandas as pd
 
 from interp import result_files
-from interp.errors import BadReportError
+from interp.errors import BadReportError, ReportError
 
 # Report kind -> the file that marks a folder as such a report.
 MARKERS = {"heads": "head_scores.json", "neurons": "neurons.parquet", "knob": "knob.json", "circuits": "icl.json"}
 
 SKIP_DIRS = {".git", ".venv", "node_modules", "__pycache__"}
-
-
-class ReportError(BadReportError):
-    """A report file that is missing, unreadable or not in the expected shape."""
 
 
 @dataclass(frozen=True)

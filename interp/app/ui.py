@@ -15,6 +15,7 @@ import streamlit as st
 from interp.app import model_cache, paths, report_files
 from interp.app.report_files import Report
 from interp.errors import InterpError
+from interp.logs import on_progress
 
 T = TypeVar("T")
 
@@ -57,6 +58,21 @@ def shown_errors(what: str) -> Iterator[None]:
         st.error(md(display_text(f"{what}: {exc}")))
     except Exception as exc:  # anything else is still a message, with its type for bug reports
         st.error(md(display_text(f"{what} failed: {type(exc).__name__}: {exc}")))
+
+
+@contextlib.contextmanager
+def progress_bar(text: str = "starting") -> Iterator[None]:
+    """An ``st.progress`` bar that follows the loops of the library calls made in the block
+    (``interp.logs.on_progress``): a page makes one call, as a notebook would, and draws its bar."""
+    bar = st.progress(0.0, text=text)
+
+    def draw(desc: str, done: int, total: int | None) -> None:
+        share = min(done / total, 1.0) if total else 0.0
+        bar.progress(share, text=f"{desc} ({done}/{total})" if total else desc)
+
+    with on_progress(draw):
+        yield
+    bar.progress(1.0, text="done")
 
 
 @contextlib.contextmanager

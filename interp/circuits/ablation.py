@@ -18,11 +18,11 @@ from typing import Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from interp import interventions as iv
+from interp import logs
 from interp.circuits.patching import Metric, metric_per_item, prepare_metric, run_metric
-from interp.errors import BadInputError, UnknownNameError
+from interp.errors import BadInputError, UnknownNameError, as_index
 from interp.model import Model
 from interp.results import TableResult
 
@@ -72,7 +72,7 @@ def ablate_heads(model: Model, heads: Sequence[tuple[int, int]], method: str = "
     by_layer: dict[int, list[int]] = {}
     for pair in heads:
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2
-                and all(isinstance(i, int) and not isinstance(i, bool) for i in pair)):
+                and all(as_index(i) is not None for i in pair)):
             raise BadInputError(f"ablate_heads: heads must be (layer, head) pairs such as [(1, 0), (2, 3)], got {pair!r}")
         layer, head = pair
         model.check_layer(layer)
@@ -121,7 +121,7 @@ def ablation_scan(model: Model, inputs: Any, metric: Metric, *, method: str = "m
         model.to_tokens(reference)
     base = run_metric(model, tokens, metric)
     rows = []
-    for la in tqdm(layer_list, desc=f"{method} ablation", disable=not progress, leave=False):
+    for la in logs.progress(layer_list, f"{method} ablation", progress, leave=False):
         for h in range(model.cfg.n_heads):
             fns = ablate_heads(model, [(la, h)], method, reference=reference, inputs=tokens)
             with model.trace(tokens, interventions=fns) as tr:

@@ -1,6 +1,6 @@
 """From findings to a circuit: heads and MLPs kept by their effect, edges between them kept by theirs.
 
-Nodes are attention heads (``L{l}H{h}``) and MLP layers (``MLP{l}``) whose node effect
+Nodes are attention heads (``L3H5``, ``interp.heads.names.head_label``) and MLP layers (``MLP{l}``) whose node effect
 (``attribution_patching`` or ``activation_patching`` rows, absolute value) reaches a threshold,
 plus ``logits``. Edge scores use edge attribution patching (Syed et al.): the sender's output
 difference (clean − corrupted; ``hook_result`` of a head, ``hook_mlp_out`` of an MLP) times the
@@ -29,6 +29,7 @@ import torch
 
 from interp.circuits.attribution import AttributionResult, attribution_patching, attribution_table
 from interp.circuits.patching import Metric, metric_per_item, prepare_metric
+from interp.heads.names import head_label
 from interp.masks import position_kwargs
 from interp.model import Model
 from interp.outputs import OutputFolder, writing
@@ -108,7 +109,7 @@ def _node_effects(att: pd.DataFrame) -> dict[str, tuple[str, int, int | None, fl
     kind = att["site"].map(layer_glob)
     heads = att[kind == "blocks.*.attn.hook_z"].groupby(["layer", "head"])["effect"].sum()
     for (la, h), v in heads.items():
-        out[f"L{la}H{h}"] = ("head", int(la), int(h), float(v))
+        out[head_label(la, h)] = ("head", int(la), int(h), float(v))
     mlps = att[kind == "blocks.*.mlp.hook_post"].groupby("layer")["effect"].sum()
     for la, v in mlps.items():
         out[f"MLP{la}"] = ("mlp", int(la), None, float(v))

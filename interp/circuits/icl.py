@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from interp import logs
 from interp.circuits.icl_data import (
     ICLDataset,
     Prompt,
@@ -142,7 +142,7 @@ def evaluate(model: Model, prompts: list[Prompt], label_ids: list[int], *, batch
              hidden: bool = False, progress: bool = True, desc: str = "") -> dict[str, Any]:
     """Predictions (label-space argmax of the last token) for every prompt, plus what was asked for."""
     parts: list[dict[str, Any]] = []
-    for batch in tqdm(list(_batches(prompts, batch_size)), desc=desc, disable=not progress, leave=False):
+    for batch in logs.progress(list(_batches(prompts, batch_size)), desc, progress, leave=False):
         parts.append(run_batch(model, batch, label_ids, stats=stats, hidden=hidden))
     logits = torch.cat([p["logits"] for p in parts])
     out: dict[str, Any] = {"pred": logits.argmax(-1).numpy(), "gold": np.array([p.label for p in prompts])}
@@ -276,7 +276,7 @@ def ablation_table(model: Model, prompts: list[Prompt], label_ids: list[int], ba
     """Each step's knockout in each quarter of the depth, and random edges matched in number (rows ``random``)."""
     rows = []
     jobs = [(step, q) for step in STEPS for q in range(4)]
-    for step, quarter in tqdm(jobs, desc=f"{dataset}: knockouts", disable=not progress, leave=False):
+    for step, quarter in logs.progress(jobs, f"{dataset}: knockouts", progress, leave=False):
         layers = quarter_layers(model.cfg.n_layers, quarter)
         if not layers:
             continue
@@ -397,7 +397,7 @@ def icl_circuit(
         label_ids = label_token_ids(ds, model.tokenizer)
         main: dict[str, Any] = {}
         main_prompts: list[Prompt] = []
-        for kk in tqdm(all_ks, desc=f"{name}: accuracy by k", disable=not progress):
+        for kk in logs.progress(all_ks, f"{name}: accuracy by k", progress):
             prompts = build_prompts(ds, model.tokenizer, k=kk, n=n_queries, seed=seed)
             is_main = kk == k
             res = evaluate(model, prompts, label_ids, batch_size=batch_size, stats=is_main,

@@ -18,16 +18,16 @@ run in one forward pass: the target batch is repeated and each copy gets its own
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from interp.errors import BadInputError, OutOfRangeError, UnknownNameError
+from interp import logs
+from interp.errors import BadInputError, UnknownNameError, as_index, check_position, whole_number
+from interp.heads.names import head_label
 from interp.kv_cache import fork, run_cached
 from interp.masks import position_kwargs
 from interp.model import Model
@@ -58,11 +58,9 @@ Metric = Callable[[torch.Tensor], torch.Tensor]
 def _token(item: Any, what: str, tokens: Any) -> str | int:
     if isinstance(item, str):
         return item
-    if not isinstance(item, bool):
-        try:
-            return operator.index(item)  # ints, numpy ints, 0-d integer tensors
-        except TypeError:
-            pass
+    index = as_index(item)  # ints, numpy ints, 0-d integer tensors
+    if index is not None:
+        return index
     raise BadInputError(f"logit_diff: {what} must be token ids (ints) or strings that are one token each, "
                         f"got {item!r}" + (f" in {tokens!r}" if tokens is not item else ""))
 
@@ -92,9 +90,9 @@ class LogitDiff:
 
     def __init__(self, good: Any, bad: Any, position: int = -1, model: Any = None):
         self.good, self.bad = _token_list(good, "good"), _token_list(bad, "bad")
-        if isinstance(position, bool) or not isinstance(position, int):
+        if as_index(position) is None:
             raise BadInputError(f"logit_diff: position must be an int (-1: the last position), got {position!r}")
-        self.position = position
+        self.position = int(position)
         self.spec = f"logit_diff({good!r}, {bad!r})"
         self._ids: tuple[torch.Tensor, torch.Tensor] | None = None
         if model is not None:
@@ -110,9 +108,8 @@ class LogitDiff:
             if n_items is not None and len(items) not in (1, n_items):
                 raise BadInputError(f"{self.spec}: {name} has {len(items)} tokens but the inputs have {n_items} "
                                     f"item{'s' if n_items != 1 else ''}; give one token for all items or one per item")
-        if n_pos is not None and not -n_pos <= self.position < n_pos:
-            raise OutOfRangeError("position", self.position, n_pos,
-                                  hint=f"{self.spec}: the metric reads logits at {n_pos} position(s)")
+        if n_pos is not None:
+            check_position(self.position, n_pos, hint=f"{self.spec}: the metric reads logits at {n_pos} position(s)")
         self._ids = (ids[0], ids[1])
         return self
 
@@ -234,7 +231,7 @@ class PatchingResult(TableResult):
             z = part.pivot_table(index="layer", columns="position", values="effect")
             x_title, y_title = "position", "layer"
         elif has_pos and has_head:
-            part = part.assign(row=[f"L{int(a)}H{int(b)}" for a, b in zip(part["layer"], part["head"], strict=True)])
+            part = part.assign(row=[head_label(int(a), int(b)) for a, b in zip(part["layer"], part["head"], strict=True)])
             z = part.pivot_table(index="row", columns="position", values="effect", sort=False)
             x_title, y_title = "position", "head"
         else:
@@ -390,8 +387,7 @@ def activation_patching(
         raise UnknownNameError("direction", direction, ["denoise", "noise"])
     for name, value, low in (("batch_size", batch_size, 1), ("logits_to_keep", logits_to_keep, 0),
                              ("shared_prefix", shared_prefix, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise BadInputError(f"activation_patching: {name} must be an int >= {low}, got {value!r}")
+        whole_number(value, low, f"activation_patching: {name}")
     clean_t, corr_t = _tokens(model, clean), _tokens(model, corrupted)
     if clean_t["input_ids"].shape != corr_t["input_ids"].shape:
         raise BadInputError(f"clean and corrupted inputs must have the same shape (batch, tokens) so positions line "
@@ -411,12 +407,8 @@ def activation_patching(
     else:
         explicit = []
         for p in positions:
-            if isinstance(p, bool) or not isinstance(p, int):
-                raise BadInputError(f"activation_patching: positions must be 'all', 'each' or a list of ints, got "
-                                    f"{p!r} in {positions!r}")
-            if not -n_pos <= p < n_pos:
-                raise OutOfRangeError("position", p, n_pos, hint=f"activation_patching(positions=...): the inputs have "
-                                      f"{n_pos} tokens (negative positions count from the end)")
+            p = check_position(p, n_pos, hint=f"activation_patching(positions=...): the inputs have {n_pos} tokens "
+                                              "(negative positions count from the end)")
             explicit.append(p % n_pos)
         if shared_prefix and any(p < shared_prefix for p in explicit):
             raise BadInputError(f"positions {sorted(p for p in explicit if p < shared_prefix)} lie in the shared prefix "
@@ -440,7 +432,7 @@ def activation_patching(
         patches += [Patch(name, layer_of(name) or 0, h, p) for h in heads for p in pos_list]
     values: list[float] = []
     chunks = [patches[i : i + batch_size] for i in range(0, len(patches), batch_size)]
-    for chunk in tqdm(chunks, desc="patching", disable=not progress, leave=False):
+    for chunk in logs.progress(chunks, "patching", progress, leave=False):
         reps = len(chunk)
         tokens = {k: v.repeat(reps, 1) for k, v in tgt_t.items()}
         logits, _ = _logits(model, tokens, patch_interventions(chunk, source, n_items, start), logits_to_keep, prefix)

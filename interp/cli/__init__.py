@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 
+from interp.cli import options
 from interp.errors import InterpError, check_text
 from interp.logs import logger
 
@@ -32,10 +33,21 @@ def _version() -> str:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with a bad argument reported in one line (no usage block above it)."""
+    """argparse, with a bad argument reported in one line (no usage block above it), and the
+    defaults and help of options read from an analysis function's signature and docstring once
+    its command's arguments have parsed or its help is asked for (``options.resolve``)."""
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        namespace, extras = super().parse_known_args(args, namespace)
+        options.resolve(self, namespace)
+        return namespace, extras
+
+    def format_help(self) -> str:
+        options.resolve(self)
+        return super().format_help()
 
 
 def build_parser() -> argparse.ArgumentParser:

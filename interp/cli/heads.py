@@ -190,7 +190,9 @@ def _timeline(args: argparse.Namespace, names: list[str]) -> tuple[dict[str, int
 
 
 def _summary(name: str, folder: Path, scores: HeadScores) -> None:
+    from interp.heads.names import head_label
+
     print(f"{name}: wrote {folder / 'report.html'}")
     for score in scores.scores:
         top = scores.top(score, 3)
-        print(f"  {score:<16} top heads: " + ", ".join(f"L{r.layer}H{r.head} {r.value:.2f}" for r in top.itertuples()))
+        print(f"  {score:<16} top heads: " + ", ".join(f"{head_label(r.layer, r.head)} {r.value:.2f}" for r in top.itertuples()))

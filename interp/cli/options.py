@@ -10,72 +10,48 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
+import importlib
 import inspect
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from interp.errors import SEED_MAX
+from interp.errors import SEED_MAX, InterpError, real_number, whole_number
 
 DEVICE_HELP = "where the model runs: cpu (default), cuda, cuda:N or mps"
 
 
-@dataclasses.dataclass
-class _Function:
-    defaults: dict[str, Any]
-    doc: str
-
-
-@functools.cache  # every option of a command reads the same function: parse its file once
-def _source(ref: str) -> _Function:
-    """``"interp.probes.knob:knob"`` read from its source file, not imported: building the parser
-    stays as fast as ``interp --help`` must be (the analyses import torch and more)."""
-    import ast
-
-    module, _, name = ref.partition(":")
-    root = Path(__file__).resolve().parents[1]  # the interp package
-    path = root.joinpath(*module.split(".")[1:])
-    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    constants = {t.id: node.value for node in tree.body if isinstance(node, ast.Assign)
-                 for t in node.targets if isinstance(t, ast.Name)}
-
-    def value(node: ast.expr) -> Any:
-        return ast.literal_eval(constants.get(node.id, node) if isinstance(node, ast.Name) else node)
-
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == name:
-            a = node.args
-            positional = [*a.posonlyargs, *a.args]
-            pairs = list(zip([x.arg for x in positional[len(positional) - len(a.defaults):]], a.defaults, strict=True))
-            pairs += [(x.arg, d) for x, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is not None]
-            return _Function({k: value(d) for k, d in pairs}, ast.get_docstring(node) or "")
-    raise TypeError(f"no function {name} in {module}")
+def _function(owner: Callable | str) -> Callable:
+    """``owner`` itself, or the function a ``"module:function"`` string names (imported now)."""
+    if not isinstance(owner, str):
+        return owner
+    module, _, name = owner.partition(":")
+    function = getattr(importlib.import_module(module), name, None)
+    if not callable(function):
+        raise TypeError(f"no function {name} in {module}")
+    return function
 
 
 def default(owner: Any, name: str) -> Any:
-    """The default of parameter ``name`` of the function ``owner`` (a callable, or
-    ``"module:function"`` read from its source without importing it; or of the field ``name``
-    of the dataclass ``owner``, or the entry of the dict ``owner``), as a command-line string: a
+    """The default of parameter ``name`` of the function ``owner`` (a callable, or a
+    ``"module:function"`` string naming one), read from its signature; or of the field ``name`` of
+    the dataclass ``owner``, or the entry of the dict ``owner``; as a command-line string: a
     default is written once, where the Python API declares it, and the CLI reads it there.
 
     >>> def f(x, *, lengths=(25, 50), k=8): ...
     >>> default(f, "lengths"), default(f, "k")
     ('25,50', 8)
     """
-    if isinstance(owner, str):
-        value = _source(owner).defaults[name]
-    elif isinstance(owner, dict):
+    if isinstance(owner, dict):
         value = owner[name]
     elif dataclasses.is_dataclass(owner):
         spec = {f.name: f for f in dataclasses.fields(owner)}[name]
         value = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default  # type: ignore[misc,operator]
     else:
-        value = inspect.signature(owner).parameters[name].default
+        function = _function(owner)
+        value = inspect.signature(function).parameters[name].default
         if value is inspect.Parameter.empty:
-            raise TypeError(f"{owner.__name__}() has no default for {name}")
+            raise TypeError(f"{function.__name__}() has no default for {name}")
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
     return value
@@ -93,7 +69,7 @@ def described(owner: Callable | str, name: str) -> str:
     >>> described(f, "n_items")
     'counterfactual items (half held out for testing)'
     """
-    lines = _source(owner).doc if isinstance(owner, str) else inspect.getdoc(owner) or ""
+    lines = inspect.getdoc(_function(owner)) or ""
     entries: dict[str, list[str]] = {}
     current: list[str] | None = None
     indent = None
@@ -124,22 +100,72 @@ def described(owner: Callable | str, name: str) -> str:
     return " ".join(entries[name]).replace("``", "").rstrip(".")
 
 
+class _Later:
+    """The default of an option whose analysis function is not imported yet (see :func:`option`)."""
+
+    def __repr__(self) -> str:
+        return "(the analysis function's default)"
+
+
+LATER = _Later()
+
+
 def option(p: argparse.ArgumentParser, flag: str, owner: Callable | str, name: str, **kwargs: Any) -> None:
     """``flag`` for parameter ``name`` of the analysis function ``owner``: its default read from
     the signature and its help from the docstring (:func:`default`, :func:`described`), so the
-    CLI restates neither. The value lands in ``args.<name>``; :func:`arguments` collects them."""
+    CLI restates neither. The value lands in ``args.<name>``; :func:`arguments` collects them.
+
+    ``owner`` given as ``"module:function"`` is imported only when the command's arguments have
+    parsed or its help is shown (:func:`resolve`, which ``interp.cli.Parser`` calls): building the
+    parser stays light, and a bad argument is reported before torch loads."""
     value = kwargs.pop("default", None)
-    value = default(owner, name) if value is None else value
-    text = kwargs.pop("help", None) or described(owner, name)
-    shown = "" if value is None or value is False else f" (default {value})"
+    text = kwargs.pop("help", None)
     kwargs.setdefault("metavar", flag.lstrip("-").upper().replace("-", "_"))
-    p.add_argument(flag, dest=name, default=value, help=text + shown, **kwargs)
+    action = p.add_argument(flag, dest=name, default=LATER, help=text or f"(see {owner})", **kwargs)
+    action.interp_option = (owner, name, value, text)  # type: ignore[attr-defined]
     p.set_defaults(_api=[*(p.get_default("_api") or []), name])
+    if not isinstance(owner, str):
+        resolve(p)
+
+
+def resolve(p: argparse.ArgumentParser, namespace: argparse.Namespace | None = None) -> None:
+    """Fill in the defaults and help of ``p``'s :func:`option` flags from their functions (imported
+    here), and in ``namespace`` (parsed arguments) the value of each flag not given."""
+    for action in p._actions:
+        spec = getattr(action, "interp_option", None)
+        if spec is not None:
+            owner, name, value, text = spec
+            value = default(owner, name) if value is None else value
+            shown = "" if value is None or value is False else f" (default {value})"
+            action.default, action.help = value, (text or described(owner, name)) + shown
+            del action.interp_option  # type: ignore[attr-defined]
+        if namespace is not None and getattr(namespace, action.dest, None) is LATER:
+            value = action.default
+            if isinstance(value, str) and callable(action.type):
+                try:
+                    value = action.type(value)
+                except argparse.ArgumentTypeError as exc:  # a default the option's own type refuses: a bug
+                    raise TypeError(f"the default of {'/'.join(action.option_strings)} is refused: {exc}") from None
+            setattr(namespace, action.dest, value)
 
 
 def arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The values of every :func:`option` of the command, by the analysis function's parameter name."""
-    return {name: getattr(args, name) for name in getattr(args, "_api", [])}
+    values = {name: getattr(args, name) for name in getattr(args, "_api", [])}
+    unresolved = [name for name, value in values.items() if value is LATER]
+    if unresolved:
+        raise TypeError(f"{', '.join(unresolved)} still wait for their defaults: parse with interp.cli.Parser, "
+                        "which reads them from the analysis function")
+    return values
+
+
+def _checked(check: Callable[[], Any]) -> Any:
+    """The value ``check`` returns; its ``InterpError`` (from the checks every entry point uses,
+    ``interp.errors``) as argparse's error, so the CLI says what the Python API says."""
+    try:
+        return check()
+    except InterpError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def at_least(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -150,11 +176,7 @@ def at_least(low: int, high: int | None = None) -> Callable[[str], int]:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if high is not None and not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be an integer in {low}..{high}, got {value}")
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
+        return _checked(lambda: whole_number(value, low, "", high=high))
 
     parse.__name__ = f"integer >= {low}"
     return parse
@@ -180,9 +202,7 @@ def finite_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
+    return _checked(lambda: real_number(value, ""))
 
 
 def unit_interval_list(text: str) -> list[float]:
@@ -191,10 +211,7 @@ def unit_interval_list(text: str) -> list[float]:
     if not items:
         raise argparse.ArgumentTypeError("expected comma-separated numbers in 0..1, got nothing")
     values = [finite_float(x) for x in items]
-    bad = [v for v in values if not 0.0 <= v <= 1.0]
-    if bad:
-        raise argparse.ArgumentTypeError(f"each value must lie in 0..1, got {', '.join(f'{b:g}' for b in bad)}")
-    return values
+    return [_checked(lambda: real_number(v, "each value", 0, 1)) for v in values]  # noqa: B023 (called at once)
 
 
 def word_list(text: str) -> list[str]:

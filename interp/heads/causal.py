@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from interp import interventions as iv
+from interp import logs
+from interp.errors import UnknownNameError
 from interp.heads import retrieval as R
 from interp.heads.sequences import repeated_random
 from interp.heads.table import HeadScores
@@ -95,13 +96,7 @@ def run_check(model: Model, name: str, table: HeadScores, settings: dict[str, An
         return induction_ablation(model, table, k=k, length=max(settings["lengths"]), samples=settings["samples"])
     if name == "retrieval_masking":
         return masking_check(model, table, settings["retrieval"], progress=progress)
-    raise ValueError(f"unknown check {name!r}")
-
-
-def run_checks(model: Model, table: HeadScores, settings: dict[str, Any], *, checkpoint=None,
-               progress: bool = True) -> dict[str, Any]:
-    """The causal checks that apply to the scores in ``table``."""
-    return {name: run_check(model, name, table, settings, progress=progress) for name in check_names(table)}
+    raise UnknownNameError("causal check", name, ["induction_ablation", "retrieval_masking"])
 
 
 # -- the retrieval masking check (Wu et al.) ---------------------------------------------------
@@ -134,14 +129,11 @@ def masking_check(model: Model, table, cfg: dict[str, Any], progress: bool = Tru
 
 def _masking_check(model: Model, table, cfg: dict[str, Any], progress: bool) -> dict[str, Any]:
     k = cfg["mask_k"]
-    scores = table.matrix("retrieval")
-    if np.isnan(scores).all():
+    ranking = table.ranking("retrieval")
+    if ranking["value"].isna().all():
         return {"skipped": "no needle test was recalled, so there are no retrieval scores to mask"}
-    flat = np.nan_to_num(scores, nan=-1).ravel()
-    order = np.argsort(-flat)
-    n_heads = model.cfg.n_heads
-    ranked = [(int(i // n_heads), int(i % n_heads)) for i in order]
-    top = [ranked[j] for j in range(k) if flat[order[j]] > cfg["threshold"]]
+    ranked = [(int(r.layer), int(r.head)) for r in ranking.itertuples()]
+    top = [ranked[j] for j in range(k) if ranking["value"][j] > cfg["threshold"]]
     if not top:
         return {"skipped": f"no head scores above the retrieval threshold {cfg['threshold']}"}
     k, top100 = len(top), ranked[: len(ranked) - masking_pool(len(ranked))]
@@ -164,7 +156,7 @@ def _masking_check(model: Model, table, cfg: dict[str, Any], progress: bool) -> 
     for r, name in enumerate(todo):
         for layer, h in conditions[name]:
             masks[r, layer, h] = True
-    for group in tqdm(R.test_groups(tests) if todo else [], desc="retrieval masking", disable=not progress):
+    for group in logs.progress(R.test_groups(tests) if todo else [], "retrieval masking", progress):
         tiled = masks.repeat(len(group), 1, 1)  # row t * conditions + c: test t under condition c
         rowwise = {f"blocks.{layer}.attn.hook_q": R.zero_queries_by_row(tiled[:, layer])
                    for layer in range(model.cfg.n_layers) if masks[:, layer].any()}

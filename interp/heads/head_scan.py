@@ -12,15 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-import torch
-from tqdm.auto import tqdm
-
-from interp.errors import InterpError, PromptTooLongError, UnknownNameError, check_seed, whole_number
-from interp.head_stats import head_stats
-from interp.heads import scores as S
+from interp import logs
+from interp.errors import PromptTooLongError, SettingError, UnknownNameError, check_seed, whole_number
 from interp.heads.checkpoint import Checkpoint, fingerprint
 from interp.heads.names import (
-    NGRAM_ORDERS,
     PATTERN_SCORES,
     RANDOM_SCORES,
     SCAN_DEFAULTS,
@@ -28,7 +23,7 @@ from interp.heads.names import (
     STREAMING_DEFAULTS,
     TEXT_SCORES,
 )
-from interp.heads.sequences import bos_id, natural_text, repeated_random, shipped_text_ids
+from interp.heads.sequences import bos_id, shipped_text_ids
 from interp.heads.table import HeadScores
 from interp.heads.units import ScanUnits
 from interp.model import Model
@@ -38,96 +33,12 @@ if TYPE_CHECKING:
     from interp.heads.retrieval import NeedleTest
 
 
-
-class SettingError(InterpError, ValueError):
-    """A scan setting that cannot work (an empty list, a count below 1, a depth outside 0..1)."""
-
-
 def check_scores(names: Iterable[str]) -> list[str]:
     names = list(dict.fromkeys(names))
     for name in names:
         if name not in SCORES:
             raise UnknownNameError("score", name, SCORES)
     return names
-
-
-def pattern_units(settings: dict[str, Any], names: list[str]) -> list[tuple[str, int, int]]:
-    """(protocol, length, batch start) for every batch of work."""
-    units = []
-    if any(n in names for n in RANDOM_SCORES):
-        for length in settings["lengths"]:
-            units += [("random", length, s) for s in range(0, settings["samples"], settings["batch_size"])]
-    if any(n in names for n in TEXT_SCORES):
-        units += [("text", settings["text_tokens"], s) for s in range(0, settings["text_samples"], settings["batch_size"])]
-    if "streaming" in names:
-        cfg = settings["streaming"]
-        units += [("streaming", cfg["tokens"], s) for s in range(0, cfg["samples"], settings["batch_size"])]
-    return units
-
-
-def streaming_unit(model: Model, length: int, start: int, cfg: dict[str, int], seed: int,
-                   batch_size: int) -> dict[str, torch.Tensor]:
-    """The ``streaming`` score's parts on natural-text windows of ``length`` tokens (a BOS first
-    where the model has one, as a prompt starts): each head's attention mass on its first ``sink``
-    keys plus its last ``window`` keys, over the rows that see other keys too (two kernel spans
-    per row), so a head that lives on a sink + window cache scores 1 and one that reads far back
-    scores near 0."""
-    sink, window = cfg["sink"], cfg["window"]
-    bos = bos_id(model)
-    body = natural_text(model, length - (bos is not None), cfg["samples"], seed)[start : start + batch_size]
-    ids = body if bos is None else torch.cat([torch.full((len(body), 1), bos), body], dim=1)
-    rows = torch.arange(sink + window, length)
-    sinks = torch.stack([torch.zeros_like(rows), torch.full_like(rows, sink)], dim=-1)
-    recent = torch.stack([rows - window + 1, rows + 1], dim=-1)  # disjoint from the sinks: rows >= sink + window
-    spans = [s.expand(len(ids), -1, -1) for s in (sinks, recent) if sink > 0 or s is recent]
-    stats = head_stats(model, ids, rules=["span"], rows=rows, spans=spans)
-    parts = []
-    for layer in range(model.cfg.n_layers):
-        kept = stats[layer].mass["span"].double().clamp(max=1)  # [b, H, R]
-        n = torch.full((kept.shape[1],), float(kept.shape[0] * kept.shape[2]), dtype=torch.float64)
-        parts.append(torch.stack([kept.sum(dim=(0, 2)), n, n]))
-    return {"streaming": torch.stack(parts, dim=1)}
-
-
-def score_pattern_unit(model: Model, unit: tuple[str, int, int], names: list[str], settings: dict[str, Any]) -> dict[str, torch.Tensor]:
-    protocol, length, start = unit
-    if protocol == "streaming":
-        return streaming_unit(model, length, start, settings["streaming"], settings["seed"], settings["batch_size"])
-    end = start + settings["batch_size"]
-    excl = {"exclude_bos": settings["exclude_bos"], "exclude_current": settings["exclude_current"]}
-    exclude = [k for k, on in (("bos", settings["exclude_bos"]), ("self", settings["exclude_current"])) if on]
-    wanted: list[str]
-    if protocol == "random":
-        ids = repeated_random(model, length, settings["samples"], settings["seed"] + length)[start:end]
-        wanted = [n for n in ("prev_token", "duplicate", "induction") if n in names]
-    else:
-        ids = natural_text(model, length, settings["text_samples"], settings["seed"])[start:end]
-        wanted = [n.removesuffix("_text") for n in TEXT_SCORES if n in names]
-    rules = sorted({r for n in wanted for r in S.RULES_OF.get(n, [])} | {"bos", "self"}
-                   | ({f"ngram{k}" for k in NGRAM_ORDERS} if "ngram" in wanted else set()))
-    stats = head_stats(model, ids, rules=rules, exclude=exclude)
-    b, pos = ids.shape
-    all_rows = torch.ones(b, pos, dtype=torch.bool)
-    second_copy = all_rows.clone()
-    if protocol == "random":
-        second_copy[:, : pos - length] = False  # the first copy (and BOS) predict nothing in context
-    out: dict[str, list[torch.Tensor]] = {}
-    suffix = "" if protocol == "random" else "_text"
-    for layer in range(model.cfg.n_layers):
-        st = stats[layer]
-        parts: dict[str, torch.Tensor] = {}
-        if "prev_token" in wanted:
-            parts["prev_token" + suffix] = S.previous_token(st, all_rows, **excl)
-        if "duplicate" in wanted:
-            parts["duplicate" + suffix] = S.duplicate_token(st, second_copy if protocol == "random" else all_rows, **excl)
-        if "induction" in wanted:
-            parts["induction" + suffix] = S.induction(st, second_copy if protocol == "random" else all_rows, **excl)
-        if "ngram" in wanted:
-            for n in NGRAM_ORDERS:
-                parts[f"ngram{n}"] = S.ngram(st, all_rows, n, **excl)
-        for name, value in parts.items():
-            out.setdefault(name, []).append(value)
-    return {name: torch.stack(v, dim=1) for name, v in out.items()}  # [3, layers, heads]
 
 
 @dataclass
@@ -306,7 +217,7 @@ def scan(
     )
     ckpt = Checkpoint(checkpoint, fingerprint(model, {"model": model.name, **plan.settings}) if checkpoint else {})
     units = ScanUnits(model.name, (model.cfg.n_layers, model.cfg.n_heads), plan, ckpt, _versions(), causal_checks)
-    for key in tqdm(units.keys(1), desc="head scan", disable=not progress):
+    for key in logs.progress(units.keys(1), "head scan", progress):
         if not units.done(key):
             units.save(key, units.run(model, key))
     if causal_checks:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from interp.heads.names import head_label
 from interp.outputs import OutputFolder, writing
 from interp.results import figure_html, write_json
 from interp.strict_json import dumps
@@ -46,7 +47,7 @@ def _e(value: Any) -> str:
 
 
 def _heads(heads: list[dict[str, int]]) -> str:
-    return _e(", ".join(f"L{h['layer']}H{h['head']}" for h in heads))
+    return _e(", ".join(head_label(h["layer"], h["head"]) for h in heads))
 
 
 def _checks_html(checks: dict[str, Any]) -> str:

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from interp import logs
 from interp.corpus import text as corpus_text
 from interp.errors import InterpError, PromptTooLongError
 from interp.fingerprint import weights_fingerprint
@@ -462,7 +462,7 @@ def retrieval_scores(model: Model, *, settings: dict[str, Any] | None = None, ch
     tests = tests if tests is not None else needle_tests(model, cfg)
     groups = test_groups(tests)
     saved = []
-    for group in tqdm(groups, desc="retrieval test batches", disable=not progress):
+    for group in logs.progress(groups, "retrieval test batches", progress):
         part = checkpoint.get(group_key(group)) if checkpoint is not None else None
         if part is None:
             part = score_tests(model, group, cfg)

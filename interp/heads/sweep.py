@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
+from interp import logs
 from interp.errors import InterpError, MissingDependencyError
 from interp.heads.checkpoint import Checkpoint, fingerprint
 from interp.heads.table import HeadScores
@@ -136,7 +135,7 @@ def _run_here(m: SweepModel, load: Callable[[str], Model], progress: bool) -> He
     """One model's missing units in this process (loaded only if a unit is missing), then its report."""
     model = m.model
     todo = m.units.missing(1)
-    for key in tqdm(todo, desc=f"{m.name}: head scan", disable=not progress or not todo):
+    for key in logs.progress(todo, f"{m.name}: head scan", progress and bool(todo)):
         model = model or load(m.spec)
         m.units.save(key, _execute(model, m.units, key, None))
     if m.units.causal_checks:
@@ -239,7 +238,7 @@ def _gather(ray: Any, models: list[SweepModel], workers: dict[str, Any], todo: d
             progress: bool, what: str) -> None:
     by_name = {m.name: m for m in models}
     pending = {workers[name].run.remote(key, table): (name, key) for name, items in todo.items() for key, table in items}
-    bar = tqdm(total=len(pending), desc=what, disable=not progress or not pending)
+    bar = logs.progress(total=len(pending), desc=what, enabled=progress and bool(pending))
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         name, key = pending.pop(done[0])

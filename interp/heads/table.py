@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interp.errors import BadInputError, UnknownNameError
+from interp.errors import BadInputError, UnknownNameError, real_number
 from interp.outputs import OutputFolder
 
 COLUMNS = ["score", "layer", "head", "value"]
@@ -82,10 +82,20 @@ class HeadScores:
         return wide.reindex(columns=self.scores)  # a score with no value at all (all NaN) stays a column
 
     def top(self, score: str, k: int = 10) -> pd.DataFrame:
-        """The ``k`` heads with the highest ``score``."""
+        """The ``k`` heads with the highest ``score`` (missing values left out; ties by layer and head)."""
         self._check(score)
         part = self.df[self.df["score"] == score]
         return part.nlargest(k, "value")[["layer", "head", "value"]].reset_index(drop=True)
+
+    def ranking(self, score: str) -> pd.DataFrame:
+        """Every head, highest ``score`` first, a missing value ranked as -1 (below every score in
+        0..1): ``layer``, ``head``, ``value``. Unlike :meth:`top`, ties come in the order NumPy's
+        ``argsort`` gives them: the retrieval masking check draws its random heads from outside the
+        top of this ranking, and the reports it wrote depend on that order."""
+        flat = np.nan_to_num(self.matrix(score), nan=-1).ravel()
+        order = np.argsort(-flat)
+        layer, head = np.divmod(order, self.n_heads)
+        return pd.DataFrame({"layer": layer, "head": head, "value": self.matrix(score).ravel()[order]})
 
     def heatmap(self, score: str):
         """A plotly layer × head heatmap of one score."""
@@ -195,8 +205,7 @@ class HeadScores:
 
         >>> keep = scores.keep_full("retrieval", 0.25, model=model)        # doctest: +SKIP
         """
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= float(share) <= 1.0:
-            raise BadInputError(f"share must be a number in 0..1 (the share of kv heads kept full), got {share!r}")
+        share = real_number(share, "share", 0, 1)  # of the kv heads kept full
         values = self.kv_pattern(score, model=model, lowest=lowest).to_numpy()
         free = np.argwhere(~np.isnan(values))  # (layer, kv head) in order
         n = int(round(float(share) * len(free)))

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from interp.errors import InterpError, UnknownNameError
-from interp.heads.names import NGRAM_ORDERS, OUTPUT_ORDER, RANDOM_SCORES
+from interp.errors import TimelineError, UnknownNameError, whole_number
+from interp.heads.names import NGRAM_ORDERS, OUTPUT_ORDER, RANDOM_SCORES, head_label
 from interp.outputs import OutputFolder, writing
 from interp.results import figure_html, write_json
 
@@ -43,10 +43,6 @@ _STEP_NAME = re.compile(r"(?:^|[-_.])(?:checkpoint|ckpt|step|global[-_]?step|ite
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
-class TimelineError(InterpError, ValueError):
-    """Checkpoint folders that cannot make a timeline (no step, two with one step, no match)."""
-
-
 def _trainer_step(folder: Path) -> int | None:
     path = folder / TRAINER_STATE
     if not path.is_file():
@@ -55,9 +51,7 @@ def _trainer_step(folder: Path) -> int | None:
         step = json.loads(path.read_text(encoding="utf-8")).get("global_step")
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):
         raise TimelineError(f"{path} is not readable JSON with a global_step") from None
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        raise TimelineError(f"{path}: global_step should be a non-negative integer, got {step!r}")
-    return step
+    return whole_number(step, 0, f"{path}: global_step", TimelineError)
 
 
 def checkpoint_step(folder: str | Path) -> int | None:
@@ -229,11 +223,11 @@ class Timeline:
                                      mode="lines", line={"color": "black", "dash": "dash"}, legendgroup=score,
                                      hovertemplate="step %{x}: %{y:.3f}<extra>max</extra>"), row=row, col=1)
             for i, (layer, h) in enumerate(self.top_heads(score, top)):
-                one = self.head(score, layer, h)
+                one, label = self.head(score, layer, h), head_label(layer, h)
                 fig.add_trace(go.Scatter(x=one["step"].tolist(), y=one["value"].tolist(), mode="lines+markers",
-                                         name=f"{score}: L{layer}H{h}", legendgroup=score, marker={"size": 4},
+                                         name=f"{score}: {label}", legendgroup=score, marker={"size": 4},
                                          line={"color": palette[i % len(palette)]},
-                                         hovertemplate=f"L{layer}H{h} step %{{x}}: %{{y:.3f}}<extra></extra>"),
+                                         hovertemplate=f"{label} step %{{x}}: %{{y:.3f}}<extra></extra>"),
                               row=row, col=1)
             fig.update_yaxes(title_text="score", row=row, col=1)
             if step is not None:

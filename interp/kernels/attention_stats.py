@@ -17,65 +17,14 @@ otherwise from blocks of query rows, so memory stays O(pos × block).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 
-from interp.errors import OutOfRangeError, UnknownNameError
+from interp.errors import BadInputError, OutOfRangeError, UnknownNameError, whole_number
+from interp.kernels.problem import AttentionStats, Problem
 from interp.kernels.targets import RULES, TOKEN_RULES, RulePlan, plan_rule, rule_pairs
-from interp.masks import visible
 
 MAX_TOPK = 8
-
-
-@dataclass
-class AttentionStats:
-    """Statistics per (batch, head, row); ``rows`` holds each row's query index."""
-
-    rows: torch.Tensor  # [b, R]
-    lse: torch.Tensor  # [b, H, R] log-sum-exp of the row's scaled (soft-capped) scores
-    mass: dict[str, torch.Tensor] = field(default_factory=dict)  # rule -> [b, H, R]
-    n_targets: dict[str, torch.Tensor] = field(default_factory=dict)  # rule -> [b, R] visible targets
-    max_prob: torch.Tensor | None = None  # [b, H, R]
-    argmax: torch.Tensor | None = None  # [b, H, R] key index
-    entropy: torch.Tensor | None = None  # [b, H, R] nats
-    topk_prob: torch.Tensor | None = None  # [b, H, R, k]
-    topk_index: torch.Tensor | None = None  # [b, H, R, k]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Validated inputs shared by both implementations."""
-
-    q: torch.Tensor  # [b, H, Pq, d]
-    k: torch.Tensor  # [b, Hkv, Pk, d]
-    scaling: float
-    rows: torch.Tensor  # [b, R] query indices
-    q_abs: torch.Tensor  # [b, R] the rows' key positions
-    key_mask: torch.Tensor | None  # [b, Pk] bool
-    sliding_window: int | None
-    softcap: float | None
-    causal: bool
-
-    @property
-    def group(self) -> int:
-        return self.q.shape[1] // self.k.shape[1]
-
-    def visible(self, q_abs: torch.Tensor, keys: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor:
-        """Whether each key is visible from its query (causal, window, padding); broadcasts."""
-        ok = visible(q_abs, keys, causal=self.causal, sliding_window=self.sliding_window)
-        ok &= (keys >= 0) & (keys < self.k.shape[2])
-        if self.key_mask is not None:
-            if batch is None:  # dense: q_abs [b, B, 1], keys [1, 1, K]
-                ok &= self.key_mask[:, None, :]
-            else:
-                ok &= self.key_mask[batch, keys.clamp(0, self.k.shape[2] - 1)]
-        return ok
-
-    def logits(self, dots: torch.Tensor) -> torch.Tensor:
-        """Raw q·k products to the scores the softmax sees (scaled, then soft-capped)."""
-        s = dots * self.scaling
-        return torch.tanh(s / self.softcap) * self.softcap if self.softcap is not None else s
 
 
 def attention_stats(
@@ -131,7 +80,7 @@ def attention_stats(
             path) in, filled on first use; pass the same dict to later calls with the same
             tokens, rows, padding and window (e.g. every layer of one forward pass) to reuse it.
     """
-    problem = _validate(q, k, scaling, rules, tokens, spans, rows, key_mask, sliding_window, softcap, causal, topk)
+    problem = check_problem(q, k, scaling, rules, tokens, spans, rows, key_mask, sliding_window, softcap, causal, topk)
     for name in exclude:
         if name not in ("bos", "self"):
             raise UnknownNameError("exclusion", name, ["bos", "self"])
@@ -145,23 +94,27 @@ def attention_stats(
     return _torch_stats(problem, list(rules), tokens, spans, row_stats, topk, lse, block, plan, tuple(exclude))
 
 
-def _validate(q, k, scaling, rules, tokens, spans, rows, key_mask, sliding_window, softcap, causal, topk) -> Problem:
+def check_problem(q, k, scaling, rules, tokens, spans, rows, key_mask, sliding_window, softcap, causal,
+                  topk) -> Problem:
+    """The checked ``Problem`` of ``attention_stats``'s arguments (the benchmarks and tests build one
+    too); a bad one raises ``BadInputError`` (a ``ValueError``), an unknown rule ``UnknownNameError``
+    and a row outside the queries ``OutOfRangeError``."""
     if q.ndim != 4 or k.ndim != 4:
-        raise ValueError(f"q and k must be [batch, heads, pos, d]; got {tuple(q.shape)} and {tuple(k.shape)}")
+        raise BadInputError(f"q and k must be [batch, heads, pos, d]; got {tuple(q.shape)} and {tuple(k.shape)}")
     b, h, pq, d = q.shape
     if k.shape[0] != b or k.shape[3] != d or h % k.shape[1]:
-        raise ValueError(f"k {tuple(k.shape)} does not fit q {tuple(q.shape)}: batch and d must match, "
-                         "and q heads must be a multiple of kv heads")
+        raise BadInputError(f"k {tuple(k.shape)} does not fit q {tuple(q.shape)}: batch and d must match, "
+                            "and q heads must be a multiple of kv heads")
     pk = k.shape[2]
     if pq > pk:
-        raise ValueError(f"more queries ({pq}) than keys ({pk})")
+        raise BadInputError(f"more queries ({pq}) than keys ({pk})")
     for rule in rules:
         if rule not in RULES:
             raise UnknownNameError("rule", rule, RULES)
     if any(r in TOKEN_RULES for r in rules) and (tokens is None or tuple(tokens.shape) != (b, pk)):
-        raise ValueError(f"rules {[r for r in rules if r in TOKEN_RULES]} need tokens of shape {(b, pk)}")
-    if not 0 <= topk <= MAX_TOPK:
-        raise ValueError(f"topk must be between 0 and {MAX_TOPK}, got {topk}")
+        raise BadInputError(f"rules {[r for r in rules if r in TOKEN_RULES]} need tokens of shape {(b, pk)}")
+    if whole_number(topk, 0, "topk") > MAX_TOPK:
+        raise BadInputError(f"topk must be between 0 and {MAX_TOPK}, got {topk}")
     if rows is None:
         rows_t = torch.arange(pq, device=q.device).expand(b, pq)
     else:
@@ -171,7 +124,7 @@ def _validate(q, k, scaling, rules, tokens, spans, rows, key_mask, sliding_windo
         if bad.numel():
             raise OutOfRangeError("row", int(bad[0]), pq)
     if "span" in rules and (spans is None or tuple(spans.shape) != (*rows_t.shape, 2)):
-        raise ValueError(f"rule 'span' needs spans of shape {(*rows_t.shape, 2)} ([start, end) per row)")
+        raise BadInputError(f"rule 'span' needs spans of shape {(*rows_t.shape, 2)} ([start, end) per row)")
     if key_mask is not None:
         key_mask = key_mask.to(q.device).bool()
     return Problem(q, k, float(scaling), rows_t, rows_t + (pk - pq), key_mask, sliding_window, softcap, causal)

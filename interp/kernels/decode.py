@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from interp.errors import BadInputError
+
 
 @dataclass
 class TopTokens:
@@ -35,8 +37,8 @@ def decode_topk(
 ) -> TopTokens:
     """Top-``k`` tokens of ``softmax(vectors @ unembedᵀ + bias)`` for each row of ``vectors``.
 
-    ``vectors`` is ``[n, d]``, ``unembed`` ``[vocab, d]``. ``progress`` (e.g. a tqdm bar) is
-    advanced by the number of vectors done.
+    ``vectors`` is ``[n, d]``, ``unembed`` ``[vocab, d]``. ``progress`` (an ``interp.logs.progress``
+    bar, or anything with ``update(n)``) is advanced by the number of vectors done.
 
     >>> import torch
     >>> W = torch.eye(5, 3)                                   # token i reads dimension i
@@ -45,10 +47,10 @@ def decode_topk(
     """
     n, d = vectors.shape
     if unembed.ndim != 2 or unembed.shape[1] != d:
-        raise ValueError(f"unembed must be [vocab, {d}] to match vectors [n, {d}]; got {tuple(unembed.shape)}")
+        raise BadInputError(f"unembed must be [vocab, {d}] to match vectors [n, {d}]; got {tuple(unembed.shape)}")
     vocab = unembed.shape[0]
     if not 1 <= k <= vocab:
-        raise ValueError(f"k must be between 1 and the vocabulary size {vocab}, got {k}")
+        raise BadInputError(f"k must be between 1 and the vocabulary size {vocab}, got {k}")
     index = torch.empty(n, k, dtype=torch.long, device=vectors.device)
     logit = torch.empty(n, k, dtype=torch.float32, device=vectors.device)
     lse = torch.empty(n, dtype=torch.float32, device=vectors.device)

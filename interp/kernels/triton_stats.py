@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from interp.errors import BadInputError, MissingDependencyError
+from interp.kernels.problem import AttentionStats
 from interp.kernels.targets import RULES, masked_tokens
 
 try:
@@ -762,8 +763,6 @@ def triton_attention_stats(problem, rules, tokens, spans, row_stats, topk, exclu
     dict shared by calls with the same tokens, rows, padding and window (every layer of a
     forward pass): the target counts, which depend on nothing else, are computed once into it.
     """
-    from interp.kernels.attention_stats import AttentionStats
-
     if triton is None:
         raise MissingDependencyError("triton", "the Triton attention kernels", "pip install 'interp[gpu]'")
     if config is None and problem.q.is_cuda and not _interpreted():

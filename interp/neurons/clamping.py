@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from interp.errors import BadInputError
-from interp.interventions import Index, check_finite, set_value
+from interp.errors import BadInputError, real_number
+from interp.interventions import Index, set_value
 from interp.neurons.decoding import token_strings
 from interp.neurons.find import concept_tokens, used_ids
 from interp.neurons.vectors import check_neuron
@@ -35,11 +35,7 @@ def clamp(model: Any, layer: int, neuron: int, value: float, *, positions: Index
 
 def _number(value: Any, what: str) -> float:
     """A clamp value: a finite real number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not (hasattr(value, "ndim") and value.ndim == 0):
-        raise BadInputError(f"{what}: value must be a number, got {value!r}")
-    number = float(value)
-    check_finite(number, f"{what}: value")
-    return number
+    return real_number(value, f"{what}: value")
 
 
 @dataclass

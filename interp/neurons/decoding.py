@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from interp import logs
 from interp.errors import InterpError
 from interp.kernels import TopTokens, decode_topk
 from interp.neurons.vectors import check_layers, check_weights, decoding_vectors, unembedding
@@ -50,8 +50,8 @@ def iter_layers(
     check_weights(model, weights)
     chosen = check_layers(model, layers)
     u = unembedding(model) if unembed is None else unembed
-    bar = tqdm(total=len(chosen) * model.cfg.d_mlp, desc=f"decoding {weights} neurons", unit="neuron",
-               disable=not progress)
+    bar = logs.progress(total=len(chosen) * model.cfg.d_mlp, desc=f"decoding {weights} neurons", enabled=progress,
+                        unit="neuron")
     try:
         for layer in chosen:
             v = decoding_vectors(model, layer, weights, apply_input_ln=apply_input_ln,

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interp import fingerprint
-from interp.errors import BadInputError, InterpError, UnknownNameError
+from interp.errors import InterpError, UnknownNameError, whole_number
+from interp.fingerprint import weights_fingerprint
 from interp.neurons.decoding import iter_layers, token_strings
 from interp.neurons.vectors import READS, check_layers, check_weights, decoding_vectors, unembedding
 
@@ -113,22 +113,6 @@ class _Entry:
 _CACHE: weakref.WeakKeyDictionary[Any, OrderedDict[tuple, _Entry]] = weakref.WeakKeyDictionary()
 
 
-def weights_fingerprint(model: Any) -> tuple:
-    """Identity of a model's current weights (``interp.fingerprint.weights_fingerprint``): each
-    parameter's object, storage address, version counter, shape, dtype, device and a hash of its
-    bytes, so an edit through ``weight.data`` (which leaves the version counter as it was) counts
-    too. Any change to any weight gives a different fingerprint."""
-    return fingerprint.weights_fingerprint(model)
-
-
-def clear_cache(model: Any | None = None) -> None:
-    """Forget the decoded tables of ``model`` (or of every model)."""
-    if model is None:
-        _CACHE.clear()
-    else:
-        _CACHE.pop(model, None)
-
-
 def decoded(model: Any, *, weights: str = "up", k: int = 50, apply_input_ln: bool | None = None,
             apply_final_norm: bool = True, layers: int | Iterable[int] | None = None,
             progress: bool = True) -> list[DecodedLayer]:
@@ -138,13 +122,13 @@ def decoded(model: Any, *, weights: str = "up", k: int = 50, apply_input_ln: boo
     chosen = check_layers(model, layers)
     ln = weights in READS if apply_input_ln is None else bool(apply_input_ln)
     key = (weights, int(k), ln, bool(apply_final_norm), tuple(chosen))
-    fingerprint = weights_fingerprint(model)
+    stamp = weights_fingerprint(model)  # any change to any weight, also through weight.data, changes it
     entries = _CACHE.setdefault(model, OrderedDict())
     entry = entries.get(key)
-    if entry is not None and entry.fingerprint == fingerprint:
+    if entry is not None and entry.fingerprint == stamp:
         entries.move_to_end(key)
         return entry.layers
-    if entry is not None or any(e.fingerprint != fingerprint for e in entries.values()):
+    if entry is not None or any(e.fingerprint != stamp for e in entries.values()):
         entries.clear()  # the weights changed: every table of this model is stale
     u_all = unembedding(model)
     mean, cov = u_all.mean(0), torch.cov(u_all.T, correction=0)
@@ -154,7 +138,7 @@ def decoded(model: Any, *, weights: str = "up", k: int = 50, apply_input_ln: boo
                                     unembed=u_all):
         out.append(DecodedLayer(layer=layer, index=tt.index, top_prob=tt.prob[:, 0].clone(), lse=tt.lse,
                                 vmean=v @ mean, std=((v @ cov) * v).sum(1).clamp_min(1e-30).sqrt()))
-    entries[key] = _Entry(fingerprint, out)
+    entries[key] = _Entry(stamp, out)
     while len(entries) > CACHE_ENTRIES:
         entries.popitem(last=False)
     return out
@@ -192,7 +176,7 @@ def find(
     spread over the vocabulary) is cached per model and decoding settings (``weights``, ``k``,
     the norm options, ``layers``), so further searches on the same model take a moment; the
     cache is dropped when any weight of the model is changed (in place, also through
-    ``weight.data``, or replaced; see ``weights_fingerprint``) and with the model itself.
+    ``weight.data``, or replaced; see ``interp.fingerprint.weights_fingerprint``) and with the model itself.
 
     Args:
         top: rows returned (None: every neuron).
@@ -204,10 +188,10 @@ def find(
     """
     if sort not in SORTS:
         raise UnknownNameError("sort", sort, SORTS)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= model.cfg.d_vocab:
-        raise BadInputError(f"find: k must be an int in 1..{model.cfg.d_vocab} (the vocabulary), got {k!r}")
-    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
-        raise BadInputError(f"find: top must be a positive int or None (every neuron), got {top!r}")
+    k = whole_number(k, 1, "find: k (top tokens per neuron, at most the vocabulary)",
+                     high=model.cfg.d_vocab)
+    if top is not None:
+        top = whole_number(top, 1, "find: top (None: every neuron)")
     table = concept_tokens(model, concept, on_split)
     ids = used_ids(table)
     u = unembedding(model)[ids]

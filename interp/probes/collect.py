@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.numpy import save as save_bytes
-from tqdm.auto import tqdm
 
-from interp.errors import InterpError
+from interp import logs
+from interp.errors import InterpError, as_index, check_position
 from interp.model import Model
 from interp.outputs import check_output, output_folder
 
@@ -115,10 +115,10 @@ def _indices(model: Model, ids: torch.Tensor, mask: torch.Tensor, position: Posi
         return None
     if position == "last":
         return torch.full((ids.shape[0],), ids.shape[1] - 1)
-    if isinstance(position, int):
+    if as_index(position) is not None:
+        shortest = int(mask.sum(1).min())
+        position = check_position(position, shortest, hint=f"the shortest prompt has {shortest} tokens")
         lengths = mask.sum(1)
-        if not -int(lengths.min()) <= position < int(lengths.min()):
-            raise InterpError(f"position {position} is outside the shortest prompt ({int(lengths.min())} tokens)")
         start = ids.shape[1] - lengths  # left padding
         return start + position if position >= 0 else torch.full_like(start, ids.shape[1] + position)
     if isinstance(position, dict) and "token" in position:
@@ -136,7 +136,7 @@ def _indices(model: Model, ids: torch.Tensor, mask: torch.Tensor, position: Posi
 def _batches(model: Model, texts: Sequence[str], names: list[str], position: Position, batch_size: int,
              progress: bool) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """``(first example, {site: [batch, d]})`` per batch, checked to be finite."""
-    for start in tqdm(range(0, len(texts), batch_size), desc="activations", disable=not progress):
+    for start in logs.progress(range(0, len(texts), batch_size), "activations", progress):
         tokens = model.to_tokens(list(texts[start : start + batch_size]))
         ids, mask = tokens["input_ids"].cpu(), tokens["attention_mask"].cpu()
         idx = _indices(model, ids, mask, position)

@@ -38,18 +38,17 @@ so each run is a one-token step over a cached prefix (``LastTokenRuns``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from interp import logs
 from interp.errors import InterpError
 from interp.interventions import Intervention, set_value
 from interp.model import Model
 from interp.probes.directions import diff_of_means, fit_rank1_das, interchange
+from interp.probes.knob_report import KnobResult, Localisation
 from interp.probes.knob_task import KnobItem, first_token, knob_items, prompt
 from interp.probes.last_token import LastTokenRuns
 from interp.probes.steering import steer
@@ -85,16 +84,6 @@ def accuracy(ld: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 # -- 2. layer localisation --------------------------------------------------------------------------
-@dataclass
-class Localisation:
-    pairing: str
-    layers: list[int]
-    recovery: float  # of the final layer set
-    single_layer: list[float]  # recovery when patching each layer alone
-    full_recovery: float  # patching every layer: 1 up to rounding
-    runs: list[dict[str, Any]] = field(default_factory=list)  # every patched set, in search order
-
-
 def search_layers(recovery: Callable[[list[int]], float], n_layers: int, threshold: float) -> list[int]:
     """The paper's binary search for ``[l, u)`` plus a linear pruning step (see the module doc).
 
@@ -132,7 +121,7 @@ def localise(model: Model, data: IntentRuns, pairing: str = "CP", *, threshold: 
     if abs(ld_src - ld_tgt) < 1e-6:
         raise InterpError("the two intents give the same answers: there is no effect to localise")
     runs: list[dict[str, Any]] = []
-    bar = tqdm(desc=f"localising ({pairing})", disable=not progress, unit="run")
+    bar = logs.progress(desc=f"localising ({pairing})", enabled=progress, unit="run")
 
     def recovery(layers: list[int]) -> float:
         def iv(index: np.ndarray) -> dict[str, Any]:
@@ -173,7 +162,7 @@ def train_das(model: Model, data: IntentRuns, layer: int, states: dict[str, torc
             h_src = states[src][index][:, None].double()
             return {site: Intervention(lambda x, _: interchange(x.double(), h_src.to(x.device), u_now[0]), positions=-1)}
         streams[tgt] = data.runs[tgt].training_steps(iv, rng)
-    bar = tqdm(total=steps, desc=f"rank-1 DAS at layer {layer}", disable=not progress)
+    bar = logs.progress(total=steps, desc=f"rank-1 DAS at layer {layer}", enabled=progress)
 
     def loss(u: torch.Tensor) -> torch.Tensor:
         u_now[:] = [u]
@@ -256,57 +245,6 @@ def separation_accuracy_r(states: dict[str, torch.Tensor], u: torch.Tensor, base
 
 
 # -- the whole analysis ------------------------------------------------------------------------------
-@dataclass
-class KnobResult:
-    model: str
-    settings: dict[str, Any]
-    accuracy: dict[str, float]
-    localisation: dict[str, Localisation]
-    layers: list[int]
-    layer: int
-    directions: dict[str, torch.Tensor]  # oriented unit vectors: das, diff_means, random0..
-    flip_rates: dict[str, float]
-    random_flip_rates: list[float]
-    correlation: dict[str, float]
-    sweep: list[dict[str, Any]]
-    das_items: int
-    items: list[KnobItem]
-
-    @property
-    def random_flip_rate(self) -> float:
-        return float(np.mean(self.random_flip_rates))
-
-    # The result protocol (interp.results.Result); the files are written in knob_report.py.
-    def to_dict(self) -> dict[str, Any]:
-        """The ``knob.json`` document (strict: undefined numbers are None)."""
-        from interp.probes.knob_report import to_json
-
-        return to_json(self)
-
-    def save(self, folder: Any, *, force: bool = False) -> Path:
-        """Write ``knob.json``, ``direction.safetensors`` and ``knob.html`` into ``folder``.
-
-        >>> result.save("out/knob"); KnobResult.load("out/knob")          # doctest: +SKIP
-        """
-        from interp.probes.knob_report import write_report
-
-        return write_report(self, folder, force=force)
-
-    @classmethod
-    def load(cls, folder: Any) -> KnobResult:
-        """Read a folder written by :meth:`save` (``knob.json`` and ``direction.safetensors``)."""
-        from interp.probes.knob_report import read_report
-
-        return read_report(folder)
-
-    def figures(self) -> dict[str, Any]:
-        """``{"patching": ..., "sweep": ...}``: the report's two figures."""
-        from interp.probes.knob_report import patching_figure, sweep_figure
-
-        doc = self.to_dict()
-        return {"patching": patching_figure(doc), "sweep": sweep_figure(doc)}
-
-
 def knob(model: Model, *, n_items: int = 200, test_share: float = 0.5, seed: int = 0, threshold: float = 0.8,
          layer: int | None = None, das_steps: int = 200, n_random: int = 3, min_das_items: int = 16,
          batch_size: int = 16, progress: bool = True) -> KnobResult:

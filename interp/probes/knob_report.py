@@ -1,18 +1,22 @@
-"""The knob analysis as files: ``knob.json``, ``direction.safetensors`` and ``knob.html`` (figures)."""
+"""The knob analysis's result (``KnobResult``, with each intent pairing's ``Localisation``) and its
+files: ``knob.json``, ``direction.safetensors`` and ``knob.html`` (figures). ``interp.probes.knob``
+computes it and names the same classes."""
 
 from __future__ import annotations
 
 import html
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import torch
 from safetensors.torch import save
 
 from interp.outputs import OutputFolder, writing
-from interp.probes.knob import KnobResult, Localisation
 from interp.probes.knob_task import KnobItem
 from interp.results import figure_html, write_json
 from interp.strict_json import dumps, finite
@@ -24,6 +28,59 @@ KEYS = ("model", "accuracy", "layers", "layer", "flip_rate", "random_flip_rate",
 ITEM_KEYS = ("context", "question", "prior_answer", "context_answer")
 SWEEP_KEYS = ("method", "value", "context_share", "prior_share")
 PATCHING_KEYS = ("layer", "effect")
+
+
+@dataclass
+class Localisation:
+    pairing: str
+    layers: list[int]
+    recovery: float  # of the final layer set
+    single_layer: list[float]  # recovery when patching each layer alone
+    full_recovery: float  # patching every layer: 1 up to rounding
+    runs: list[dict[str, Any]] = field(default_factory=list)  # every patched set, in search order
+
+
+@dataclass
+class KnobResult:
+    model: str
+    settings: dict[str, Any]
+    accuracy: dict[str, float]
+    localisation: dict[str, Localisation]
+    layers: list[int]
+    layer: int
+    directions: dict[str, torch.Tensor]  # oriented unit vectors: das, diff_means, random0..
+    flip_rates: dict[str, float]
+    random_flip_rates: list[float]
+    correlation: dict[str, float]
+    sweep: list[dict[str, Any]]
+    das_items: int
+    items: list[KnobItem]
+
+    @property
+    def random_flip_rate(self) -> float:
+        return float(np.mean(self.random_flip_rates))
+
+    # The result protocol (interp.results.Result); the files are written by the functions below.
+    def to_dict(self) -> dict[str, Any]:
+        """The ``knob.json`` document (strict: undefined numbers are None)."""
+        return to_json(self)
+
+    def save(self, folder: Any, *, force: bool = False) -> Path:
+        """Write ``knob.json``, ``direction.safetensors`` and ``knob.html`` into ``folder``.
+
+        >>> result.save("out/knob"); KnobResult.load("out/knob")          # doctest: +SKIP
+        """
+        return write_report(self, folder, force=force)
+
+    @classmethod
+    def load(cls, folder: Any) -> KnobResult:
+        """Read a folder written by :meth:`save` (``knob.json`` and ``direction.safetensors``)."""
+        return read_report(folder)
+
+    def figures(self) -> dict[str, Any]:
+        """``{"patching": ..., "sweep": ...}``: the report's two figures."""
+        doc = self.to_dict()
+        return {"patching": patching_figure(doc), "sweep": sweep_figure(doc)}
 
 
 def to_json(r: KnobResult) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from interp.errors import BadInputError
+from interp.errors import BadInputError, real_number
 from interp.interventions import Intervention, check_finite
 
 
@@ -26,10 +26,7 @@ def steer(direction: Any, *, value: float | None = None, add: float | None = Non
         raise BadInputError("steer: give exactly one of value= (set the projection) or add= (shift along the direction)")
     for name, number in (("value", value), ("add", add)):
         if number is not None:
-            if isinstance(number, bool) or not isinstance(number, (int, float)) and not (
-                    hasattr(number, "ndim") and number.ndim == 0):
-                raise BadInputError(f"steer: {name}= must be a number, got {number!r}")
-            check_finite(float(number), f"steer: {name}=")
+            real_number(number, f"steer: {name}=")
     u = unit_direction(direction, "steer")
 
     def op(x: torch.Tensor, site: str) -> torch.Tensor:

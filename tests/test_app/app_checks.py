@@ -29,3 +29,18 @@ def rendered_text(at: AppTest) -> str:
     """Everything the run sent to the page, sidebar included, as text: each element's message in
     protobuf text form (labels, options as shown, captions, messages, table and chart data)."""
     return "\n".join(str(node.proto) for node in at._tree if getattr(node, "proto", None) is not None)
+
+
+def progress_reports(monkeypatch) -> list[tuple[str, int, int | None]]:
+    """Every report that reaches the page's progress bar (``ui.progress_bar``), as it arrives:
+    ``(desc, done, total)`` from the library's own loops (``interp.logs.on_progress``)."""
+    from interp.app import ui
+
+    seen: list[tuple[str, int, int | None]] = []
+    real = ui.on_progress
+
+    def recording(draw):
+        return real(lambda desc, done, total: (seen.append((desc, done, total)), draw(desc, done, total)))
+
+    monkeypatch.setattr(ui, "on_progress", recording)
+    return seen

@@ -6,7 +6,7 @@ import base64
 import json
 
 import numpy as np
-from app_checks import errors, no_trouble
+from app_checks import errors, no_trouble, progress_reports
 from report_fixtures import write_circuits, write_icl_run
 
 
@@ -118,12 +118,14 @@ def _patch_inputs(at, clean: str, corrupted: str, good: str, bad: str) -> None:
     at.text_input(key="patch_bad").input(bad)
 
 
-def test_live_patching_with_model(app, tmp_path, tiny_model):
+def test_live_patching_with_model(app, tmp_path, tiny_model, monkeypatch):
+    seen = progress_reports(monkeypatch)
     at = app("circuits", reports=tmp_path, model=tiny_model)
     no_trouble(at)
     _patch_inputs(at, "the dog saw the cat and the", "the cat saw the cat and the", " dog", " cat")
     at.button(key="run_patching").click().run()
     no_trouble(at)
+    assert seen and seen[-1][0] == "patching" and seen[-1][1] == seen[-1][2], seen  # activation_patching's own loop
     assert "Activation patching (denoise): blocks.*.hook_resid_pre" in _specs(at)
     df = at.session_state["patching_result"].df
     assert len(df) == 3 * 7  # layers × positions

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from app_checks import errors, no_trouble
+from app_checks import errors, no_trouble, progress_reports
 from report_fixtures import write_heads
 
 
@@ -96,12 +96,17 @@ def test_no_reports_explains_how_to_make_one(app, tmp_path):
     assert any("interp heads" in i.value for i in at.info)
 
 
-def test_quick_scan_with_progress(app, tiny_model, tmp_path):
+def test_quick_scan_with_progress(app, tiny_model, tmp_path, monkeypatch):
+    seen = progress_reports(monkeypatch)
     at = app("heads", reports=tmp_path, model=tiny_model)
     at.radio(key="heads_source").set_value("Quick scan of the picked model").run()
-    at.multiselect(key="scan_scores").set_value(["prev_token"]).run()
+    at.multiselect(key="scan_scores").set_value(["prev_token", "induction"]).run()
     at.button(key="run_scan").click().run()
     no_trouble(at)
+    # one scan of both scores; its own loop over the work units drew the bar, to the end
+    units = {total for desc, _, total in seen if desc == "head scan"}
+    assert len(units) == 1 and ("head scan", *units, *units) in seen, seen
+    assert at.session_state["scan_result"].scores == ["prev_token", "induction"]
     assert len(at.get("plotly_chart")) >= 1
     assert "tiny-llama: 3 layers × 4 heads" in at.caption[-1].value or any(
         "tiny-llama: 3 layers" in c.value for c in at.caption)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from interp.kernels import attention_stats
-from interp.kernels.attention_stats import _flash_lse, _validate, choose_backend, fused_lse_call
+from interp.kernels.attention_stats import _flash_lse, check_problem, choose_backend, fused_lse_call
 
 from .reference import dense_probs, target_mask
 
@@ -25,7 +25,7 @@ def problem(dtype=torch.bfloat16, d=64, b=2, h=6, hkv=2, pos=40, **kw):
     k = torch.randn(b, hkv, pos, d, generator=g).to(dtype)
     spec = dict(key_mask=None, sliding_window=None, softcap=None, causal=True)
     spec.update(kw)
-    return _validate(q, k, d**-0.5, [], None, None, None, spec["key_mask"], spec["sliding_window"], spec["softcap"],
+    return check_problem(q, k, d**-0.5, [], None, None, None, spec["key_mask"], spec["sliding_window"], spec["softcap"],
                      spec["causal"], 0)
 
 
@@ -151,7 +151,7 @@ def test_cuda_lse_of_row_subset(monkeypatch):
     fake_cuda_ops(monkeypatch, [])
     p = problem(torch.bfloat16, 64)
     rows = torch.tensor([39, 0, 17])
-    sub = _validate(p.q, p.k, p.scaling, [], None, None, rows, None, None, None, True, 0)
+    sub = check_problem(p.q, p.k, p.scaling, [], None, None, rows, None, None, None, True, 0)
     torch.testing.assert_close(_flash_lse(sub, device_type="cuda"), exact_lse(p)[:, :, rows].float(), atol=2e-5, rtol=0)
 
 

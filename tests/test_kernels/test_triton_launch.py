@@ -12,7 +12,7 @@ import torch
 
 from interp.errors import BadInputError
 from interp.kernels import RULES, attention_stats
-from interp.kernels.attention_stats import _validate
+from interp.kernels.attention_stats import check_problem
 
 TRITON = importlib.util.find_spec("triton") is not None and (
     os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()
@@ -53,7 +53,7 @@ def test_every_block_configuration_matches_the_torch_path(d, dtype, config):
     kw = dict(scaling=d**-0.5, rules=list(RULES), tokens=tokens, spans=spans, key_mask=key_mask, sliding_window=11,
               softcap=5.0, topk=3, exclude=["bos"])
     want = attention_stats(q, k, **kw, backend="torch")
-    problem = _validate(q, k, kw["scaling"], kw["rules"], tokens, spans, None, key_mask, 11, 5.0, True, 3)
+    problem = check_problem(q, k, kw["scaling"], kw["rules"], tokens, spans, None, key_mask, 11, 5.0, True, 3)
     got = T.triton_attention_stats(problem, list(RULES), tokens, spans, True, 3, ("bos",), config=config)
     real = key_mask[:, None, :].expand(-1, q.shape[1], -1)  # padding queries see nothing: not compared
     for name in ("lse", "max_prob", "entropy", "topk_prob"):

@@ -100,7 +100,7 @@ def _answer_id(model, word: str, prompt: str) -> int:
 
 def live_patching(spec: str) -> None:
     """Patch a clean prompt's activations into a corrupted one, per layer (and head) and position."""
-    from interp.circuits import PatchingResult, activation_patching, logit_diff
+    from interp.circuits import activation_patching, logit_diff
     from interp.circuits.patching import SITES
 
     st.caption("Effect 1: the patch restores the clean run's logit difference (good − bad answer); 0: no change.")
@@ -118,17 +118,9 @@ def live_patching(spec: str) -> None:
     if st.button("Run patching", key="run_patching", disabled=not sites):
         with model_cache.using(spec) as model:
             metric = logit_diff(_answer_id(model, good, clean), _answer_id(model, bad, corrupted))
-            bar = st.progress(0.0, text="patching")
-            parts = []
-            for layer in range(model.cfg.n_layers):
-                bar.progress(layer / model.cfg.n_layers, text=f"layer {layer + 1} of {model.cfg.n_layers}")
-                parts.append(activation_patching(model, clean, corrupted, metric, sites=sites, layers=[layer],
-                                                 positions=positions, progress=False))
-            bar.progress(1.0, text="done")
-        first = parts[0]
-        st.session_state["patching_result"] = PatchingResult(
-            pd.concat([p.df for p in parts], ignore_index=True), first.clean_metric, first.corrupted_metric,
-            first.direction, first.tokens)
+            with ui.progress_bar("patching"):
+                st.session_state["patching_result"] = activation_patching(
+                    model, clean, corrupted, metric, sites=sites, positions=positions, progress=False)
     result = st.session_state.get("patching_result")
     if result is not None:
         st.caption(f"logit difference: clean {result.clean_metric:.3f}, corrupted {result.corrupted_metric:.3f}")

@@ -18,6 +18,7 @@ import streamlit as st
 
 from interp.app import figures, model_cache, ui
 from interp.errors import InterpError
+from interp.heads.names import head_label
 
 DEFAULT_PROMPT = ("Mr and Mrs Dursley, of number four, Privet Drive, were proud to say that they were perfectly "
                   "normal. Mr and Mrs Dursley, of number four, Privet Drive, were proud to say")
@@ -26,25 +27,16 @@ MAX_ROWS = 12  # query rows drawn token by token
 
 
 def _quick_scan(spec: str) -> Any:
-    """A small scan of the picked model, one score at a time with a progress bar."""
-    from interp.heads import HeadScores
+    """A small scan of the picked model, with a progress bar."""
     from interp.heads.head_scan import PATTERN_SCORES, scan
 
     chosen = st.multiselect("Scores", list(PATTERN_SCORES), default=["prev_token", "induction"], key="scan_scores",
                             help="Retrieval needs 1-2k token haystacks and generation: run `interp heads` for it.")
     st.caption(f"Quick settings {QUICK}, no causal checks. `interp heads` runs the full protocol.")
     if st.button("Run scan", key="run_scan", disabled=not chosen):
-        parts = []
-        bar = st.progress(0.0, text="starting")
-        with model_cache.using(spec) as model:
-            for i, score in enumerate(chosen):
-                bar.progress(i / len(chosen), text=f"scanning {score} ({i + 1}/{len(chosen)})")
-                parts.append(scan(model, [score], causal_checks=False, progress=False, **QUICK))  # type: ignore[arg-type]
-        bar.progress(1.0, text="done")
-        df = pd.concat([p.df for p in parts]).drop_duplicates(["score", "layer", "head"])
-        st.session_state["scan_result"] = HeadScores(
-            df, model=parts[0].model, n_layers=parts[0].n_layers, n_heads=parts[0].n_heads,
-            settings={**parts[0].settings, "scores": chosen}, versions=parts[0].versions)
+        with ui.progress_bar(), model_cache.using(spec) as model:
+            st.session_state["scan_result"] = scan(model, chosen, causal_checks=False, progress=False,
+                                                   **QUICK)  # type: ignore[arg-type]
     return st.session_state.get("scan_result")
 
 
@@ -207,7 +199,7 @@ def _attention(spec: str, scores: Any, pick: tuple[int, int]) -> None:
         st.markdown(f"**{ui.md(labels[r])}** attends most to {ui.md(labels[top])} ({weights[top]:.3f})")
         st.html(figures.attention_html(tokens, weights, r))
     if len(rows) > 1:
-        st.plotly_chart(figures.attention_heatmap(probs, tokens, rows, f"L{layer}H{head}"), key="attn_heatmap")
+        st.plotly_chart(figures.attention_heatmap(probs, tokens, rows, head_label(layer, head)), key="attn_heatmap")
 
 
 def page() -> None:

@@ -278,10 +278,38 @@ class KnobResult:
 
     # The result protocol (interp.results.Result); the files are written in knob_report.py.
     def to_dict(self) -> dict[str, Any]:
-        """The ``knob.json`` document (strict: undefined numbers are None)."""
-        from interp.probes.knob_report import to_json
+        """The ``knob.json`` document (keys described in the README); undefined numbers (a flip rate
+        with no eligible prompts, a correlation with no spread) are None, written as null. The
+        directions are not in it: ``save`` writes them to ``direction.safetensors``."""
+        from interp.strict_json import finite
+        from interp.versions import versions
 
-        return to_json(self)
+        sweep = [{**row, "context_share": (row["context_share_prior"] + row["context_share_context"]) / 2}
+                 for row in self.sweep]
+        for row in sweep:
+            row["prior_share"] = 1 - row["context_share"]
+        return finite({
+            "model": self.model,
+            "settings": self.settings,
+            "versions": versions(),
+            "accuracy": self.accuracy,
+            "layers": self.layers,
+            "layer": self.layer,
+            "localisation": {p: {"layers": loc.layers, "recovery": loc.recovery, "single_layer": loc.single_layer,
+                                 "full_recovery": loc.full_recovery,
+                                 "runs": loc.runs} for p, loc in self.localisation.items()},
+            "patching": [{"pairing": p, "layer": i, "effect": v}
+                         for p, loc in self.localisation.items() for i, v in enumerate(loc.single_layer)],
+            "flip_rate": self.flip_rates,
+            "random_flip_rate": self.random_flip_rate,
+            "random_flip_rates": self.random_flip_rates,
+            "correlation": self.correlation.get("das", float("nan")),
+            "correlations": self.correlation,
+            "das_train_items": self.das_items,
+            "sweep": sweep,
+            "items": [{"context": it.context, "question": it.query, "prior_answer": it.prior,
+                       "context_answer": it.context_object, "subject": it.subject} for it in self.items],
+        })
 
     def save(self, folder: Any, *, force: bool = False) -> Path:
         """Write ``knob.json``, ``direction.safetensors`` and ``knob.html`` into ``folder``.

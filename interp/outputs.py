@@ -52,6 +52,7 @@ from pathlib import Path
 
 from interp.atomic import fsync_dir
 from interp.errors import InterpError
+from interp.strict_json import dumps
 
 MANIFEST = ".interp-manifest.json"
 LOCK = ".interp.lock"
@@ -336,7 +337,7 @@ def _write_manifest(folder: Path, entries: dict[str, Entry]) -> None:
     files = {name: {"kind": e.kind, **({"sha256": e.sha256} if e.sha256 else {"folder": True})}
              for name, e in sorted(entries.items())}
     tmp = folder / f"{_STAGING}manifest-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps({"written_by": "interp", "format": FORMAT, "files": files}, indent=1) + "\n")
+    tmp.write_text(dumps({"written_by": "interp", "format": FORMAT, "files": files}, indent=1) + "\n")
     os.replace(tmp, folder / MANIFEST)
 
 

@@ -127,8 +127,9 @@ def _timeline() -> Any:
     from interp.heads.timeline import Timeline
 
     def scores(step: int) -> Any:
-        from interp.heads.table import HeadScores
         import numpy as np
+
+        from interp.heads.table import HeadScores
 
         arrays = {"induction": np.array([[0.1 * step, np.nan], [np.inf, -0.25]]), "prev_token": np.full((2, 2), step)}
         return HeadScores.from_arrays(arrays, model="tiny", versions={"interp": "0"})

@@ -171,3 +171,20 @@ def test_the_check_finds_a_parquet_written_by_hand(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     (tmp_path / "m.py").write_text("import io\ndef save(df):\n    buf = io.BytesIO()\n    df.to_parquet(buf)\n")
     assert len(parquet_writes(Path("m.py"))) == 1
+
+
+def test_committed_results_are_their_writers_own_files() -> None:
+    """Every file under case_studies/results and benchmarks/results is listed, with its sha256, in
+    the manifest of its folder (or is a report folder of its own), so rerunning a study or
+    benchmark into the committed folder replaces exactly its own files. A result regenerated
+    without its script (or edited by hand) shows up here."""
+    from interp.outputs import MANIFEST, foreign_entries, read_manifest
+
+    folders = sorted({p.parent for root in ("case_studies/results", "benchmarks/results")
+                      for p in (ROOT / root).rglob("*") if p.is_file()})
+    assert ROOT / "benchmarks" / "results" in folders
+    for folder in folders:
+        assert (folder / MANIFEST).is_file(), f"{folder.relative_to(ROOT)} has no {MANIFEST}"
+        assert read_manifest(folder)
+        foreign = foreign_entries(folder)
+        assert not foreign, f"{folder.relative_to(ROOT)}: {foreign} are not listed in its manifest with their sha256"

@@ -157,13 +157,31 @@ def write_json(out: OutputFolder, name: str, doc: Any, *, indent: int | None = 1
     return out.write_text(name, dumps(doc, indent=indent, **kwargs) + end)
 
 
-def write_table(out: OutputFolder, name: str, df: Any) -> Path:
+def write_table(out: OutputFolder, name: str, df: Any, *, metadata: dict[str, Any] | None = None) -> Path:
     """Write the DataFrame ``df`` as parquet (no index) into ``out`` as ``name``: the one parquet
-    writer (every result and script table goes through it)."""
+    writer (every result and script table goes through it). ``metadata``: ``{key: value}`` kept in
+    the file's schema metadata as ``interp.KEY`` (the value as strict JSON), after pandas' own.
+
+    >>> import tempfile, pandas as pd, pyarrow.parquet as pq
+    >>> from interp.outputs import output_folder
+    >>> with output_folder(tempfile.mkdtemp() + "/t") as out:
+    ...     path = write_table(out, "t.parquet", pd.DataFrame({"v": [0.5]}), metadata={"seed": 0})
+    >>> pq.read_schema(path).metadata[b"interp.seed"]
+    b'0'
+    """
     import io
 
     buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
+    if metadata is None:
+        df.to_parquet(buf, index=False)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        meta = {**(table.schema.metadata or {}),
+                **{f"interp.{key}".encode(): dumps(value).encode() for key, value in metadata.items()}}
+        pq.write_table(table.replace_schema_metadata(meta), buf)
     return out.write_bytes(name, buf.getvalue())
 
 

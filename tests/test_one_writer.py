@@ -4,7 +4,8 @@
   ``interp.results.write_json`` uses): no ``json.dump`` at all, and no ``json.dumps`` whose text is
   written to a file (as the argument of a write, or through a name that a write then takes);
   ``json.dumps`` stays for what is printed or hashed;
-- parquet is written by ``interp.results.write_table`` alone: no other ``.to_parquet(``;
+- parquet is written by ``interp.results.write_table`` alone: no other ``.to_parquet(`` or
+  ``pyarrow.parquet.write_table``;
 - scripts write their results through ``interp.outputs.output_folder``: they import no
   ``interp.atomic`` (the low-level primitive under the output folders and checkpoints), save the
   training checkpoints a study makes as it goes.
@@ -107,14 +108,26 @@ def json_to_files(path: Path) -> list[str]:
 
 
 def parquet_writes(path: Path) -> list[str]:
+    """Where the source at ``path`` writes parquet outside ``write_table``: ``.to_parquet(`` or
+    pyarrow's ``parquet.write_table``."""
     tree = ast.parse((ROOT / path).read_text(encoding="utf-8"), str(path))
     parents = _parents(tree)
+    modules = {a.asname or a.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+               for a in node.names if a.name == "pyarrow.parquet"}
+    modules |= {a.asname or a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                and node.module == "pyarrow" for a in node.names if a.name == "parquet"}
+    functions = {a.asname or a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                 and node.module == "pyarrow.parquet" for a in node.names if a.name == "write_table"}
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and _name(node.func) == "to_parquet" and isinstance(node.func, ast.Attribute):
-            scope = _scope(node, parents)
-            if (path, getattr(scope, "name", None)) != PARQUET_WRITER:
-                found.append(f"{path}:{node.lineno}: .to_parquet( outside interp.results.write_table")
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        hand = (isinstance(f, ast.Attribute) and f.attr == "to_parquet") or (
+            isinstance(f, ast.Attribute) and f.attr == "write_table" and isinstance(f.value, ast.Name)
+            and f.value.id in modules) or (isinstance(f, ast.Name) and f.id in functions)
+        if hand and (path, getattr(_scope(node, parents), "name", None)) != PARQUET_WRITER:
+            found.append(f"{path}:{node.lineno}: parquet written outside interp.results.write_table")
     return found
 
 
@@ -167,10 +180,19 @@ def test_the_check_finds_a_json_file_written_loosely(source: str, offences: int,
     assert len(json_to_files(Path("m.py"))) == offences
 
 
-def test_the_check_finds_a_parquet_written_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("source", [
+    "import io\ndef save(df):\n    buf = io.BytesIO()\n    df.to_parquet(buf)\n",
+    "import pyarrow.parquet as pq\ndef save(table, buf):\n    pq.write_table(table, buf)\n",
+    "from pyarrow import parquet\nparquet.write_table(t, 'x.parquet')\n",
+    "from pyarrow.parquet import write_table as w\nw(t, 'x.parquet')\n",
+])
+def test_the_check_finds_a_parquet_written_by_hand(source: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
-    (tmp_path / "m.py").write_text("import io\ndef save(df):\n    buf = io.BytesIO()\n    df.to_parquet(buf)\n")
+    (tmp_path / "m.py").write_text(source)
     assert len(parquet_writes(Path("m.py"))) == 1
+    (tmp_path / "m.py").write_text("from interp.results import write_table\nwrite_table(out, 'x.parquet', df)\n")
+    assert parquet_writes(Path("m.py")) == []
 
 
 def test_committed_results_are_their_writers_own_files() -> None:

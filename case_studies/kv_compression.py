@@ -127,15 +127,13 @@ def study_model(name: str, out: OutputFolder, plan: dict, clock: Stopwatch) -> t
     prompt_length = {(t.needle, t.length, t.depth): g[0].prompt_ids.shape[1] for g in groups for t in g}
     # finished conditions, kept until the files are written (an interrupted run resumes from them)
     partial = Checkpoint(out.checkpoint / name, json.loads(dumps({"study": KIND, "model": name, "plan": plan})))
-    done: dict[str, list] = {}
     by_cache: dict[tuple, list[float]] = {}  # the same tests under the same cache run once
     rows = []
     for method, share, seed in tqdm(conditions, desc=f"{name} conditions"):
         key = f"{method}-{share}-{seed}"
         keep = kept_full(method, share, seed)
-        if key not in done and partial.get_json(key) is not None:
-            done[key] = partial.get_json(key)
-        if key not in done:
+        results = partial.get_json(key)  # finished by an interrupted run
+        if results is None:
             results = []
             for group in groups:
                 window = window_for(method, share, group[0].prompt_ids.shape[1])
@@ -145,9 +143,8 @@ def study_model(name: str, out: OutputFolder, plan: dict, clock: Stopwatch) -> t
                         by_cache[cache_key] = run_group(model, group, None if method == "full" else keep, window,
                                                         cfg["max_new_tokens"])
                 results += [[t.needle, t.length, t.depth, r] for t, r in zip(group, by_cache[cache_key], strict=True)]
-            done[key] = results
             partial.put_json(key, results)
-        for needle, length, depth, recall in done[key]:
+        for needle, length, depth, recall in results:
             n = prompt_length[(needle, length, depth)]
             cache = Compression(keep, SINK, window_for(method, share, n), bounded)
             rows.append({"model": name, "method": method, "share": share, "seed": seed, "needle": needle,

@@ -259,8 +259,10 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA device (none is visible here)")
 
-    from interp.atomic import atomic_write_text
+    from interp.outputs import check_output, kind_for, output_folder
+    from interp.results import write_json
 
+    check_output(args.out, force=True)  # before any work: a folder that can take the results
     cuda = args.device == "cuda"
     rows = []
     for n in map(int, args.lengths.split(",")):
@@ -322,11 +324,12 @@ def main() -> None:
     table = "\n".join(lines)
     where = "a CUDA device" if cuda else "the CPU"
     print(f"\nHead scan, SmolLM2-135M (30 layers x 9 heads), {env}\n\n{table}")
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = f"head_scan_{args.device}"
-    atomic_write_text(args.out / f"{stem}.md", f"# Head scan on {where}\n\n{env}\n\n{table}\n")
-    atomic_write_text(args.out / f"{stem}.json", json.dumps({"environment": env, "device": args.device, "rows": [
-        {k: v for k, v in r.items() if k != "scores"} for r in rows]}, indent=1))
+    # interp's output folder, written beside other files (logs, other tables), never over them
+    with output_folder(args.out, kind=kind_for(stem), force=True) as dest:
+        dest.write_text(f"{stem}.md", f"# Head scan on {where}\n\n{env}\n\n{table}\n")
+        write_json(dest, f"{stem}.json", {"environment": env, "device": args.device, "rows": [
+            {k: v for k, v in r.items() if k != "scores"} for r in rows]}, end="")
 
 
 if __name__ == "__main__":

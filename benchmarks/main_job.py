@@ -213,6 +213,9 @@ def main() -> None:
             print(json.dumps(run_phase(model, kind, lengths, extra)))
         return
 
+    from interp.outputs import check_output
+
+    check_output(args.out, force=True)  # before any work: a folder that can take the results
     rows, commands = [], []
     for model in args.models.split(","):
         fwd = _worker(["forward", model, "3"])["seconds"]
@@ -248,7 +251,8 @@ def main() -> None:
 
 
 def write(out: Path, name: str, rows: list[dict[str, Any]], commands: list[dict[str, Any]]) -> None:
-    from interp.atomic import atomic_write_text
+    from interp.outputs import kind_for, output_folder
+    from interp.results import write_json
 
     env = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
            f"{torch.get_num_threads()} threads")
@@ -267,10 +271,10 @@ def write(out: Path, name: str, rows: list[dict[str, Any]], commands: list[dict[
             lines.append(f"| {r['model']} | {r['phase']} | {r['work']} | {r['seconds']:.1f} | {r['floor_seconds']:.1f} | "
                          f"{r['ratio']:.2f} | {r['peak_gib']:.2f} | {r['floor_peak_gib']:.2f} | {r.get('prefills', '')} | "
                          f"{r.get('recalled', '')} |")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / f"{name}.md", "\n".join(lines) + "\n")
-    atomic_write_text(out / f"{name}.json", json.dumps({"environment": env, "commands": commands, "phases": rows},
-                                                       indent=1))
+    # interp's output folder, written beside other files (logs, other tables), never over them
+    with output_folder(out, kind=kind_for(name), force=True) as dest:
+        dest.write_text(f"{name}.md", "\n".join(lines) + "\n")
+        write_json(dest, f"{name}.json", {"environment": env, "commands": commands, "phases": rows}, end="")
     print("\n".join(lines))
 
 

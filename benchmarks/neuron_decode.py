@@ -113,8 +113,10 @@ def main() -> None:
     if args.worker:
         return worker(args.worker, args.repeats)
 
-    from interp.atomic import atomic_write_text
+    from interp.outputs import check_output, output_folder
+    from interp.results import write_json
 
+    check_output(RESULTS, force=True)  # before any work: a folder that can take the results
     rows = [_run(m, args.repeats) for m in args.methods.split(",")]
     ref = next((r["top1"] for r in rows if r.get("top1")), None)
     n = 46080
@@ -142,9 +144,10 @@ def main() -> None:
     print(text)
     for r in rows:
         r.pop("top1", None)
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_text(RESULTS / "neuron_decode_cpu.md", text)
-    atomic_write_text(RESULTS / "neuron_decode_cpu.json", json.dumps({"header": header, "rows": rows}, indent=1))
+    # interp's output folder, written beside other files (logs, other tables), never over them
+    with output_folder(RESULTS, kind="neuron_decode_cpu", force=True) as dest:
+        dest.write_text("neuron_decode_cpu.md", text)
+        write_json(dest, "neuron_decode_cpu.json", {"header": header, "rows": rows}, end="")
 
 
 if __name__ == "__main__":

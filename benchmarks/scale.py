@@ -140,6 +140,9 @@ def main() -> None:
     plan = ([("llama3.1-8b", 2, [1024, 2048]), ("smollm2-135m", 30, [1024, 2048])] if args.quick else
             [("llama3.1-8b", 2, [1024, 4096, 8192, 16384]), ("llama3.1-70b", 1, [1024, 4096, 8192]),
              ("smollm2-135m", 30, [1024, 4096, 8192]), ("gemma3-270m", 18, [1024, 16384])])
+    from interp.outputs import check_output
+
+    check_output(args.out, force=True)  # before any work: a folder that can take the results
     rows = []
     for kind, layers, tokens_list in plan:
         for tokens in tokens_list:
@@ -156,7 +159,8 @@ def main() -> None:
 
 
 def write(out: Path, rows: list[dict[str, Any]]) -> None:
-    from interp.atomic import atomic_write_text
+    from interp.outputs import output_folder
+    from interp.results import write_json
 
     env = f"{platform.machine()}, {os.cpu_count()} cores, float32 on the CPU"
     lines = ["# Scan cost against tokens, and extrapolated to full models", "",
@@ -203,9 +207,10 @@ def write(out: Path, rows: list[dict[str, Any]]) -> None:
               "layers (`interp.load(..., device_map='auto')`) and its time does not shrink, while N GPUs each "
               "holding a replica run N units (sequences, needle tests) at once through `--ray`: the sweep's time "
               "divides by N."]
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "scale_cpu.md", "\n".join(lines) + "\n")
-    atomic_write_text(out / "scale_cpu.json", json.dumps(rows, indent=1))
+    # interp's output folder, written beside other files (logs, other tables), never over them
+    with output_folder(out, kind="scale_cpu", force=True) as dest:
+        dest.write_text("scale_cpu.md", "\n".join(lines) + "\n")
+        write_json(dest, "scale_cpu.json", rows, end="")
     print("\n".join(lines))
 
 

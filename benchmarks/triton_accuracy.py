@@ -22,6 +22,8 @@ import torch
 
 from interp.kernels import RULES, attention_stats
 from interp.kernels.attention_stats import check_problem
+from interp.outputs import check_output, output_folder
+from interp.results import write_json
 
 # name: (dtype, d, heads, kv heads, positions, window, softcap, padded, causal, rules, topk, exclude, rows)
 ALL = tuple(RULES)
@@ -180,6 +182,8 @@ def main() -> None:
         raise SystemExit("no CUDA device: run this on a GPU machine, or --device cpu with TRITON_INTERPRET=1")
     from interp.kernels import triton_stats as T
 
+    check_output(args.out, force=True)  # before any work: a folder that can take the results
+
     rows, failed = [], []
     start = time.perf_counter()
     for name, case in CASES.items():
@@ -226,10 +230,10 @@ def main() -> None:
         lines.append(f"| {r['case']} | {r['run']} | {r['status']} | "
                      + " | ".join(f"{e[s]:.1e}" if s in e else "—" for s in stats) + f" | {mass:.1e} | {cnt:.0f} |")
     lines += ["", "Failures: " + ("none" if not failed else "; ".join(failed))]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "triton_accuracy.json").write_text(json.dumps({"device": device, "rows": rows, "failed": failed},
-                                                              indent=1) + "\n")
-    (args.out / "triton_accuracy.md").write_text("\n".join(lines) + "\n")
+    # interp's output folder, written beside other files (logs, other tables), never over them
+    with output_folder(args.out, kind="triton_accuracy", force=True) as dest:
+        write_json(dest, "triton_accuracy.json", {"device": device, "rows": rows, "failed": failed})
+        dest.write_text("triton_accuracy.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     if failed:
         raise SystemExit(1)

@@ -551,9 +551,11 @@ JSON_COLUMNS = ("arch", "kernel", "dtype", "head_dim", "group", "config", "speci
 CASE_FIELDS = ("dtype", "head_dim", "group", "config")
 
 
-def write_json(path: Path, specs: list[dict[str, Any]]) -> None:
+def json_text(specs: list[dict[str, Any]]) -> str:
     """One row per specialisation, column-oriented (``read_json`` turns it back into dicts);
-    ``launched_by`` as indices into ``whys``."""
+    ``launched_by`` as indices into ``whys``. Strict JSON (``interp.strict_json``), one row a line."""
+    from interp.strict_json import dumps
+
     whys = sorted({w for r in specs for w in r["launched_by"]})
     rows = []
     for r in specs:
@@ -561,8 +563,8 @@ def write_json(path: Path, specs: list[dict[str, Any]]) -> None:
         if isinstance(flat.get("occupancy"), float):
             flat["occupancy"] = round(flat["occupancy"], 4)
         rows.append([flat.get(k) for k in JSON_COLUMNS])
-    path.write_text('{"columns": ' + json.dumps(JSON_COLUMNS) + ',\n"whys": ' + json.dumps(whys, indent=0)
-                    + ',\n"rows": [\n' + ",\n".join(json.dumps(row, separators=(",", ":")) for row in rows) + "\n]}\n")
+    return ('{"columns": ' + dumps(JSON_COLUMNS) + ',\n"whys": ' + dumps(whys, indent=0)
+            + ',\n"rows": [\n' + ",\n".join(dumps(row, separators=(",", ":")) for row in rows) + "\n]}\n")
 
 
 def read_json(path: Path) -> list[dict[str, Any]]:
@@ -611,9 +613,12 @@ def main(argv: list[str] | None = None) -> int:
     errors = [r for r in specs if "error" in r]
     spills = [r for r in specs if "error" not in r and (r["spill_stores"] or r["spill_loads"]) and not _known_spill(r)]
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(markdown(rows, args.scope, seconds, cpu_seconds, max(1, args.jobs)))
-        write_json(out.with_suffix(".json"), specs)
+        from interp.outputs import kind_for, output_folder
+
+        # interp's output folder, written beside other files (logs, other tables), never over them
+        with output_folder(out.parent, kind=kind_for(out.stem), force=True) as dest:
+            dest.write_text(out.name, markdown(rows, args.scope, seconds, cpu_seconds, max(1, args.jobs)))
+            dest.write_text(out.with_suffix(".json").name, json_text(specs))
     ok = [r for r in specs if "error" not in r]
     summary = {"compiles": len(rows), "specialisations": len(specs), "errors": len(errors),
                "unexplained_spills": len(spills), "max_regs": max((r["regs"] for r in ok), default=0),

@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 
 from interp.kernels import attention_stats
+from interp.outputs import output_folder
+from interp.results import write_json
 
 RESULTS = Path(__file__).parent / "results"
 RULES = ["bos", "dup", "ngram1", "ngram2", "ngram3", "ngram4", "prev", "self"]  # the scan's natural-text set
@@ -118,10 +120,11 @@ def main() -> None:
     print("\n".join(lines))
     out = args.out if args.out is not None else (None if args.smoke else RESULTS)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         stem = "triton_bandwidth_" + ("cpu_smoke" if args.smoke else "cuda")
-        (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
-        (out / f"{stem}.json").write_text(json.dumps({"device": name, "rows": rows}, indent=1) + "\n")
+        # interp's output folder, written beside other files (logs, other tables), never over them
+        with output_folder(out, kind=stem, force=True) as dest:
+            dest.write_text(f"{stem}.md", "\n".join(lines) + "\n")
+            write_json(dest, f"{stem}.json", {"device": name, "rows": rows})
 
 
 if __name__ == "__main__":

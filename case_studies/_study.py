@@ -2,12 +2,16 @@
 share: figures written beside one ``plotly.min.js``, tables written as parquet, a stopwatch for the
 parts of a run, number formatting for the summaries and, for the two that train a Hugging Face
 Llama, a one-token-per-character tokenizer, the model, AdamW with a linear warm-up and one
-training step. Not a study itself: the scripts import it from their own folder."""
+training step. Not a study itself: the scripts import it from their own folder.
+
+Every study writes its results as every interp command does, through one output folder
+(``interp.outputs.output_folder(out, kind=STUDY)``: checked and locked before the work starts,
+the files land together when it succeeds, a user's files are never touched), JSON through
+``interp.results.write_json`` (strict: NaN as null) and tables through ``interp.results.write_table``."""
 
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import time
 import warnings
@@ -18,7 +22,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from interp.atomic import atomic_write_bytes, atomic_write_text
+from interp.outputs import OutputFolder
+from interp.results import write_table
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -34,33 +39,30 @@ def arguments(doc: str | None, out: Path) -> argparse.ArgumentParser:
 
 
 # -- files ----------------------------------------------------------------------------------------
-def write_figures(figs: dict, out: Path) -> list[str]:
+def write_figures(figs: dict, out: OutputFolder) -> list[str]:
     """Each figure as ``NAME.html`` loading the one ``plotly.min.js`` written into ``out`` (so they
     draw offline), and ``NAME.png`` where kaleido is installed; the names written, in order."""
     from plotly.offline import get_plotlyjs
 
     written = ["plotly.min.js"]
-    atomic_write_text(out / "plotly.min.js", get_plotlyjs())
+    out.write_text("plotly.min.js", get_plotlyjs())
     for name, fig in figs.items():
-        atomic_write_text(out / f"{name}.html", fig.to_html(include_plotlyjs="directory"))
+        out.write_text(f"{name}.html", fig.to_html(include_plotlyjs="directory"))
         written.append(f"{name}.html")
     try:
         import kaleido  # noqa: F401
     except ImportError:
         return written
     for name, fig in figs.items():
-        atomic_write_bytes(out / f"{name}.png", fig.to_image(format="png"))
+        out.write_bytes(f"{name}.png", fig.to_image(format="png"))
         written.append(f"{name}.png")
     return written
 
 
-def write_tables(out: Path, tables: dict[str, pd.DataFrame]) -> None:
-    """``{file name: frame}`` as parquet files in ``out`` (no index), each written atomically."""
-    out.mkdir(parents=True, exist_ok=True)
+def write_tables(out: OutputFolder, tables: dict[str, pd.DataFrame]) -> None:
+    """``{file name: frame}`` as parquet files in ``out`` (no index; ``interp.results.write_table``)."""
     for name, frame in tables.items():
-        buf = io.BytesIO()
-        frame.to_parquet(buf, index=False)
-        atomic_write_bytes(out / name, buf.getvalue())
+        write_table(out, name, frame)
 
 
 class Stopwatch:

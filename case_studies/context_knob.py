@@ -21,10 +21,11 @@ import json
 import tempfile
 from pathlib import Path
 
-from interp.atomic import atomic_write_text
 from interp.cli import main
+from interp.outputs import output_folder
 
 OUT = Path(__file__).parent / "results" / "knob"
+KIND = "context_knob"  # the report kind of summary.md (the reports in MODEL/ are `interp knob`'s)
 MODELS = ["smollm2-135m", "gemma3-270m"]
 # --smoke: every part at the smallest scale.
 SMOKE = ["--items", "8", "--das-steps", "5", "--random", "1", "--quiet"]
@@ -90,15 +91,16 @@ def main_(argv: list[str] | None = None) -> None:
              "flip diff-means | flip random (each) | r DAS / diff-means | DAS training items |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     notes = ["", "## Reading", ""]
-    for name, argv_model in runs.items():
-        folder = out / name
-        if args.rerun or not (folder / "knob.json").exists():
-            main(["knob", *argv_model, "--out", str(folder), "--force"])
-        doc = json.loads((folder / "knob.json").read_text())
-        lines.append(row(name, doc))
-        notes.append(reading(name, doc))
-    lines += notes
-    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+    with output_folder(out, kind=KIND) as dest:  # checked and locked before the runs
+        for name, argv_model in runs.items():
+            folder = out / name
+            if args.rerun or not (folder / "knob.json").exists():
+                main(["knob", *argv_model, "--out", str(folder), "--force"])
+            doc = json.loads((folder / "knob.json").read_text())
+            lines.append(row(name, doc))
+            notes.append(reading(name, doc))
+        lines += notes
+        dest.write_text("summary.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -44,10 +44,12 @@ import torch
 
 import interp
 import interp.neurons as N
-from interp.atomic import atomic_write_text
 from interp.neurons.vectors import unembedding
+from interp.outputs import OutputFolder, output_folder
+from interp.results import write_json
 
 OUT = Path(__file__).parent / "results"
+KIND = "feature_neurons"  # the report kind of the files this study writes (interp.outputs)
 WEIGHTS = ["up", "gate", "down"]
 MULTIPLES = [1, 2, 5, 10, 20]
 MAX_RANK, MIN_D, CANDIDATES = 10, 0.8, 10
@@ -269,7 +271,7 @@ def report(results: list[dict], model_name: str, seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    global WEIGHTS, MULTIPLES, FIND_LAYERS
+    global WEIGHTS, MULTIPLES
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--concepts", default=",".join(N.load_concepts()))
@@ -285,11 +287,18 @@ def main(argv: list[str] | None = None) -> None:
         out = args.out or Path(tempfile.mkdtemp(prefix="feature_neurons-"))
         args.concepts, args.max_new_tokens = next(iter(N.load_concepts())), 2
         WEIGHTS, MULTIPLES = ["up"], [5]
-    if args.render:
-        saved = json.loads((out / "feature_neurons.json").read_text())
-        text = report(saved["results"], saved["model"], saved["seconds"])
-        atomic_write_text(out / "feature_neurons.md", text)
-        return print(text)
+    with output_folder(out, kind=KIND) as dest:  # checked and locked before the model loads
+        if args.render:
+            dest.keep("feature_neurons.json")
+            saved = json.loads((out / "feature_neurons.json").read_text())
+            text = report(saved["results"], saved["model"], saved["seconds"])
+            dest.write_text("feature_neurons.md", text)
+            return print(text)
+        study(args, dest)
+
+
+def study(args, out: OutputFolder) -> None:
+    global FIND_LAYERS
     start = time.perf_counter()
     model = interp.load(args.model)
     sets, neutral, zs = N.load_concepts(), N.neutral_prompts(), TokenZ(model)
@@ -308,10 +317,9 @@ def main(argv: list[str] | None = None) -> None:
         results.append(res)
     seconds = time.perf_counter() - start
     text = report(results, model.name, seconds)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "feature_neurons.md", text)
-    atomic_write_text(out / "feature_neurons.json", json.dumps(
-        {"model": model.name, "seconds": seconds, "results": results}, indent=1, default=str))
+    out.write_text("feature_neurons.md", text)
+    write_json(out, "feature_neurons.json", {"model": model.name, "seconds": seconds, "results": results}, end="",
+               default=str)
     print(text)
 
 

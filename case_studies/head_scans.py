@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from interp.atomic import atomic_write_text
+from interp.outputs import output_folder
 
 OUT = Path(__file__).parent / "results"
 FOLDER = OUT / "head_scans"
+KIND = "head_scans"  # the report kind of head_scans.md (the reports in head_scans/ are `interp heads`'s)
 CLI = "import sys; from interp.cli import main; sys.exit(main(sys.argv[1:]))"
 DEPTHS = ["--retrieval-depths", "0,0.25,0.5,0.75,1"]  # five depths, more than the CLI's default three
 TOP_SCORES = ["prev_token", "duplicate", "induction", "induction_text", "ngram2", "retrieval"]
@@ -90,20 +91,22 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         out = args.out or Path(tempfile.mkdtemp(prefix="head_scans-"))
         folder, how, names = out / "head_scans", SMOKE, ["smollm2-135m"]
-    if not args.summary_only:  # one subfolder per model and the index page
-        dest = folder if len(names) > 1 else folder / names[0]  # one model writes its report into --out itself
-        subprocess.run([sys.executable, "-c", CLI, "heads", *names, "--out", str(dest), "--force", *how], check=True)
-    tl = OUT / "heads_vs_transformerlens.json"
-    agreement = json.loads(tl.read_text()) if tl.exists() else {}
-    lines = ["# Head scans of the bundled models", "",
-             "Produced by `python case_studies/head_scans.py` (`interp heads MODEL --retrieval-depths 0,0.25,0.5,0.75,1`, "
-             "otherwise default settings: repeated "
-             "random sequences of 25, 50 and 100 tokens, 8 each, seed 0; 4 natural-text windows of 512 tokens; "
-             "needles at 1000 and 2000 tokens, 5 depths, 3 needles). Heads are named LlayerHhead.", ""]
-    for name in names:
-        doc = json.loads((folder / name / "head_scores.json").read_text())
-        lines += section(name, doc, agreement)
-    atomic_write_text(out / "head_scans.md", "\n".join(lines))
+    with output_folder(out, kind=KIND) as dest:  # checked and locked before the scans
+        if not args.summary_only:  # one subfolder per model and the index page
+            scans = folder if len(names) > 1 else folder / names[0]  # one model writes its report into --out itself
+            subprocess.run([sys.executable, "-c", CLI, "heads", *names, "--out", str(scans), "--force", *how],
+                           check=True)
+        tl = OUT / "heads_vs_transformerlens.json"
+        agreement = json.loads(tl.read_text()) if tl.exists() else {}
+        lines = ["# Head scans of the bundled models", "",
+                 "Produced by `python case_studies/head_scans.py` (`interp heads MODEL --retrieval-depths 0,0.25,0.5,0.75,1`, "
+                 "otherwise default settings: repeated "
+                 "random sequences of 25, 50 and 100 tokens, 8 each, seed 0; 4 natural-text windows of 512 tokens; "
+                 "needles at 1000 and 2000 tokens, 5 depths, 3 needles). Heads are named LlayerHhead.", ""]
+        for name in names:
+            doc = json.loads((folder / name / "head_scores.json").read_text())
+            lines += section(name, doc, agreement)
+        dest.write_text("head_scans.md", "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -23,11 +23,13 @@ import pandas as pd
 import torch
 
 import interp
-from interp.atomic import atomic_write_text
 from interp.heads.sequences import repeated_random
 from interp.loading import prepare
+from interp.outputs import output_folder
+from interp.results import write_json
 
 OUT = Path(__file__).parent / "results"
+KIND = "heads_vs_transformerlens"  # the report kind of the files this study writes (interp.outputs)
 SCORES = {"induction": "induction_head", "prev_token": "previous_token_head", "duplicate": "duplicate_token_head"}
 
 
@@ -79,30 +81,30 @@ def main(argv: list[str] | None = None) -> None:
         args.models, args.lengths, args.samples = ["smollm2-135m"], "6", 1
         out = args.out or Path(tempfile.mkdtemp(prefix="heads_vs_transformerlens-"))
     lengths = [int(x) for x in args.lengths.split(",")]
-    results = {}
-    for name in args.models:
-        model = interp.load(name)
-        ours = interp.heads.scan(model, list(SCORES), lengths=lengths, samples=args.samples, seed=args.seed,
-                                 text_samples=1, causal_checks=False, progress=False)
-        theirs = transformerlens_scores(name, model, lengths, args.samples, args.seed)
-        row = {}
-        for score in SCORES:
-            a, b = ours.matrix(score), theirs[score]
-            top_ours = set(np.argsort(-a.ravel())[:10].tolist())
-            top_theirs = set(np.argsort(-b.ravel())[:10].tolist())
-            row[score] = {"spearman": spearman(a, b), "top10_overlap": len(top_ours & top_theirs)}
-        results[name] = row
-        print(name, json.dumps(row))
-    lines = ["# Head scores: interp vs TransformerLens head_detector, same sequences", "",
-             f"Repeated random tokens, lengths {lengths}, {args.samples} sequences each, seed {args.seed}.", "",
-             "| model | score | Spearman over all heads | top-10 overlap |", "|---|---|---|---|"]
-    for name, row in results.items():
-        for score, r in row.items():
-            lines.append(f"| {name} | {score} | {r['spearman']:.3f} | {r['top10_overlap']}/10 |")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "heads_vs_transformerlens.md", "\n".join(lines) + "\n")
-    atomic_write_text(out / "heads_vs_transformerlens.json", json.dumps(results, indent=1))
-    print("\n".join(lines))
+    with output_folder(out, kind=KIND) as dest:  # checked and locked before any model loads
+        results = {}
+        for name in args.models:
+            model = interp.load(name)
+            ours = interp.heads.scan(model, list(SCORES), lengths=lengths, samples=args.samples, seed=args.seed,
+                                     text_samples=1, causal_checks=False, progress=False)
+            theirs = transformerlens_scores(name, model, lengths, args.samples, args.seed)
+            row = {}
+            for score in SCORES:
+                a, b = ours.matrix(score), theirs[score]
+                top_ours = set(np.argsort(-a.ravel())[:10].tolist())
+                top_theirs = set(np.argsort(-b.ravel())[:10].tolist())
+                row[score] = {"spearman": spearman(a, b), "top10_overlap": len(top_ours & top_theirs)}
+            results[name] = row
+            print(name, json.dumps(row))
+        lines = ["# Head scores: interp vs TransformerLens head_detector, same sequences", "",
+                 f"Repeated random tokens, lengths {lengths}, {args.samples} sequences each, seed {args.seed}.", "",
+                 "| model | score | Spearman over all heads | top-10 overlap |", "|---|---|---|---|"]
+        for name, row in results.items():
+            for score, r in row.items():
+                lines.append(f"| {name} | {score} | {r['spearman']:.3f} | {r['top10_overlap']}/10 |")
+        dest.write_text("heads_vs_transformerlens.md", "\n".join(lines) + "\n")
+        write_json(dest, "heads_vs_transformerlens.json", results, end="")
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ against its random controls.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -21,10 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from interp.atomic import atomic_write_text
 from interp.circuits.report import ICLResult
+from interp.outputs import output_folder
+from interp.results import write_json
 
 OUT = Path(__file__).parent / "results" / "icl_circuit"
+KIND = "icl_circuit"  # the report kind of the summary files (the reports in MODEL/ are `interp icl`'s)
 NOTES = """Read with care: the query counts are small (settings in each icl.json), so one prompt is 3-8 points
 of accuracy; the alignment's chance level is neighbors / (queries - 1). Thresholds are the paper's
 (5 / n_t for merge and induction heads, 5 / (n_t |Y|) for correct induction heads). The merge step is
@@ -123,15 +124,16 @@ def main(argv: list[str] | None = None) -> None:
         out = args.out or Path(tempfile.mkdtemp(prefix="icl_circuit-"))
         args.models, args.extra = "smollm2-135m", [*SMOKE, *args.extra]
     summaries = []
-    for name in args.models.split(","):
-        folder = out / name
-        if not args.summary_only:
-            subprocess.run([sys.executable, "-c", CLI, "icl", name, "--out", str(folder), "--force", "--quiet", *args.extra],
-                           check=True)
-        summaries.append(summarize(ICLResult.load(folder)))
-    atomic_write_text(out / "summary.json", json.dumps(summaries, indent=1))
-    atomic_write_text(out / "summary.md", "# ICL inference circuit: measured numbers\n\n" + NOTES + "\n"
-                      + "\n".join(markdown(s) for s in summaries))
+    with output_folder(out, kind=KIND) as dest:  # checked and locked before the reports are made
+        for name in args.models.split(","):
+            folder = out / name
+            if not args.summary_only:
+                subprocess.run([sys.executable, "-c", CLI, "icl", name, "--out", str(folder), "--force", "--quiet",
+                                *args.extra], check=True)
+            summaries.append(summarize(ICLResult.load(folder)))
+        write_json(dest, "summary.json", summaries, end="")
+        dest.write_text("summary.md", "# ICL inference circuit: measured numbers\n\n" + NOTES + "\n"
+                        + "\n".join(markdown(s) for s in summaries))
     print((out / "summary.md").read_text())
 
 

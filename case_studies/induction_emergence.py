@@ -76,9 +76,13 @@ from _study import (
 
 from interp.atomic import atomic_write_text
 from interp.corpus import text as corpus_text
+from interp.outputs import OutputFolder, output_folder
+from interp.results import write_json
+from interp.strict_json import dumps
 
 OUT = Path(__file__).parent / "results" / "induction_emergence"
 WORK = Path(tempfile.gettempdir()) / "interp-case-studies" / "induction_emergence"
+KIND = "induction_emergence"  # the report kind of the files this study writes (interp.outputs)
 SETS = {"text": "held-out text", "recur": "held-out text with a recurrence"}
 
 
@@ -208,7 +212,7 @@ def train(s: Settings, work: Path, log=print) -> tuple[pd.DataFrame, pd.DataFram
             folder = ckpts / f"checkpoint-{step}"
             model.save_pretrained(folder)
             tok.save_pretrained(folder)
-            (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": rows}, indent=1))
+            atomic_write_text(folder / "trainer_state.json", dumps({"global_step": step, "log_history": rows}, indent=1))
             if step % (s.save_every * 4) == 0:
                 log(f"  step {step}: train {row['train_loss']:.3f}, held-out {row['text_loss']:.3f}, in-context loss "
                     f"{row['in_context_loss_text']:+.3f} (text), {row['in_context_loss_recur']:+.3f} (recurrence)")
@@ -547,8 +551,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=WORK, help="checkpoints and per-checkpoint reports")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    if args.render:
-        return render(args.out)
+    with output_folder(args.out, kind=KIND) as out:  # checked and locked before any training
+        if args.render:
+            return render(out)
+        train_and_write(args, out)
+
+
+def train_and_write(args, out: OutputFolder) -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no bar per saved checkpoint
@@ -570,34 +579,36 @@ def main(argv: list[str] | None = None) -> None:
         timeline = scan(s, args.work)
     with watch.part("check"):
         check = causal_check(s, args.work / "checkpoints" / f"checkpoint-{s.steps}")
-    write_tables(args.out, {"training.parquet": log, "timeline.parquet": timeline.df,
-                            "loss_by_position.parquet": by_position})
+    write_tables(out, {"training.parquet": log, "timeline.parquet": timeline.df,
+                       "loss_by_position.parquet": by_position})
     meta = {"command": command, "settings": dataclasses.asdict(s), "seconds": watch.done(), "causal_check": check}
-    write_report(args.out, log, by_position, timeline, s, meta)
+    write_report(out, log, by_position, timeline, s, meta)
 
 
-def write_report(out: Path, log: pd.DataFrame, by_position: pd.DataFrame, timeline, s: Settings, meta: dict) -> None:
+def write_report(out: OutputFolder, log: pd.DataFrame, by_position: pd.DataFrame, timeline, s: Settings,
+                 meta: dict) -> None:
     res = analyse(log, timeline.df, s)
     written = write_figures(figures(log, by_position, timeline, res, s), out)
-    atomic_write_text(out / "summary.json", json.dumps({**meta, "result": res}, indent=1, default=str))
+    write_json(out, "summary.json", {**meta, "result": res}, end="", default=str)
     text = markdown(res, meta["causal_check"], s, meta["seconds"], meta["command"], written)
-    atomic_write_text(out / "summary.md", text)
+    out.write_text("summary.md", text)
     print(text)
 
 
-def render(out: Path) -> None:
+def render(out: OutputFolder) -> None:
     """The summary and figures again from a finished run's files (no training, no scan)."""
     from interp.heads.timeline import Timeline, default_figure_scores
 
-    meta = json.loads((out / "summary.json").read_text())
+    out.keep("training.parquet", "timeline.parquet", "loss_by_position.parquet")
+    meta = json.loads((out.path / "summary.json").read_text())
     meta.pop("result", None)
     s = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["settings"].items()})
-    table_ = pd.read_parquet(out / "timeline.parquet")
+    table_ = pd.read_parquet(out.path / "timeline.parquet")
     timeline = Timeline(df=table_, checkpoints=[{"step": int(x), "folder": f"checkpoint-{int(x)}", "model": ""}
                                                 for x in sorted(set(table_["step"]))],
                         figure_scores=default_figure_scores(list(dict.fromkeys(table_["score"]))), settings={})
-    write_report(out, pd.read_parquet(out / "training.parquet"), pd.read_parquet(out / "loss_by_position.parquet"),
-                 timeline, s, meta)
+    write_report(out, pd.read_parquet(out.path / "training.parquet"),
+                 pd.read_parquet(out.path / "loss_by_position.parquet"), timeline, s, meta)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ Sliding-window layers (Gemma 3's local layers) keep their own window in every co
     python case_studies/kv_compression.py --render     # summary and figure from the saved table
     python case_studies/kv_compression.py --smoke --out DIR
 
-Writes ``results/kv_compression/{recall.parquet, head_scores.parquet, summary.md, recall_vs_cache.html}``. Finished
-conditions are kept in ``results/kv_compression/.partial-MODEL.json``, so an interrupted run
-resumes.
+Writes ``results/kv_compression/{recall.parquet, head_scores.parquet, summary.md, recall_vs_cache.html}`` through
+one output folder (``interp.outputs``). Finished conditions are kept in its checkpoint
+(``results/kv_compression/.interp-checkpoint/MODEL``, stamped with the plan), so an interrupted run
+resumes; it goes once the files are written.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).parent))
 from _study import Stopwatch, fmt, write_figures, write_tables  # noqa: E402
 
-from interp.atomic import atomic_write_text  # noqa: E402
+from interp.heads.checkpoint import Checkpoint  # noqa: E402
+from interp.outputs import OutputFolder, output_folder  # noqa: E402
+from interp.results import write_json  # noqa: E402
+from interp.strict_json import dumps  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "kv_compression"
 SCANS = Path(__file__).parent / "results" / "head_scans"
@@ -48,6 +52,7 @@ SINK, WINDOW = 4, 256
 WITHIN = 0.10  # "recall within 10 points of the full cache"
 SMOKE = {"lengths": (600,), "depths": (0.5,), "shares": (1.0, 0.5), "seeds": (0,), "needles": 1}
 COMMAND = "python case_studies/kv_compression.py"
+KIND = "kv_compression"  # the report kind of the files this study writes (interp.outputs)
 
 
 def chosen_heads(scores, model, method: str, share: float, seed: int | None) -> np.ndarray:
@@ -78,7 +83,7 @@ def run_group(model, group, keep, window: int, max_new_tokens: int) -> list[floa
     return [rouge1_recall(t.answer, model.tokenizer.decode(r)) for t, r in zip(group, rows, strict=True)]
 
 
-def study_model(name: str, out: Path, plan: dict, clock: Stopwatch) -> tuple[pd.DataFrame, pd.DataFrame]:
+def study_model(name: str, out: OutputFolder, plan: dict, clock: Stopwatch) -> tuple[pd.DataFrame, pd.DataFrame]:
     import interp
     from interp.heads.compression import Compression, sliding_windows
     from interp.heads.head_scan import scan
@@ -120,14 +125,15 @@ def study_model(name: str, out: Path, plan: dict, clock: Stopwatch) -> tuple[pd.
                        *(("random", share, seed) for seed in plan["seeds"]), ("streamingllm", share, None)]
     # a test's cache is sized by the prompt length of its batch's first test
     prompt_length = {(t.needle, t.length, t.depth): g[0].prompt_ids.shape[1] for g in groups for t in g}
-    partial = out / f".partial-{name}.json"
-    done: dict[str, list] = json.loads(partial.read_text()) if partial.exists() else {}
+    # finished conditions, kept until the files are written (an interrupted run resumes from them)
+    partial = Checkpoint(out.checkpoint / name, json.loads(dumps({"study": KIND, "model": name, "plan": plan})))
     by_cache: dict[tuple, list[float]] = {}  # the same tests under the same cache run once
     rows = []
     for method, share, seed in tqdm(conditions, desc=f"{name} conditions"):
         key = f"{method}-{share}-{seed}"
         keep = kept_full(method, share, seed)
-        if key not in done:
+        results = partial.get_json(key)  # finished by an interrupted run
+        if results is None:
             results = []
             for group in groups:
                 window = window_for(method, share, group[0].prompt_ids.shape[1])
@@ -137,9 +143,8 @@ def study_model(name: str, out: Path, plan: dict, clock: Stopwatch) -> tuple[pd.
                         by_cache[cache_key] = run_group(model, group, None if method == "full" else keep, window,
                                                         cfg["max_new_tokens"])
                 results += [[t.needle, t.length, t.depth, r] for t, r in zip(group, by_cache[cache_key], strict=True)]
-            done[key] = results
-            atomic_write_text(partial, json.dumps(done))
-        for needle, length, depth, recall in done[key]:
+            partial.put_json(key, results)
+        for needle, length, depth, recall in results:
             n = prompt_length[(needle, length, depth)]
             cache = Compression(keep, SINK, window_for(method, share, n), bounded)
             rows.append({"model": name, "method": method, "share": share, "seed": seed, "needle": needle,
@@ -191,9 +196,13 @@ def smallest_cache(part: pd.DataFrame, method: str) -> tuple[float | None, float
     return float(best["kept_fraction"]), float(best["share"])
 
 
-def write_summary(table: pd.DataFrame, out: Path, seconds: dict[str, float] | None = None) -> str:
+def write_summary(table: pd.DataFrame, out: OutputFolder, seconds: dict[str, float] | None = None,
+                  heads: pd.DataFrame | None = None) -> str:
+    """``summary.md``, ``summary.parquet`` and the figure from the recall table (``heads``: the
+    head scores, else read from the folder's ``head_scores.parquet``)."""
     summary = summarize(table)
-    heads = pd.read_parquet(out / "head_scores.parquet")
+    if heads is None:
+        heads = pd.read_parquet(out.path / "head_scores.parquet")
     lines = ["# Retrieval heads at work: KV-cache compression", "",
              f"Made by `{COMMAND}`; every number below is read from `recall.parquet` "
              f"({len(table)} rows). Needles: the three shipped needle/question pairs at "
@@ -266,7 +275,7 @@ def write_summary(table: pd.DataFrame, out: Path, seconds: dict[str, float] | No
     if seconds:
         lines += ["Run time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ".", ""]
     text = "\n".join(lines)
-    atomic_write_text(out / "summary.md", text)
+    out.write_text("summary.md", text)
     write_tables(out, {"summary.parquet": summary})
     write_figures({"recall_vs_cache": figure(summary)}, out)
     return text
@@ -282,30 +291,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out is None:
         args.out = Path(tempfile.mkdtemp(prefix="kv_compression-")) if args.smoke else OUT
-    args.out.mkdir(parents=True, exist_ok=True)
-    times = args.out / "run_time.json"
-    if args.render:
-        seconds = json.loads(times.read_text()) if times.exists() else None
-        print(write_summary(pd.read_parquet(args.out / "recall.parquet"), args.out, seconds))
-        return 0
+    with output_folder(args.out, kind=KIND) as out:  # checked and locked before any model loads
+        return render(out) if args.render else run(args, out)
+
+
+def render(out: OutputFolder) -> int:
+    """The summary and figure again from the saved tables."""
+    times = out.path / "run_time.json"
+    out.keep("recall.parquet", "head_scores.parquet", "run_time.json")
+    seconds = json.loads(times.read_text()) if times.exists() else None
+    print(write_summary(pd.read_parquet(out.path / "recall.parquet"), out, seconds))
+    return 0
+
+
+def run(args, out: OutputFolder) -> int:
+    times = out.path / "run_time.json"
     plan = dict(SMOKE) if args.smoke else {"lengths": LENGTHS, "depths": DEPTHS, "shares": SHARES, "seeds": SEEDS,
                                           "needles": 3}
     models = ["smollm2-135m"] if args.smoke else [m.strip() for m in args.models.split(",") if m.strip()]
     clock = Stopwatch()
-    parts = [study_model(name, args.out, plan, clock) for name in models]
+    parts = [study_model(name, out, plan, clock) for name in models]
     table = pd.concat([p[0] for p in parts], ignore_index=True)
-    write_tables(args.out, {"recall.parquet": table,
-                            "head_scores.parquet": pd.concat([p[1] for p in parts], ignore_index=True)})
+    heads = pd.concat([p[1] for p in parts], ignore_index=True)
+    write_tables(out, {"recall.parquet": table, "head_scores.parquet": heads})
     # a resumed run adds its decoding time to the earlier runs'; the rest is redone every run
-    seconds = json.loads(times.read_text()) if times.exists() and any((args.out / f".partial-{m}.json").exists()
+    seconds = json.loads(times.read_text()) if times.exists() and any((out.checkpoint / m).is_dir()
                                                                      for m in models) else {}
     for part, value in clock.seconds.items():
         seconds[part] = round(seconds.get(part, 0.0) * part.endswith("decoding") + value, 1)
-    atomic_write_text(times, json.dumps(seconds, indent=1) + "\n")
-    print(write_summary(table, args.out, seconds))
-    for name in models:
-        (args.out / f".partial-{name}.json").unlink(missing_ok=True)
-    return 0
+    write_json(out, "run_time.json", seconds)
+    print(write_summary(table, out, seconds, heads))
+    return 0  # the files land, and the checkpoint goes, as the output folder closes
 
 
 if __name__ == "__main__":

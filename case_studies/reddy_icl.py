@@ -48,9 +48,11 @@ from _study import Stopwatch, arguments, files_line, write_figures, write_tables
 from _study import fmt as fmt_number
 from torch import nn
 
-from interp.atomic import atomic_write_text
+from interp.outputs import OutputFolder, output_folder
+from interp.results import write_json
 
 OUT = Path(__file__).parent / "results" / "reddy_icl"
+KIND = "reddy_icl"  # the report kind of the files this study writes (interp.outputs)
 
 
 @dataclass(frozen=True)
@@ -500,8 +502,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alpha", type=float, default=Config.alpha, help="Zipf exponent")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    if args.render:
-        return render(args.out)
+    with output_folder(args.out, kind=KIND) as out:  # checked and locked before any training
+        if args.render:
+            return render(out)
+        train_and_write(args, out)
+
+
+def train_and_write(args, out: OutputFolder) -> None:
     cfg = Config(steps=args.steps, K=args.K, alpha=args.alpha)
     bursts, seeds = [int(b) for b in args.bursts.split(",")], [int(s) for s in args.seeds.split(",")]
     command = "python case_studies/reddy_icl.py"
@@ -514,26 +521,27 @@ def main(argv: list[str] | None = None) -> None:
         runs.append((dataclasses.replace(cfg, K=args.control_K), 2, seeds[0]))
     watch = Stopwatch()
     history, results = run_all(runs)
-    write_tables(args.out, {"history.parquet": history})
+    write_tables(out, {"history.parquet": history})
     meta = {"command": command, "config": dataclasses.asdict(cfg), "bursts": bursts, "seeds": seeds,
             "control_K": args.control_K, "seconds": watch.done()["total"]}
-    write_report(args.out, history, results, cfg, meta)
+    write_report(out, history, results, cfg, meta)
 
 
-def write_report(out: Path, history: pd.DataFrame, results: list[dict], cfg: Config, meta: dict) -> None:
+def write_report(out: OutputFolder, history: pd.DataFrame, results: list[dict], cfg: Config, meta: dict) -> None:
     written = write_figures(figures(history, cfg.K), out)
-    atomic_write_text(out / "summary.json", json.dumps({**meta, "results": results}, indent=1))
+    write_json(out, "summary.json", {**meta, "results": results}, end="")
     text = markdown(results, cfg, meta["seconds"], meta["command"], written)
-    atomic_write_text(out / "summary.md", text)
+    out.write_text("summary.md", text)
     print(text)
 
 
-def render(out: Path) -> None:
+def render(out: OutputFolder) -> None:
     """The summary and figures again from a finished run's files (the analysis is rerun, not the training)."""
-    meta = json.loads((out / "summary.json").read_text())
+    meta = json.loads((out.path / "summary.json").read_text())
     meta.pop("results", None)
     cfg = Config(**meta["config"])
-    history = pd.read_parquet(out / "history.parquet")
+    history = pd.read_parquet(out.path / "history.parquet")
+    out.keep("history.parquet")
     results = []
     for (K, _B, _seed), run in history.groupby(["K", "B", "seed"], sort=False):
         results.append(analyse(run.reset_index(drop=True), dataclasses.replace(cfg, K=int(K))))

@@ -46,9 +46,11 @@ import pandas as pd
 import torch
 from _study import fmt, head_name
 
-from interp.atomic import atomic_write_text
+from interp.outputs import OutputFolder, output_folder
+from interp.results import write_json
 
 OUT = Path(__file__).parent / "results" / "regular_languages"
+KIND = "regular_languages"  # the report kind of the files this study writes (interp.outputs)
 SYMBOLS = "abcdefghijkl"
 BOS, SEP = "<s>", "|"
 VOCAB = [BOS, SEP, *SYMBOLS]  # ids: BOS 0, | 1, symbols 2..13
@@ -591,8 +593,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=Settings.seed)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    if args.render:
-        return render(args.out)
+    with output_folder(args.out, kind=KIND) as out:  # checked and locked before any training
+        if args.render:
+            return render(out)
+        train_and_write(args, out)
+
+
+def train_and_write(args, out: OutputFolder) -> None:
     s = Settings(steps=args.steps, seed=args.seed)
     command = "python case_studies/regular_languages.py"
     if args.smoke:
@@ -601,28 +608,30 @@ def main(argv: list[str] | None = None) -> None:
         command += " --smoke"
     watch = study.Stopwatch()
     res, history, heads_df = run(s, watch)
-    study.write_tables(args.out, {"training.parquet": history, "ngram_heads.parquet": heads_df})
-    write_report(args.out, history, heads_df, res, {"command": command, "settings": dataclasses.asdict(s),
-                                                    "seconds": watch.done()})
+    study.write_tables(out, {"training.parquet": history, "ngram_heads.parquet": heads_df})
+    write_report(out, history, heads_df, res, {"command": command, "settings": dataclasses.asdict(s),
+                                               "seconds": watch.done()})
 
 
-def write_report(out: Path, history: pd.DataFrame, heads_df: pd.DataFrame, res: dict, meta: dict) -> None:
+def write_report(out: OutputFolder, history: pd.DataFrame, heads_df: pd.DataFrame, res: dict, meta: dict) -> None:
     s = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["settings"].items()})
     written = study.write_figures(figures(history, heads_df, res), out)
-    atomic_write_text(out / "summary.json", json.dumps({**meta, "result": res}, indent=1, default=str))
+    write_json(out, "summary.json", {**meta, "result": res}, end="", default=str)
     text = markdown(res, s, meta["seconds"], meta["command"], written)
-    atomic_write_text(out / "summary.md", text)
+    out.write_text("summary.md", text)
     print(text)
 
 
-def render(out: Path) -> None:
+def render(out: OutputFolder) -> None:
     """The summary and figures again from a finished run's files (no training)."""
-    meta = json.loads((out / "summary.json").read_text())
+    out.keep("training.parquet", "ngram_heads.parquet")
+    meta = json.loads((out.path / "summary.json").read_text())
     res = meta.pop("result")
     res["ngram_accuracy"] = {int(k): v for k, v in res["ngram_accuracy"].items()}
     res["uniform_attention"] = {int(k): v for k, v in res["uniform_attention"].items()}
     res["top_ngram_heads"] = {int(k): v for k, v in res["top_ngram_heads"].items()}
-    write_report(out, pd.read_parquet(out / "training.parquet"), pd.read_parquet(out / "ngram_heads.parquet"), res, meta)
+    write_report(out, pd.read_parquet(out.path / "training.parquet"), pd.read_parquet(out.path / "ngram_heads.parquet"),
+                 res, meta)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from interp.atomic import atomic_dir, atomic_write_text, stale_temps
 from interp.bundled import BUNDLED
 from interp.errors import CacheError, InterpError
 from interp.logs import logger
+from interp.strict_json import dumps
 
 MANIFEST = "manifest.json"
 FORMAT = 1  # bump when the entry layout changes: older entries then read as damaged and rebuild
@@ -88,7 +89,7 @@ def write_manifest(folder: Path, **info: Any) -> dict[str, Any]:
         for rel in _files_of(folder)
     }
     manifest = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info, "files": files}
-    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(folder / MANIFEST, dumps(manifest, indent=2) + "\n")
     return manifest
 
 

@@ -52,6 +52,7 @@ from pathlib import Path
 
 from interp.atomic import fsync_dir
 from interp.errors import InterpError
+from interp.strict_json import dumps
 
 MANIFEST = ".interp-manifest.json"
 LOCK = ".interp.lock"
@@ -255,6 +256,7 @@ class OutputFolder:
         self.path, self._staging, self._old, self.kind = path, staging, manifest, kind
         self._written: list[str] = []
         self._subfolders: set[str] = set()
+        self._kept: set[str] = set()
 
     def file(self, name: str) -> Path:
         """A path to write ``name`` to (in the staging folder), for writers that want a path."""
@@ -269,6 +271,14 @@ class OutputFolder:
 
     def write_text(self, name: str, text: str) -> Path:
         return self.write_bytes(name, text.encode("utf-8"))
+
+    def keep(self, *names: str) -> None:
+        """Files of this report that this run leaves as they are (a summary rendered again from
+        saved tables keeps the tables): they stay listed as this report's instead of being removed
+        as files it no longer writes. A name that is not this kind's own file is left alone anyway."""
+        for name in names:
+            _check_name(name)
+            self._kept.add(name)
 
     @property
     def checkpoint(self) -> Path:
@@ -312,6 +322,8 @@ class OutputFolder:
                 raise OutputError(f"cannot write {self.path / name}: a folder of that name is in the way")
         records = {name: Entry(self.kind, _sha256(self._staging / name)) for name in self._written}
         records |= {name: Entry(self.kind, None) for name in self._subfolders}
+        records |= {name: e for name, e in self._old.items() if name in self._kept and name not in records
+                    and e.kind == self.kind and _owned(self.path, name, e)}
         stale = [n for n, e in self._old.items() if e.kind == self.kind and n not in records
                  and _owned(self.path, n, e)]
         others = {n: e for n, e in self._old.items() if e.kind != self.kind or n in stale}
@@ -326,6 +338,17 @@ class OutputFolder:
         fsync_dir(self.path)
 
 
+def kind_for(name: str) -> str:
+    """A report kind made from a name (a script's output stem such as ``main_job_long_cpu``):
+    lowercase letters, digits and ``_``, at most 32 characters.
+
+    >>> kind_for("Triton-AOT.v2")
+    'triton_aot_v2'
+    """
+    kind = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")[:32]
+    return kind if _KIND.fullmatch(kind) else f"r_{kind}"[:32]
+
+
 def _check_name(name: str) -> None:
     why = _bad_name(name)
     if why is not None:
@@ -336,7 +359,7 @@ def _write_manifest(folder: Path, entries: dict[str, Entry]) -> None:
     files = {name: {"kind": e.kind, **({"sha256": e.sha256} if e.sha256 else {"folder": True})}
              for name, e in sorted(entries.items())}
     tmp = folder / f"{_STAGING}manifest-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps({"written_by": "interp", "format": FORMAT, "files": files}, indent=1) + "\n")
+    tmp.write_text(dumps({"written_by": "interp", "format": FORMAT, "files": files}, indent=1) + "\n")
     os.replace(tmp, folder / MANIFEST)
 
 

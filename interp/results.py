@@ -2,13 +2,19 @@
 
 A result class (``HeadScores``, ``Circuit``, ``PatchingResult``, ...) has
 
-- ``save(folder, *, force=False)``: writes its files into ``folder`` through
-  :func:`interp.outputs.writing` (users' files there are never touched), JSON through
-  :func:`write_json` (strict: NaN and infinities are written as ``null``);
-- ``load(folder)`` (a classmethod): reads the folder back; ``load(folder).to_dict()``
-  equals ``finite(result.to_dict())`` of the result that was saved;
-- ``to_dict()``: the result as plain JSON-ready data;
+- ``save(folder, *, force=False)``: writes its files into ``folder`` (a path or an open
+  :class:`interp.outputs.OutputFolder`) through :func:`interp.outputs.writing` (users' files
+  there are never touched), JSON through :func:`write_json` (strict: NaN and infinities are
+  written as ``null``) and tables through :func:`write_table`; returns the folder;
+- ``load(folder)`` (a classmethod): reads the folder back through the validating reader
+  (:mod:`interp.result_files`); ``load(folder).to_dict()`` equals ``finite(result.to_dict())``
+  of the result that was saved;
+- ``to_dict()``: the result as plain JSON-ready data (the one name: no ``to_json``);
 - ``figures()``: a dict ``name -> plotly Figure``.
+
+Scripts (benchmarks, case studies) write their outputs the same way: ``with
+interp.outputs.output_folder(out, kind=...) as o:`` then :func:`write_json`, :func:`write_table`
+and ``o.write_text`` for the rest.
 
 >>> import tempfile
 >>> from interp.circuits.graph import Circuit
@@ -43,6 +49,7 @@ RESULTS = (
     "interp.neurons.report:NeuronTable",
     "interp.circuits.attribution:AttributionResult",
     "interp.circuits.ablation:AblationResult",
+    "interp.heads.timeline:Timeline",
 )
 
 
@@ -135,8 +142,10 @@ def figure_html(fig: Any, name: str, **kwargs: Any) -> str:
     return fig.to_html(div_id=f"figure-{re.sub(r'[^A-Za-z0-9_-]', '-', name)[:60]}-{digest}", **kwargs)
 
 
-def write_json(out: OutputFolder, name: str, doc: Any) -> Path:
-    """Write ``doc`` as strict JSON (NaN and infinities as null) into ``out`` as ``name``.
+def write_json(out: OutputFolder, name: str, doc: Any, *, indent: int | None = 1, end: str = "\n",
+               **kwargs: Any) -> Path:
+    """Write ``doc`` as strict JSON (NaN and infinities as null) into ``out`` as ``name``: the one
+    JSON file writer. The text is ``json.dumps(doc, indent=indent, **kwargs)`` followed by ``end``.
 
     >>> import tempfile
     >>> from interp.outputs import output_folder
@@ -145,15 +154,34 @@ def write_json(out: OutputFolder, name: str, doc: Any) -> Path:
     >>> path.read_text()
     '{\\n "v": null\\n}\\n'
     """
-    return out.write_text(name, dumps(doc, indent=1) + "\n")
+    return out.write_text(name, dumps(doc, indent=indent, **kwargs) + end)
 
 
-def write_table(out: OutputFolder, name: str, df: Any) -> Path:
-    """Write the DataFrame ``df`` as parquet (no index) into ``out`` as ``name``."""
+def write_table(out: OutputFolder, name: str, df: Any, *, metadata: dict[str, Any] | None = None) -> Path:
+    """Write the DataFrame ``df`` as parquet (no index) into ``out`` as ``name``: the one parquet
+    writer (every result and script table goes through it). ``metadata``: ``{key: value}`` kept in
+    the file's schema metadata as ``interp.KEY`` (the value as strict JSON), after pandas' own.
+
+    >>> import tempfile, pandas as pd, pyarrow.parquet as pq
+    >>> from interp.outputs import output_folder
+    >>> with output_folder(tempfile.mkdtemp() + "/t") as out:
+    ...     path = write_table(out, "t.parquet", pd.DataFrame({"v": [0.5]}), metadata={"seed": 0})
+    >>> pq.read_schema(path).metadata[b"interp.seed"]
+    b'0'
+    """
     import io
 
     buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
+    if metadata is None:
+        df.to_parquet(buf, index=False)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        meta = {**(table.schema.metadata or {}),
+                **{f"interp.{key}".encode(): dumps(value).encode() for key, value in metadata.items()}}
+        pq.write_table(table.replace_schema_metadata(meta), buf)
     return out.write_bytes(name, buf.getvalue())
 
 

@@ -14,4 +14,4 @@ def versions() -> dict[str, str]:
 
     from interp import __version__
 
-    return {"interp": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+    return {"interp": str(__version__), "torch": str(torch.__version__), "transformers": str(transformers.__version__)}

@@ -175,5 +175,7 @@ def test_kv_compression_smoke(tmp_path, results_stamp):
     assert head_wise["kept_fraction"].max() - head_wise["kept_fraction"].min() < 0.01
     assert {p.name for p in tmp_path.iterdir()} >= {"summary.md", "recall.parquet", "summary.parquet",
                                                     "recall_vs_cache.html", "plotly.min.js"}
-    assert not list(tmp_path.glob(".partial-*"))  # the resume file goes once the table is written
+    assert not (tmp_path / ".interp-checkpoint").exists()  # the resumable conditions go once the files land
+    manifest = json.loads((tmp_path / ".interp-manifest.json").read_text())["files"]  # one output folder wrote them
+    assert {e["kind"] for e in manifest.values()} == {"kv_compression"} and "recall.parquet" in manifest
     committed_untouched(results_stamp)

@@ -9,7 +9,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,6 +82,37 @@ def test_a_rerun_into_its_own_folder_needs_no_force_and_drops_its_stale_files(tm
     assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "a.json"]
     assert (out / "a.json").read_text() == "3"
     assert list(json.loads((out / MANIFEST).read_text())["files"]) == ["a.json"]
+
+
+def test_a_partial_rerun_keeps_the_files_it_names(tmp_path):
+    """A summary rendered again from saved tables keeps the tables (``keep``), still listed as the
+    report's; a kept name that is not the report's own file stays untouched and unlisted."""
+    out = tmp_path / "r"
+    with output_folder(out, kind="study") as o:
+        o.write_text("table.parquet", "rows")
+        o.write_text("summary.md", "old")
+        o.write_text("figure.html", "old figure")
+    (out / "notes.txt").write_text("mine")
+    with output_folder(out, kind="study", force=True) as o:
+        o.keep("table.parquet", "notes.txt")
+        o.write_text("summary.md", "new")
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "notes.txt", "summary.md", "table.parquet"]
+    assert (out / "table.parquet").read_text() == "rows" and (out / "notes.txt").read_text() == "mine"
+    assert sorted(json.loads((out / MANIFEST).read_text())["files"]) == ["summary.md", "table.parquet"]
+    with output_folder(out, kind="study", force=True) as o:  # without keep: the table is this kind's stale file
+        o.write_text("summary.md", "newer")
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "notes.txt", "summary.md"]
+
+
+def test_kind_for_makes_a_valid_kind_from_any_name():
+    from interp.outputs import kind_for
+
+    for name in ("main_job_long_cpu", "Triton-AOT.v2", "123", "", "x" * 80, "é"):
+        kind = kind_for(name)
+        with output_folder(tmp := Path(tempfile.mkdtemp()) / "o", kind=kind) as o:  # accepted as a kind
+            o.write_text("f.txt", name)
+        assert json.loads((tmp / MANIFEST).read_text())["files"]["f.txt"]["kind"] == kind
+    assert kind_for("main_job_long_cpu") == "main_job_long_cpu"
 
 
 def test_head_scores_save_keeps_a_user_file(tiny_scores, tmp_path):

@@ -1,5 +1,6 @@
-"""Every analysis result follows one protocol (interp.results.Result): save(folder), load(folder),
-to_dict(), figures(); a round trip keeps to_dict(), and every JSON file a save writes is strict."""
+"""Every analysis result follows one protocol (interp.results.Result): save(folder) returns the
+folder, load(folder), to_dict() (plain data, the one name: no to_json), figures(); a round trip
+keeps to_dict() through strict JSON, and every JSON file a save writes is strict."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from interp.results import Result
-from interp.strict_json import finite
+from interp.strict_json import dumps, finite
 
 
 def _circuit() -> Any:
@@ -122,6 +123,21 @@ def _ablation() -> Any:
     return AblationResult(df, method="zero", base_metric=1.0)
 
 
+def _timeline() -> Any:
+    from interp.heads.timeline import Timeline
+
+    def scores(step: int) -> Any:
+        import numpy as np
+
+        from interp.heads.table import HeadScores
+
+        arrays = {"induction": np.array([[0.1 * step, np.nan], [np.inf, -0.25]]), "prev_token": np.full((2, 2), step)}
+        return HeadScores.from_arrays(arrays, model="tiny", versions={"interp": "0"})
+
+    return Timeline.from_reports([(step, f"checkpoint-{step}", scores(step)) for step in (20, 0, 10)],
+                                 figure_scores=["induction"], settings={"scores": ["induction", "prev_token"]})
+
+
 MAKERS: dict[str, Callable[[], Any]] = {
     "attribution": _attribution,
     "ablation": _ablation,
@@ -131,6 +147,7 @@ MAKERS: dict[str, Callable[[], Any]] = {
     "knob": _knob,
     "circuit": _circuit,
     "patching": _patching,
+    "timeline": _timeline,
 }
 
 
@@ -151,9 +168,12 @@ def test_result_protocol_round_trip(name: str, tmp_path: Path) -> None:
     assert any(not p.name.startswith(".") for p in jsons)
     for p in jsons:
         _strict(p.read_text())
+    doc = result.to_dict()
+    _plain(doc, "to_dict()")
+    assert _same(_strict(dumps(doc)), finite(doc))  # through the strict writer: NaN -> null, nothing lost
     loaded = type(result).load(folder)
-    assert _same(finite(loaded.to_dict()), finite(result.to_dict()))
-    _strict(json.dumps(finite(loaded.to_dict()), allow_nan=False))
+    assert _same(finite(loaded.to_dict()), finite(doc))
+    _strict(dumps(loaded.to_dict()))
     for key, tensor in getattr(result, "directions", {}).items():  # what to_dict leaves to other files
         assert (loaded.directions[key] == tensor.float()).all()
     figs = result.figures()
@@ -169,6 +189,36 @@ def test_result_protocol_round_trip(name: str, tmp_path: Path) -> None:
     with pytest.raises(OutputError):
         result.save(folder)
     assert (Path(folder) / "mine.txt").read_text() == "user file"
+
+
+def _plain(value: Any, where: str) -> None:
+    """``value`` is plain JSON-ready data: dicts with string keys, lists, str, int, float, bool, None
+    (no numpy scalars, arrays, tuples, DataFrames)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            assert type(k) is str, f"{where}: key {k!r} is a {type(k).__name__}"
+            _plain(v, f"{where}[{k!r}]")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _plain(v, f"{where}[{i}]")
+    else:
+        assert value is None or type(value) in (str, int, float, bool), f"{where} is a {type(value).__name__}"
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS))
+def test_save_into_an_open_folder_returns_that_folder(name: str, tmp_path: Path) -> None:
+    from interp.outputs import output_folder
+
+    with output_folder(tmp_path / "open", kind="bundle") as out:
+        assert MAKERS[name]().save(out) == out.path == tmp_path / "open"
+    assert type(MAKERS[name]()).load(tmp_path / "open") is not None
+
+
+def test_one_name_for_the_document() -> None:
+    from interp.results import result_classes
+
+    for cls in result_classes():
+        assert not hasattr(cls, "to_json"), f"{cls.__name__}.to_json: the protocol's one name is to_dict"
 
 
 def _same(a: Any, b: Any) -> bool:

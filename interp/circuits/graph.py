@@ -51,8 +51,6 @@ class Circuit:
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "settings": self.settings, "nodes": self.nodes, "edges": self.edges}
 
-    to_json = to_dict
-
     def save(self, folder: str | os.PathLike[str] | OutputFolder, *, force: bool = False) -> Path:
         """Write ``circuit.json`` (strict JSON: a NaN effect is null) into ``folder``; other files
         there are left alone (see ``interp.outputs``). Returns the folder."""

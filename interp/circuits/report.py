@@ -11,7 +11,6 @@ own copy of plotly.js; the separate figure files (``accuracy.html``, ...) share 
 from __future__ import annotations
 
 import html
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pandas as pd
 
 from interp.errors import UnknownNameError
 from interp.outputs import OutputFolder, writing
-from interp.results import figure_html, write_json
+from interp.results import figure_html, write_json, write_table
 from interp.strict_json import dumps, finite
 from interp.versions import versions as _versions
 
@@ -87,8 +86,6 @@ class ICLResult:
                                "datasets": self.patching_summary}
         return out
 
-    to_json = to_dict
-
     def figures(self) -> dict[str, Any]:
         """Every figure by name (``accuracy``, ``steps``, ``ablation``, ``heads``, ``patching``)."""
         return {name: self.figure(name) for name in FIGURES}
@@ -124,13 +121,9 @@ class ICLResult:
         """
         with writing(folder, force=force, kind="icl") as out:
             if self.patching is not None:
-                buf = io.BytesIO()
-                self.patching.to_parquet(buf, index=False)
-                out.write_bytes(PATCHING_FILE, buf.getvalue())
+                write_table(out, PATCHING_FILE, self.patching)
             write_json(out, "icl.json", self.to_dict())
-            buf = io.BytesIO()
-            self.long().to_parquet(buf, index=False)
-            out.write_bytes("icl.parquet", buf.getvalue())
+            write_table(out, "icl.parquet", self.long())
             figs = self.figures()
             _write_plotly_js(out)
             for name, fig in figs.items():

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
                                   on_report=write)
         if several:
             index = write_index({m.name: Path(m.folder) for m in models}, top)
-            top.write_bytes("heads.parquet", sweep.heads_parquet(models, reports))
+            sweep.write_heads_table(top, models, reports)
         if steps is not None:
             from interp.heads.timeline import Timeline
 

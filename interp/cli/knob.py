@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from interp.cli import options as o
 
@@ -28,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from interp.errors import InterpError
     from interp.outputs import output_folder
     from interp.probes.knob import knob
-    from interp.probes.knob_report import to_json, write_report
+    from interp.probes.knob_report import write_report
+    from interp.strict_json import dumps
 
     how = o.model_options(args)  # device and dtype checked before anything else
     if not 0 < args.threshold <= 1:  # before the model loads
@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
             model.check_layer(args.layer)
         result = knob(model, seed=args.seed, progress=not args.quiet, **o.arguments(args))
         write_report(result, out)
-    doc = to_json(result)
-    print(json.dumps({k: doc[k] for k in ("model", "accuracy", "layers", "layer", "flip_rate", "random_flip_rate",
+    doc = result.to_dict()
+    print(dumps({k: doc[k] for k in ("model", "accuracy", "layers", "layer", "flip_rate", "random_flip_rate",
                                           "correlation")}, indent=1))
     print(f"wrote {args.out / 'knob.json'}, {args.out / 'direction.safetensors'} and {args.out / 'knob.html'}")
     return 0

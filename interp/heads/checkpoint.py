@@ -88,7 +88,7 @@ class Checkpoint:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             if not (self.folder / STAMP).exists():
-                atomic_write_text(self.folder / STAMP, json.dumps(stamp, sort_keys=True))
+                atomic_write_text(self.folder / STAMP, dumps(stamp, sort_keys=True))
         except OSError as exc:
             raise OutputError(f"cannot write checkpoint folder {self.folder}: {exc.strerror or exc}") from None
 

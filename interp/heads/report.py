@@ -7,14 +7,13 @@ nothing else in the folder is touched.
 from __future__ import annotations
 
 import html
-import io
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp.heads.names import head_label
 from interp.outputs import OutputFolder, writing
-from interp.results import figure_html, write_json
+from interp.results import figure_html, write_json, write_table
 from interp.strict_json import dumps
 
 if TYPE_CHECKING:
@@ -106,9 +105,7 @@ def write_report(scores: HeadScores, dest: str | os.PathLike[str] | OutputFolder
     """Write ``head_scores.parquet``, ``head_scores.json`` and ``report.html`` into ``dest``
     (a folder path, or an open ``OutputFolder``); other files there are left alone."""
     with writing(dest, force=force, kind="heads") as out:
-        buf = io.BytesIO()
-        scores.df.to_parquet(buf, index=False)
-        out.write_bytes("head_scores.parquet", buf.getvalue())
+        write_table(out, "head_scores.parquet", scores.df)
         write_json(out, "head_scores.json", scores.to_dict())
         out.write_text("report.html", render_html(scores))
     return out.path

@@ -30,6 +30,7 @@ from interp.heads.checkpoint import Checkpoint, fingerprint
 from interp.heads.table import HeadScores
 from interp.heads.units import ScanUnits
 from interp.model import Model
+from interp.outputs import OutputFolder
 
 EXECUTIONS = "INTERP_UNIT_LOG"  # a file that, when set, records every unit a worker finishes
 
@@ -260,19 +261,11 @@ def heads_table(models: list[SweepModel], reports: list[HeadScores]) -> Any:
     return pd.concat(parts, ignore_index=True)
 
 
-def heads_parquet(models: list[SweepModel], reports: list[HeadScores]) -> bytes:
-    """``heads_table`` as parquet bytes, with each model's settings and the versions as metadata."""
-    import io
+def write_heads_table(out: OutputFolder, models: list[SweepModel], reports: list[HeadScores]) -> Path:
+    """``heads.parquet``: ``heads_table``, with each model's settings and the versions as metadata
+    (``interp.settings``, ``interp.versions``; written by ``interp.results.write_table``)."""
+    from interp.results import write_table
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from interp.strict_json import dumps
-
-    table = pa.Table.from_pandas(heads_table(models, reports), preserve_index=False)
-    meta = {**(table.schema.metadata or {}),
-            b"interp.settings": dumps({m.name: r.settings for m, r in zip(models, reports, strict=True)}).encode(),
-            b"interp.versions": dumps(reports[0].versions if reports else {}).encode()}
-    buf = io.BytesIO()
-    pq.write_table(table.replace_schema_metadata(meta), buf)
-    return buf.getvalue()
+    return write_table(out, "heads.parquet", heads_table(models, reports),
+                       metadata={"settings": {m.name: r.settings for m, r in zip(models, reports, strict=True)},
+                                 "versions": reports[0].versions if reports else {}})

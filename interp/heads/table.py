@@ -116,7 +116,9 @@ class HeadScores:
         )
         return fig
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The ``head_scores.json`` document: model, settings, versions, shape, every score's rows
+        (a NaN value stays NaN here; the writer makes it null) and the causal checks."""
         return {
             "model": self.model,
             "settings": self.settings,
@@ -131,8 +133,6 @@ class HeadScores:
             ],
             "checks": self.checks,
         }
-
-    to_dict = to_json  # the result protocol's name (interp.results.Result)
 
     def figures(self) -> dict[str, Any]:
         """One heatmap per score: ``{score: figure}``."""

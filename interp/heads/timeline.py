@@ -14,7 +14,6 @@ True
 from __future__ import annotations
 
 import glob
-import io
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -24,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from interp.errors import TimelineError, UnknownNameError, whole_number
+from interp.errors import BadReportError, TimelineError, UnknownNameError, whole_number
 from interp.heads.names import NGRAM_ORDERS, OUTPUT_ORDER, RANDOM_SCORES, head_label
 from interp.outputs import OutputFolder, writing
-from interp.results import figure_html, write_json
+from interp.result_files import read_json
+from interp.results import figure_html, write_json, write_table
+from interp.strict_json import finite
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -237,24 +238,32 @@ class Timeline:
                           height=160 + 260 * len(chosen), width=900)
         return fig
 
-    def to_json(self) -> dict[str, Any]:
+    def figures(self) -> dict[str, Any]:
+        """``{"timeline": the figure of each chosen score against step}``."""
+        return {"timeline": self.figure()}
+
+    def _meta(self) -> dict[str, Any]:
+        """The ``timeline.json`` document: the table's columns, the checkpoints, the scores and settings."""
         return {"columns": COLUMNS, "checkpoints": self.checkpoints, "scores": self.scores,
                 "figure_scores": self.figure_scores, "settings": self.settings}
 
+    def to_dict(self) -> dict[str, Any]:
+        """``timeline.json``'s document and the table's rows (``rows``; the file keeps them in
+        ``timeline.parquet``), NaN as None."""
+        return finite({**self._meta(), "rows": self.df.to_dict("records")})
+
     def save(self, dest: str | Path | OutputFolder, *, force: bool = False) -> Path:
-        """Write ``timeline.parquet``, ``timeline.json`` and ``timeline.html`` (self-contained)."""
+        """Write ``timeline.parquet``, ``timeline.json`` and ``timeline.html`` (self-contained) into
+        ``dest``; returns the folder."""
         with writing(dest, force=force, kind="timeline") as out:
-            buf = io.BytesIO()
-            self.df.to_parquet(buf, index=False)
-            out.write_bytes(TABLE, buf.getvalue())
-            write_json(out, META, self.to_json())
+            write_table(out, TABLE, self.df)
+            write_json(out, META, self._meta())
             out.write_text(FIGURE, figure_html(self.figure(), "timeline", include_plotlyjs="inline"))
-        return out.path / TABLE
+        return out.path
 
     @classmethod
     def load(cls, folder: str | Path) -> Timeline:
         """Read ``timeline.json`` and ``timeline.parquet`` back; a damaged pair raises ``TimelineError``."""
-        from interp.errors import BadReportError
         from interp.result_files import timeline
 
         folder = Path(folder)
@@ -276,8 +285,8 @@ def find_timeline(report_folder: str | Path) -> Path | None:
     if not meta.is_file():
         return None
     try:
-        data = json.loads(meta.read_text(encoding="utf-8"))
+        data = read_json(meta)  # the validating reader: strict JSON, bounded size
         listed = {str(c.get("folder")) for c in data.get("checkpoints", []) if isinstance(c, dict)}
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+    except (BadReportError, AttributeError):
         return None
     return folder.parent if folder.name in listed else None

@@ -8,8 +8,6 @@ assets. Each file is written atomically.
 from __future__ import annotations
 
 import html
-import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from interp.outputs import OutputFolder, writing
-from interp.strict_json import finite
+from interp.results import write_json, write_table
+from interp.strict_json import dumps, finite
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
@@ -104,14 +103,14 @@ def _payload(df: pd.DataFrame, k: int) -> tuple[dict, int]:
 
 def _common(df: pd.DataFrame, n: int = 30) -> str:
     counts = df[df["rank"] == 1]["token"].value_counts().head(n)
-    cells = "".join(f"<tr><td>{html.escape(json.dumps(t))}</td><td class=n>{c}</td></tr>" for t, c in counts.items())
+    cells = "".join(f"<tr><td>{html.escape(dumps(t))}</td><td class=n>{c}</td></tr>" for t, c in counts.items())
     return f"<table><tr><th>top token</th><th class=n>neurons</th></tr>{cells}</table>"
 
 
 def html_page(df: pd.DataFrame, title: str, k: int = 5) -> str:
     """The searchable page for a ``decode`` table, top ``k`` tokens per neuron."""
     data, k = _payload(df, k)
-    blob = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+    blob = dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
     a = df.attrs
     settings = ", ".join(f"{key}={a[key]}" for key in ("weights", "apply_input_ln", "apply_final_norm") if key in a)
     layers = sorted(set(data["layer"]))
@@ -139,10 +138,8 @@ def write_report(df: pd.DataFrame, out: str | Path | OutputFolder, title: str, k
                  force: bool = False) -> dict[str, Path]:
     """Write ``neurons.parquet`` (every row of ``df``) and ``neurons.html`` into ``out`` (a folder
     path or an open ``OutputFolder``); nothing else there is touched (see ``interp.outputs``)."""
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
     with writing(out, force=force, kind="neurons") as dest:
-        paths = {"parquet": dest.write_bytes("neurons.parquet", buf.getvalue()),
+        paths = {"parquet": write_table(dest, "neurons.parquet", df),
                  "html": dest.write_text("neurons.html", html_page(df, title, k_html))}
     return paths
 
@@ -172,8 +169,6 @@ class NeuronTable:
 
     def save(self, folder: str | Path | OutputFolder, *, force: bool = False) -> Path:
         """Write ``neurons.parquet``, ``neurons.html`` and ``neurons.json`` into ``folder``."""
-        from interp.results import write_json
-
         with writing(folder, force=force, kind="neurons") as out:
             write_report(self.df, out, self.title, self.k_html)
             doc = self.to_dict()

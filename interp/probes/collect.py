@@ -10,7 +10,6 @@ complete. The result then reads its shards on demand, one site at a time.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from interp import logs
 from interp.errors import InterpError, as_index, check_position
 from interp.model import Model
 from interp.outputs import check_output, output_folder
+from interp.results import write_json
 
 Position = Any  # "last" | "mean" | int | {"token": str}
 MANIFEST = "activations.json"
@@ -217,6 +217,6 @@ def collect(
             shards.append({"file": name, "examples": len(next(iter(batch.values())))})
             del shard, batch  # hold nothing of a written batch
         meta = {"sites": names, "examples": len(texts), "labels": y is not None, "position": position, "shards": shards}
-        dest.write_text(MANIFEST, json.dumps(meta, indent=1))
+        write_json(dest, MANIFEST, meta, end="")  # strict JSON, the one writer
     folder = dest.path
     return Activations(ShardedSites([folder / s["file"] for s in shards], names), y, folder)

@@ -20,7 +20,7 @@ from interp.outputs import OutputFolder, writing
 from interp.probes.knob_task import KnobItem
 from interp.results import figure_html, write_json
 from interp.strict_json import dumps, finite
-from interp.versions import versions as _versions
+from interp.versions import versions
 
 # What readers of knob.json (the app among them) may rely on: top-level keys, and each row's keys.
 KEYS = ("model", "accuracy", "layers", "layer", "flip_rate", "random_flip_rate", "correlation", "patching", "sweep",
@@ -62,8 +62,36 @@ class KnobResult:
 
     # The result protocol (interp.results.Result); the files are written by the functions below.
     def to_dict(self) -> dict[str, Any]:
-        """The ``knob.json`` document (strict: undefined numbers are None)."""
-        return to_json(self)
+        """The ``knob.json`` document (keys described in the README); undefined numbers (a flip rate
+        with no eligible prompts, a correlation with no spread) are None, written as null. The
+        directions are not in it: ``save`` writes them to ``direction.safetensors``."""
+        r = self
+        sweep = [{**row, "context_share": (row["context_share_prior"] + row["context_share_context"]) / 2}
+                 for row in r.sweep]
+        for row in sweep:
+            row["prior_share"] = 1 - row["context_share"]
+        return finite({
+            "model": r.model,
+            "settings": r.settings,
+            "versions": versions(),
+            "accuracy": r.accuracy,
+            "layers": r.layers,
+            "layer": r.layer,
+            "localisation": {p: {"layers": loc.layers, "recovery": loc.recovery, "single_layer": loc.single_layer,
+                                 "full_recovery": loc.full_recovery,
+                                 "runs": loc.runs} for p, loc in r.localisation.items()},
+            "patching": [{"pairing": p, "layer": i, "effect": v}
+                         for p, loc in r.localisation.items() for i, v in enumerate(loc.single_layer)],
+            "flip_rate": r.flip_rates,
+            "random_flip_rate": r.random_flip_rate,
+            "random_flip_rates": r.random_flip_rates,
+            "correlation": r.correlation.get("das", float("nan")),
+            "correlations": r.correlation,
+            "das_train_items": r.das_items,
+            "sweep": sweep,
+            "items": [{"context": it.context, "question": it.query, "prior_answer": it.prior,
+                       "context_answer": it.context_object, "subject": it.subject} for it in r.items],
+        })
 
     def save(self, folder: Any, *, force: bool = False) -> Path:
         """Write ``knob.json``, ``direction.safetensors`` and ``knob.html`` into ``folder``.
@@ -81,36 +109,6 @@ class KnobResult:
         """``{"patching": ..., "sweep": ...}``: the report's two figures."""
         doc = self.to_dict()
         return {"patching": patching_figure(doc), "sweep": sweep_figure(doc)}
-
-
-def to_json(r: KnobResult) -> dict[str, Any]:
-    """The ``knob.json`` document (keys described in the README); undefined numbers (a flip rate
-    with no eligible prompts, a correlation with no spread) are None, written as null."""
-    sweep = [{**row, "context_share": (row["context_share_prior"] + row["context_share_context"]) / 2} for row in r.sweep]
-    for row in sweep:
-        row["prior_share"] = 1 - row["context_share"]
-    return finite({
-        "model": r.model,
-        "settings": r.settings,
-        "versions": _versions(),
-        "accuracy": r.accuracy,
-        "layers": r.layers,
-        "layer": r.layer,
-        "localisation": {p: {"layers": loc.layers, "recovery": loc.recovery, "single_layer": loc.single_layer,
-                             "full_recovery": loc.full_recovery,
-                             "runs": loc.runs} for p, loc in r.localisation.items()},
-        "patching": [{"pairing": p, "layer": i, "effect": v}
-                     for p, loc in r.localisation.items() for i, v in enumerate(loc.single_layer)],
-        "flip_rate": r.flip_rates,
-        "random_flip_rate": r.random_flip_rate,
-        "random_flip_rates": r.random_flip_rates,
-        "correlation": r.correlation.get("das", float("nan")),
-        "correlations": r.correlation,
-        "das_train_items": r.das_items,
-        "sweep": sweep,
-        "items": [{"context": it.context, "question": it.query, "prior_answer": it.prior,
-                   "context_answer": it.context_object, "subject": it.subject} for it in r.items],
-    })
 
 
 COLORS = {"das": "#1f77b4", "diff_means": "#ff7f0e", "random": "#7f7f7f"}
@@ -163,7 +161,7 @@ def write_report(r: KnobResult, folder: str | Path | OutputFolder, *, force: boo
     """Write ``knob.json``, ``direction.safetensors`` (tensors ``direction`` (DAS), ``diff_means``,
     ``random0``...) and ``knob.html`` into ``folder`` (a path or an open ``OutputFolder``); the three
     land together and nothing else there is touched (see ``interp.outputs``)."""
-    doc = to_json(r)
+    doc = r.to_dict()
     figs = {"patching": patching_figure(doc), "sweep": sweep_figure(doc)}
     body = "".join(figure_html(f, name, full_html=False, include_plotlyjs="inline" if i == 0 else False)
                    for i, (name, f) in enumerate(figs.items()))

@@ -89,15 +89,6 @@ KNOB = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(KNOB))
-def test_crafted_knob_reports_are_messages(case, app, tmp_path):
-    change, message = KNOB[case]
-    at = app("knob", reports=pair(tmp_path, write_knob, "knob.json", change))
-    assert not at.exception, [e.value for e in at.exception]
-    assert any("Knob report" in e and message in e for e in errors(at)), errors(at)
-    switch_to_valid(at, "knob_report")
-
-
 def test_crafted_direction_is_a_message(app, tmp_path, tiny_model):
     import torch
     from safetensors.torch import save_file
@@ -121,13 +112,19 @@ CIRCUITS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CIRCUITS))
-def test_crafted_circuits_reports_are_messages(case, app, tmp_path):
-    change, message = CIRCUITS[case]
-    at = app("circuits", reports=pair(tmp_path, write_circuits, "icl.json", change))
+# page -> (writer, the file a crafted copy changes, the page's title for it, the crafted cases)
+PAGES = {"knob": (write_knob, "knob.json", "Knob report", KNOB),
+         "circuits": (write_circuits, "icl.json", "Circuits report", CIRCUITS)}
+
+
+@pytest.mark.parametrize(("page", "case"), [(page, case) for page, (*_, cases) in PAGES.items() for case in sorted(cases)])
+def test_crafted_knob_and_circuits_reports_are_messages(page, case, app, tmp_path):
+    writer, marker, title, cases = PAGES[page]
+    change, message = cases[case]
+    at = app(page, reports=pair(tmp_path, writer, marker, change))
     assert not at.exception, [e.value for e in at.exception]
-    assert any("Circuits report" in e and message in e for e in errors(at)), errors(at)
-    switch_to_valid(at, "circuits_report")
+    assert any(title in e and message in e for e in errors(at)), errors(at)
+    switch_to_valid(at, f"{page}_report")
 
 
 def test_crafted_patching_table_is_a_message(app, tmp_path):

@@ -360,7 +360,9 @@ def test_real_dog_neuron_decodes_and_steers_and_suppression_neuron_steers_negati
 # -- the decode cache behind find ------------------------------------------------------------------
 
 
-def test_find_decodes_once_per_model_settings_and_weights(monkeypatch):
+@pytest.fixture
+def decode_calls(monkeypatch) -> list[int]:
+    """One entry per call of the decoder behind ``find`` (its cache is working while none are added)."""
     calls: list[int] = []
     real = decode_module.decode_topk
 
@@ -369,6 +371,11 @@ def test_find_decodes_once_per_model_settings_and_weights(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(decode_module, "decode_topk", counting)
+    return calls
+
+
+def test_find_decodes_once_per_model_settings_and_weights(decode_calls):
+    calls = decode_calls
     model = tiny("llama")
     n = model.cfg.n_layers
     first = N.find(model, "dog", top=5, k=5, progress=False)
@@ -393,6 +400,20 @@ def test_find_decodes_once_per_model_settings_and_weights(monkeypatch):
     head.weight = torch.nn.Parameter(head.weight.detach().clone())
     N.find(model, "dog", top=5, k=5, progress=False)
     assert len(calls) == 7 * n + 1
+
+
+def test_find_notices_an_edit_through_weight_data(decode_calls):
+    model = interp.Model(build("llama"), WordTokenizer(), name="tiny-llama")
+    N.find(model, "dog", top=5, k=5, progress=False)
+    assert len(decode_calls) == 3
+    up = model.weight(model.in_block(2, model.adapter.mlp_pre_linear))  # [d_mlp, d_model]
+    version = up._version
+    u = model.weight(model.adapter.unembed)[DOG].detach()
+    gain = N.decoding_vectors(model, 2, "up")[0] / N.raw_vectors(model, 2, "up")[0]
+    up.data[11] = 20 * u / u.norm() ** 2 / gain  # through .data: the parameter's version counter stays
+    assert up._version == version
+    hits = N.find(model, "dog", top=5, k=5, progress=False)
+    assert len(decode_calls) == 6 and (hits.layer[0], hits.neuron[0]) == (2, 11)
 
 
 def test_find_settings_are_checked_before_decoding(monkeypatch):

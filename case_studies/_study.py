@@ -100,10 +100,6 @@ def joined(values: Iterable, **kw) -> str:
     return ", ".join(fmt(v, **kw) for v in values)
 
 
-def head_name(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
-
-
 def table(header: list[str], rows: Iterable[Iterable]) -> list[str]:
     """A markdown table's lines (cells already formatted)."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from interp.heads.names import head_label
 from interp.outputs import output_folder
 
 OUT = Path(__file__).parent / "results"
@@ -34,7 +35,7 @@ SMOKE = ["--scores", "prev_token,induction", "--lengths", "8", "--samples", "2",
 
 
 def heads(rows: list[dict]) -> str:
-    return ", ".join(f"L{h['layer']}H{h['head']}" for h in rows)
+    return ", ".join(head_label(h["layer"], h["head"]) for h in rows)
 
 
 def section(name: str, doc: dict, agreement: dict) -> list[str]:
@@ -45,7 +46,7 @@ def section(name: str, doc: dict, agreement: dict) -> list[str]:
     lines += ["| score | top 5 heads (value) |", "|---|---|"]
     for score in TOP_SCORES:
         part = df[df["score"] == score].dropna(subset=["value"]).nlargest(5, "value")
-        cells = ", ".join(f"L{r.layer}H{r.head} ({r.value:.2f})" for r in part.itertuples())
+        cells = ", ".join(f"{head_label(r.layer, r.head)} ({r.value:.2f})" for r in part.itertuples())
         lines.append(f"| {score} | {cells or 'n/a'} |")
     tests = checks.get("retrieval_tests", {})
     threshold = doc["settings"].get("retrieval", {}).get("threshold", 0.1)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from interp.circuits.report import ICLResult
+from interp.heads.names import head_label
 from interp.outputs import output_folder
 from interp.results import write_json
 
@@ -103,7 +104,7 @@ def markdown(s: dict) -> str:
             return "n/a" if v is None else f"{v:.2f}"
 
         for d, p in s["patching"].items():
-            heads = ", ".join(f"L{h['layer']}H{h['head']} {f2(h['effect'])}" for h in (p.get("top_heads") or [])[:3])
+            heads = ", ".join(f"{head_label(h['layer'], h['head'])} {f2(h['effect'])}" for h in (p.get("top_heads") or [])[:3])
             peak = p.get("resid_pre_peak")
             where = "n/a" if not peak else f"L{peak['layer']} pos {peak['position']} ({peak['token']!r}) {f2(peak['effect'])}"
             diffs = f"{f2(p.get('clean_logit_diff'))} / {f2(p.get('corrupted_logit_diff'))}"

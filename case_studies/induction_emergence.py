@@ -66,7 +66,6 @@ from _study import (
     char_tokenizer,
     files_line,
     fmt,
-    head_name,
     llama,
     table,
     train_step,
@@ -76,6 +75,7 @@ from _study import (
 
 from interp.atomic import atomic_write_text
 from interp.corpus import text as corpus_text
+from interp.heads.names import head_label
 from interp.outputs import OutputFolder, output_folder
 from interp.results import write_json
 from interp.strict_json import dumps
@@ -248,7 +248,7 @@ def causal_check(s: Settings, folder: Path) -> dict:
                                progress=False, causal_checks=False)
     k = max(1, model.cfg.n_total_heads // 8)
     check = induction_ablation(model, scores, k=k, length=max(lengths), samples=s.scan_samples)
-    check["top_heads"] = [head_name(h["layer"], h["head"]) for h in check.get("top_heads", [])]
+    check["top_heads"] = [head_label(h["layer"], h["head"]) for h in check.get("top_heads", [])]
     return check
 
 
@@ -336,7 +336,7 @@ def figures(log: pd.DataFrame, by_position: pd.DataFrame, timeline, res: dict, s
         for i, (layer, head) in enumerate(timeline.top_heads(score, 3)):
             one = timeline.head(score, layer, head)
             fig.add_trace(go.Scatter(x=one["step"], y=one["value"], mode="lines+markers", marker={"size": 4},
-                                     name=f"{score} {head_name(layer, head)}", line={"color": palette[i], "dash": dash}),
+                                     name=f"{score} {head_label(layer, head)}", line={"color": palette[i], "dash": dash}),
                           row=1, col=1)
         best = table_[table_["score"] == score].groupby("step")["value"].max()
         fig.add_trace(go.Scatter(x=best.index, y=best.values, mode="lines", name=f"{score}: max over heads",
@@ -384,7 +384,7 @@ def figures(log: pd.DataFrame, by_position: pd.DataFrame, timeline, res: dict, s
 
 
 def heads(rows: list[dict]) -> str:
-    return ", ".join(f"{head_name(r['layer'], r['head'])} ({r['value']:.2f})" for r in rows)
+    return ", ".join(f"{head_label(r['layer'], r['head'])} ({r['value']:.2f})" for r in rows)
 
 
 def window(t: dict, n: int) -> str:

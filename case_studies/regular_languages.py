@@ -44,8 +44,9 @@ import _study as study
 import numpy as np
 import pandas as pd
 import torch
-from _study import fmt, head_name
+from _study import fmt
 
+from interp.heads.names import head_label
 from interp.outputs import OutputFolder, output_folder
 from interp.results import write_json
 
@@ -369,13 +370,13 @@ def ablations(imodel, ids: torch.Tensor, allowed: torch.Tensor, heads_df: pd.Dat
         interventions = ablate_heads(imodel, chosen, "mean", inputs=ids) if chosen else None
         logits = torch.cat([imodel.run(ids[i: i + 100], interventions=interventions)
                             for i in range(0, len(ids), 100)]).float()
-        sets[name] = {"heads": [head_name(la, h) for la, h in chosen], "layers": sorted({la for la, _ in chosen}),
+        sets[name] = {"heads": [head_label(la, h) for la, h in chosen], "layers": sorted({la for la, _ in chosen}),
                       "accuracy": accuracy(logits, ids, allowed), "l1_ngram": l1(logits.softmax(-1).numpy(), ngrams[n3], keep)}
     rnd = [v for name, v in sets.items() if name.startswith("random")]
     acc = np.array([v["accuracy"] for v in rnd]) if rnd else np.array([np.nan])
     top_acc = sets["top"]["accuracy"]
     return {"k": s.ablate_k, "order_l1": n3, "sets": sets,
-            "strength": {head_name(la, h): round(float(v), 4) for (la, h), v in strength.items()},
+            "strength": {head_label(la, h): round(float(v), 4) for (la, h), v in strength.items()},
             "random_accuracy_mean": float(np.nanmean(acc)), "random_accuracy_min": float(np.nanmin(acc)),
             "random_accuracy_max": float(np.nanmax(acc)),
             "top_rank": 1 + int(sum(v["accuracy"] < top_acc for v in rnd)),  # 1: no random set hurts more
@@ -466,7 +467,7 @@ def markdown(res: dict, s: Settings, seconds: dict, command: str, written: list[
               "attending evenly to every visible key would score the 'uniform' column.", "",
               "| n | top heads (score) | uniform attention |", "|---|---|---|"]
     for n, top in res["top_ngram_heads"].items():
-        named = ", ".join(f"L{t['layer']}H{t['head']} ({t['score']:.2f})" for t in top)
+        named = ", ".join(f"{head_label(t['layer'], t['head'])} ({t['score']:.2f})" for t in top)
         lines.append(f"| {n} | {named} | {fmt(res['uniform_attention'][n])} |")
     lines += ["", "## Distance to the in-context back-off n-gram model (mean L1 between next-token distributions, "
               f"0..2, over {d['positions']} positions)", "",
@@ -508,7 +509,7 @@ def reading(res: dict) -> list[str]:
     present = [n for n in best if strength[n] >= NGRAM_HEAD]
     out.append("- Paper: trained transformers have n-gram heads, which attend to the tokens that followed earlier "
                "occurrences of the current (n-1)-token context. Here: the best head per order scores "
-               + ", ".join(f"ngram{n} {t['score']:.2f} ({head_name(t['layer'], t['head'])}; uniform attention "
+               + ", ".join(f"ngram{n} {t['score']:.2f} ({head_label(t['layer'], t['head'])}; uniform attention "
                            f"{even[n]:.2f}; strength {strength[n]:.2f})" for n, t in best.items())
                + ", strength being the share of the way from uniform attention to all mass on the targets. "
                + (f"Heads of order {', '.join(map(str, present))} reach {NGRAM_HEAD}: n-gram heads are present. Agrees."

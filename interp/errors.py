@@ -174,6 +174,10 @@ class BadReportError(InterpError, ValueError):
     read. The message names the file, the field and what would be valid."""
 
 
+class OutputError(InterpError, OSError):
+    """An output path that cannot be written without harming what is there (``interp.outputs``)."""
+
+
 class UsageError(InterpError, RuntimeError):
     """Calls made in an order that cannot work (e.g. a knockout opened after the forward ran)."""
 

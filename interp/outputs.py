@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interp.atomic import fsync_dir
-from interp.errors import InterpError
+from interp.errors import OutputError
 from interp.strict_json import dumps
 
 MANIFEST = ".interp-manifest.json"
@@ -65,10 +65,6 @@ _LEGACY_STAMP = "settings.sha256"  # the stamp of checkpoints written before fin
 FORMAT = 2  # manifest format: 2 records kind and sha256 per file (1, a bare list of names, is not trusted)
 _MAX_NAME = 255
 _KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
-
-
-class OutputError(InterpError, OSError):
-    """An output path that cannot be written without harming what is there."""
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from interp.errors import BadInputError, OutOfRangeError, UnknownNameError
+from interp.errors import BadInputError, OutOfRangeError, UnknownNameError, whole_number
 
 # Per-layer sites; "{l}" is the layer.
 LAYER_SITES = (
@@ -89,9 +89,7 @@ def act_name(name: str, layer: int | None = None) -> str:
         if layer is not None:
             raise BadInputError(f"act_name({name!r}) names a site outside the blocks; it takes no layer (got {layer})")
         return template
-    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
-        raise BadInputError(f"act_name({name!r}, layer) needs a layer number (0 or more), got {layer!r}")
-    return template.format(l=layer)
+    return template.format(l=whole_number(layer, 0, f"act_name({name!r}, layer)'s layer"))
 
 
 def layer_glob(name: str) -> str:

@@ -21,7 +21,7 @@ from interp.attention import (
     mask_recorders_of,
     observers_of,
 )
-from interp.errors import OutOfRangeError, UsageError
+from interp.errors import OutOfRangeError, UsageError, check_position
 from interp.masks import additive_only, layer_visible
 from interp.sites import Site
 
@@ -139,12 +139,9 @@ def _select(x: torch.Tensor, positions: Any, site: str) -> torch.Tensor:
     if not isinstance(positions, slice):
         n = x.shape[1]
         for p in positions:
-            if not -n <= p < n:
-                raise OutOfRangeError(
-                    "position", p, n,
-                    hint=f"{site} passed {n} position(s) in this forward call (negative positions count from "
-                         f"the end; under generate each step after the prompt passes only the new token)",
-                )
+            check_position(p, n, hint=f"{site} passed {n} position(s) in this forward call (negative positions "
+                                      "count from the end; under generate each step after the prompt passes only "
+                                      "the new token)")
     return x[:, positions]
 
 

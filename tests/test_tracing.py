@@ -395,7 +395,7 @@ def test_act_name_gives_the_transformerlens_full_names():
     assert act_name("embed") == "hook_embed" and act_name("normalized") == "ln_final.hook_normalized"
     with pytest.raises(UnknownNameError, match="unknown short site name 'pattern'.*valid short site names: attn_in, attn_out"):
         act_name("pattern", 0)
-    with pytest.raises(BadInputError, match="needs a layer number"):
+    with pytest.raises(BadInputError, match=r"act_name\('z', layer\)'s layer must be an integer of at least 0, got None"):
         act_name("z")
     with pytest.raises(BadInputError, match="takes no layer"):
         act_name("embed", 1)

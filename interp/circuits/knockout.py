@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from interp.errors import BadInputError, OutOfRangeError, UsageError
+from interp.errors import BadInputError, UsageError, check_position
 from interp.masks import as_mask, layer_visible, position_kwargs
 from interp.model import Model
 
@@ -44,9 +44,8 @@ def edges_mask(edges: Sequence[Iterable[tuple[int, int]]], n: int) -> torch.Tens
     for b, pairs in enumerate(edges):
         for q, k in pairs:
             for p in (q, k):
-                if not -n <= p < n:
-                    raise OutOfRangeError("position", p, n, hint=f"edge ({q}, {k}) of item {b} is outside a sequence "
-                                          f"of {n} tokens (negative positions count from the end)")
+                check_position(p, n, hint=f"edge ({q}, {k}) of item {b} is outside a sequence of {n} tokens "
+                                          "(negative positions count from the end)")
             out[b, q % n, k % n] = True
     return out
 

@@ -165,21 +165,14 @@ def test_names_from_files_reach_markdown_escaped(app, tmp_path):
     assert "![x](" not in caption and "<script>" not in caption
     assert shown(caption).startswith(PAYLOAD)
 
-    knob = write_knob(tmp_path / "k" / "knob")
-    data = json.loads((knob / "knob.json").read_text())
-    data["model"] = PAYLOAD
-    (knob / "knob.json").write_text(json.dumps(data))
-    at = app("knob", reports=tmp_path / "k")
-    no_trouble(at)
-    assert any(r"!\[x\]" in c.value and "![x](" not in c.value for c in at.caption), [c.value for c in at.caption]
-
-    icl = write_circuits(tmp_path / "c" / "icl")
-    data = json.loads((icl / "icl.json").read_text())
-    data["model"] = PAYLOAD
-    (icl / "icl.json").write_text(json.dumps(data))
-    at = app("circuits", reports=tmp_path / "c")
-    no_trouble(at)
-    assert any(r"!\[x\]" in c.value and "![x](" not in c.value for c in at.caption), [c.value for c in at.caption]
+    for page, (writer, marker, *_) in PAGES.items():
+        folder = writer(tmp_path / page / "report")
+        data = json.loads((folder / marker).read_text())
+        data["model"] = PAYLOAD
+        (folder / marker).write_text(json.dumps(data))
+        at = app(page, reports=tmp_path / page)
+        no_trouble(at)
+        assert any(r"!\[x\]" in c.value and "![x](" not in c.value for c in at.caption), [c.value for c in at.caption]
 
 
 def test_error_messages_are_escaped_markdown(app, tmp_path):

@@ -34,9 +34,9 @@ import torch
 from safetensors import SafetensorError
 
 from interp.adapters import ADAPTERS
-from interp.atomic import temp_sibling
+from interp.atomic import file_sha256, temp_sibling
 from interp.bundled import BundledModel, bundled_names, find_bundled
-from interp.cache import Entry, cache_error, entry_path, file_sha256, get_or_build
+from interp.cache import Entry, cache_error, entry_path, get_or_build
 from interp.errors import (
     DeviceUnavailableError,
     InterpError,

@@ -39,7 +39,6 @@ it holds files interp did not write (notes.txt)
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -50,7 +49,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from interp.atomic import fsync_dir
+from interp.atomic import file_sha256, fsync_dir
 from interp.errors import OutputError
 from interp.strict_json import dumps
 
@@ -86,14 +85,6 @@ def _bad_name(name: object) -> str | None:
     if name in _RESERVED or _STAGING_NAME.fullmatch(name):
         return "one of interp's own hidden names"
     return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _regular_file(path: Path) -> bool:
@@ -157,7 +148,7 @@ def _owned(folder: Path, name: str, entry: Entry | None) -> bool:
     path = folder / name
     if entry.sha256 is None:  # a report of ours in a subfolder
         return _report_folder(path)
-    return _regular_file(path) and _sha256(path) == entry.sha256
+    return _regular_file(path) and file_sha256(path) == entry.sha256
 
 
 def _report_folder(entry: Path) -> bool:
@@ -316,7 +307,7 @@ class OutputFolder:
             self._claimable(name)
             if (self.path / name).is_dir() and not (self.path / name).is_symlink():
                 raise OutputError(f"cannot write {self.path / name}: a folder of that name is in the way")
-        records = {name: Entry(self.kind, _sha256(self._staging / name)) for name in self._written}
+        records = {name: Entry(self.kind, file_sha256(self._staging / name)) for name in self._written}
         records |= {name: Entry(self.kind, None) for name in self._subfolders}
         records |= {name: e for name, e in self._old.items() if name in self._kept and name not in records
                     and e.kind == self.kind and _owned(self.path, name, e)}

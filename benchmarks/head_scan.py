@@ -7,7 +7,7 @@ that method's alone:
   sdpa_stop  the same SDPA forward stopped where interp stops: right after the last layer's
              attention, so without the last o_proj and MLP, the final norm and the LM head
              (whose [tokens x 49152] logits dominate SmolLM2's forward at long lengths)
-  interp     interp.head_stats: kernel statistics inside the forward pass, nothing stored; it
+  interp     interp.heads.kernel_stats: kernel statistics inside the forward pass, nothing stored; it
              ends the pass after the last layer's attention (head_stats raises _Done there)
   hf_eager   HF eager attention with output_attentions=True, scores from the dense patterns
   tl         TransformerLens 4 TransformerBridge.run_with_cache + head_detector.detect_head
@@ -70,7 +70,7 @@ def _peak_gib() -> float:
 
 
 def _tokens(model, n: int) -> torch.Tensor:
-    from interp.corpus import text
+    from interp.models.corpus import text
 
     ids = model.tokenizer(text("alice"), return_tensors="pt")["input_ids"][:, :n]
     if ids.shape[1] < n:
@@ -124,7 +124,7 @@ def run_sdpa_stop(model, ids):
 
 
 def run_interp(model, ids):
-    from interp.head_stats import head_stats
+    from interp.heads.kernel_stats import head_stats
 
     stats = head_stats(model, ids, rules=["prev", "ngram1"])
     return {
@@ -148,7 +148,7 @@ def run_tl(model, ids):
     from transformer_lens.head_detector import detect_head
     from transformer_lens.model_bridge import TransformerBridge
 
-    from interp.loading import prepare
+    from interp.models.loading import prepare
 
     if "bridge" not in _TL:
         folder = prepare(MODEL).path
@@ -259,8 +259,8 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA device (none is visible here)")
 
-    from interp.outputs import check_output, kind_for, output_folder
-    from interp.results import write_json
+    from interp.results.folders import check_output, kind_for, output_folder
+    from interp.results.protocol import write_json
 
     check_output(args.out, force=True)  # before any work: a folder that can take the results
     cuda = args.device == "cuda"

@@ -213,7 +213,7 @@ def main() -> None:
             print(json.dumps(run_phase(model, kind, lengths, extra)))
         return
 
-    from interp.outputs import check_output
+    from interp.results.folders import check_output
 
     check_output(args.out, force=True)  # before any work: a folder that can take the results
     rows, commands = [], []
@@ -251,8 +251,8 @@ def main() -> None:
 
 
 def write(out: Path, name: str, rows: list[dict[str, Any]], commands: list[dict[str, Any]]) -> None:
-    from interp.outputs import kind_for, output_folder
-    from interp.results import write_json
+    from interp.results.folders import kind_for, output_folder
+    from interp.results.protocol import write_json
 
     env = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
            f"{torch.get_num_threads()} threads")

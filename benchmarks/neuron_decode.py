@@ -113,8 +113,8 @@ def main() -> None:
     if args.worker:
         return worker(args.worker, args.repeats)
 
-    from interp.outputs import check_output, output_folder
-    from interp.results import write_json
+    from interp.results.folders import check_output, output_folder
+    from interp.results.protocol import write_json
 
     check_output(RESULTS, force=True)  # before any work: a folder that can take the results
     rows = [_run(m, args.repeats) for m in args.methods.split(",")]

@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(summary))
     out = args.out or (None if args.quick else RESULTS / "roofline.md")
     if out is not None:
-        from interp.outputs import kind_for, output_folder
+        from interp.results.folders import kind_for, output_folder
 
         # interp's output folder, written beside other files (logs, other tables), never over them
         with output_folder(out.parent, kind=kind_for(out.stem), force=True) as dest:

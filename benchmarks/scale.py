@@ -1,7 +1,7 @@
 """How an all-heads scan grows with tokens, and what a full 8B or 70B scan would cost.
 
 Measures, each point in its own process (so peak RSS is its own), the kernel scan of every head
-(``interp.head_stats`` with the previous-token and induction rules, as ``interp heads`` runs it)
+(``interp.heads.kernel_stats`` with the previous-token and induction rules, as ``interp heads`` runs it)
 against tokens, on the bundled models and on random-weight models with the layer shapes of
 Llama-3.1-8B (32 query / 8 kv heads, d_head 128, d_model 4096, d_mlp 14336) and Llama-3.1-70B
 (64 / 8, d_model 8192, d_mlp 28672), one or two layers so they fit here; HF eager attention with
@@ -78,7 +78,7 @@ def _model(kind: str, layers: int, tokens: int):
 def measure(kind: str, method: str, tokens: int, layers: int) -> dict[str, Any]:
     import torch
 
-    from interp.head_stats import head_stats
+    from interp.heads.kernel_stats import head_stats
 
     model = _model(kind, layers, tokens)
     ids = torch.randint(1, min(model.cfg.d_vocab, 1000), (1, tokens), generator=torch.Generator().manual_seed(0))
@@ -140,7 +140,7 @@ def main() -> None:
     plan = ([("llama3.1-8b", 2, [1024, 2048]), ("smollm2-135m", 30, [1024, 2048])] if args.quick else
             [("llama3.1-8b", 2, [1024, 4096, 8192, 16384]), ("llama3.1-70b", 1, [1024, 4096, 8192]),
              ("smollm2-135m", 30, [1024, 4096, 8192]), ("gemma3-270m", 18, [1024, 16384])])
-    from interp.outputs import check_output
+    from interp.results.folders import check_output
 
     check_output(args.out, force=True)  # before any work: a folder that can take the results
     rows = []
@@ -159,8 +159,8 @@ def main() -> None:
 
 
 def write(out: Path, rows: list[dict[str, Any]]) -> None:
-    from interp.outputs import output_folder
-    from interp.results import write_json
+    from interp.results.folders import output_folder
+    from interp.results.protocol import write_json
 
     env = f"{platform.machine()}, {os.cpu_count()} cores, float32 on the CPU"
     lines = ["# Scan cost against tokens, and extrapolated to full models", "",

@@ -22,8 +22,8 @@ import torch
 
 from interp.kernels import RULES, attention_stats
 from interp.kernels.attention_stats import check_problem
-from interp.outputs import check_output, output_folder
-from interp.results import write_json
+from interp.results.folders import check_output, output_folder
+from interp.results.protocol import write_json
 
 # name: (dtype, d, heads, kv heads, positions, window, softcap, padded, causal, rules, topk, exclude, rows)
 ALL = tuple(RULES)

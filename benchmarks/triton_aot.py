@@ -553,8 +553,8 @@ CASE_FIELDS = ("dtype", "head_dim", "group", "config")
 
 def json_text(specs: list[dict[str, Any]]) -> str:
     """One row per specialisation, column-oriented (``read_json`` turns it back into dicts);
-    ``launched_by`` as indices into ``whys``. Strict JSON (``interp.strict_json``), one row a line."""
-    from interp.strict_json import dumps
+    ``launched_by`` as indices into ``whys``. Strict JSON (``interp.results.strict_json``), one row a line."""
+    from interp.results.strict_json import dumps
 
     whys = sorted({w for r in specs for w in r["launched_by"]})
     rows = []
@@ -613,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     errors = [r for r in specs if "error" in r]
     spills = [r for r in specs if "error" not in r and (r["spill_stores"] or r["spill_loads"]) and not _known_spill(r)]
     if out is not None:
-        from interp.outputs import kind_for, output_folder
+        from interp.results.folders import kind_for, output_folder
 
         # interp's output folder, written beside other files (logs, other tables), never over them
         with output_folder(out.parent, kind=kind_for(out.stem), force=True) as dest:

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from interp.kernels import attention_stats
-from interp.outputs import output_folder
-from interp.results import write_json
+from interp.results.folders import output_folder
+from interp.results.protocol import write_json
 
 RESULTS = Path(__file__).parent / "results"
 RULES = ["bos", "dup", "ngram1", "ngram2", "ngram3", "ngram4", "prev", "self"]  # the scan's natural-text set

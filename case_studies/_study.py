@@ -5,9 +5,9 @@ Llama, a one-token-per-character tokenizer, the model, AdamW with a linear warm-
 training step. Not a study itself: the scripts import it from their own folder.
 
 Every study writes its results as every interp command does, through one output folder
-(``interp.outputs.output_folder(out, kind=STUDY)``: checked and locked before the work starts,
+(``interp.results.folders.output_folder(out, kind=STUDY)``: checked and locked before the work starts,
 the files land together when it succeeds, a user's files are never touched), JSON through
-``interp.results.write_json`` (strict: NaN as null) and tables through ``interp.results.write_table``."""
+``interp.results.protocol.write_json`` (strict: NaN as null) and tables through ``interp.results.protocol.write_table``."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from interp.outputs import OutputFolder
-from interp.results import write_table
+from interp.results.folders import OutputFolder
+from interp.results.protocol import write_table
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -60,7 +60,7 @@ def write_figures(figs: dict, out: OutputFolder) -> list[str]:
 
 
 def write_tables(out: OutputFolder, tables: dict[str, pd.DataFrame]) -> None:
-    """``{file name: frame}`` as parquet files in ``out`` (no index; ``interp.results.write_table``)."""
+    """``{file name: frame}`` as parquet files in ``out`` (no index; ``interp.results.protocol.write_table``)."""
     for name, frame in tables.items():
         write_table(out, name, frame)
 

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from interp.cli import main
-from interp.outputs import output_folder
+from interp.results.folders import output_folder
 
 OUT = Path(__file__).parent / "results" / "knob"
 KIND = "context_knob"  # the report kind of summary.md (the reports in MODEL/ are `interp knob`'s)

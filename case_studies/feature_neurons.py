@@ -45,11 +45,11 @@ import torch
 import interp
 import interp.neurons as N
 from interp.neurons.vectors import unembedding
-from interp.outputs import OutputFolder, output_folder
-from interp.results import write_json
+from interp.results.folders import OutputFolder, output_folder
+from interp.results.protocol import write_json
 
 OUT = Path(__file__).parent / "results"
-KIND = "feature_neurons"  # the report kind of the files this study writes (interp.outputs)
+KIND = "feature_neurons"  # the report kind of the files this study writes (interp.results.folders)
 WEIGHTS = ["up", "gate", "down"]
 MULTIPLES = [1, 2, 5, 10, 20]
 MAX_RANK, MIN_D, CANDIDATES = 10, 0.8, 10

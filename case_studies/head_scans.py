@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from interp.heads.names import head_label
-from interp.outputs import output_folder
+from interp.results.folders import output_folder
 
 OUT = Path(__file__).parent / "results"
 FOLDER = OUT / "head_scans"

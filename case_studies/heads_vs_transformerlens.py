@@ -24,12 +24,12 @@ import torch
 
 import interp
 from interp.heads.sequences import repeated_random
-from interp.loading import prepare
-from interp.outputs import output_folder
-from interp.results import write_json
+from interp.models.loading import prepare
+from interp.results.folders import output_folder
+from interp.results.protocol import write_json
 
 OUT = Path(__file__).parent / "results"
-KIND = "heads_vs_transformerlens"  # the report kind of the files this study writes (interp.outputs)
+KIND = "heads_vs_transformerlens"  # the report kind of the files this study writes (interp.results.folders)
 SCORES = {"induction": "induction_head", "prev_token": "previous_token_head", "duplicate": "duplicate_token_head"}
 
 

@@ -22,8 +22,8 @@ import pandas as pd
 
 from interp.circuits.report import ICLResult
 from interp.heads.names import head_label
-from interp.outputs import output_folder
-from interp.results import write_json
+from interp.results.folders import output_folder
+from interp.results.protocol import write_json
 
 OUT = Path(__file__).parent / "results" / "icl_circuit"
 KIND = "icl_circuit"  # the report kind of the summary files (the reports in MODEL/ are `interp icl`'s)

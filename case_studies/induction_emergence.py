@@ -3,7 +3,7 @@
 Trains a small attention-only Llama (a Hugging Face ``LlamaConfig`` whose MLPs have no units: 3
 layers, 8 heads of 16 dimensions, d_model 64, rotary positions, a byte vocabulary: the 69
 characters of the text plus a BOS token), like Olsson et al.'s small attention-only models, on the
-shipped public-domain text (Alice's Adventures in Wonderland, ``interp.corpus``; the first 90% for
+shipped public-domain text (Alice's Adventures in Wonderland, ``interp.models.corpus``; the first 90% for
 training, the last 10% held out) on the CPU, saving a checkpoint every ``--save-every`` steps as a
 Hugging Face folder with a ``trainer_state.json``.
 
@@ -73,16 +73,16 @@ from _study import (
     write_tables,
 )
 
-from interp.atomic import atomic_write_text
-from interp.corpus import text as corpus_text
 from interp.heads.names import head_label
-from interp.outputs import OutputFolder, output_folder
-from interp.results import write_json
-from interp.strict_json import dumps
+from interp.models.corpus import text as corpus_text
+from interp.results.atomic import atomic_write_text
+from interp.results.folders import OutputFolder, output_folder
+from interp.results.protocol import write_json
+from interp.results.strict_json import dumps
 
 OUT = Path(__file__).parent / "results" / "induction_emergence"
 WORK = Path(tempfile.gettempdir()) / "interp-case-studies" / "induction_emergence"
-KIND = "induction_emergence"  # the report kind of the files this study writes (interp.outputs)
+KIND = "induction_emergence"  # the report kind of the files this study writes (interp.results.folders)
 SETS = {"text": "held-out text", "recur": "held-out text with a recurrence"}
 
 

@@ -18,7 +18,7 @@ Sliding-window layers (Gemma 3's local layers) keep their own window in every co
     python case_studies/kv_compression.py --smoke --out DIR
 
 Writes ``results/kv_compression/{recall.parquet, head_scores.parquet, summary.md, recall_vs_cache.html}`` through
-one output folder (``interp.outputs``). Finished conditions are kept in its checkpoint
+one output folder (``interp.results.folders``). Finished conditions are kept in its checkpoint
 (``results/kv_compression/.interp-checkpoint/MODEL``, stamped with the plan), so an interrupted run
 resumes; it goes once the files are written.
 """
@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _study import Stopwatch, fmt, write_figures, write_tables  # noqa: E402
 
 from interp.heads.checkpoint import Checkpoint  # noqa: E402
-from interp.outputs import OutputFolder, output_folder  # noqa: E402
-from interp.results import write_json  # noqa: E402
-from interp.strict_json import dumps  # noqa: E402
+from interp.results.folders import OutputFolder, output_folder  # noqa: E402
+from interp.results.protocol import write_json  # noqa: E402
+from interp.results.strict_json import dumps  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "kv_compression"
 SCANS = Path(__file__).parent / "results" / "head_scans"
@@ -52,7 +52,7 @@ SINK, WINDOW = 4, 256
 WITHIN = 0.10  # "recall within 10 points of the full cache"
 SMOKE = {"lengths": (600,), "depths": (0.5,), "shares": (1.0, 0.5), "seeds": (0,), "needles": 1}
 COMMAND = "python case_studies/kv_compression.py"
-KIND = "kv_compression"  # the report kind of the files this study writes (interp.outputs)
+KIND = "kv_compression"  # the report kind of the files this study writes (interp.results.folders)
 
 
 def chosen_heads(scores, model, method: str, share: float, seed: int | None) -> np.ndarray:

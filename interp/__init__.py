@@ -18,30 +18,32 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_NAMES = {"Model": "interp.model", "ModelConfig": "interp.model", "attention_pattern": "interp.patterns",
-          "Trace": "interp.tracing", "act_name": "interp.sites", "load": "interp.loading"}
-_SUBPACKAGES = ("heads", "interventions", "neurons", "probes", "circuits", "kernels", "app")
+_NAMES = {"Model": "interp.core.model", "ModelConfig": "interp.core.model", "attention_pattern": "interp.core.patterns",
+          "Trace": "interp.core.tracing", "act_name": "interp.core.sites", "load": "interp.models.loading",
+          "interventions": "interp.core.interventions"}  # ``from interp import interventions as iv``: the edits users write
+_SUBPACKAGES = ("heads", "neurons", "probes", "circuits", "kernels", "app")
 
 if TYPE_CHECKING:
     from interp import (
         app,  # noqa: F401  (not in __all__: a star import must not need streamlit)
         circuits,
         heads,
-        interventions,
         kernels,
         neurons,
         probes,
     )
-    from interp.loading import load
-    from interp.model import Model, ModelConfig
-    from interp.patterns import attention_pattern
-    from interp.sites import act_name
-    from interp.tracing import Trace
+    from interp.core import interventions
+    from interp.core.model import Model, ModelConfig
+    from interp.core.patterns import attention_pattern
+    from interp.core.sites import act_name
+    from interp.core.tracing import Trace
+    from interp.models.loading import load
 
 
 def __getattr__(name: str) -> Any:
     if name in _NAMES:
-        value = getattr(importlib.import_module(_NAMES[name]), name)
+        module = importlib.import_module(_NAMES[name])
+        value = module if module.__name__.endswith(f".{name}") else getattr(module, name)
     elif name in _SUBPACKAGES:
         value = importlib.import_module(f"interp.{name}")
     else:

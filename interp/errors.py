@@ -1,7 +1,7 @@
 """Errors that name the problem and what would be valid, and the checks that raise them.
 
-Every error class interp raises on purpose is defined here (``interp.outputs.OutputError`` is the
-one still defined beside its writer); modules that document one (``interp.loading.ModelFileError``,
+Every error class interp raises on purpose is defined here (``interp.results.folders.OutputError`` is the
+one still defined beside its writer); modules that document one (``interp.models.loading.ModelFileError``,
 ``interp.heads.head_scan.SettingError``, ...) import it from here, so the old names keep working.
 Every entry point checks its arguments with the helpers below (``whole_number``, ``check_index``,
 ``check_indices``, ``check_position``, ``check_text``, ``check_seed``), so a bad argument reads the
@@ -175,7 +175,7 @@ class BadReportError(InterpError, ValueError):
 
 
 class OutputError(InterpError, OSError):
-    """An output path that cannot be written without harming what is there (``interp.outputs``)."""
+    """An output path that cannot be written without harming what is there (``interp.results.folders``)."""
 
 
 class UsageError(InterpError, RuntimeError):

@@ -16,8 +16,8 @@ caller can filter or turn into an error. Results a command prints (tables, conti
 a report was written) go to stdout.
 
 >>> import logging, interp.logs
->>> interp.logs.logger("interp.loading").name
-'interp.loading'
+>>> interp.logs.logger("interp.models.loading").name
+'interp.models.loading'
 >>> seen = []
 >>> with interp.logs.on_progress(lambda desc, done, total: seen.append((desc, done, total))):
 ...     total = sum(interp.logs.progress(range(3), "adding", enabled=False))

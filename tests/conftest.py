@@ -63,7 +63,7 @@ def tiny(family):
 
 
 def _load_or_skip(name: str):
-    from interp.bundled import BUNDLED
+    from interp.models.bundled import BUNDLED
 
     entry = BUNDLED[name]
     if not entry.installed():

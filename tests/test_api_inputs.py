@@ -13,10 +13,10 @@ from tiny_models import VOCAB, NullTokenizer, build
 import interp
 import interp.neurons as N
 from interp import Model
-from interp import interventions as iv
 from interp.circuits.ablation import ablation_scan
 from interp.circuits.attribution import attribution_patching
 from interp.circuits.patching import activation_patching, logit_diff
+from interp.core import interventions as iv
 from interp.errors import BadInputError, InterpError, OutOfRangeError, UnknownNameError
 from interp.probes.steering import steer
 
@@ -320,7 +320,7 @@ def test_selection_errors_of_other_kinds(ids_model):
                                             r"\['last'\]$"):
         iv.add(1.0, positions=["last"])
     with raises(m, BadInputError, "interventions['blocks.0.hook_resid_pre'] must be an intervention "
-                                  "(interp.interventions) or a function (value, site) -> value, got float 3.0"):
+                                  "(interp.core.interventions) or a function (value, site) -> value, got float 3.0"):
         m.run(IDS, interventions={"blocks.0.hook_resid_pre": 3.0})
     with raises(m, BadInputError, "reduce['blocks.0.hook_resid_pre'] must be a function of the site's tensor, "
                                   "got str 'mean'"):

@@ -126,7 +126,7 @@ def _cache_on_a_failing_disk(env: Env, code: int):
     read-only folder; ENOSPC: full while the converted model is written)."""
     from unittest import mock
 
-    from interp import loading
+    from interp.models import loading
 
     gguf = env.tmp.parent / "tiny.gguf"  # its header check is skipped: only the cache's disk matters here
     gguf.write_bytes(b"GGUF")
@@ -297,11 +297,11 @@ CASES = [
     api("generate(max_new_tokens past the window)", "context window of 256",
         lambda e: e.model.generate("the cat", max_new_tokens=1000)),
     api("add(torch.ones(100)) at a d_model=64 site", "64",
-        lambda e: _trace(e, "the cat", interventions={"blocks.0.hook_resid_post": interp.interventions.add(
+        lambda e: _trace(e, "the cat", interventions={"blocks.0.hook_resid_post": interp.core.interventions.add(
             torch.ones(100))})),
-    api("set_value(nan)", "finite", lambda e: interp.interventions.set_value(math.nan)),
+    api("set_value(nan)", "finite", lambda e: interp.core.interventions.set_value(math.nan)),
     api("zero(heads=[7]) on 4 heads", "7", lambda e: _trace(e, "the cat", interventions={
-        "blocks.0.attn.hook_z": interp.interventions.zero(heads=[7])})),
+        "blocks.0.attn.hook_z": interp.core.interventions.zero(heads=[7])})),
     api("attention_pattern of a trace kept at one position", "positions",
         lambda e: _pattern_from_positions(e)),
     api("attention_pattern(layer=9) on 3 layers", "layer 9 is out of range", lambda e: _pattern_layer(e)),

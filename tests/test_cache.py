@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from interp import atomic, cache
-from interp.atomic import atomic_dir, atomic_write_bytes, atomic_write_text, stale_temps
-from interp.bundled import BUNDLED, BundledModel, GGUFSource, find_bundled
 from interp.errors import MissingDependencyError
+from interp.models import cache
+from interp.models.bundled import BUNDLED, BundledModel, GGUFSource, find_bundled
+from interp.results import atomic
+from interp.results.atomic import atomic_dir, atomic_write_bytes, atomic_write_text, stale_temps
 
 
 @pytest.fixture

@@ -108,10 +108,10 @@ def test_no_private_name_is_used_across_modules():
 # schema where its writer declares it, while each writer's load calls the reader: results.py,
 # result_files.py and the report writers belong to the report-files part of issue 24.
 KNOWN_CYCLE_EDGES = {
-    ("interp.result_files", "interp.circuits.report"),
-    ("interp.result_files", "interp.circuits.icl_patching"),
-    ("interp.result_files", "interp.probes.knob_report"),
-    ("interp.result_files", "interp.heads.timeline"),
+    ("interp.results.reading", "interp.circuits.report"),
+    ("interp.results.reading", "interp.circuits.icl_patching"),
+    ("interp.results.reading", "interp.probes.knob_report"),
+    ("interp.results.reading", "interp.heads.timeline"),
 }
 
 

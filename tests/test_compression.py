@@ -14,9 +14,9 @@ import torch
 from tiny_models import build, padded_batch
 
 from interp import Model
+from interp.core.kv_cache import run_cached
 from interp.errors import BadInputError
 from interp.heads.compression import compressed, sliding_windows
-from interp.kv_cache import run_cached
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SINK, WINDOW = 2, 5

@@ -2,7 +2,7 @@
 
 Each case saves a valid result, copies its files (not the writer's manifest) into a new folder,
 changes one thing there as a hand-edited or hostile file would, and reads it back: the read
-raises ``BadReportError`` naming the file and the field (``interp.result_files``). Pages written
+raises ``BadReportError`` naming the file and the field (``interp.results.reading``). Pages written
 from a result that holds markup in every string show it as text, and a page written twice from
 the same result is the same bytes.
 """
@@ -163,10 +163,10 @@ def test_non_finite_and_broken_json_is_refused(text, message, heads_folder, tmp_
 
 
 def test_sizes_are_bounded_before_reading(heads_folder, tmp_path, monkeypatch):
-    from interp import result_files
     from interp.heads.table import HeadScores
+    from interp.results import reading
 
-    monkeypatch.setattr(result_files, "MAX_JSON_BYTES", 100)
+    monkeypatch.setattr(reading, "MAX_JSON_BYTES", 100)
     with pytest.raises(BadReportError, match=r"head_scores\.json is \d+ bytes; valid: a report file of at most 100 bytes"):
         HeadScores.load(heads_folder)
     monkeypatch.undo()
@@ -385,7 +385,7 @@ def rewrite_table(folder: Path, name: str, change: Callable[[pd.DataFrame], Any]
 
 
 def load(name: str, folder: Path):
-    from interp.results import result_classes
+    from interp.results.protocol import result_classes
 
     cls = {"circuit": "Circuit", "patching": "PatchingResult", "attribution": "AttributionResult",
            "ablation": "AblationResult", "icl": "ICLResult", "knob": "KnobResult", "neurons": "NeuronTable"}[name]
@@ -465,14 +465,14 @@ def test_crafted_tables_of_every_result_are_refused(name, file, change, message,
 
 
 def test_table_rows_and_sizes_are_bounded_before_reading(tmp_path, monkeypatch):
-    from interp import result_files
+    from interp.results import reading
 
     folder = saved("ablation", tmp_path)
-    monkeypatch.setattr(result_files, "MAX_ROWS", 3)
+    monkeypatch.setattr(reading, "MAX_ROWS", 3)
     with pytest.raises(BadReportError, match=r"the table is 4 rows; valid: at most 3 rows"):
         load("ablation", folder)
-    monkeypatch.setattr(result_files, "MAX_TABLE_BYTES", 10)
-    monkeypatch.setattr(result_files, "MAX_ROWS", 100)
+    monkeypatch.setattr(reading, "MAX_TABLE_BYTES", 10)
+    monkeypatch.setattr(reading, "MAX_ROWS", 100)
     with pytest.raises(BadReportError, match=r"bytes uncompressed; valid: at most 10 bytes"):
         load("ablation", folder)
     (folder / "ablation.parquet").write_bytes(b"PAR1 not a table")
@@ -564,7 +564,7 @@ def test_crafted_activation_manifest_is_refused(tmp_path):
 
 
 def test_crafted_sweep_table_is_refused(tmp_path):
-    from interp.result_files import sweep_table
+    from interp.results.reading import sweep_table
 
     path = tmp_path / "heads.parquet"
     pd.DataFrame({"model": ["a"], "score": ["s"], "layer": [4000], "head": [4000], "value": [1.0]}).to_parquet(path)

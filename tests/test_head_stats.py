@@ -7,9 +7,9 @@ import torch
 from test_kernels.reference import target_mask
 from tiny_models import VOCAB, padded_batch
 
-from interp.attention import observers_of
-from interp.head_stats import head_stats
-from interp.masks import position_kwargs
+from interp.core.attention import observers_of
+from interp.core.masks import position_kwargs
+from interp.heads.kernel_stats import head_stats
 
 
 def repeated(seed=0, n=15):

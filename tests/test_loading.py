@@ -12,9 +12,9 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
 import interp
-from interp import cache, loading
-from interp.bundled import BUNDLED, BundledModel, GGUFSource
 from interp.errors import InterpError, MissingDependencyError, OfflineError, UnknownNameError
+from interp.models import cache, loading
+from interp.models.bundled import BUNDLED, BundledModel, GGUFSource
 
 WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "capital", "of", "france", "is", "paris"]
 

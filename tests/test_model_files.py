@@ -14,9 +14,9 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaModel, OPTConfig, OPTForCausalLM
 
 import interp
-from interp import cache, loading
 from interp.errors import InterpError, OutOfRangeError, UnknownNameError
-from interp.loading import DeviceUnavailableError, LoadArgumentError, ModelFileError
+from interp.models import cache, loading
+from interp.models.loading import DeviceUnavailableError, LoadArgumentError, ModelFileError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

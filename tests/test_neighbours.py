@@ -20,7 +20,7 @@ from wired_models import tiny_llama_folder
 import interp
 from interp import Model
 from interp.errors import MissingDependencyError
-from interp.neighbours import is_neighbour, unwrap
+from interp.models.neighbours import is_neighbour, unwrap
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -122,7 +122,7 @@ def test_nnsight_loaded_scan_equals_folder_scan(folder, reference):
 
 def test_load_neighbour_and_model_argument_conflict(family):
     lm = _language_model(build(family), NullTokenizer())
-    with pytest.raises(interp.loading.LoadArgumentError, match="not both"):
+    with pytest.raises(interp.models.loading.LoadArgumentError, match="not both"):
         interp.load(lm, model=build(family))
 
 

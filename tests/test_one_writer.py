@@ -1,13 +1,13 @@
 """One writer for each kind of file, checked on the source of interp/, case_studies/ and benchmarks/:
 
-- JSON files are written through interp's strict writer (``interp.strict_json.dumps``, which
-  ``interp.results.write_json`` uses): no ``json.dump`` at all, and no ``json.dumps`` whose text is
+- JSON files are written through interp's strict writer (``interp.results.strict_json.dumps``, which
+  ``interp.results.protocol.write_json`` uses): no ``json.dump`` at all, and no ``json.dumps`` whose text is
   written to a file (as the argument of a write, or through a name that a write then takes);
   ``json.dumps`` stays for what is printed or hashed;
-- parquet is written by ``interp.results.write_table`` alone: no other ``.to_parquet(`` or
+- parquet is written by ``interp.results.protocol.write_table`` alone: no other ``.to_parquet(`` or
   ``pyarrow.parquet.write_table``;
-- scripts write their results through ``interp.outputs.output_folder``: they import no
-  ``interp.atomic`` (the low-level primitive under the output folders and checkpoints), save the
+- scripts write their results through ``interp.results.folders.output_folder``: they import no
+  ``interp.results.atomic`` (the low-level primitive under the output folders and checkpoints), save the
   training checkpoints a study makes as it goes.
 """
 
@@ -22,11 +22,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("interp", "case_studies", "benchmarks")
-STRICT_WRITER = Path("interp/strict_json.py")
-PARQUET_WRITER = (Path("interp/results.py"), "write_table")
+STRICT_WRITER = Path("interp/results/strict_json.py")
+PARQUET_WRITER = (Path("interp/results/protocol.py"), "write_table")
 # Calls that put their arguments into a file.
 WRITES = {"write_text", "write_bytes", "write", "writelines", "atomic_write_text", "atomic_write_bytes"}
-# Scripts that may use interp.atomic, and why (none of them for a result).
+# Scripts that may use interp.results.atomic, and why (none of them for a result).
 ATOMIC_IN_SCRIPTS = {
     Path("case_studies/induction_emergence.py"): "trainer_state.json of the training checkpoints it saves as it goes",
 }
@@ -86,14 +86,14 @@ def json_to_files(path: Path) -> list[str]:
     for call, kind in _json_calls(tree):
         where = f"{path}:{call.lineno}"
         if kind == "dump":
-            found.append(f"{where}: json.dump writes a file (use interp.results.write_json)")
+            found.append(f"{where}: json.dump writes a file (use interp.results.protocol.write_json)")
             continue
         node: ast.AST = call
         while node in parents and not isinstance(node, ast.stmt):
             node = parents[node]
             if _is_write(node):
-                found.append(f"{where}: json.dumps written to a file (use interp.results.write_json or "
-                             "interp.strict_json.dumps)")
+                found.append(f"{where}: json.dumps written to a file (use interp.results.protocol.write_json or "
+                             "interp.results.strict_json.dumps)")
                 break
         else:  # text = json.dumps(...) ... write(text)
             if isinstance(node, ast.Assign):
@@ -127,7 +127,7 @@ def parquet_writes(path: Path) -> list[str]:
             isinstance(f, ast.Attribute) and f.attr == "write_table" and isinstance(f.value, ast.Name)
             and f.value.id in modules) or (isinstance(f, ast.Name) and f.id in functions)
         if hand and (path, getattr(_scope(node, parents), "name", None)) != PARQUET_WRITER:
-            found.append(f"{path}:{node.lineno}: parquet written outside interp.results.write_table")
+            found.append(f"{path}:{node.lineno}: parquet written outside interp.results.protocol.write_table")
     return found
 
 
@@ -135,10 +135,10 @@ def atomic_in_scripts(path: Path) -> list[str]:
     if path.parts[0] == "interp" or path in ATOMIC_IN_SCRIPTS:
         return []
     tree = ast.parse((ROOT / path).read_text(encoding="utf-8"), str(path))
-    return [f"{path}:{node.lineno}: imports interp.atomic (scripts write results through interp.outputs.output_folder)"
+    return [f"{path}:{node.lineno}: imports interp.results.atomic (scripts write results through interp.results.folders.output_folder)"
             for node in ast.walk(tree)
-            if (isinstance(node, ast.ImportFrom) and node.module == "interp.atomic")
-            or (isinstance(node, ast.Import) and any(a.name == "interp.atomic" for a in node.names))]
+            if (isinstance(node, ast.ImportFrom) and node.module == "interp.results.atomic")
+            or (isinstance(node, ast.Import) and any(a.name == "interp.results.atomic" for a in node.names))]
 
 
 def test_the_sources_are_found() -> None:
@@ -161,7 +161,7 @@ def test_scripts_write_results_through_output_folders() -> None:
     found = [hit for path in _files() for hit in atomic_in_scripts(path)]
     assert not found, "\n".join(found)
     for path in ATOMIC_IN_SCRIPTS:  # the exceptions still exist, and still need it
-        assert "interp.atomic" in (ROOT / path).read_text(encoding="utf-8"), f"{path} no longer needs its exception"
+        assert "interp.results.atomic" in (ROOT / path).read_text(encoding="utf-8"), f"{path} no longer needs its exception"
 
 
 @pytest.mark.parametrize("source, offences", [
@@ -191,7 +191,7 @@ def test_the_check_finds_a_parquet_written_by_hand(source: str, tmp_path: Path,
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     (tmp_path / "m.py").write_text(source)
     assert len(parquet_writes(Path("m.py"))) == 1
-    (tmp_path / "m.py").write_text("from interp.results import write_table\nwrite_table(out, 'x.parquet', df)\n")
+    (tmp_path / "m.py").write_text("from interp.results.protocol import write_table\nwrite_table(out, 'x.parquet', df)\n")
     assert parquet_writes(Path("m.py")) == []
 
 
@@ -200,7 +200,7 @@ def test_committed_results_are_their_writers_own_files() -> None:
     the manifest of its folder (or is a report folder of its own), so rerunning a study or
     benchmark into the committed folder replaces exactly its own files. A result regenerated
     without its script (or edited by hand) shows up here."""
-    from interp.outputs import MANIFEST, foreign_entries, read_manifest
+    from interp.results.folders import MANIFEST, foreign_entries, read_manifest
 
     folders = sorted({p.parent for root in ("case_studies/results", "benchmarks/results")
                       for p in (ROOT / root).rglob("*") if p.is_file()})

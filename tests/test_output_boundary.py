@@ -17,7 +17,7 @@ from wired_models import tiny_llama_folder
 import interp
 from interp.cli import main
 from interp.heads.checkpoint import Checkpoint, fingerprint, weights_digest
-from interp.outputs import CHECKPOINT, LOCK, MANIFEST, STAMP, OutputError, output_folder
+from interp.results.folders import CHECKPOINT, LOCK, MANIFEST, STAMP, OutputError, output_folder
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.raw_files]
 

@@ -20,7 +20,7 @@ from wired_models import tiny_llama_folder
 import interp
 from interp.cli import main
 from interp.heads.checkpoint import Checkpoint
-from interp.outputs import LOCK, MANIFEST, OutputError, output_folder
+from interp.results.folders import LOCK, MANIFEST, OutputError, output_folder
 
 # raw_files: these tests write arbitrary bytes as files (no strict-JSON check)
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.raw_files]
@@ -105,7 +105,7 @@ def test_a_partial_rerun_keeps_the_files_it_names(tmp_path):
 
 
 def test_kind_for_makes_a_valid_kind_from_any_name():
-    from interp.outputs import kind_for
+    from interp.results.folders import kind_for
 
     for name in ("main_job_long_cpu", "Triton-AOT.v2", "123", "", "x" * 80, "é"):
         kind = kind_for(name)
@@ -233,7 +233,7 @@ def test_a_second_run_on_a_locked_folder_fails_at_once(tiny_folder, tmp_path, ca
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from interp.outputs import output_folder
+            from interp.results.folders import output_folder
             with output_folder({str(out)!r}):
                 print("ready", flush=True)
                 time.sleep(60)

@@ -18,7 +18,7 @@ from wired_models import tiny_llama_folder
 
 from interp.cli import main
 from interp.heads.sweep import EXECUTIONS
-from interp.outputs import CHECKPOINT
+from interp.results.folders import CHECKPOINT
 
 ray = pytest.importorskip("ray", reason="needs interp[ray]")
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]

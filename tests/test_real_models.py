@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import interp
-from interp.corpus import text
-from interp.masks import position_kwargs
+from interp.core.masks import position_kwargs
+from interp.models.corpus import text
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""Every analysis result follows one protocol (interp.results.Result): save(folder) returns the
+"""Every analysis result follows one protocol (interp.results.protocol.Result): save(folder) returns the
 folder, load(folder), to_dict() (plain data, the one name: no to_json), figures(); a round trip
 keeps to_dict() through strict JSON, and every JSON file a save writes is strict."""
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from interp.results import Result
-from interp.strict_json import dumps, finite
+from interp.results.protocol import Result
+from interp.results.strict_json import dumps, finite
 
 
 def _circuit() -> Any:
@@ -184,7 +184,7 @@ def test_result_protocol_round_trip(name: str, tmp_path: Path) -> None:
     # a second save into the same folder replaces our files and refuses foreign ones
     result.save(folder)
     (Path(folder) / "mine.txt").write_text("user file")
-    from interp.outputs import OutputError
+    from interp.results.folders import OutputError
 
     with pytest.raises(OutputError):
         result.save(folder)
@@ -207,7 +207,7 @@ def _plain(value: Any, where: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(MAKERS))
 def test_save_into_an_open_folder_returns_that_folder(name: str, tmp_path: Path) -> None:
-    from interp.outputs import output_folder
+    from interp.results.folders import output_folder
 
     with output_folder(tmp_path / "open", kind="bundle") as out:
         assert MAKERS[name]().save(out) == out.path == tmp_path / "open"
@@ -215,7 +215,7 @@ def test_save_into_an_open_folder_returns_that_folder(name: str, tmp_path: Path)
 
 
 def test_one_name_for_the_document() -> None:
-    from interp.results import result_classes
+    from interp.results.protocol import result_classes
 
     for cls in result_classes():
         assert not hasattr(cls, "to_json"), f"{cls.__name__}.to_json: the protocol's one name is to_dict"
@@ -233,7 +233,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def test_every_result_class_is_covered() -> None:
-    from interp.results import result_classes
+    from interp.results.protocol import result_classes
 
     covered = {type(make()) for make in MAKERS.values()}
     for cls in result_classes():

@@ -13,10 +13,10 @@ import torch
 from tiny_models import NullTokenizer, build
 
 from interp import Model
-from interp import interventions as iv
 from interp.circuits import activation_patching, logit_diff
+from interp.core import interventions as iv
+from interp.core.sites import head_axis
 from interp.errors import OutOfRangeError, UnknownNameError
-from interp.sites import head_axis
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

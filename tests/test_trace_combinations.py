@@ -19,8 +19,8 @@ from tiny_models import VOCAB, NullTokenizer, build, padded_batch
 
 import interp
 from interp import Model
-from interp import interventions as iv
 from interp.circuits.knockout import knockout
+from interp.core import interventions as iv
 from interp.errors import BadInputError, OutOfRangeError, UsageError
 from interp.heads.compression import compressed, sliding_windows
 
@@ -416,7 +416,7 @@ def test_positions_a_scope_never_reached_raise_when_the_block_ends():
 
 
 def test_weights_fingerprint_sees_a_swap_that_keeps_every_sum():
-    from interp.fingerprint import bits_hash, weights_fingerprint
+    from interp.models.fingerprint import bits_hash, weights_fingerprint
 
     model = _tiny("llama")
     before = weights_fingerprint(model)

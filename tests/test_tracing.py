@@ -11,10 +11,11 @@ import torch
 from tiny_models import VOCAB, NullTokenizer, build, padded_batch
 
 import interp
-from interp import Model, corpus
-from interp import interventions as iv
+from interp import Model
+from interp.core import interventions as iv
+from interp.core.masks import position_kwargs
 from interp.errors import BadInputError, OutOfRangeError, PromptTooLongError, UnknownNameError
-from interp.masks import position_kwargs
+from interp.models import corpus
 
 
 def all_sites(model: Model) -> list[str]:
@@ -424,7 +425,7 @@ def test_run_with_cache_returns_logits_and_every_site_as_transformerlens_does(ti
 def test_trace_observers_and_early_stop_are_installed_and_removed_by_the_trace(tiny):
     """``observe=`` feeds each layer's final q/k to a function, ``stop_after=`` ends the forward
     after that layer's attention; both are gone after the block, also when it raises."""
-    from interp.attention import observers_of
+    from interp.core.attention import observers_of
     from interp.errors import BadInputError
 
     ids = torch.randint(1, tiny.cfg.d_vocab, (1, 8), generator=torch.Generator().manual_seed(0))
@@ -453,7 +454,7 @@ def test_trace_observers_and_early_stop_are_installed_and_removed_by_the_trace(t
 def test_a_left_padded_row_traces_as_it_does_alone(tiny):
     """Positions count each row's real tokens, so padding changes no activation, also in
     families with absolute position embeddings (GPT-2), with and without a key/value cache."""
-    from interp.kv_cache import run_cached
+    from interp.core.kv_cache import run_cached
 
     batch = padded_batch()
     n = int(batch["attention_mask"][1].sum())

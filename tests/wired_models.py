@@ -188,7 +188,7 @@ def alice_word_tokenizer(vocab: int = 128, drop: str = ""):
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from interp.corpus import text
+    from interp.models.corpus import text
 
     special = ["[PAD]", "[UNK]", "[EOS]"]
     counts = Counter(re.findall(r"\w+|[^\w\s]", text("alice").lower()))

@@ -19,7 +19,7 @@ NO_MODEL = "(none: reports only)"
 
 def installed_bundled() -> list[str]:
     """Bundled model names whose weight packages are installed here."""
-    from interp.bundled import BUNDLED
+    from interp.models.bundled import BUNDLED
 
     return [name for name, entry in BUNDLED.items() if entry.installed()]
 

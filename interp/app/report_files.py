@@ -2,7 +2,7 @@
 
 A report is a folder holding one of the marker files below. ``find_reports`` scans folders
 recursively, passing over hidden files and folders (a writer's ``.interp-manifest.json`` or
-``.interp.lock``, ``.git``); each ``read_*`` reads through ``interp.result_files`` (the reader
+``.interp.lock``, ``.git``); each ``read_*`` reads through ``interp.results.reading`` (the reader
 every result's ``load`` uses: types, ranges, shapes and sizes checked before anything is built)
 and raises ``ReportError`` naming the file, the field and what would be valid, so a page can
 show one clear message (pages show its paths through ``paths.display_text``).
@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from interp import result_files
 from interp.errors import BadReportError, ReportError
+from interp.results import reading
 
 # Report kind -> the file that marks a folder as such a report.
 MARKERS = {"heads": "head_scores.json", "neurons": "neurons.parquet", "knob": "knob.json", "circuits": "icl.json"}
@@ -101,7 +101,7 @@ def read_head_scores(folder: Path):
 
 def read_neurons(folder: Path) -> pd.DataFrame:
     """``neurons.parquet`` (``interp neurons --out``): layer, neuron, rank, token, prob per row."""
-    return _checked("", result_files.neurons_table, folder / MARKERS["neurons"], token_ids=False)
+    return _checked("", reading.neurons_table, folder / MARKERS["neurons"], token_ids=False)
 
 
 @dataclass
@@ -120,13 +120,13 @@ class KnobReport:
 
 
 def read_knob(folder: Path) -> KnobReport:
-    """``knob.json`` checked against the schema the knob page uses (``interp.result_files.knob``)."""
+    """``knob.json`` checked against the schema the knob page uses (``interp.results.reading.knob``)."""
     from interp.probes.knob_report import ITEM_KEYS, PATCHING_KEYS, SWEEP_KEYS
 
-    data = _checked("", result_files.knob, folder, full=False)
+    data = _checked("", reading.knob, folder, full=False)
     return KnobReport(
         data=data, sweep=_rows(data["sweep"], SWEEP_KEYS), patching=_rows(data["patching"], PATCHING_KEYS),
-        items=_rows(data["items"], ITEM_KEYS), direction_path=folder / result_files.DIRECTIONS,
+        items=_rows(data["items"], ITEM_KEYS), direction_path=folder / reading.DIRECTIONS,
     )
 
 
@@ -146,7 +146,7 @@ def direction_names(path: Path) -> list[str]:
 
 def read_direction(path: Path, d_model: int | None = None, name: str = "direction"):
     """A unit direction from ``direction.safetensors`` (checked against ``d_model``)."""
-    tensors = _checked("", result_files.directions, path, [name])
+    tensors = _checked("", reading.directions, path, [name])
     if name not in tensors:
         raise ReportError(f"{path} holds {direction_names(path)} but no tensor named {name!r}")
     u = tensors[name].float().flatten()
@@ -176,7 +176,7 @@ def read_circuits(folder: Path) -> CircuitsReport:
     """``icl.json`` (and ``patching.parquet`` if present) checked against the circuits schema."""
     from interp.circuits.report import TABLES
 
-    data = _checked("", result_files.icl, folder, every_table=True)
+    data = _checked("", reading.icl, folder, every_table=True)
     tables = {name: _rows(data["tables"][name], keys) for name, keys in TABLES.items()}
     about = data["patching_summary"]
     return CircuitsReport({**data, "patching": None if about is None else {"datasets": about}}, tables, data["patching"])

@@ -19,12 +19,12 @@ from typing import Any
 import pandas as pd
 import torch
 
-from interp import interventions as iv
 from interp import logs
 from interp.circuits.patching import Metric, metric_per_item, prepare_metric, run_metric
+from interp.core import interventions as iv
+from interp.core.model import Model
 from interp.errors import BadInputError, UnknownNameError, as_index
-from interp.model import Model
-from interp.results import TableResult
+from interp.results.protocol import TableResult
 
 METHODS = ("zero", "mean", "resample")
 

@@ -31,11 +31,11 @@ from interp.circuits.patching import (
     prepare_metric,
     run_metric,
 )
+from interp.core.masks import position_kwargs
+from interp.core.model import Model
+from interp.core.sites import Pattern, layer_glob, layer_of
 from interp.errors import BadInputError, UnknownNameError
-from interp.masks import position_kwargs
-from interp.model import Model
-from interp.results import TableResult
-from interp.sites import Pattern, layer_glob, layer_of
+from interp.results.protocol import TableResult
 
 HEAD_SITE, NEURON_SITE = "blocks.{l}.attn.hook_z", "blocks.{l}.mlp.hook_post"  # the sites attribution scores
 COLUMNS = ["site", "layer", "head", "neuron", "position", "effect"]

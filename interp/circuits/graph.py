@@ -29,12 +29,12 @@ import torch
 
 from interp.circuits.attribution import AttributionResult, attribution_patching, attribution_table
 from interp.circuits.patching import Metric, metric_per_item, prepare_metric
+from interp.core.masks import position_kwargs
+from interp.core.model import Model
+from interp.core.sites import layer_glob, layer_of
 from interp.heads.names import head_label
-from interp.masks import position_kwargs
-from interp.model import Model
-from interp.outputs import OutputFolder, writing
-from interp.results import write_json
-from interp.sites import layer_glob, layer_of
+from interp.results.folders import OutputFolder, writing
+from interp.results.protocol import write_json
 
 FILE = "circuit.json"
 
@@ -53,7 +53,7 @@ class Circuit:
 
     def save(self, folder: str | os.PathLike[str] | OutputFolder, *, force: bool = False) -> Path:
         """Write ``circuit.json`` (strict JSON: a NaN effect is null) into ``folder``; other files
-        there are left alone (see ``interp.outputs``). Returns the folder."""
+        there are left alone (see ``interp.results.folders``). Returns the folder."""
         with writing(folder, force=force, kind="circuit") as out:
             write_json(out, FILE, self.to_dict())
         return out.path
@@ -61,7 +61,7 @@ class Circuit:
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> Circuit:
         """Read a folder written by :meth:`save`."""
-        from interp.result_files import circuit
+        from interp.results.reading import circuit
 
         return cls(**circuit(folder))  # checked: node kinds and indices, edges between known nodes
 

@@ -47,10 +47,10 @@ from interp.circuits.icl_data import (
     pad_batch,
 )
 from interp.circuits.knockout import knockout
+from interp.core.masks import position_kwargs
+from interp.core.model import Model
 from interp.errors import BadInputError
 from interp.kernels import attention_stats
-from interp.masks import position_kwargs
-from interp.model import Model
 
 if TYPE_CHECKING:
     from interp.circuits.report import ICLResult

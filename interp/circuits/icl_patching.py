@@ -40,8 +40,8 @@ import torch
 
 from interp.circuits.icl_data import ICLDataset, Prompt, make_prompt
 from interp.circuits.patching import activation_patching, logit_diff
-from interp.model import Model
-from interp.sites import layer_glob
+from interp.core.model import Model
+from interp.core.sites import layer_glob
 
 COLUMNS = ["dataset", "site", "layer", "head", "position", "token", "effect", "metric"]
 PATCH_SITES = {"z": "blocks.*.attn.hook_z", "resid_pre": "blocks.*.hook_resid_pre"}  # the two sites patched, every layer

@@ -11,7 +11,7 @@ Open the knockout first, then the trace: ``model.trace(inputs)`` runs its forwar
 is entered, so a knockout opened inside it would change nothing; that order raises
 ``UsageError``. Knockouts nest and combine with ``interp.heads.compressed`` in either order:
 each gets the model's own mask and a key stays visible only where every open edit keeps it
-(``interp.attention.combine_edits``); ``attention_pattern`` applies the combined mask.
+(``interp.core.attention.combine_edits``); ``attention_pattern`` applies the combined mask.
 
 >>> import torch
 >>> from interp.circuits.knockout import knockout, edges_mask
@@ -30,9 +30,9 @@ from typing import Any
 
 import torch
 
+from interp.core.masks import as_mask, layer_visible, position_kwargs
+from interp.core.model import Model
 from interp.errors import BadInputError, UsageError, check_position
-from interp.masks import as_mask, layer_visible, position_kwargs
-from interp.model import Model
 
 
 def edges_mask(edges: Sequence[Iterable[tuple[int, int]]], n: int) -> torch.Tensor:

@@ -26,19 +26,19 @@ import pandas as pd
 import torch
 
 from interp import logs
+from interp.core.kv_cache import fork, run_cached
+from interp.core.masks import position_kwargs
+from interp.core.model import Model
+from interp.core.sites import Pattern, as_glob, head_axis, layer_glob, layer_of
 from interp.errors import BadInputError, UnknownNameError, as_index, check_position, whole_number
 from interp.heads.names import head_label
-from interp.kv_cache import fork, run_cached
-from interp.masks import position_kwargs
-from interp.model import Model
-from interp.results import TableResult
-from interp.sites import Pattern, as_glob, head_axis, layer_glob, layer_of
+from interp.results.protocol import TableResult
 
 if TYPE_CHECKING:
     pass
 
 # The sites patching supports; which of them have a head axis, and whose heads it counts, is
-# ``interp.sites.head_axis`` (z, q, result: query heads; k, v: kv heads).
+# ``interp.core.sites.head_axis`` (z, q, result: query heads; k, v: kv heads).
 SITES = (
     "blocks.{l}.attn.hook_z",
     "blocks.{l}.attn.hook_q",
@@ -173,7 +173,7 @@ def metric_per_item(metric: Metric, logits: torch.Tensor, n_items: int) -> torch
 
 class PatchingResult(TableResult):
     """A tidy table (``site, layer, head, position, effect, metric``) and the two reference values,
-    saved as ``patching.parquet`` and ``patching.json`` (strict JSON; ``interp.results.TableResult``).
+    saved as ``patching.parquet`` and ``patching.json`` (strict JSON; ``interp.results.protocol.TableResult``).
 
     >>> result.save("out/patching"); PatchingResult.load("out/patching")   # doctest: +SKIP
     """
@@ -367,7 +367,7 @@ def activation_patching(
     Args:
         clean, corrupted: inputs of the same token length (a prompt, a batch, or token ids).
         metric: logits ``[batch, pos, vocab]`` -> one value per item ``[batch]`` (e.g. ``logit_diff``).
-        sites: sites among ``SITES``, named as everywhere in interp (``interp.sites.resolve``): full
+        sites: sites among ``SITES``, named as everywhere in interp (``interp.core.sites.resolve``): full
             names (``blocks.3.hook_resid_pre``), globs (``blocks.*.attn.hook_z``), short names (``z``:
             every layer) or ``(short name, layer)`` pairs; ``layers`` keeps only those layers.
         positions: ``"all"`` (patch every position at once), ``"each"`` (one position at a time) or a list.

@@ -1,6 +1,6 @@
 """``ICLResult``: the ICL-circuit tables, their figures, and ``icl.json`` / ``icl.parquet`` / ``report.html``.
 
-The files land together when the report is complete (``interp.outputs``). ``report.html`` carries its
+The files land together when the report is complete (``interp.results.folders``). ``report.html`` carries its
 own copy of plotly.js; the separate figure files (``accuracy.html``, ...) share one
 ``plotly.min.js`` written next to them, so they draw offline without 4.8 MB each.
 
@@ -18,10 +18,10 @@ from typing import Any
 import pandas as pd
 
 from interp.errors import UnknownNameError
-from interp.outputs import OutputFolder, writing
-from interp.results import figure_html, write_json, write_table
-from interp.strict_json import dumps, finite
-from interp.versions import versions as _versions
+from interp.results.folders import OutputFolder, writing
+from interp.results.protocol import figure_html, write_json, write_table
+from interp.results.strict_json import dumps, finite
+from interp.results.versions import versions as _versions
 
 # The tables of ``icl.json`` and the columns each row has (the app reads the same schema).
 TABLES: dict[str, tuple[str, ...]] = {
@@ -71,7 +71,7 @@ class ICLResult:
             raise UnknownNameError("table", table, TABLES)
         return self.tables[table]
 
-    # -- serialisation (the result protocol, interp.results.Result) ----------------------------------
+    # -- serialisation (the result protocol, interp.results.protocol.Result) ----------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The ``icl.json`` document (settings, shape, every table's rows, the patching summary)."""
         out: dict[str, Any] = {"model": self.model, "settings": self.settings, "versions": self.versions,
@@ -104,7 +104,7 @@ class ICLResult:
     @classmethod
     def load(cls, folder: str | Path) -> ICLResult:
         """Read a saved result back from its ``icl.json``."""
-        from interp.result_files import icl
+        from interp.results.reading import icl
 
         data = icl(folder)  # checked: row keys and types, indices within the shape, patching.parquet
         tables = {t: pd.DataFrame(rows) for t, rows in data.pop("tables").items()}
@@ -116,7 +116,7 @@ class ICLResult:
 
         The files land together; a ``patching.parquet`` of an earlier run that this one does not write is
         removed with the rest of that run's files, so the folder never pairs this ``icl.json`` with another
-        run's patching, and files interp did not write are never touched (see ``interp.outputs``). The
+        run's patching, and files interp did not write are never touched (see ``interp.results.folders``). The
         figure files load ``plotly.min.js`` from the folder; ``report.html`` embeds it.
         """
         with writing(folder, force=force, kind="icl") as out:
@@ -255,7 +255,7 @@ class ICLResult:
         from plotly.subplots import make_subplots
 
         from interp.circuits.icl_patching import PATCH_SITES
-        from interp.sites import layer_glob
+        from interp.core.sites import layer_glob
 
         df = self.patching
         z = df[df["site"].map(layer_glob) == PATCH_SITES["z"]] if df is not None else pd.DataFrame(columns=["dataset"])

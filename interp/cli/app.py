@@ -52,7 +52,7 @@ def command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The ``streamlit run`` command line and its environment, after checking the arguments."""
     from interp.app import main as app_main
     from interp.app.ui import ENV_MODEL, ENV_REPORTS
-    from interp.bundled import bundled_names, find_bundled
+    from interp.models.bundled import bundled_names, find_bundled
 
     if not 0 < args.port < 65536:
         raise InterpError(f"--port {args.port} is not a port number (1..65535)")

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from interp.heads import sweep
     from interp.heads.head_scan import check_scores
     from interp.heads.report import write_index
-    from interp.outputs import check_output, output_folder
+    from interp.results.folders import check_output, output_folder
 
     how = o.model_options(args)  # device and dtype checked before anything else
     names = check_scores(args.scores)

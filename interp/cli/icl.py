@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import interp
     from interp.circuits.icl import icl_circuit
-    from interp.outputs import output_folder
+    from interp.results.folders import output_folder
 
     how = o.model_options(args)  # device and dtype checked before anything else
     with output_folder(args.out, force=args.force, kind="icl") as out:  # locked before the model loads

@@ -25,10 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import interp
     from interp.errors import InterpError
-    from interp.outputs import output_folder
     from interp.probes.knob import knob
     from interp.probes.knob_report import write_report
-    from interp.strict_json import dumps
+    from interp.results.folders import output_folder
+    from interp.results.strict_json import dumps
 
     how = o.model_options(args)  # device and dtype checked before anything else
     if not 0 < args.threshold <= 1:  # before the model loads

@@ -53,7 +53,7 @@ def _cache_cell(state: str | None, size: int, hashed: bool) -> str:
 
 
 def list_models(verify: bool = False) -> str:
-    from interp.cache import bundled_states, cache_dir
+    from interp.models.cache import bundled_states, cache_dir
 
     rows = [["name", "package", "installed", "cache", "description"]]
     missing = []
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.prepare:
         print(list_models(verify=args.verify))
         return 0
-    from interp.loading import prepare
+    from interp.models.loading import prepare
 
     for name in args.prepare:
         start = time.perf_counter()

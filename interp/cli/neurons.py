@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from interp import neurons
     from interp.errors import UnknownNameError
     from interp.neurons.vectors import WEIGHTS, check_layers, check_neuron, check_weights
-    from interp.outputs import output_folder
+    from interp.results.folders import output_folder
 
     how = o.model_options(args)  # device and dtype checked before anything else
     if args.weights not in WEIGHTS:

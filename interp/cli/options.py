@@ -249,7 +249,7 @@ def add_model(p: argparse.ArgumentParser, *, several: bool = False) -> None:
 
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
     """``device`` and ``dtype`` for ``interp.load``, checked before any work (a bad one: one line)."""
-    from interp.loading import check_device, check_dtype
+    from interp.models.loading import check_device, check_dtype
 
     return {"device": check_device(args.device), "dtype": check_dtype(args.dtype)}
 

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import interp
-    from interp.lens import logit_lens
+    from interp.core.lens import logit_lens
 
     how = o.model_options(args)  # device and dtype checked before anything else
     model = interp.load(args.model, **how)

@@ -7,13 +7,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from interp import interventions as iv
 from interp import logs
+from interp.core import interventions as iv
+from interp.core.model import Model
 from interp.errors import UnknownNameError
 from interp.heads import retrieval as R
 from interp.heads.sequences import repeated_random
 from interp.heads.table import HeadScores
-from interp.model import Model
 
 
 def second_copy_loss(model: Model, ids: torch.Tensor, length: int, interventions: dict | None = None,

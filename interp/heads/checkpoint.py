@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from interp.atomic import atomic_write_text, temp_sibling
-from interp.outputs import STAMP, OutputError, discard_checkpoint, is_checkpoint
-from interp.strict_json import dumps
+from interp.results.atomic import atomic_write_text, temp_sibling
+from interp.results.folders import STAMP, OutputError, discard_checkpoint, is_checkpoint
+from interp.results.strict_json import dumps
 
 if TYPE_CHECKING:
-    from interp.model import Model
+    from interp.core.model import Model
 
 logger = logging.getLogger("interp")
 
@@ -46,7 +46,7 @@ def weights_digest(module: torch.nn.Module) -> str:
 
 def fingerprint(model: Model, settings: dict[str, Any]) -> dict[str, Any]:
     """What a scan's units depend on, as the checkpoint records it."""
-    from interp.versions import versions
+    from interp.results.versions import versions
 
     return {"model": model.name, "weights": weights_digest(model.hf), "dtype": str(model.hf.dtype),
             "device": torch.device(model.device).type, "interp": versions()["interp"],

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from interp.core.masks import layer_visible, visible
+from interp.core.model import Model
 from interp.errors import BadInputError, whole_number
-from interp.masks import layer_visible, visible
-from interp.model import Model
 
 SINK, WINDOW = 4, 256  # DuoAttention's defaults for its streaming heads (StreamingLLM's sink of 4)
 
@@ -157,7 +157,7 @@ def compressed(model: Model, keep_full: Any, *, sink: int = SINK, window: int = 
     forwards, ``model.generate``, traces and ``attention_pattern`` (which applies the edited
     mask) can. Blocks nest, and combine with ``circuits.knockout`` in either order: each edit
     gets the model's own mask and a key stays visible only where every open edit keeps it
-    (``interp.attention.combine_edits``). It saves no memory: see the module docstring.
+    (``interp.core.attention.combine_edits``). It saves no memory: see the module docstring.
     """
     keep = check_keep_full(model, keep_full)
     sink, window = whole_number(sink, 0, "sink"), whole_number(window, 1, "window")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from interp import logs
+from interp.core.model import Model
 from interp.errors import PromptTooLongError, SettingError, UnknownNameError, check_seed, whole_number
 from interp.heads.checkpoint import Checkpoint, fingerprint
 from interp.heads.names import (
@@ -26,8 +27,7 @@ from interp.heads.names import (
 from interp.heads.sequences import bos_id, shipped_text_ids
 from interp.heads.table import HeadScores
 from interp.heads.units import ScanUnits
-from interp.model import Model
-from interp.versions import versions as _versions
+from interp.results.versions import versions as _versions
 
 if TYPE_CHECKING:
     from interp.heads.retrieval import NeedleTest

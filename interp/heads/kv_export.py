@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from interp.heads.names import STREAMING_DEFAULTS
-from interp.outputs import OutputFolder, writing
-from interp.strict_json import dumps
+from interp.results.folders import OutputFolder, writing
+from interp.results.strict_json import dumps
 
 if TYPE_CHECKING:
     from interp.heads.table import HeadScores

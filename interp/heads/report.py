@@ -1,6 +1,6 @@
 """Head-score reports: ``head_scores.parquet``, ``head_scores.json`` and a self-contained ``report.html``.
 
-Written through ``interp.outputs``: the files land together when the report is complete, and
+Written through ``interp.results.folders``: the files land together when the report is complete, and
 nothing else in the folder is touched.
 """
 
@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp.heads.names import head_label
-from interp.outputs import OutputFolder, writing
-from interp.results import figure_html, write_json, write_table
-from interp.strict_json import dumps
+from interp.results.folders import OutputFolder, writing
+from interp.results.protocol import figure_html, write_json, write_table
+from interp.results.strict_json import dumps
 
 if TYPE_CHECKING:
     from interp.heads.table import HeadScores

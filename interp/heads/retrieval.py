@@ -25,13 +25,13 @@ import numpy as np
 import torch
 
 from interp import logs
-from interp.corpus import text as corpus_text
+from interp.core.kv_cache import fork, run_cached
+from interp.core.model import Model
 from interp.errors import InterpError, PromptTooLongError
-from interp.fingerprint import weights_fingerprint
 from interp.heads.names import RetrievalSettings, default_needles  # noqa: F401 (re-exported)
 from interp.kernels import decode_argmax
-from interp.kv_cache import fork, run_cached
-from interp.model import Model
+from interp.models.corpus import text as corpus_text
+from interp.models.fingerprint import weights_fingerprint
 
 
 @dataclass

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from interp.corpus import text as corpus_text
+from interp.core.model import Model
 from interp.errors import PromptTooLongError
-from interp.model import Model
+from interp.models.corpus import text as corpus_text
 
 
 def ordinary_token_ids(model: Model) -> torch.Tensor:

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from interp import logs
+from interp.core.model import Model
 from interp.errors import InterpError, MissingDependencyError
 from interp.heads.checkpoint import Checkpoint, fingerprint
 from interp.heads.table import HeadScores
 from interp.heads.units import ScanUnits
-from interp.model import Model
-from interp.outputs import OutputFolder
+from interp.results.folders import OutputFolder
 
 EXECUTIONS = "INTERP_UNIT_LOG"  # a file that, when set, records every unit a worker finishes
 
@@ -72,7 +72,7 @@ def plan_sweep(specs: Sequence[str], names: Sequence[str], settings: dict[str, A
     """Load each model once to check every setting and build its units (``plan_scan``); a
     model's store is the folder ``stores(folder)``. Raises before any unit runs."""
     from interp.heads.head_scan import plan_scan
-    from interp.versions import versions
+    from interp.results.versions import versions
 
     planned: list[tuple[str, Any, str, Any, dict[str, Any]]] = []
     for spec in specs:
@@ -263,8 +263,8 @@ def heads_table(models: list[SweepModel], reports: list[HeadScores]) -> Any:
 
 def write_heads_table(out: OutputFolder, models: list[SweepModel], reports: list[HeadScores]) -> Path:
     """``heads.parquet``: ``heads_table``, with each model's settings and the versions as metadata
-    (``interp.settings``, ``interp.versions``; written by ``interp.results.write_table``)."""
-    from interp.results import write_table
+    (``interp.settings``, ``interp.results.versions``; written by ``interp.results.protocol.write_table``)."""
+    from interp.results.protocol import write_table
 
     return write_table(out, "heads.parquet", heads_table(models, reports),
                        metadata={"settings": {m.name: r.settings for m, r in zip(models, reports, strict=True)},

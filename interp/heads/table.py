@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from interp.errors import BadInputError, UnknownNameError, real_number
-from interp.outputs import OutputFolder
+from interp.results.folders import OutputFolder
 
 COLUMNS = ["score", "layer", "head", "value"]
 
@@ -142,7 +142,7 @@ class HeadScores:
         """Write ``head_scores.parquet``, ``head_scores.json`` and ``report.html`` into ``folder``.
 
         Files land only when all are written; files interp did not write are never touched,
-        and a folder holding any is refused unless ``force=True`` (see ``interp.outputs``)."""
+        and a folder holding any is refused unless ``force=True`` (see ``interp.results.folders``)."""
         from interp.heads.report import write_report
 
         return write_report(self, folder, force=force)
@@ -150,7 +150,7 @@ class HeadScores:
     @classmethod
     def load(cls, folder: str | Path) -> HeadScores:
         """Read a saved report folder back (from its JSON; no pickle)."""
-        from interp.result_files import head_scores
+        from interp.results.reading import head_scores
 
         data = head_scores(folder)  # checked first: types, indices within the shape (BadReportError)
         df = pd.DataFrame(data.pop("rows"), columns=COLUMNS)

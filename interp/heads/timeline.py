@@ -25,10 +25,10 @@ import pandas as pd
 
 from interp.errors import BadReportError, TimelineError, UnknownNameError, whole_number
 from interp.heads.names import NGRAM_ORDERS, OUTPUT_ORDER, RANDOM_SCORES, head_label
-from interp.outputs import OutputFolder, writing
-from interp.result_files import read_json
-from interp.results import figure_html, write_json, write_table
-from interp.strict_json import finite
+from interp.results.folders import OutputFolder, writing
+from interp.results.protocol import figure_html, write_json, write_table
+from interp.results.reading import read_json
+from interp.results.strict_json import finite
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -264,7 +264,7 @@ class Timeline:
     @classmethod
     def load(cls, folder: str | Path) -> Timeline:
         """Read ``timeline.json`` and ``timeline.parquet`` back; a damaged pair raises ``TimelineError``."""
-        from interp.result_files import timeline
+        from interp.results.reading import timeline
 
         folder = Path(folder)
         try:

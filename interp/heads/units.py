@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from interp.head_stats import head_stats
+from interp.core.model import Model
 from interp.heads import scores as S
 from interp.heads.checkpoint import Checkpoint
+from interp.heads.kernel_stats import head_stats
 from interp.heads.names import NGRAM_ORDERS, OUTPUT_ORDER, RANDOM_SCORES, TEXT_SCORES
 from interp.heads.sequences import bos_id, natural_text, repeated_random
 from interp.heads.table import HeadScores
-from interp.model import Model
 
 
 def pattern_units(settings: dict[str, Any], names: list[str]) -> list[tuple[str, int, int]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from interp.masks import layer_visible
+from interp.core.masks import layer_visible
 
 
 def decode_argmax(q: torch.Tensor, k: torch.Tensor, *, scaling: float, sliding_window: int | None = None,
@@ -24,7 +24,7 @@ def decode_argmax(q: torch.Tensor, k: torch.Tensor, *, scaling: float, sliding_w
     the last query row of ``q`` ``[batch, heads, rows, d]``, which sits at ``k``'s last position.
 
     ``k``: ``[batch, kv_heads, keys, d]``; ``key_mask``: ``[batch, keys]``, True for real keys.
-    The keys it may read are those of ``interp.masks.layer_visible`` (every key up to the query,
+    The keys it may read are those of ``interp.core.masks.layer_visible`` (every key up to the query,
     within the window, not padding). Ties go to the first key.
     """
     b, h, _, d = q.shape

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from interp.masks import visible
+from interp.core.masks import visible
 
 
 @dataclass

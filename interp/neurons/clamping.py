@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
+from interp.core.interventions import Index, set_value
 from interp.errors import BadInputError, real_number
-from interp.interventions import Index, set_value
 from interp.neurons.decoding import token_strings
 from interp.neurons.find import concept_tokens, used_ids
 from interp.neurons.vectors import check_neuron

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp.core.sites import as_glob, layer_of
 from interp.errors import BadInputError, InterpError, UnknownNameError
 from interp.neurons.vectors import check_neuron
-from interp.sites import as_glob, layer_of
 
 SITES = ("blocks.*.mlp.hook_post", "blocks.*.mlp.hook_pre", "blocks.*.mlp.hook_pre_linear")
 STATS = ("max", "mean")

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from interp.errors import InterpError, UnknownNameError, whole_number
-from interp.fingerprint import weights_fingerprint
+from interp.models.fingerprint import weights_fingerprint
 from interp.neurons.decoding import iter_layers, token_strings
 from interp.neurons.vectors import READS, check_layers, check_weights, decoding_vectors, unembedding
 
@@ -176,7 +176,7 @@ def find(
     spread over the vocabulary) is cached per model and decoding settings (``weights``, ``k``,
     the norm options, ``layers``), so further searches on the same model take a moment; the
     cache is dropped when any weight of the model is changed (in place, also through
-    ``weight.data``, or replaced; see ``interp.fingerprint.weights_fingerprint``) and with the model itself.
+    ``weight.data``, or replaced; see ``interp.models.fingerprint.weights_fingerprint``) and with the model itself.
 
     Args:
         top: rows returned (None: every neuron).

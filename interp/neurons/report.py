@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interp.outputs import OutputFolder, writing
-from interp.results import write_json, write_table
-from interp.strict_json import dumps, finite
+from interp.results.folders import OutputFolder, writing
+from interp.results.protocol import write_json, write_table
+from interp.results.strict_json import dumps, finite
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
@@ -137,7 +137,7 @@ layer <select id="layer"><option value="">all</option>{options}</select>
 def write_report(df: pd.DataFrame, out: str | Path | OutputFolder, title: str, k_html: int = 5, *,
                  force: bool = False) -> dict[str, Path]:
     """Write ``neurons.parquet`` (every row of ``df``) and ``neurons.html`` into ``out`` (a folder
-    path or an open ``OutputFolder``); nothing else there is touched (see ``interp.outputs``)."""
+    path or an open ``OutputFolder``); nothing else there is touched (see ``interp.results.folders``)."""
     with writing(out, force=force, kind="neurons") as dest:
         paths = {"parquet": write_table(dest, "neurons.parquet", df),
                  "html": dest.write_text("neurons.html", html_page(df, title, k_html))}
@@ -146,7 +146,7 @@ def write_report(df: pd.DataFrame, out: str | Path | OutputFolder, title: str, k
 
 @dataclass
 class NeuronTable:
-    """The result protocol (``interp.results.Result``) over a ``decode`` table: ``df`` (``layer, neuron,
+    """The result protocol (``interp.results.protocol.Result``) over a ``decode`` table: ``df`` (``layer, neuron,
     rank, token_id, token, prob``) with a page title; ``save`` writes ``neurons.parquet``, ``neurons.html``
     and ``neurons.json`` (title, page depth and the table's settings; the rows live in the parquet).
 
@@ -178,7 +178,7 @@ class NeuronTable:
     @classmethod
     def load(cls, folder: str | Path) -> NeuronTable:
         """Read a folder written by :meth:`save`."""
-        from interp.result_files import neurons
+        from interp.results.reading import neurons
 
         df, meta = neurons(folder)  # checked: columns, types and ranges; the title and settings
         df.attrs = dict(meta.get("settings") or {})

@@ -21,10 +21,10 @@ from safetensors import safe_open
 from safetensors.numpy import save as save_bytes
 
 from interp import logs
+from interp.core.model import Model
 from interp.errors import InterpError, as_index, check_position
-from interp.model import Model
-from interp.outputs import check_output, output_folder
-from interp.results import write_json
+from interp.results.folders import check_output, output_folder
+from interp.results.protocol import write_json
 
 Position = Any  # "last" | "mean" | int | {"token": str}
 MANIFEST = "activations.json"
@@ -88,7 +88,7 @@ class Activations:
                 raise InterpError(f"{folder} has activation shards but no {MANIFEST}: the collection did not "
                                   "finish (or is from an older version); run collect(..., out=) again")
             raise InterpError(f"no activations in {folder} (no {MANIFEST}); write them with collect(..., out=)")
-        from interp.result_files import activations_manifest
+        from interp.results.reading import activations_manifest
 
         meta = activations_manifest(manifest)  # checked: site names, plain shard file names, counts
         shards = [folder / s["file"] for s in meta["shards"]]
@@ -177,7 +177,7 @@ def collect(
     safetensors shards ``batch-000000.safetensors``... (labels must then be numbers), replacing
     a previous collection there; only one batch is held in memory at a time, the shards land in
     ``out`` together when the collection is complete, and the result reads them on demand (as
-    ``Activations.load(out)`` does later). ``out`` follows ``interp.outputs``: an existing file
+    ``Activations.load(out)`` does later). ``out`` follows ``interp.results.folders``: an existing file
     or a folder holding files interp did not write is refused before any work (unless
     ``force``).
 

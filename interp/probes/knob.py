@@ -44,9 +44,9 @@ import numpy as np
 import torch
 
 from interp import logs
+from interp.core.interventions import Intervention, set_value
+from interp.core.model import Model
 from interp.errors import InterpError
-from interp.interventions import Intervention, set_value
-from interp.model import Model
 from interp.probes.directions import diff_of_means, fit_rank1_das, interchange
 from interp.probes.knob_report import KnobResult, Localisation
 from interp.probes.knob_task import KnobItem, first_token, knob_items, prompt

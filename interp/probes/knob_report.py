@@ -16,11 +16,11 @@ import plotly.graph_objects as go
 import torch
 from safetensors.torch import save
 
-from interp.outputs import OutputFolder, writing
 from interp.probes.knob_task import KnobItem
-from interp.results import figure_html, write_json
-from interp.strict_json import dumps, finite
-from interp.versions import versions
+from interp.results.folders import OutputFolder, writing
+from interp.results.protocol import figure_html, write_json
+from interp.results.strict_json import dumps, finite
+from interp.results.versions import versions
 
 # What readers of knob.json (the app among them) may rely on: top-level keys, and each row's keys.
 KEYS = ("model", "accuracy", "layers", "layer", "flip_rate", "random_flip_rate", "correlation", "patching", "sweep",
@@ -60,7 +60,7 @@ class KnobResult:
     def random_flip_rate(self) -> float:
         return float(np.mean(self.random_flip_rates))
 
-    # The result protocol (interp.results.Result); the files are written by the functions below.
+    # The result protocol (interp.results.protocol.Result); the files are written by the functions below.
     def to_dict(self) -> dict[str, Any]:
         """The ``knob.json`` document (keys described in the README); undefined numbers (a flip rate
         with no eligible prompts, a correlation with no spread) are None, written as null. The
@@ -160,7 +160,7 @@ def sweep_figure(doc: dict[str, Any]) -> go.Figure:
 def write_report(r: KnobResult, folder: str | Path | OutputFolder, *, force: bool = False) -> Path:
     """Write ``knob.json``, ``direction.safetensors`` (tensors ``direction`` (DAS), ``diff_means``,
     ``random0``...) and ``knob.html`` into ``folder`` (a path or an open ``OutputFolder``); the three
-    land together and nothing else there is touched (see ``interp.outputs``)."""
+    land together and nothing else there is touched (see ``interp.results.folders``)."""
     doc = r.to_dict()
     figs = {"patching": patching_figure(doc), "sweep": sweep_figure(doc)}
     body = "".join(figure_html(f, name, full_html=False, include_plotlyjs="inline" if i == 0 else False)
@@ -182,7 +182,7 @@ def write_report(r: KnobResult, folder: str | Path | OutputFolder, *, force: boo
 def read_report(folder: str | os.PathLike[str]) -> KnobResult:
     """A :class:`KnobResult` from a folder :func:`write_report` wrote (undefined numbers come back as
     NaN; reports written before items carried their subject read it as "")."""
-    from interp.result_files import directions, knob
+    from interp.results.reading import directions, knob
 
     doc = knob(folder)  # checked: every key read below, with its type and range
     tensors = directions(Path(folder) / "direction.safetensors")

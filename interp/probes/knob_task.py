@@ -18,8 +18,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from interp.core.model import Model
 from interp.errors import InterpError
-from interp.model import Model
 
 Intent = Literal["context", "prior"]
 INTENTS: dict[str, str] = {

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from interp.core.kv_cache import fork, run_cached
+from interp.core.model import Model
 from interp.errors import InterpError
-from interp.kv_cache import fork, run_cached
-from interp.model import Model
 
 # Interventions for one batch, given the batch's item indices.
 BatchInterventions = Callable[[np.ndarray], dict[str, Any] | None]

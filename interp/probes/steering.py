@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
+from interp.core.interventions import Intervention, check_finite
 from interp.errors import BadInputError, real_number
-from interp.interventions import Intervention, check_finite
 
 
 def steer(direction: Any, *, value: float | None = None, add: float | None = None, positions: Any = -1) -> Intervention:

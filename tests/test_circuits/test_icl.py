@@ -172,7 +172,7 @@ def _check_patching_file(folder, datasets, n_layers=4, n_heads=4):
 
 
 def test_icl_pipeline_writes_the_schema(tiny_icl, tmp_path):
-    from interp.outputs import output_folder
+    from interp.results.folders import output_folder
 
     with output_folder(tmp_path, kind="icl") as earlier:  # an earlier icl run of this folder
         earlier.write_bytes("patching.parquet", b"left by an earlier run")

@@ -105,7 +105,7 @@ def test_scan_scope_covers_what_a_scan_launches(monkeypatch):
     finally:
         sys.path.remove(str(ROOT / "tests"))
     import interp
-    import interp.head_stats as hs
+    import interp.heads.kernel_stats as hs
     from interp.heads import scan
     from interp.heads.names import PATTERN_SCORES
     from interp.kernels import triton_stats as T

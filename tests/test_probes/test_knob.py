@@ -31,7 +31,7 @@ from interp.probes.knob_report import write_report
 from interp.probes.knob_task import knob_items
 from interp.probes.last_token import LastTokenRuns
 from interp.probes.steering import steer
-from interp.strict_json import finite
+from interp.results.strict_json import finite
 
 
 def test_last_token_runs_equal_full_forwards(tiny):

@@ -11,8 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from interp.app import figures, model_cache, report_files, ui
+from interp.core.sites import as_glob, layer_glob
 from interp.errors import InterpError
-from interp.sites import as_glob, layer_glob
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"

@@ -82,7 +82,7 @@ def _timeline_figure(timeline: Any, step: int) -> None:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _read_sweep(path: str, stamp: int) -> pd.DataFrame:
-    from interp.result_files import sweep_table
+    from interp.results.reading import sweep_table
 
     return sweep_table(path)  # parquet, never pickle; checked (types, indices, sizes)
 

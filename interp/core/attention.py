@@ -20,8 +20,8 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from interp.core.masks import as_mask, layer_visible
 from interp.errors import BadInputError, UsageError
-from interp.masks import as_mask, layer_visible
 
 PREFIX = "interp_"
 BASES = ("sdpa", "eager")

@@ -5,7 +5,7 @@ and whatever mask a layer was handed (boolean or additive, with knocked-out edge
 cache) as one boolean ``[batch, heads, q, k]``; ``visible`` is its rule for two positions.
 Patterns (``interp.attention_pattern``), attention-edge knockout (``circuits.knockout``),
 compressed caches (``interp.heads.compressed``), the combination of mask edits
-(``interp.attention``) and the kernels' PyTorch paths (``attention_stats``, ``decode_argmax``)
+(``interp.core.attention``) and the kernels' PyTorch paths (``attention_stats``, ``decode_argmax``)
 build their masks here; the Triton kernel applies the same two rules in its key loop
 (``interp/kernels/triton_stats.py``: ``CAUSAL``, ``HAS_WINDOW``). ``as_mask`` is the one way back
 from a boolean mask to the additive form an attention function may read.

@@ -4,7 +4,7 @@ Location: ``$INTERP_CACHE`` if set, else the platform's user cache folder (platf
 ``$XDG_CACHE_HOME/interp``, else ``~/.cache/interp``).
 An entry is a folder ``models/<name>-<key>/`` holding a float copy of a model (safetensors,
 config, tokenizer files) and a ``manifest.json`` with the size and sha256 of every file.
-Entries are written with :func:`interp.atomic.atomic_dir`, so a crash never leaves half of
+Entries are written with :func:`interp.results.atomic.atomic_dir`, so a crash never leaves half of
 one under the final name; a damaged entry (file missing, truncated or changed, bad manifest)
 is removed and rebuilt, never trusted.
 
@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from interp.atomic import atomic_dir, atomic_write_text, file_sha256, stale_temps
-from interp.bundled import BUNDLED
 from interp.errors import CacheError, InterpError
 from interp.logs import logger
-from interp.strict_json import dumps
+from interp.models.bundled import BUNDLED
+from interp.results.atomic import atomic_dir, atomic_write_text, file_sha256, stale_temps
+from interp.results.strict_json import dumps
 
 MANIFEST = "manifest.json"
 FORMAT = 1  # bump when the entry layout changes: older entries then read as damaged and rebuild

@@ -3,17 +3,17 @@
 A result class (``HeadScores``, ``Circuit``, ``PatchingResult``, ...) has
 
 - ``save(folder, *, force=False)``: writes its files into ``folder`` (a path or an open
-  :class:`interp.outputs.OutputFolder`) through :func:`interp.outputs.writing` (users' files
+  :class:`interp.results.folders.OutputFolder`) through :func:`interp.results.folders.writing` (users' files
   there are never touched), JSON through :func:`write_json` (strict: NaN and infinities are
   written as ``null``) and tables through :func:`write_table`; returns the folder;
 - ``load(folder)`` (a classmethod): reads the folder back through the validating reader
-  (:mod:`interp.result_files`); ``load(folder).to_dict()`` equals ``finite(result.to_dict())``
+  (:mod:`interp.results.reading`); ``load(folder).to_dict()`` equals ``finite(result.to_dict())``
   of the result that was saved;
 - ``to_dict()``: the result as plain JSON-ready data (the one name: no ``to_json``);
 - ``figures()``: a dict ``name -> plotly Figure``.
 
 Scripts (benchmarks, case studies) write their outputs the same way: ``with
-interp.outputs.output_folder(out, kind=...) as o:`` then :func:`write_json`, :func:`write_table`
+interp.results.folders.output_folder(out, kind=...) as o:`` then :func:`write_json`, :func:`write_table`
 and ``o.write_text`` for the rest.
 
 >>> import tempfile
@@ -32,10 +32,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from interp.strict_json import dumps
+from interp.results.strict_json import dumps
 
 if TYPE_CHECKING:
-    from interp.outputs import OutputFolder
+    from interp.results.folders import OutputFolder
 
 Folder = str | os.PathLike[str]
 
@@ -100,13 +100,13 @@ class TableResult:
         return f"{type(self).__name__}({len(self.df)} rows, {numbers})"
 
     def to_dict(self) -> dict[str, Any]:
-        from interp.strict_json import finite
+        from interp.results.strict_json import finite
 
         return finite({**self.meta, "rows": self.df.to_dict("records")})
 
     def save(self, folder: Folder | OutputFolder, *, force: bool = False) -> Path:
         """Write ``NAME.parquet`` and ``NAME.json`` into ``folder`` (other files left alone)."""
-        from interp.outputs import writing
+        from interp.results.folders import writing
 
         with writing(folder, force=force, kind=self.NAME) as out:
             write_table(out, f"{self.NAME}.parquet", self.df)
@@ -116,7 +116,7 @@ class TableResult:
     @classmethod
     def load(cls, folder: Folder) -> Any:
         """Read a folder written by :meth:`save` (the table from its parquet, no pickle)."""
-        from interp.result_files import table_result
+        from interp.results.reading import table_result
 
         df, meta = table_result(folder, cls.NAME)  # checked: types, ranges, sizes (BadReportError)
         return cls(df, **meta)
@@ -148,7 +148,7 @@ def write_json(out: OutputFolder, name: str, doc: Any, *, indent: int | None = 1
     JSON file writer. The text is ``json.dumps(doc, indent=indent, **kwargs)`` followed by ``end``.
 
     >>> import tempfile
-    >>> from interp.outputs import output_folder
+    >>> from interp.results.folders import output_folder
     >>> with output_folder(tempfile.mkdtemp() + "/r") as out:
     ...     path = write_json(out, "x.json", {"v": float("nan")})
     >>> path.read_text()
@@ -163,7 +163,7 @@ def write_table(out: OutputFolder, name: str, df: Any, *, metadata: dict[str, An
     the file's schema metadata as ``interp.KEY`` (the value as strict JSON), after pandas' own.
 
     >>> import tempfile, pandas as pd, pyarrow.parquet as pq
-    >>> from interp.outputs import output_folder
+    >>> from interp.results.folders import output_folder
     >>> with output_folder(tempfile.mkdtemp() + "/t") as out:
     ...     path = write_table(out, "t.parquet", pd.DataFrame({"v": [0.5]}), metadata={"seed": 0})
     >>> pq.read_schema(path).metadata[b"interp.seed"]
@@ -187,7 +187,7 @@ def write_table(out: OutputFolder, name: str, df: Any, *, metadata: dict[str, An
 
 def read_json(folder: Folder, name: str) -> Any:
     """Read ``name`` from ``folder`` (strict JSON; ``null`` stays ``None``): a missing, oversized
-    or non-strict file raises ``interp.errors.BadReportError`` (``interp.result_files.read_json``)."""
-    from interp.result_files import read_json as read
+    or non-strict file raises ``interp.errors.BadReportError`` (``interp.results.reading.read_json``)."""
+    from interp.results.reading import read_json as read
 
     return read(Path(folder) / name)

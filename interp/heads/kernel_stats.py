@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
+from interp.core.model import Inputs, Model
 from interp.errors import BadInputError
 from interp.kernels import AttentionStats, attention_stats
-from interp.model import Inputs, Model
 
 
 def head_stats(

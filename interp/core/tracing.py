@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch.utils.hooks import RemovableHandle
 
-from interp.attention import (
+from interp.core.attention import (
     AttentionSpec,
     MaskEdit,
     Observer,
@@ -21,9 +21,9 @@ from interp.attention import (
     mask_recorders_of,
     observers_of,
 )
+from interp.core.masks import additive_only, layer_visible
+from interp.core.sites import Site
 from interp.errors import OutOfRangeError, UsageError, check_position
-from interp.masks import additive_only, layer_visible
-from interp.sites import Site
 
 Reducer = Callable[[torch.Tensor], Any]
 
@@ -65,7 +65,7 @@ class Trace:
 
     def __getitem__(self, site: str | tuple[str, int]) -> Any:
         if isinstance(site, tuple):  # TransformerLens's cache["z", 3]
-            from interp.sites import act_name
+            from interp.core.sites import act_name
 
             site = act_name(*site)
         values = self._captured.get(site)
@@ -83,7 +83,7 @@ class Trace:
     def steps(self, site: str | tuple[str, int]) -> list[Any]:
         """The site's value in each forward pass this trace recorded, in order."""
         if isinstance(site, tuple):
-            from interp.sites import act_name
+            from interp.core.sites import act_name
 
             site = act_name(*site)
         if not self._captured.get(site):

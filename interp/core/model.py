@@ -9,8 +9,10 @@ from typing import Any, TypeVar
 
 import torch
 
-from interp import attention
-from interp.adapters import Adapter, adapter_for
+from interp.core import attention
+from interp.core.masks import position_kwargs
+from interp.core.sites import GLOBAL_SITES, LAYER_SITES, Pattern, Site, Where, axes, resolve, site_names
+from interp.core.tracing import Hooks, MaskEdit, Reducer, StopForward, Trace, check_slice
 from interp.errors import (
     BadInputError,
     OutOfRangeError,
@@ -22,9 +24,7 @@ from interp.errors import (
     check_text,
     whole_number,
 )
-from interp.masks import position_kwargs
-from interp.sites import GLOBAL_SITES, LAYER_SITES, Pattern, Site, Where, axes, resolve, site_names
-from interp.tracing import Hooks, MaskEdit, Reducer, StopForward, Trace, check_slice
+from interp.models.adapters import Adapter, adapter_for
 
 _V = TypeVar("_V")
 BySite = Mapping[str, _V] | Mapping[Pattern, _V]  # interventions= and reduce=: site (any Pattern) -> value
@@ -199,7 +199,7 @@ class Model:
 
     def resolve(self, patterns: Pattern | Sequence[Pattern], among: Sequence[str] | None = None,
                 what: str = "site", layers: Sequence[int] | None = None) -> list[Site]:
-        """Sites named by ``patterns`` in the one site grammar (``interp.sites.resolve``): full
+        """Sites named by ``patterns`` in the one site grammar (``interp.core.sites.resolve``): full
         names, globs, TransformerLens short names (``z``: every layer) or ``(short name, layer)``
         pairs. ``among``: only these site templates (an analysis's supported sites; those this
         model lacks are left out), named ``what`` in errors; ``layers`` keeps only those layers.
@@ -403,7 +403,7 @@ class Model:
         mask_edits: dict[int, MaskEdit] | None = None,
     ) -> Iterator[Trace]:
         """Capture ``sites`` and apply ``interventions`` while the block runs. Sites are named as
-        everywhere in interp (``interp.sites.resolve``): full names, globs
+        everywhere in interp (``interp.core.sites.resolve``): full names, globs
         (``blocks.*.attn.hook_z``), TransformerLens short names (``z``: every layer) or
         ``(short name, layer)`` pairs; so are the keys of ``interventions`` and ``reduce``.
 
@@ -413,7 +413,7 @@ class Model:
         is stored instead of the tensor. ``positions`` (an int, a list of ints, negative ones
         counting from the end, or a slice) keeps only those positions of captured tensors.
         Sites, inputs, positions and interventions (their widths, heads, units and positions,
-        see ``interp.interventions``) are all checked before any hook is installed or any
+        see ``interp.core.interventions``) are all checked before any hook is installed or any
         forward runs. Hooks are removed on exit, also when the block raises.
 
         ``observe(layer, q, k, spec, lse)`` is called by the attention of each of
@@ -504,7 +504,7 @@ class Model:
             fns = [fns] if callable(fns) else list(fns) if isinstance(fns, (list, tuple)) else [fns]
             for fn in fns:
                 if not callable(fn):
-                    raise BadInputError(f"interventions[{pattern!r}] must be an intervention (interp.interventions) or "
+                    raise BadInputError(f"interventions[{pattern!r}] must be an intervention (interp.core.interventions) or "
                                         f"a function (value, site) -> value, got {_describe(fn)}")
             for site in self.resolve(pattern):
                 if site.leaf == "hook_resid_mid":
@@ -613,7 +613,7 @@ class Model:
         >>> with lm.trace("The cat sat"):                                         # doctest: +SKIP
         ...     resid = lm.model.layers[3].output.save()      # blocks.3.hook_resid_post
         """
-        from interp.neighbours import to_nnsight
+        from interp.models.neighbours import to_nnsight
 
         return to_nnsight(self.hf, self.tokenizer, **kwargs)
 

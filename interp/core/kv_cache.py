@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from interp.masks import position_kwargs
+from interp.core.masks import position_kwargs
 
 _KEYWORDS: dict[type, str] = {}
 

@@ -49,9 +49,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from interp.atomic import file_sha256, fsync_dir
 from interp.errors import OutputError
-from interp.strict_json import dumps
+from interp.results.atomic import file_sha256, fsync_dir
+from interp.results.strict_json import dumps
 
 MANIFEST = ".interp-manifest.json"
 LOCK = ".interp.lock"

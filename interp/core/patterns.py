@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
+from interp.core.masks import visible
+from interp.core.tracing import Trace
 from interp.errors import BadInputError, check_index, check_indices, check_position
-from interp.masks import visible
-from interp.tracing import Trace
 
 
 def attention_pattern(

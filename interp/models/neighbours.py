@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from interp.attention import untag
+from interp.core.attention import untag
 from interp.errors import MissingDependencyError
 
 NNSIGHT_EXTRA = "pip install 'interp[nnsight]'  (or: pip install nnsight)"

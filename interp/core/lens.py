@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from interp.model import Inputs, Model
+from interp.core.model import Inputs, Model
 
 
 def logit_lens(model: Model, inputs: Inputs, *, position: int = -1, k: int = 3) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 Each entry says which package holds the weights, how to find the GGUF file inside it (without
 importing anything heavy) and how to install it.
 
->>> from interp.bundled import BUNDLED, find_bundled
+>>> from interp.models.bundled import BUNDLED, find_bundled
 >>> sorted(BUNDLED)
 ['gemma3-270m', 'smollm2-135m']
 >>> find_bundled("SmolLM2-135M-Instruct").name

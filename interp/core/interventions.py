@@ -1,13 +1,13 @@
 """Interventions: functions applied to a site's value as it passes, during a forward or ``generate``.
 
-Each takes the value in the site's layout (see ``interp.sites``) and returns the new value. A
+Each takes the value in the site's layout (see ``interp.core.sites``) and returns the new value. A
 selection restricts the change to some positions (axis 1, indices of the tensor passing by;
 ``-1`` is the newest token, also at every step of ``generate``), heads (axis 2 of head
 sites; kv heads for ``hook_k``/``hook_v``) and units (last axis: neurons of ``mlp.hook_post``,
 dimensions of the residual stream).
 
 >>> import torch
->>> from interp import interventions as iv
+>>> from interp.core import interventions as iv
 >>> x = torch.ones(1, 3, 2, 4)                      # [batch, pos, heads, d_head]
 >>> iv.zero(heads=[1], positions=[-1])(x, "blocks.0.attn.hook_z")[0, :, 1, 0].tolist()
 [1.0, 1.0, 0.0]

@@ -3,7 +3,7 @@
 A spec is one of, tried in this order:
 
 - a bundled name (``"smollm2-135m"``, ``"gemma3-270m"``, any case, a few aliases): the GGUF in
-  its package is dequantised once into the cache (``interp.cache``), later loads read the
+  its package is dequantised once into the cache (``interp.models.cache``), later loads read the
   verified float copy (about a second);
 - a path to a local Hugging Face model folder (with ``config.json``);
 - a path to a ``.gguf`` file: converted and cached like a bundled model, keyed by its sha256;
@@ -33,10 +33,7 @@ from urllib.parse import urlparse
 import torch
 from safetensors import SafetensorError
 
-from interp.adapters import ADAPTERS
-from interp.atomic import file_sha256, temp_sibling
-from interp.bundled import BundledModel, bundled_names, find_bundled
-from interp.cache import Entry, cache_error, entry_path, get_or_build
+from interp.core.model import Model
 from interp.errors import (
     DeviceUnavailableError,
     InterpError,
@@ -47,10 +44,13 @@ from interp.errors import (
     UnknownNameError,
 )
 from interp.logs import logger
-from interp.model import Model
-from interp.model_files import check_config, check_gguf, check_model_folder, check_safetensors, families
-from interp.neighbours import is_neighbour
-from interp.neighbours import unwrap as unwrap_neighbour
+from interp.models.adapters import ADAPTERS
+from interp.models.bundled import BundledModel, bundled_names, find_bundled
+from interp.models.cache import Entry, cache_error, entry_path, get_or_build
+from interp.models.files import check_config, check_gguf, check_model_folder, check_safetensors, families
+from interp.models.neighbours import is_neighbour
+from interp.models.neighbours import unwrap as unwrap_neighbour
+from interp.results.atomic import file_sha256, temp_sibling
 
 Spec = str | os.PathLike[str]
 
@@ -300,7 +300,7 @@ def _gguf_entry(path: Path) -> Entry:
 
 def _versions() -> dict[str, str]:
     """What a cache entry's conversion depends on."""
-    from interp.versions import versions
+    from interp.results.versions import versions
 
     return {k: v for k, v in versions().items() if k in ("transformers", "torch")}
 
@@ -406,7 +406,7 @@ def load(
     ``spec``: bundled name, local HF folder, ``.gguf`` file or hub id (see the module doc), or a
     model of a neighbouring library: an nnsight ``LanguageModel`` or a TransformerLens
     ``TransformerBridge``, whose Hugging Face model and tokenizer are wrapped as they are (same
-    weights, no copy; see ``interp.neighbours``).
+    weights, no copy; see ``interp.models.neighbours``).
     ``model``/``tokenizer``: an already loaded HF causal LM and its tokenizer, used as they
     are (no copy); they are moved or cast only if ``device``/``dtype`` are given. With a
     ``spec``, ``tokenizer`` replaces the one that would be loaded.

@@ -1,5 +1,5 @@
 """One validating reader for the files interp reads back: every result class's JSON and parquet
-(``interp.results.RESULTS``), a timeline, a sweep's ``heads.parquet``, a knob's
+(``interp.results.protocol.RESULTS``), a timeline, a sweep's ``heads.parquet``, a knob's
 ``direction.safetensors`` and an activation manifest. The class ``load`` methods and the app's
 report readers all read through here.
 
@@ -655,7 +655,7 @@ def icl_patching(path: Path, layers: int = 0, heads: int = 0) -> pd.DataFrame:
     import numpy as np
 
     from interp.circuits.icl_patching import PATCH_SITES
-    from interp.sites import layer_glob
+    from interp.core.sites import layer_glob
 
     columns = {"site": Column("str"), "layer": Column("int", low=0, high=(layers or MAX_LAYERS) - 1),
                "head": Column("int", low=-1, high=(heads or MAX_HEADS) - 1),

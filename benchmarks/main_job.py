@@ -239,7 +239,7 @@ def main() -> None:
             print(f"  {phase}: {row['seconds']:.1f} s vs floor {row['floor_seconds']:.1f} s", flush=True)
         if args.long:
             for length in ("4000", "8000"):
-                from interp.heads.names import default_needles
+                from interp.heads.settings import default_needles
 
                 extra = {"depths": [float(d) for d in args.long_depths.split(",")],
                          "needles": default_needles()[: args.long_needles]}

@@ -105,7 +105,7 @@ def scan_rule_sets() -> dict[str, tuple[str, ...]]:
     scored (``tests/test_kernels/test_triton_aot.py`` checks them against a real scan's calls).
     """
     from interp.heads import scores as S
-    from interp.heads.names import NGRAM_ORDERS, RANDOM_SCORES, TEXT_SCORES
+    from interp.heads.settings import NGRAM_ORDERS, RANDOM_SCORES, TEXT_SCORES
 
     def rules(wanted):
         out = {r for n in wanted for r in S.RULES_OF.get(n, [])} | {"bos", "self"}

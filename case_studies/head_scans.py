@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from interp.heads.names import head_label
+from interp.core.sites import head_label
 from interp.results.folders import output_folder
 
 OUT = Path(__file__).parent / "results"

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from interp.circuits.report import ICLResult
-from interp.heads.names import head_label
+from interp.core.sites import head_label
 from interp.results.folders import output_folder
 from interp.results.protocol import write_json
 

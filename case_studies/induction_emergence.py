@@ -73,7 +73,7 @@ from _study import (
     write_tables,
 )
 
-from interp.heads.names import head_label
+from interp.core.sites import head_label
 from interp.models.corpus import text as corpus_text
 from interp.results.atomic import atomic_write_text
 from interp.results.folders import OutputFolder, output_folder

@@ -87,8 +87,8 @@ def study_model(name: str, out: OutputFolder, plan: dict, clock: Stopwatch) -> t
     import interp
     from interp.heads.compression import Compression, sliding_windows
     from interp.heads.head_scan import scan
-    from interp.heads.names import RetrievalSettings
     from interp.heads.retrieval import needle_tests, test_groups, test_key
+    from interp.heads.settings import RetrievalSettings
     from interp.heads.table import HeadScores
 
     model = interp.load(name)

@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 from _study import fmt
 
-from interp.heads.names import head_label
+from interp.core.sites import head_label
 from interp.results.folders import OutputFolder, output_folder
 from interp.results.protocol import write_json
 

@@ -48,7 +48,7 @@ def _imports(module: str) -> list[tuple[str, str, ast.AST]]:
     """``(imported module of ours, name, node)`` for every import in ``module`` that runs: at module
     level or inside a function (a lazy import is still an import), not under TYPE_CHECKING.
     ``from interp.heads import units`` imports the module ``interp.heads.units``; ``from
-    interp.heads.names import head_label`` the name ``head_label`` of ``interp.heads.names``."""
+    interp.heads.settings import head_label`` the name ``head_label`` of ``interp.heads.settings``."""
     tree, skip, out = TREES[module], _type_checking_only(TREES[module]), []
     for node in ast.walk(tree):
         if id(node) in skip:
@@ -104,17 +104,6 @@ def test_no_private_name_is_used_across_modules():
 
 
 # -- import cycles ------------------------------------------------------------------------------------
-# Edges known to close a cycle, each with the work that owns it. The result reader reads each file's
-# schema where its writer declares it, while each writer's load calls the reader: results.py,
-# result_files.py and the report writers belong to the report-files part of issue 24.
-KNOWN_CYCLE_EDGES = {
-    ("interp.results.reading", "interp.circuits.report"),
-    ("interp.results.reading", "interp.circuits.icl_patching"),
-    ("interp.results.reading", "interp.probes.knob_report"),
-    ("interp.results.reading", "interp.heads.timeline"),
-}
-
-
 def import_graph() -> dict[str, set[str]]:
     """Module -> the modules of ours it imports (module level and inside functions)."""
     return {module: {source for source, _, _ in _imports(module) if source in MODULES and source != module}
@@ -154,11 +143,34 @@ def test_import_graph_has_no_cycle():
              "interp.kernels.attention_stats"), ("interp.probes.knob_report", "interp.probes.knob")}
     back = {(a, b) for a, b in fixed if b in graph[a]}
     assert not back, f"imports that closed the cycles fixed in issue 24 are back: {sorted(back)}"
-    for a, b in KNOWN_CYCLE_EDGES:
-        assert b in graph[a], f"{a} no longer imports {b}: drop the edge from KNOWN_CYCLE_EDGES"
-        graph[a].discard(b)
     cycle = _cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+# The package's folders as layers, bottom first: a module imports only from its own layer and the
+# ones below it, so each folder can be read knowing only the folders under it.
+LAYERS = (
+    ("interp", "interp.errors", "interp.logs"),
+    ("interp.core",),  # the hook core: Model, sites, tracing, attention, masks, adapters
+    ("interp.results",),  # the result protocol, its reader, output folders
+    ("interp.models",),  # loading: specs, bundled models, model files, the model cache
+    ("interp.kernels",),  # tensor reductions (they use core's mask builder)
+    ("interp.heads",),
+    ("interp.neurons", "interp.probes", "interp.circuits"),
+    ("interp.cli", "interp.app"),
+)
+
+
+def _layer(module: str) -> int:
+    """The index in ``LAYERS`` of the longest prefix of ``module`` (``interp`` itself is the root)."""
+    best = [(len(p), i) for i, names in enumerate(LAYERS) for p in names if module == p or (p != "interp" and module.startswith(p + "."))]
+    assert best, f"{module} is in no layer of LAYERS: add its folder"
+    return max(best)[1]
+
+
+def test_folders_import_only_from_the_layers_below():
+    up = [f"{a} imports {b}" for a, targets in import_graph().items() for b in sorted(targets) if _layer(b) > _layer(a)]
+    assert not up, "imports from a higher layer:\n" + "\n".join(up)
 
 
 def test_the_cycle_finder_finds_cycles():
@@ -183,11 +195,11 @@ def test_error_classes_are_defined_in_errors():
 
 
 def test_head_labels_come_from_one_helper():
-    """``L3H5`` is written only by interp.heads.names.head_label (and read by parse_head_label)."""
+    """``L3H5`` is written only by interp.core.sites.head_label (and read by parse_head_label)."""
     found = []
     for module, tree in TREES.items():
         for node in ast.walk(tree):
-            if isinstance(node, ast.JoinedStr) and module != "interp.heads.names":
+            if isinstance(node, ast.JoinedStr) and module != "interp.core.sites":
                 parts = node.values
                 for i in range(len(parts) - 2):
                     a, b, c = parts[i : i + 3]

@@ -19,8 +19,8 @@ from wired_models import tiny_llama_folder
 
 import interp
 from interp import Model
+from interp.core.neighbours import is_neighbour, unwrap
 from interp.errors import MissingDependencyError
-from interp.models.neighbours import is_neighbour, unwrap
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

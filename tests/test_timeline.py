@@ -11,7 +11,6 @@ from wired_models import tiny_llama_folder
 
 from interp.cli import main
 from interp.heads.timeline import (
-    COLUMNS,
     Timeline,
     TimelineError,
     checkpoint_step,
@@ -19,6 +18,7 @@ from interp.heads.timeline import (
     expand_globs,
     find_timeline,
 )
+from interp.results.reading import TIMELINE_COLUMNS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,7 +68,7 @@ def test_timeline_has_one_row_per_step_layer_head_and_score(run, tmp_path, capsy
     out = tmp_path / "t"
     assert main(_argv(run, out, "--timeline-scores", "induction")) == 0
     table = pd.read_parquet(out / "timeline.parquet")
-    assert list(table.columns) == COLUMNS
+    assert list(table.columns) == TIMELINE_COLUMNS
     assert len(table) == len(STEPS) * 3 * 4 * 2  # steps x layers x heads x scores
     assert not table.duplicated(["step", "layer", "head", "score"]).any()
     assert table["step"].is_monotonic_increasing and sorted(set(table["step"])) == STEPS

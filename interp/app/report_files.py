@@ -121,12 +121,10 @@ class KnobReport:
 
 def read_knob(folder: Path) -> KnobReport:
     """``knob.json`` checked against the schema the knob page uses (``interp.results.reading.knob``)."""
-    from interp.probes.knob_report import ITEM_KEYS, PATCHING_KEYS, SWEEP_KEYS
-
     data = _checked("", reading.knob, folder, full=False)
     return KnobReport(
-        data=data, sweep=_rows(data["sweep"], SWEEP_KEYS), patching=_rows(data["patching"], PATCHING_KEYS),
-        items=_rows(data["items"], ITEM_KEYS), direction_path=folder / reading.DIRECTIONS,
+        data=data, sweep=_rows(data["sweep"], reading.KNOB_SWEEP_KEYS), patching=_rows(data["patching"], reading.KNOB_PATCHING_KEYS),
+        items=_rows(data["items"], reading.KNOB_ITEM_KEYS), direction_path=folder / reading.DIRECTIONS,
     )
 
 
@@ -174,9 +172,8 @@ class CircuitsReport:
 
 def read_circuits(folder: Path) -> CircuitsReport:
     """``icl.json`` (and ``patching.parquet`` if present) checked against the circuits schema."""
-    from interp.circuits.report import TABLES
 
     data = _checked("", reading.icl, folder, every_table=True)
-    tables = {name: _rows(data["tables"][name], keys) for name, keys in TABLES.items()}
+    tables = {name: _rows(data["tables"][name], keys) for name, keys in reading.ICL_TABLES.items()}
     about = data["patching_summary"]
     return CircuitsReport({**data, "patching": None if about is None else {"datasets": about}}, tables, data["patching"])

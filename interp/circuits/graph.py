@@ -1,6 +1,6 @@
 """From findings to a circuit: heads and MLPs kept by their effect, edges between them kept by theirs.
 
-Nodes are attention heads (``L3H5``, ``interp.heads.names.head_label``) and MLP layers (``MLP{l}``) whose node effect
+Nodes are attention heads (``L3H5``, ``interp.core.sites.head_label``) and MLP layers (``MLP{l}``) whose node effect
 (``attribution_patching`` or ``activation_patching`` rows, absolute value) reaches a threshold,
 plus ``logits``. Edge scores use edge attribution patching (Syed et al.): the sender's output
 difference (clean − corrupted; ``hook_result`` of a head, ``hook_mlp_out`` of an MLP) times the
@@ -31,8 +31,7 @@ from interp.circuits.attribution import AttributionResult, attribution_patching,
 from interp.circuits.patching import Metric, metric_per_item, prepare_metric
 from interp.core.masks import position_kwargs
 from interp.core.model import Model
-from interp.core.sites import layer_glob, layer_of
-from interp.heads.names import head_label
+from interp.core.sites import head_label, layer_glob, layer_of
 from interp.results.folders import OutputFolder, writing
 from interp.results.protocol import write_json
 

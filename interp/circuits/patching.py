@@ -29,9 +29,8 @@ from interp import logs
 from interp.core.kv_cache import fork, run_cached
 from interp.core.masks import position_kwargs
 from interp.core.model import Model
-from interp.core.sites import Pattern, as_glob, head_axis, layer_glob, layer_of
+from interp.core.sites import Pattern, as_glob, head_axis, head_label, layer_glob, layer_of
 from interp.errors import BadInputError, UnknownNameError, as_index, check_position, whole_number
-from interp.heads.names import head_label
 from interp.results.protocol import TableResult
 
 if TYPE_CHECKING:

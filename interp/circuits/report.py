@@ -20,19 +20,11 @@ import pandas as pd
 from interp.errors import UnknownNameError
 from interp.results.folders import OutputFolder, writing
 from interp.results.protocol import figure_html, write_json, write_table
+from interp.results.reading import ICL_TABLES
 from interp.results.strict_json import dumps, finite
 from interp.results.versions import versions as _versions
 
 # The tables of ``icl.json`` and the columns each row has (the app reads the same schema).
-TABLES: dict[str, tuple[str, ...]] = {
-    "accuracy": ("dataset", "k", "accuracy", "n"),
-    "summarize": ("dataset", "layer", "alignment"),
-    "merge": ("dataset", "layer", "heads_above", "mean_score"),
-    "retrieval": ("dataset", "layer", "induction_heads", "correct_induction_heads"),
-    "heads": ("dataset", "layer", "head", "merge", "retrieval", "correct"),
-    "ablation": ("dataset", "step", "matched_step", "quarter", "layers", "edges", "accuracy", "baseline_accuracy", "drop",
-                 "seed"),
-}
 FIGURES = ("accuracy", "steps", "ablation", "heads", "patching")
 PATCHING_FILE = "patching.parquet"
 PLOTLY_JS = "plotly.min.js"
@@ -56,7 +48,7 @@ class ICLResult:
                  n_layers: int = 0, n_heads: int = 0, versions: dict[str, str] | None = None,
                  patching: pd.DataFrame | None = None, patching_summary: dict[str, Any] | None = None):
         self.model, self.settings = model, settings or {}
-        self.tables = {t: tables.get(t, pd.DataFrame()) for t in TABLES}
+        self.tables = {t: tables.get(t, pd.DataFrame()) for t in ICL_TABLES}
         self.n_layers, self.n_heads = n_layers, n_heads
         self.versions = versions or _versions()
         self.patching = patching if patching is not None and len(patching) else None
@@ -68,7 +60,7 @@ class ICLResult:
 
     def __getitem__(self, table: str) -> pd.DataFrame:
         if table not in self.tables:
-            raise UnknownNameError("table", table, TABLES)
+            raise UnknownNameError("table", table, ICL_TABLES)
         return self.tables[table]
 
     # -- serialisation (the result protocol, interp.results.protocol.Result) ----------------------------------

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from interp.heads.names import SCAN_DEFAULTS, SCORES, STREAMING_DEFAULTS, RetrievalSettings
+    from interp.heads.settings import SCAN_DEFAULTS, SCORES, STREAMING_DEFAULTS, RetrievalSettings
 
     p = sub.add_parser("heads", help="score every attention head and write reports")
     o.add_model(p, several=True)
@@ -190,7 +190,7 @@ def _timeline(args: argparse.Namespace, names: list[str]) -> tuple[dict[str, int
 
 
 def _summary(name: str, folder: Path, scores: HeadScores) -> None:
-    from interp.heads.names import head_label
+    from interp.core.sites import head_label
 
     print(f"{name}: wrote {folder / 'report.html'}")
     for score in scores.scores:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import torch
 
 from interp.core import attention
+from interp.core.adapters import Adapter, adapter_for
 from interp.core.masks import position_kwargs
 from interp.core.sites import GLOBAL_SITES, LAYER_SITES, Pattern, Site, Where, axes, resolve, site_names
 from interp.core.tracing import Hooks, MaskEdit, Reducer, StopForward, Trace, check_slice
@@ -24,7 +25,6 @@ from interp.errors import (
     check_text,
     whole_number,
 )
-from interp.models.adapters import Adapter, adapter_for
 
 _V = TypeVar("_V")
 BySite = Mapping[str, _V] | Mapping[Pattern, _V]  # interventions= and reduce=: site (any Pattern) -> value
@@ -613,7 +613,7 @@ class Model:
         >>> with lm.trace("The cat sat"):                                         # doctest: +SKIP
         ...     resid = lm.model.layers[3].output.save()      # blocks.3.hook_resid_post
         """
-        from interp.models.neighbours import to_nnsight
+        from interp.core.neighbours import to_nnsight
 
         return to_nnsight(self.hf, self.tokenizer, **kwargs)
 

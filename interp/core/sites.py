@@ -255,3 +255,27 @@ class Site:
     leaf: str  # the last name component, e.g. "hook_q"
     module: str  # module path relative to the HF model
     where: Where
+
+
+# -- head labels --------------------------------------------------------------------------------------
+# A head is ``layer`` and ``head`` (columns, or ``{"layer": 3, "head": 5}`` records) in every table
+# and file; ``L3H5`` is its label for display, written by ``head_label`` and read back by
+# ``parse_head_label``, the one place that knows the form.
+_HEAD_LABEL = re.compile(r"L(0|[1-9][0-9]*)H(0|[1-9][0-9]*)")
+
+
+def head_label(layer: int, head: int) -> str:
+    """A head's label for display: ``L3H5`` is head 5 of layer 3.
+
+    >>> head_label(3, 5), parse_head_label("L3H5")
+    ('L3H5', (3, 5))
+    """
+    return f"L{layer}H{head}"
+
+
+def parse_head_label(label: str) -> tuple[int, int]:
+    """``(layer, head)`` of a label :func:`head_label` wrote; anything else: ``BadInputError``."""
+    match = _HEAD_LABEL.fullmatch(label) if isinstance(label, str) else None
+    if match is None:
+        raise BadInputError(f"{label!r} is not a head label such as 'L3H5' (head 5 of layer 3)")
+    return int(match[1]), int(match[2])

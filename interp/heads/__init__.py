@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from interp.heads.names import SCORES
+from interp.heads.settings import SCORES
 
 if TYPE_CHECKING:
     from interp.heads.compression import compressed

@@ -16,7 +16,8 @@ from interp import logs
 from interp.core.model import Model
 from interp.errors import PromptTooLongError, SettingError, UnknownNameError, check_seed, whole_number
 from interp.heads.checkpoint import Checkpoint, fingerprint
-from interp.heads.names import (
+from interp.heads.sequences import bos_id, shipped_text_ids
+from interp.heads.settings import (
     PATTERN_SCORES,
     RANDOM_SCORES,
     SCAN_DEFAULTS,
@@ -24,7 +25,6 @@ from interp.heads.names import (
     STREAMING_DEFAULTS,
     TEXT_SCORES,
 )
-from interp.heads.sequences import bos_id, shipped_text_ids
 from interp.heads.table import HeadScores
 from interp.heads.units import ScanUnits
 from interp.results.versions import versions as _versions
@@ -58,7 +58,7 @@ def _at_least(value: Any, low: int, what: str) -> None:
 
 def _retrieval_settings(model: Model, retrieval: dict[str, Any] | None, causal_checks: bool) -> dict[str, Any]:
     from interp.heads.causal import masking_pool
-    from interp.heads.names import RetrievalSettings
+    from interp.heads.settings import RetrievalSettings
 
     valid = [f.name for f in fields(RetrievalSettings)]
     for key in retrieval or {}:

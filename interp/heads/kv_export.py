@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from interp.heads.names import STREAMING_DEFAULTS
+from interp.heads.settings import STREAMING_DEFAULTS
 from interp.results.folders import OutputFolder, writing
 from interp.results.strict_json import dumps
 

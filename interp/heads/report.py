@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from interp.heads.names import head_label
+from interp.core.sites import head_label
 from interp.results.folders import OutputFolder, writing
 from interp.results.protocol import figure_html, write_json, write_table
 from interp.results.strict_json import dumps

@@ -28,7 +28,7 @@ from interp import logs
 from interp.core.kv_cache import fork, run_cached
 from interp.core.model import Model
 from interp.errors import InterpError, PromptTooLongError
-from interp.heads.names import RetrievalSettings, default_needles  # noqa: F401 (re-exported)
+from interp.heads.settings import RetrievalSettings, default_needles  # noqa: F401 (re-exported)
 from interp.kernels import decode_argmax
 from interp.models.corpus import text as corpus_text
 from interp.models.fingerprint import weights_fingerprint

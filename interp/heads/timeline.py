@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from interp.core.sites import head_label
 from interp.errors import BadReportError, TimelineError, UnknownNameError, whole_number
-from interp.heads.names import NGRAM_ORDERS, OUTPUT_ORDER, RANDOM_SCORES, head_label
+from interp.heads.settings import NGRAM_ORDERS, OUTPUT_ORDER, RANDOM_SCORES
 from interp.results.folders import OutputFolder, writing
 from interp.results.protocol import figure_html, write_json, write_table
-from interp.results.reading import read_json
+from interp.results.reading import TIMELINE_COLUMNS, TIMELINE_META, TIMELINE_TABLE, read_json
 from interp.results.strict_json import finite
 
 if TYPE_CHECKING:
@@ -35,8 +36,7 @@ if TYPE_CHECKING:
 
     from interp.heads.table import HeadScores
 
-COLUMNS = ["step", "layer", "head", "score", "value"]
-TABLE, META, FIGURE = "timeline.parquet", "timeline.json", "timeline.html"
+FIGURE = "timeline.html"
 TRAINER_STATE = "trainer_state.json"
 # checkpoint-500, step_500, step500, ckpt-500, global_step500, iter-500, or a bare 500.
 _STEP_NAME = re.compile(r"(?:^|[-_.])(?:checkpoint|ckpt|step|global[-_]?step|iter|iteration)[-_=]?(\d+)$|^(\d+)$",
@@ -141,12 +141,12 @@ def timeline_table(reports: Iterable[tuple[int, HeadScores]]) -> pd.DataFrame:
         parts.append(df)
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("step", "layer", "head") else
-                                          ("float64" if c == "value" else "object")) for c in COLUMNS})
+                                          ("float64" if c == "value" else "object")) for c in TIMELINE_COLUMNS})
     table = pd.concat(parts, ignore_index=True)
     rank = {s: i for i, s in enumerate(dict.fromkeys(table["score"]))}
     table["_rank"] = table["score"].map(rank)
     table = table.sort_values(["step", "_rank", "layer", "head"], kind="stable").drop(columns="_rank")
-    return table[COLUMNS].astype({"step": "int64", "layer": "int64", "head": "int64", "value": "float64"}) \
+    return table[TIMELINE_COLUMNS].astype({"step": "int64", "layer": "int64", "head": "int64", "value": "float64"}) \
         .reset_index(drop=True)
 
 
@@ -244,7 +244,7 @@ class Timeline:
 
     def _meta(self) -> dict[str, Any]:
         """The ``timeline.json`` document: the table's columns, the checkpoints, the scores and settings."""
-        return {"columns": COLUMNS, "checkpoints": self.checkpoints, "scores": self.scores,
+        return {"columns": TIMELINE_COLUMNS, "checkpoints": self.checkpoints, "scores": self.scores,
                 "figure_scores": self.figure_scores, "settings": self.settings}
 
     def to_dict(self) -> dict[str, Any]:
@@ -256,8 +256,8 @@ class Timeline:
         """Write ``timeline.parquet``, ``timeline.json`` and ``timeline.html`` (self-contained) into
         ``dest``; returns the folder."""
         with writing(dest, force=force, kind="timeline") as out:
-            write_table(out, TABLE, self.df)
-            write_json(out, META, self._meta())
+            write_table(out, TIMELINE_TABLE, self.df)
+            write_json(out, TIMELINE_META, self._meta())
             out.write_text(FIGURE, figure_html(self.figure(), "timeline", include_plotlyjs="inline"))
         return out.path
 
@@ -281,7 +281,7 @@ def find_timeline(report_folder: str | Path) -> Path | None:
     """The folder of the timeline a head-score report belongs to (its parent, when that holds
     ``timeline.json`` listing the report), else None."""
     folder = Path(report_folder)
-    meta = folder.parent / META
+    meta = folder.parent / TIMELINE_META
     if not meta.is_file():
         return None
     try:

@@ -25,8 +25,8 @@ from interp.core.model import Model
 from interp.heads import scores as S
 from interp.heads.checkpoint import Checkpoint
 from interp.heads.kernel_stats import head_stats
-from interp.heads.names import NGRAM_ORDERS, OUTPUT_ORDER, RANDOM_SCORES, TEXT_SCORES
 from interp.heads.sequences import bos_id, natural_text, repeated_random
+from interp.heads.settings import NGRAM_ORDERS, OUTPUT_ORDER, RANDOM_SCORES, TEXT_SCORES
 from interp.heads.table import HeadScores
 
 

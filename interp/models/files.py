@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from interp.core.adapters import ADAPTERS, FAMILIES
 from interp.errors import InterpError, ModelFileError, as_index, whole_number
-from interp.models.adapters import ADAPTERS, FAMILIES
 
 
 def families() -> str:

@@ -33,7 +33,10 @@ from urllib.parse import urlparse
 import torch
 from safetensors import SafetensorError
 
+from interp.core.adapters import ADAPTERS
 from interp.core.model import Model
+from interp.core.neighbours import is_neighbour
+from interp.core.neighbours import unwrap as unwrap_neighbour
 from interp.errors import (
     DeviceUnavailableError,
     InterpError,
@@ -44,12 +47,9 @@ from interp.errors import (
     UnknownNameError,
 )
 from interp.logs import logger
-from interp.models.adapters import ADAPTERS
 from interp.models.bundled import BundledModel, bundled_names, find_bundled
 from interp.models.cache import Entry, cache_error, entry_path, get_or_build
 from interp.models.files import check_config, check_gguf, check_model_folder, check_safetensors, families
-from interp.models.neighbours import is_neighbour
-from interp.models.neighbours import unwrap as unwrap_neighbour
 from interp.results.atomic import file_sha256, temp_sibling
 
 Spec = str | os.PathLike[str]
@@ -406,7 +406,7 @@ def load(
     ``spec``: bundled name, local HF folder, ``.gguf`` file or hub id (see the module doc), or a
     model of a neighbouring library: an nnsight ``LanguageModel`` or a TransformerLens
     ``TransformerBridge``, whose Hugging Face model and tokenizer are wrapped as they are (same
-    weights, no copy; see ``interp.models.neighbours``).
+    weights, no copy; see ``interp.core.neighbours``).
     ``model``/``tokenizer``: an already loaded HF causal LM and its tokenizer, used as they
     are (no copy); they are moved or cast only if ``device``/``dtype`` are given. With a
     ``spec``, ``tokenizer`` replaces the one that would be loaded.

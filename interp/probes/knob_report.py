@@ -23,11 +23,6 @@ from interp.results.strict_json import dumps, finite
 from interp.results.versions import versions
 
 # What readers of knob.json (the app among them) may rely on: top-level keys, and each row's keys.
-KEYS = ("model", "accuracy", "layers", "layer", "flip_rate", "random_flip_rate", "correlation", "patching", "sweep",
-        "items")
-ITEM_KEYS = ("context", "question", "prior_answer", "context_answer")
-SWEEP_KEYS = ("method", "value", "context_share", "prior_share")
-PATCHING_KEYS = ("layer", "effect")
 
 
 @dataclass

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from interp.core.sites import head_axis, head_label, parse_head_label
 from interp.errors import BadInputError, BadReportError
-from interp.heads.names import head_label, parse_head_label
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -575,18 +575,25 @@ def table_result(folder: str | os.PathLike[str], name: str) -> tuple[pd.DataFram
 
 # -- an ICL circuit report (ICLResult) -----------------------------------------------------------
 ICL = "icl.json"
+# The tables of icl.json, by name, with their columns (ICLResult writes them).
+ICL_TABLES: dict[str, tuple[str, ...]] = {
+    "accuracy": ("dataset", "k", "accuracy", "n"),
+    "summarize": ("dataset", "layer", "alignment"),
+    "merge": ("dataset", "layer", "heads_above", "mean_score"),
+    "retrieval": ("dataset", "layer", "induction_heads", "correct_induction_heads"),
+    "heads": ("dataset", "layer", "head", "merge", "retrieval", "correct"),
+    "ablation": ("dataset", "step", "matched_step", "quarter", "layers", "edges", "accuracy", "baseline_accuracy", "drop",
+                 "seed"),
+}
 _ICL_INTS = {"k": (0, None), "n": (0, None), "quarter": (0, None), "edges": (0, None)}
 
 
 def icl(folder: str | os.PathLike[str], *, every_table: bool = False) -> dict[str, Any]:
     """``icl.json`` (and ``patching.parquet`` when there) checked. ``every_table``: each table of
-    ``interp.circuits.report.TABLES`` must be there (a reader that draws them all); else a
-    missing one is empty."""
-    from interp.circuits.report import TABLES
-
+    ``ICL_TABLES`` must be there (a reader that draws them all); else a missing one is empty."""
     folder = Path(folder)
     f, d = _document(folder / ICL)
-    needed = ("model", *TABLES) if every_table else ("model",)
+    needed = ("model", *ICL_TABLES) if every_table else ("model",)
     missing = [k for k in needed if k not in d]
     if missing:
         f.lacks("", missing, needed)
@@ -603,7 +610,7 @@ def icl(folder: str | os.PathLike[str], *, every_table: bool = False) -> dict[st
             "head": (heads or MAX_HEADS, f"shape.heads is {heads}" if heads else "no shape is recorded")}
     tables: dict[str, list[dict[str, Any]]] = {}
     top = {"layer": -1, "head": -1}
-    for t, keys in TABLES.items():
+    for t, keys in ICL_TABLES.items():
         if t not in d and not every_table:
             tables[t] = []
             continue
@@ -654,19 +661,16 @@ def icl_patching(path: Path, layers: int = 0, heads: int = 0) -> pd.DataFrame:
     report's shape when it records one."""
     import numpy as np
 
-    from interp.circuits.icl_patching import PATCH_SITES
-    from interp.core.sites import layer_glob
-
     columns = {"site": Column("str"), "layer": Column("int", low=0, high=(layers or MAX_LAYERS) - 1),
                "head": Column("int", low=-1, high=(heads or MAX_HEADS) - 1),
                "position": Column("int", low=-1, high=MAX_POSITION), "effect": Column("float", null=True)}
     optional = {"dataset": Column("str"), "token": Column("str", null=True), "metric": Column("float", null=True)}
     df = read_table(path, columns, optional)
-    per_head = df["site"].astype(str).map(layer_glob) == PATCH_SITES["z"]
+    per_head = df["site"].astype(str).map(lambda site: head_axis(site) is not None)
     bad = np.flatnonzero(per_head.to_numpy() & (df["head"].to_numpy() < 0))
     if len(bad):
         Fields(path).fail(f"column 'head', row {bad[0]},", str(df["head"].iloc[bad[0]]),
-                          f"a head in 0..{(heads or MAX_HEADS) - 1} at the per-head site {PATCH_SITES['z']}")
+                          f"a head in 0..{(heads or MAX_HEADS) - 1} at a site with a head axis")
     if not heads and len(df):
         Fields(path).grid(int(df["layer"].max()) + 1, int(df["head"].max()) + 1, "the layers and heads of the table")
     return df
@@ -676,17 +680,21 @@ def icl_patching(path: Path, layers: int = 0, heads: int = 0) -> pd.DataFrame:
 KNOB = "knob.json"
 DIRECTIONS = "direction.safetensors"
 SWEEP_METHODS = ("das", "diff_means", "random")
+# The keys of knob.json, of its items, sweep rows and patching rows (KnobResult writes them).
+KNOB_KEYS = ("model", "accuracy", "layers", "layer", "flip_rate", "random_flip_rate", "correlation", "patching", "sweep",
+        "items")
+KNOB_ITEM_KEYS = ("context", "question", "prior_answer", "context_answer")
+KNOB_SWEEP_KEYS = ("method", "value", "context_share", "prior_share")
+KNOB_PATCHING_KEYS = ("layer", "effect")
 
 
 def knob(folder: str | os.PathLike[str], *, full: bool = True) -> dict[str, Any]:
     """``knob.json`` checked. ``full``: every key ``KnobResult.load`` reads; else the keys the
-    app draws (``interp.probes.knob_report.KEYS``), with sweep methods das, diff_means, random."""
-    from interp.probes.knob_report import ITEM_KEYS, KEYS, PATCHING_KEYS, SWEEP_KEYS
-
+    app draws (``KNOB_KEYS``), with sweep methods das, diff_means, random."""
     f, d = _document(Path(folder) / KNOB)
-    missing = [k for k in KEYS if k not in d]
+    missing = [k for k in KNOB_KEYS if k not in d]
     if missing:
-        f.lacks("", missing, KEYS)
+        f.lacks("", missing, KNOB_KEYS)
     f.string(d["model"], "model")
     accuracy = f.obj(d["accuracy"], "accuracy")
     for key in ("prior", "context"):
@@ -699,7 +707,7 @@ def knob(folder: str | os.PathLike[str], *, full: bool = True) -> dict[str, Any]
     patching = f.items(d["patching"], "patching")
     n_layers = 0
     for i, r in enumerate(patching):
-        r = f.row(r, f"patching[{i}]", PATCHING_KEYS)
+        r = f.row(r, f"patching[{i}]", KNOB_PATCHING_KEYS)
         n_layers = max(n_layers, f.whole(r["layer"], f"patching[{i}].layer", 0, MAX_LAYERS - 1) + 1)
         f.number(r["effect"], f"patching[{i}].effect", null=True)
         if "pairing" in r:
@@ -710,7 +718,7 @@ def knob(folder: str | os.PathLike[str], *, full: bool = True) -> dict[str, Any]
         f.index(la, f"layers[{i}]", size, "layer", why)
     for i, r in enumerate(f.items(d["sweep"], "sweep")):
         w = f"sweep[{i}]"
-        r = f.row(r, w, SWEEP_KEYS)
+        r = f.row(r, w, KNOB_SWEEP_KEYS)
         method = f.string(r["method"], f"{w}.method")
         if not full and method not in SWEEP_METHODS:
             f.fail(f"{w}.method", _show(method), f"one of {', '.join(SWEEP_METHODS)}")
@@ -721,8 +729,8 @@ def knob(folder: str | os.PathLike[str], *, full: bool = True) -> dict[str, Any]
             f.number(r["k"], f"{w}.k")
     for i, it in enumerate(f.items(d["items"], "items")):
         w = f"items[{i}]"
-        it = f.row(it, w, ITEM_KEYS)
-        for key in ITEM_KEYS:
+        it = f.row(it, w, KNOB_ITEM_KEYS)
+        for key in KNOB_ITEM_KEYS:
             f.string(it[key], f"{w}.{key}")
         if "subject" in it:
             f.string(it["subject"], f"{w}.subject")
@@ -804,14 +812,16 @@ def neurons(folder: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, Any
 
 
 # -- a timeline (Timeline) and a sweep's table ---------------------------------------------------
+TIMELINE_COLUMNS = ["step", "layer", "head", "score", "value"]
+TIMELINE_TABLE, TIMELINE_META = "timeline.parquet", "timeline.json"
+
+
 def timeline(folder: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """``timeline.parquet`` and ``timeline.json`` checked (checkpoint folders are plain names
     next to the timeline, steps are distinct; the figure's scores are among the table's)."""
-    from interp.heads.timeline import COLUMNS, META, TABLE
-
     folder = Path(folder)
-    f, meta = _document(folder / META)
-    df = read_table(folder / TABLE, {"step": Column("int", low=0), "layer": Column("int", low=0, high=MAX_LAYERS - 1),
+    f, meta = _document(folder / TIMELINE_META)
+    df = read_table(folder / TIMELINE_TABLE, {"step": Column("int", low=0), "layer": Column("int", low=0, high=MAX_LAYERS - 1),
                                      "head": Column("int", low=0, high=MAX_HEADS - 1), "score": Column("str"),
                                      "value": Column("float", null=True)})
     steps: set[int] = set()
@@ -828,7 +838,7 @@ def timeline(folder: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, An
         if f.string(s, f"figure_scores[{i}]") not in scores:
             f.fail(f"figure_scores[{i}]", _show(s), f"one of the table's scores: {', '.join(sorted(scores)) or 'none'}")
     f.obj(meta.get("settings"), "settings", null=True)
-    return _ints(df[COLUMNS], ("step", "layer", "head")), meta
+    return _ints(df[TIMELINE_COLUMNS], ("step", "layer", "head")), meta
 
 
 def sweep_table(path: str | os.PathLike[str]) -> pd.DataFrame:

@@ -107,7 +107,7 @@ def test_scan_scope_covers_what_a_scan_launches(monkeypatch):
     import interp
     import interp.heads.kernel_stats as hs
     from interp.heads import scan
-    from interp.heads.names import PATTERN_SCORES
+    from interp.heads.settings import PATTERN_SCORES
     from interp.kernels import triton_stats as T
 
     calls = []

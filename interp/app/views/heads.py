@@ -17,8 +17,8 @@ import pandas as pd
 import streamlit as st
 
 from interp.app import figures, model_cache, ui
+from interp.core.sites import head_label
 from interp.errors import InterpError
-from interp.heads.names import head_label
 
 DEFAULT_PROMPT = ("Mr and Mrs Dursley, of number four, Privet Drive, were proud to say that they were perfectly "
                   "normal. Mr and Mrs Dursley, of number four, Privet Drive, were proud to say")
@@ -51,13 +51,14 @@ def _timeline_step(report: Any) -> tuple[Any, Any, int | None]:
     """For a report that is one checkpoint of a timeline: a slider over the run's steps, starting at
     the report's own; returns the report at the chosen step, the timeline and the step."""
     from interp.app.report_files import Report
-    from interp.heads.timeline import META, find_timeline
+    from interp.heads.timeline import find_timeline
+    from interp.results.reading import TIMELINE_META
 
     root = find_timeline(report.folder)
     if root is None:
         return report, None, None
     try:
-        timeline = _read_timeline(str(root), (root / META).stat().st_mtime_ns)
+        timeline = _read_timeline(str(root), (root / TIMELINE_META).stat().st_mtime_ns)
     except (InterpError, OSError) as exc:  # the checkpoint's own report still shows
         st.warning(ui.md(ui.display_text(f"Timeline: {exc}")))
         return report, None, None

@@ -1,6 +1,6 @@
 """GPT-2: fused qkv and Conv1D projections."""
 
-from interp.models.adapters import Adapter
+from interp.core.adapters import Adapter
 
 ADAPTER = Adapter(
     model_types=("gpt2",),

@@ -1,5 +1,5 @@
 """Mistral: the Llama layout; sliding-window attention comes from the config."""
 
-from interp.models.adapters import Adapter
+from interp.core.adapters import Adapter
 
 ADAPTER = Adapter(model_types=("mistral",))

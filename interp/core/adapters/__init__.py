@@ -53,7 +53,7 @@ FAMILIES = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.s
 def _registry() -> dict[str, Adapter]:
     table: dict[str, Adapter] = {}
     for family in FAMILIES:
-        adapter = importlib.import_module(f"interp.models.adapters.{family}").ADAPTER
+        adapter = importlib.import_module(f"interp.core.adapters.{family}").ADAPTER
         for model_type in adapter.model_types:
             table[model_type] = adapter
     return table
@@ -67,6 +67,6 @@ def adapter_for(hf_model: Any) -> Adapter:
     model_type = hf_model.config.model_type
     if model_type not in ADAPTERS:
         raise UnknownNameError(
-            "architecture", model_type, sorted(ADAPTERS), hint="add a table under interp/models/adapters/ for it"
+            "architecture", model_type, sorted(ADAPTERS), hint="add a table under interp/core/adapters/ for it"
         )
     return ADAPTERS[model_type]

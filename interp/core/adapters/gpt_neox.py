@@ -1,6 +1,6 @@
 """GPT-NeoX (Pythia): parallel attention and MLP when ``use_parallel_residual``."""
 
-from interp.models.adapters import Adapter
+from interp.core.adapters import Adapter
 
 ADAPTER = Adapter(
     model_types=("gpt_neox",),

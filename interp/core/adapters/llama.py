@@ -1,5 +1,5 @@
 """Llama family (Llama 2/3, SmolLM2): the default layout."""
 
-from interp.models.adapters import Adapter
+from interp.core.adapters import Adapter
 
 ADAPTER = Adapter(model_types=("llama",))

@@ -1,39 +1,16 @@
-"""The head scores a scan can compute, by name, the scan's default settings, and how a head is
-labelled on screen (kept free of heavy imports: the CLI reads them to build its options).
+"""The head scores a scan can compute, by name, and the scan's default settings (kept free of
+heavy imports: the CLI reads them to build its options).
 
-A head is ``layer`` and ``head`` (columns, or ``{"layer": 3, "head": 5}`` records) in every table
-and file; ``L3H5`` is its label for display, written by :func:`head_label` and read back by
-:func:`parse_head_label`, the one place that knows the form.
-
->>> head_label(3, 5), parse_head_label("L3H5")
-('L3H5', (3, 5))
+>>> "induction" in SCORES, SCAN_DEFAULTS["lengths"]
+(True, (25, 50, 100))
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any
-
-from interp.errors import BadInputError
-
-_HEAD_LABEL = re.compile(r"L(0|[1-9][0-9]*)H(0|[1-9][0-9]*)")
-
-
-def head_label(layer: int, head: int) -> str:
-    """A head's label for display: ``L3H5`` is head 5 of layer 3."""
-    return f"L{layer}H{head}"
-
-
-def parse_head_label(label: str) -> tuple[int, int]:
-    """``(layer, head)`` of a label :func:`head_label` wrote; anything else: ``BadInputError``."""
-    match = _HEAD_LABEL.fullmatch(label) if isinstance(label, str) else None
-    if match is None:
-        raise BadInputError(f"{label!r} is not a head label such as 'L3H5' (head 5 of layer 3)")
-    return int(match[1]), int(match[2])
-
 
 RANDOM_SCORES = ("prev_token", "duplicate", "induction")
 TEXT_SCORES = ("prev_token_text", "duplicate_text", "induction_text", "ngram")

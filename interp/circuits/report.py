@@ -17,10 +17,12 @@ from typing import Any
 
 import pandas as pd
 
+from interp.circuits.icl_patching import METRIC, PATCH_SITES
+from interp.core.sites import layer_glob
 from interp.errors import UnknownNameError
 from interp.results.folders import OutputFolder, writing
 from interp.results.protocol import figure_html, write_json, write_table
-from interp.results.reading import ICL_TABLES
+from interp.results.reading import ICL_TABLES, icl
 from interp.results.strict_json import dumps, finite
 from interp.results.versions import versions as _versions
 
@@ -71,7 +73,6 @@ class ICLResult:
         for t, df in self.tables.items():
             out[t] = finite(df.to_dict("records"))
         if self.patching_summary is not None:
-            from interp.circuits.icl_patching import METRIC, PATCH_SITES
 
             out["patching"] = {"file": PATCHING_FILE if self.patching is not None else None, "direction": "denoise",
                                "metric": METRIC, "sites": list(PATCH_SITES.values()),
@@ -96,7 +97,6 @@ class ICLResult:
     @classmethod
     def load(cls, folder: str | Path) -> ICLResult:
         """Read a saved result back from its ``icl.json``."""
-        from interp.results.reading import icl
 
         data = icl(folder)  # checked: row keys and types, indices within the shape, patching.parquet
         tables = {t: pd.DataFrame(rows) for t, rows in data.pop("tables").items()}
@@ -246,8 +246,6 @@ class ICLResult:
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
-        from interp.circuits.icl_patching import PATCH_SITES
-        from interp.core.sites import layer_glob
 
         df = self.patching
         z = df[df["site"].map(layer_glob) == PATCH_SITES["z"]] if df is not None else pd.DataFrame(columns=["dataset"])

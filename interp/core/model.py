@@ -12,12 +12,14 @@ import torch
 from interp.core import attention
 from interp.core.adapters import Adapter, adapter_for
 from interp.core.masks import position_kwargs
+from interp.core.neighbours import to_nnsight
 from interp.core.sites import GLOBAL_SITES, LAYER_SITES, Pattern, Site, Where, axes, resolve, site_names
 from interp.core.tracing import Hooks, MaskEdit, Reducer, StopForward, Trace, check_slice
 from interp.errors import (
     BadInputError,
     OutOfRangeError,
     PromptTooLongError,
+    UsageError,
     as_index,
     check_index,
     check_indices,
@@ -517,7 +519,6 @@ class Model:
 
     def _check_not_inside_a_run(self) -> None:
         """A trace with inputs may not open inside a trace with inputs that has hooks of its own."""
-        from interp.errors import UsageError
 
         outer = [t for t in self._open_traces if t.ran_forward and t.acts]
         if outer:
@@ -613,7 +614,6 @@ class Model:
         >>> with lm.trace("The cat sat"):                                         # doctest: +SKIP
         ...     resid = lm.model.layers[3].output.save()      # blocks.3.hook_resid_post
         """
-        from interp.core.neighbours import to_nnsight
 
         return to_nnsight(self.hf, self.tokenizer, **kwargs)
 

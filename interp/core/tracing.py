@@ -22,7 +22,7 @@ from interp.core.attention import (
     observers_of,
 )
 from interp.core.masks import additive_only, layer_visible
-from interp.core.sites import Site
+from interp.core.sites import Site, act_name
 from interp.errors import OutOfRangeError, UsageError, check_position
 
 Reducer = Callable[[torch.Tensor], Any]
@@ -65,7 +65,6 @@ class Trace:
 
     def __getitem__(self, site: str | tuple[str, int]) -> Any:
         if isinstance(site, tuple):  # TransformerLens's cache["z", 3]
-            from interp.core.sites import act_name
 
             site = act_name(*site)
         values = self._captured.get(site)
@@ -83,7 +82,6 @@ class Trace:
     def steps(self, site: str | tuple[str, int]) -> list[Any]:
         """The site's value in each forward pass this trace recorded, in order."""
         if isinstance(site, tuple):
-            from interp.core.sites import act_name
 
             site = act_name(*site)
         if not self._captured.get(site):

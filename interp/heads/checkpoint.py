@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from interp.results.atomic import atomic_write_text, temp_sibling
 from interp.results.folders import STAMP, OutputError, discard_checkpoint, is_checkpoint
 from interp.results.strict_json import dumps
+from interp.results.versions import versions
 
 if TYPE_CHECKING:
     from interp.core.model import Model
@@ -46,7 +47,6 @@ def weights_digest(module: torch.nn.Module) -> str:
 
 def fingerprint(model: Model, settings: dict[str, Any]) -> dict[str, Any]:
     """What a scan's units depend on, as the checkpoint records it."""
-    from interp.results.versions import versions
 
     return {"model": model.name, "weights": weights_digest(model.hf), "dtype": str(model.hf.dtype),
             "device": torch.device(model.device).type, "interp": versions()["interp"],

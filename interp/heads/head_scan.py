@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 from interp import logs
 from interp.core.model import Model
 from interp.errors import PromptTooLongError, SettingError, UnknownNameError, check_seed, whole_number
+from interp.heads.causal import masking_pool
 from interp.heads.checkpoint import Checkpoint, fingerprint
+from interp.heads.compression import sliding_windows
+from interp.heads.retrieval import needle_tests
 from interp.heads.sequences import bos_id, shipped_text_ids
 from interp.heads.settings import (
     PATTERN_SCORES,
@@ -24,6 +27,7 @@ from interp.heads.settings import (
     SCORES,
     STREAMING_DEFAULTS,
     TEXT_SCORES,
+    RetrievalSettings,
 )
 from interp.heads.table import HeadScores
 from interp.heads.units import ScanUnits
@@ -57,8 +61,6 @@ def _at_least(value: Any, low: int, what: str) -> None:
 
 
 def _retrieval_settings(model: Model, retrieval: dict[str, Any] | None, causal_checks: bool) -> dict[str, Any]:
-    from interp.heads.causal import masking_pool
-    from interp.heads.settings import RetrievalSettings
 
     valid = [f.name for f in fields(RetrievalSettings)]
     for key in retrieval or {}:
@@ -162,11 +164,9 @@ def plan_scan(
         settings["streaming"] = _streaming_settings(model, streaming)
     tests = None
     if "retrieval" in names:
-        from interp.heads.retrieval import needle_tests
 
         settings["retrieval"] = _retrieval_settings(model, retrieval, causal_checks)
         tests = needle_tests(model, settings["retrieval"])  # every answer located before any work
-    from interp.heads.compression import sliding_windows
 
     layout = {"kv_heads": model.cfg.n_kv_heads, "sliding_windows": sliding_windows(model)}
     return ScanPlan(names, settings, tests, layout)

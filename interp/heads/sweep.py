@@ -28,9 +28,12 @@ from interp import logs
 from interp.core.model import Model
 from interp.errors import InterpError, MissingDependencyError
 from interp.heads.checkpoint import Checkpoint, fingerprint
+from interp.heads.head_scan import plan_scan
 from interp.heads.table import HeadScores
 from interp.heads.units import ScanUnits
 from interp.results.folders import OutputFolder
+from interp.results.protocol import write_table
+from interp.results.versions import versions
 
 EXECUTIONS = "INTERP_UNIT_LOG"  # a file that, when set, records every unit a worker finishes
 
@@ -71,8 +74,6 @@ def plan_sweep(specs: Sequence[str], names: Sequence[str], settings: dict[str, A
                stores: Callable[[str], str | Path], folders: Callable[[Model], str] = lambda m: "") -> list[SweepModel]:
     """Load each model once to check every setting and build its units (``plan_scan``); a
     model's store is the folder ``stores(folder)``. Raises before any unit runs."""
-    from interp.heads.head_scan import plan_scan
-    from interp.results.versions import versions
 
     planned: list[tuple[str, Any, str, Any, dict[str, Any]]] = []
     for spec in specs:
@@ -264,7 +265,6 @@ def heads_table(models: list[SweepModel], reports: list[HeadScores]) -> Any:
 def write_heads_table(out: OutputFolder, models: list[SweepModel], reports: list[HeadScores]) -> Path:
     """``heads.parquet``: ``heads_table``, with each model's settings and the versions as metadata
     (``interp.settings``, ``interp.results.versions``; written by ``interp.results.protocol.write_table``)."""
-    from interp.results.protocol import write_table
 
     return write_table(out, "heads.parquet", heads_table(models, reports),
                        metadata={"settings": {m.name: r.settings for m, r in zip(models, reports, strict=True)},

@@ -9,7 +9,10 @@ import numpy as np
 import pandas as pd
 
 from interp.errors import BadInputError, UnknownNameError, real_number
+from interp.heads.compression import sliding_windows
+from interp.heads.report import write_report
 from interp.results.folders import OutputFolder
+from interp.results.reading import head_scores
 
 COLUMNS = ["score", "layer", "head", "value"]
 
@@ -143,14 +146,12 @@ class HeadScores:
 
         Files land only when all are written; files interp did not write are never touched,
         and a folder holding any is refused unless ``force=True`` (see ``interp.results.folders``)."""
-        from interp.heads.report import write_report
 
         return write_report(self, folder, force=force)
 
     @classmethod
     def load(cls, folder: str | Path) -> HeadScores:
         """Read a saved report folder back (from its JSON; no pickle)."""
-        from interp.results.reading import head_scores
 
         data = head_scores(folder)  # checked first: types, indices within the shape (BadReportError)
         df = pd.DataFrame(data.pop("rows"), columns=COLUMNS)
@@ -160,7 +161,6 @@ class HeadScores:
     # -- KV-cache patterns ------------------------------------------------------------------
     def _layout(self, model: Any) -> tuple[int, dict[int, int]]:
         if model is not None:
-            from interp.heads.compression import sliding_windows
 
             if (model.cfg.n_layers, model.cfg.n_heads) != (self.n_layers, self.n_heads):
                 raise BadInputError(f"{model.name} has {model.cfg.n_layers} layers x {model.cfg.n_heads} heads but these "

@@ -28,7 +28,7 @@ from interp.errors import BadReportError, TimelineError, UnknownNameError, whole
 from interp.heads.settings import NGRAM_ORDERS, OUTPUT_ORDER, RANDOM_SCORES
 from interp.results.folders import OutputFolder, writing
 from interp.results.protocol import figure_html, write_json, write_table
-from interp.results.reading import TIMELINE_COLUMNS, TIMELINE_META, TIMELINE_TABLE, read_json
+from interp.results.reading import TIMELINE_COLUMNS, TIMELINE_META, TIMELINE_TABLE, read_json, timeline
 from interp.results.strict_json import finite
 
 if TYPE_CHECKING:
@@ -264,7 +264,6 @@ class Timeline:
     @classmethod
     def load(cls, folder: str | Path) -> Timeline:
         """Read ``timeline.json`` and ``timeline.parquet`` back; a damaged pair raises ``TimelineError``."""
-        from interp.results.reading import timeline
 
         folder = Path(folder)
         try:

@@ -23,8 +23,10 @@ import torch
 
 from interp.core.model import Model
 from interp.heads import scores as S
+from interp.heads.causal import check_names, run_check
 from interp.heads.checkpoint import Checkpoint
 from interp.heads.kernel_stats import head_stats
+from interp.heads.retrieval import group_key, merge_tests, score_tests, split_group, test_groups
 from interp.heads.sequences import bos_id, natural_text, repeated_random
 from interp.heads.settings import NGRAM_ORDERS, OUTPUT_ORDER, RANDOM_SCORES, TEXT_SCORES
 from interp.heads.table import HeadScores
@@ -121,7 +123,6 @@ class ScanUnits:
     # -- the units ----------------------------------------------------------------------------
     def keys(self, stage: int) -> list[str]:
         """Every unit of ``stage`` (1: scores, 2: causal checks, known once stage 1 is merged)."""
-        from interp.heads.causal import check_names
 
         if stage == 1:
             return ["-".join(map(str, u)) for u in pattern_units(self.plan.settings, self.plan.names)] + list(self._groups)
@@ -135,10 +136,8 @@ class ScanUnits:
 
     def run(self, model: Model, key: str, table: HeadScores | None = None, progress: bool = False) -> Any:
         """Compute one unit on ``model`` (the same model the plan was made for)."""
-        from interp.heads.retrieval import score_tests
 
         if key.startswith("check-"):
-            from interp.heads.causal import run_check
 
             assert table is not None, "a check needs the merged scores"
             return run_check(model, key.removeprefix("check-"), table, self.plan.settings, progress=progress)
@@ -157,7 +156,6 @@ class ScanUnits:
     # -- merging, from the store only -----------------------------------------------------------
     def scores(self) -> HeadScores:
         """The stage-1 scores; every stage-1 unit must be in the store."""
-        from interp.heads.retrieval import merge_tests, split_group
 
         settings = self.plan.settings
         totals: dict[str, torch.Tensor] = {}
@@ -197,12 +195,10 @@ class ScanUnits:
 
 
 def _groups(tests: Any) -> Any:
-    from interp.heads.retrieval import test_groups
 
     return test_groups(tests)
 
 
 def _group_key(group: Any) -> str:
-    from interp.heads.retrieval import group_key
 
     return group_key(group)

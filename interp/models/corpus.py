@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+from interp.errors import UnknownNameError
+
 # Lewis Carroll, Alice's Adventures in Wonderland (1865), all twelve chapters (about 39k tokens).
 TEXTS = {"alice": "alice.txt"}
 
@@ -14,7 +16,6 @@ def text(name: str = "alice") -> str:
     >>> text("alice")[:31]
     'CHAPTER I. Down the Rabbit-Hole'
     """
-    from interp.errors import UnknownNameError
 
     if name not in TEXTS:
         raise UnknownNameError("text", name, sorted(TEXTS))

@@ -51,6 +51,7 @@ from interp.models.bundled import BundledModel, bundled_names, find_bundled
 from interp.models.cache import Entry, cache_error, entry_path, get_or_build
 from interp.models.files import check_config, check_gguf, check_model_folder, check_safetensors, families
 from interp.results.atomic import file_sha256, temp_sibling
+from interp.results.versions import versions
 
 Spec = str | os.PathLike[str]
 
@@ -300,7 +301,6 @@ def _gguf_entry(path: Path) -> Entry:
 
 def _versions() -> dict[str, str]:
     """What a cache entry's conversion depends on."""
-    from interp.results.versions import versions
 
     return {k: v for k, v in versions().items() if k in ("transformers", "torch")}
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from interp.results.folders import OutputFolder, writing
 from interp.results.protocol import write_json, write_table
+from interp.results.reading import neurons
 from interp.results.strict_json import dumps, finite
 
 STYLE = """
@@ -178,7 +179,6 @@ class NeuronTable:
     @classmethod
     def load(cls, folder: str | Path) -> NeuronTable:
         """Read a folder written by :meth:`save`."""
-        from interp.results.reading import neurons
 
         df, meta = neurons(folder)  # checked: columns, types and ranges; the title and settings
         df.attrs = dict(meta.get("settings") or {})

@@ -25,6 +25,7 @@ from interp.core.model import Model
 from interp.errors import InterpError, as_index, check_position
 from interp.results.folders import check_output, output_folder
 from interp.results.protocol import write_json
+from interp.results.reading import activations_manifest
 
 Position = Any  # "last" | "mean" | int | {"token": str}
 MANIFEST = "activations.json"
@@ -88,7 +89,6 @@ class Activations:
                 raise InterpError(f"{folder} has activation shards but no {MANIFEST}: the collection did not "
                                   "finish (or is from an older version); run collect(..., out=) again")
             raise InterpError(f"no activations in {folder} (no {MANIFEST}); write them with collect(..., out=)")
-        from interp.results.reading import activations_manifest
 
         meta = activations_manifest(manifest)  # checked: site names, plain shard file names, counts
         shards = [folder / s["file"] for s in meta["shards"]]

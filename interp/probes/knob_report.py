@@ -19,6 +19,7 @@ from safetensors.torch import save
 from interp.probes.knob_task import KnobItem
 from interp.results.folders import OutputFolder, writing
 from interp.results.protocol import figure_html, write_json
+from interp.results.reading import directions, knob
 from interp.results.strict_json import dumps, finite
 from interp.results.versions import versions
 
@@ -177,7 +178,6 @@ def write_report(r: KnobResult, folder: str | Path | OutputFolder, *, force: boo
 def read_report(folder: str | os.PathLike[str]) -> KnobResult:
     """A :class:`KnobResult` from a folder :func:`write_report` wrote (undefined numbers come back as
     NaN; reports written before items carried their subject read it as "")."""
-    from interp.results.reading import directions, knob
 
     doc = knob(folder)  # checked: every key read below, with its type and range
     tensors = directions(Path(folder) / "direction.safetensors")

@@ -32,7 +32,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from interp.results.strict_json import dumps
+from interp.results.folders import writing
+from interp.results.reading import read_json as read
+from interp.results.reading import table_result
+from interp.results.strict_json import dumps, finite
 
 if TYPE_CHECKING:
     from interp.results.folders import OutputFolder
@@ -100,13 +103,11 @@ class TableResult:
         return f"{type(self).__name__}({len(self.df)} rows, {numbers})"
 
     def to_dict(self) -> dict[str, Any]:
-        from interp.results.strict_json import finite
 
         return finite({**self.meta, "rows": self.df.to_dict("records")})
 
     def save(self, folder: Folder | OutputFolder, *, force: bool = False) -> Path:
         """Write ``NAME.parquet`` and ``NAME.json`` into ``folder`` (other files left alone)."""
-        from interp.results.folders import writing
 
         with writing(folder, force=force, kind=self.NAME) as out:
             write_table(out, f"{self.NAME}.parquet", self.df)
@@ -116,7 +117,6 @@ class TableResult:
     @classmethod
     def load(cls, folder: Folder) -> Any:
         """Read a folder written by :meth:`save` (the table from its parquet, no pickle)."""
-        from interp.results.reading import table_result
 
         df, meta = table_result(folder, cls.NAME)  # checked: types, ranges, sizes (BadReportError)
         return cls(df, **meta)
@@ -188,6 +188,5 @@ def write_table(out: OutputFolder, name: str, df: Any, *, metadata: dict[str, An
 def read_json(folder: Folder, name: str) -> Any:
     """Read ``name`` from ``folder`` (strict JSON; ``null`` stays ``None``): a missing, oversized
     or non-strict file raises ``interp.errors.BadReportError`` (``interp.results.reading.read_json``)."""
-    from interp.results.reading import read_json as read
 
     return read(Path(folder) / name)

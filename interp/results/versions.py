@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from interp import __version__
+
 
 def versions() -> dict[str, str]:
     """``{"interp": ..., "torch": ..., "transformers": ...}`` of this environment.
@@ -12,6 +14,5 @@ def versions() -> dict[str, str]:
     import torch
     import transformers
 
-    from interp import __version__
 
     return {"interp": str(__version__), "torch": str(torch.__version__), "transformers": str(transformers.__version__)}

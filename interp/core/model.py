@@ -11,68 +11,22 @@ import torch
 
 from interp.core import attention
 from interp.core.adapters import Adapter, adapter_for
+from interp.core.inputs import Inputs, check_positions, describe, to_tokens, token_id
 from interp.core.masks import position_kwargs
 from interp.core.neighbours import to_nnsight
 from interp.core.sites import GLOBAL_SITES, LAYER_SITES, Pattern, Site, Where, axes, resolve, site_names
 from interp.core.tracing import Hooks, MaskEdit, Reducer, StopForward, Trace, check_slice
 from interp.errors import (
     BadInputError,
-    OutOfRangeError,
     PromptTooLongError,
     UsageError,
-    as_index,
     check_index,
     check_indices,
-    check_position,
-    check_text,
     whole_number,
 )
 
 _V = TypeVar("_V")
 BySite = Mapping[str, _V] | Mapping[Pattern, _V]  # interventions= and reduce=: site (any Pattern) -> value
-Inputs = Any  # str | list[str] | token ids (list or tensor) | {"input_ids", "attention_mask"}
-ACCEPTED = ("a str, a list of str, token ids (a list of ints, a list of equal-length lists of ints, or an integer "
-            "tensor or array [pos] or [batch, pos]) or a dict with input_ids (and optionally attention_mask)")
-
-
-def _describe(x: Any) -> str:
-    text = repr(x)
-    return f"{type(x).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
-
-
-def _int_list(x: Any) -> bool:
-    return isinstance(x, (list, tuple)) and all(as_index(i) is not None for i in x)
-
-
-def _ids_tensor(x: Any, what: str) -> torch.Tensor:
-    """Token ids (or an attention mask) as a 1-D or 2-D integer tensor; anything else: a clear error."""
-    if isinstance(x, (list, tuple)):
-        if x and all(isinstance(r, (list, tuple)) for r in x):
-            for i, row in enumerate(x):
-                if not row:
-                    raise BadInputError(f"prompt {i} of {len(x)} is empty (0 token ids); every prompt needs at least "
-                                        "one token")
-                if not _int_list(row):
-                    bad = next(t for t in row if not _int_list([t]))
-                    raise BadInputError(f"{what} must be integers, got {_describe(bad)} in row {i}; inputs may be {ACCEPTED}")
-            lengths = sorted({len(r) for r in x})
-            if len(lengths) > 1:
-                raise BadInputError(f"{what} rows have different lengths {[len(r) for r in x]}; pass rows of one length, "
-                                    "or a dict with left-padded input_ids and an attention_mask")
-        elif not _int_list(x):
-            bad = next(t for t in x if not _int_list([t]))
-            raise BadInputError(f"{what} must be integers, got {_describe(bad)}; inputs may be {ACCEPTED}")
-    try:
-        t = torch.as_tensor(x)
-    except (TypeError, ValueError, RuntimeError):
-        raise BadInputError(f"inputs must be {ACCEPTED}; got {_describe(x)}") from None
-    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
-        raise BadInputError(f"{what} must be integers, got a {t.dtype} tensor; inputs may be {ACCEPTED}")
-    if t.ndim not in (1, 2):
-        raise BadInputError(f"{what} must be [pos] or [batch, pos], got a tensor of shape {tuple(t.shape)}")
-    return t.long()
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """The shapes analyses need, read from the HF config and modules."""
@@ -263,75 +217,10 @@ class Model:
 
     # -- inputs -------------------------------------------------------------------------------
     def to_tokens(self, inputs: Inputs) -> dict[str, torch.Tensor]:
-        """Text, a batch of texts (left-padded) or token ids to ``input_ids`` + ``attention_mask``.
-
-        Accepted: a str, a list of str, token ids (a list of ints, a list of equal-length lists,
-        an integer tensor or array ``[pos]`` / ``[batch, pos]``) or a dict with ``input_ids``
-        (and optionally ``attention_mask``). Anything else, an empty list, a prompt with no
-        tokens (counting what the tokenizer adds, such as BOS), token ids outside the vocabulary
-        or longer than the context window: a clear error, before any forward pass.
-        """
-        if isinstance(inputs, dict) or (hasattr(inputs, "keys") and hasattr(inputs, "__getitem__")):
-            if "input_ids" not in inputs:
-                raise BadInputError(f"a dict input needs input_ids (and optionally attention_mask); got keys "
-                                    f"{sorted(map(str, inputs.keys()))}")
-            ids = _ids_tensor(inputs["input_ids"], "input_ids")
-            mask = inputs.get("attention_mask")
-            mask = torch.ones_like(ids) if mask is None else torch.as_tensor(mask)
-            if mask.shape != ids.shape:
-                raise BadInputError(f"attention_mask has shape {tuple(mask.shape)} but input_ids {tuple(ids.shape)}; "
-                                    "they must match")
-        elif isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)):
-            texts = [inputs] if isinstance(inputs, str) else list(inputs)
-            for i, t in enumerate(texts):
-                if not isinstance(t, str):
-                    raise BadInputError(f"a list of prompts must hold only str, but item {i} is {_describe(t)}")
-                check_text(t, "the prompt" if len(texts) == 1 else f"prompt {i} of {len(texts)}")
-            side = self.tokenizer.padding_side
-            self.tokenizer.padding_side = "left"
-            try:
-                enc = self.tokenizer(texts, return_tensors="pt", padding=True)
-            finally:
-                self.tokenizer.padding_side = side
-            ids = torch.as_tensor(enc["input_ids"])
-            mask = enc.get("attention_mask") if hasattr(enc, "get") else None
-            mask = torch.ones_like(ids) if mask is None else torch.as_tensor(mask)
-            if ids.ndim == 2 and ids.shape[1] == 0:
-                mask = torch.zeros(len(texts), 0, dtype=torch.long)
-            for i, row in enumerate(mask.reshape(len(texts), -1)):
-                if not bool(row.any()):
-                    which = f"the prompt {texts[i]!r}" if len(texts) == 1 else f"prompt {i} of {len(texts)} ({texts[i]!r})"
-                    raise BadInputError(f"{which} is empty: the tokenizer gives it no tokens; every prompt needs at "
-                                        "least one token")
-        elif isinstance(inputs, (list, tuple)) and not inputs:
-            raise BadInputError(f"inputs is an empty {type(inputs).__name__}: give at least one prompt; inputs may be "
-                                f"{ACCEPTED}")
-        elif isinstance(inputs, (list, tuple, torch.Tensor)) or (hasattr(inputs, "__array__") and hasattr(inputs, "dtype")):
-            ids = _ids_tensor(inputs, "token ids")
-            mask = torch.ones_like(ids)
-        else:
-            raise BadInputError(f"inputs must be {ACCEPTED}; got {_describe(inputs)}")
-        if ids.ndim == 1:
-            ids, mask = ids[None], mask[None]
-        if ids.shape[0] == 0:
-            raise BadInputError("inputs hold no prompts (a batch of 0); give at least one prompt")
-        if ids.shape[1] == 0:
-            which = "the prompt" if ids.shape[0] == 1 else f"all {ids.shape[0]} prompts"
-            raise BadInputError(f"{which} {'is' if ids.shape[0] == 1 else 'are'} empty (0 token ids); every prompt "
-                                "needs at least one token")
-        for i, row in enumerate(mask):
-            if not bool(row.any()):
-                raise BadInputError(f"prompt {i} of {len(mask)} has no real tokens: its attention_mask row is all 0")
-        if ids.shape[1] > self.cfg.n_ctx:
-            raise PromptTooLongError(
-                f"input has {ids.shape[1]} tokens but {self.name} has a context window of {self.cfg.n_ctx}; "
-                f"shorten it to at most {self.cfg.n_ctx} tokens"
-            )
-        outside = (ids >= self.cfg.d_vocab) | (ids < 0)
-        if bool(outside.any()):
-            b, p = (int(x) for x in outside.nonzero()[0])
-            raise OutOfRangeError("token id", int(ids[b, p]), self.cfg.d_vocab,
-                                  hint=f"prompt {b}, position {p}; {self.name} has a vocabulary of {self.cfg.d_vocab}")
+        """Text, a batch of texts (left-padded) or token ids to ``input_ids`` + ``attention_mask`` on
+        the model's device, checked against its tokenizer, context window and vocabulary (see
+        :func:`interp.core.inputs.to_tokens` for what is accepted)."""
+        ids, mask = to_tokens(inputs, self.tokenizer, n_ctx=self.cfg.n_ctx, d_vocab=self.cfg.d_vocab, name=self.name)
         return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
 
     def check_generation(self, tokens: dict[str, torch.Tensor], max_new_tokens: int | None,
@@ -356,37 +245,7 @@ class Model:
     def token_id(self, token: Any, what: str = "token") -> int:
         """A token given as a string that is exactly one token of the tokenizer (no special tokens
         added), or as an id in the vocabulary; anything else: a clear error naming ``what``."""
-        if isinstance(token, str):
-            check_text(token, what)
-            try:
-                enc = self.tokenizer(token, add_special_tokens=False)
-            except TypeError:
-                raise BadInputError(f"{what} {token!r}: the tokenizer of {self.name} cannot encode text here; pass the "
-                                    "token id instead") from None
-            ids = enc["input_ids"]
-            ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
-            if ids and isinstance(ids[0], list):
-                ids = ids[0]
-            if len(ids) != 1:
-                pieces = [self._piece(int(i)) for i in ids]
-                count = "no token" if not ids else f"{len(ids)} tokens {pieces}"
-                raise BadInputError(f"{what} {token!r} is {count} of {self.name}'s tokenizer; pass a string that is "
-                                    "exactly one token, or a token id")
-            return int(ids[0])
-        index = as_index(token)
-        if index is None:
-            raise BadInputError(f"{what} must be a token id (int) or a string that is one token, got {_describe(token)}")
-        if not 0 <= index < self.cfg.d_vocab:
-            raise OutOfRangeError("token id", index, self.cfg.d_vocab, hint=f"{what}; {self.name} has a vocabulary of "
-                                  f"{self.cfg.d_vocab}")
-        return index
-
-    def _piece(self, index: int) -> str:
-        convert = getattr(self.tokenizer, "convert_ids_to_tokens", None)
-        decode = getattr(self.tokenizer, "decode", None)
-        if callable(decode):
-            return str(decode([index]))
-        return str(convert(index)) if callable(convert) else str(index)
+        return token_id(token, self.tokenizer, d_vocab=self.cfg.d_vocab, name=self.name, what=what)
 
     # -- tracing ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -451,7 +310,7 @@ class Model:
         reducers: dict[str, Reducer] = {}
         for pattern, fn in (reduce or {}).items():
             if not callable(fn):
-                raise BadInputError(f"reduce[{pattern!r}] must be a function of the site's tensor, got {_describe(fn)}")
+                raise BadInputError(f"reduce[{pattern!r}] must be a function of the site's tensor, got {describe(fn)}")
             reducers.update({s.name: fn for s in self.resolve(pattern)})
         for name in reducers:
             if name not in {s.name for s in capture}:
@@ -460,10 +319,10 @@ class Model:
         if tokens is not None:
             self._check_not_inside_a_run()
         n_pos = int(tokens["input_ids"].shape[1]) if tokens is not None else None
-        kept = self._positions(positions, n_pos)
+        kept = check_positions(positions, n_pos)
         self._check_interventions(by_site, n_pos)
         if observe is not None and not callable(observe):
-            raise BadInputError(f"observe must be a function (layer, q, k, spec, lse), got {_describe(observe)}")
+            raise BadInputError(f"observe must be a function (layer, q, k, spec, lse), got {describe(observe)}")
         observed = [self.check_layer(la) for la in observe_layers] if observe_layers is not None else \
             list(range(self.cfg.n_layers))
         if stop_after is not None:
@@ -472,7 +331,7 @@ class Model:
             self.check_layer(layer)
             if not callable(edit):
                 raise BadInputError(f"mask_edits[{layer}] must be a function (module, mask, q, k) -> mask, got "
-                                    f"{_describe(edit)}")
+                                    f"{describe(edit)}")
         trace = Trace()
         trace.n_layers = self.cfg.n_layers
         trace.acts = bool(capture or by_site or observe is not None or stop_after is not None)
@@ -500,14 +359,14 @@ class Model:
         """Resolved sites and their functions; a non-callable: a clear error."""
         if interventions is not None and not isinstance(interventions, dict):
             raise BadInputError(f"interventions must be a dict of site (or glob) -> intervention, got "
-                                f"{_describe(interventions)}")
+                                f"{describe(interventions)}")
         by_site: dict[Site, list[Callable]] = {}
         for pattern, fns in (interventions or {}).items():
             fns = [fns] if callable(fns) else list(fns) if isinstance(fns, (list, tuple)) else [fns]
             for fn in fns:
                 if not callable(fn):
                     raise BadInputError(f"interventions[{pattern!r}] must be an intervention (interp.core.interventions) or "
-                                        f"a function (value, site) -> value, got {_describe(fn)}")
+                                        f"a function (value, site) -> value, got {describe(fn)}")
             for site in self.resolve(pattern):
                 if site.leaf == "hook_resid_mid":
                     raise BadInputError(
@@ -546,39 +405,6 @@ class Model:
                     check_slice(selection, n_pos, f"{label} at {site.name}: positions= keeps no position of the input "
                                                   f"of {n_pos} token{'s' if n_pos != 1 else ''} (a slice keeps the "
                                                   "positions it overlaps; negative ones count from the end)")
-
-    def _positions(self, positions: Any, n_pos: int | None) -> None | slice | list[int]:
-        """``positions=`` of a trace as None, a slice or a list of ints, checked against ``n_pos`` tokens."""
-        if positions is None:
-            return positions
-        if isinstance(positions, slice):
-            if not all(v is None or as_index(v) is not None
-                       for v in (positions.start, positions.stop, positions.step)) or positions.step == 0:
-                raise BadInputError(f"positions= slice must have int bounds and a nonzero step, got {positions!r}")
-            if n_pos is not None:
-                check_slice(positions, n_pos, f"trace(positions=...) keeps no position of the input of {n_pos} "
-                                              "tokens (a slice keeps the positions it overlaps; negative ones count "
-                                              "from the end)")
-            return positions
-        items: list[int] | None = None
-        if isinstance(positions, int):
-            items = None if as_index(positions) is None else [positions]  # a bool is no position
-        elif isinstance(positions, (list, tuple, range, torch.Tensor)) or hasattr(positions, "__array__"):
-            try:
-                values = positions.tolist() if hasattr(positions, "tolist") else list(positions)
-            except (TypeError, ValueError):
-                values = None
-            values = values if isinstance(values, list) or values is None else [values]
-            indices = [as_index(p) for p in values or []]  # ints, numpy ints; not floats, not bools
-            items = None if values is None or None in indices else [int(i) for i in indices]  # type: ignore[arg-type]
-        if items is None:
-            raise BadInputError(f"positions must be an int, a list of ints (negative ones count from the end) or a "
-                                f"slice, got {_describe(positions)}")
-        if n_pos is not None:
-            for p in items:
-                check_position(p, n_pos, hint=f"trace(positions=...): the input has {n_pos} tokens (negative "
-                                              "positions count from the end)")
-        return items
 
     def run_with_cache(self, inputs: Inputs, names_filter: Pattern | Sequence[Pattern] | Callable[[str], bool] | None = None,
                        *, interventions: BySite[Any] | None = None, positions: Any = None,

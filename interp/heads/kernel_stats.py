@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from interp.core.model import Inputs, Model
+from interp.core.inputs import Inputs
+from interp.core.model import Model
 from interp.errors import BadInputError
 from interp.kernels import AttentionStats, attention_stats
 

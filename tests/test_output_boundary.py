@@ -16,7 +16,8 @@ from wired_models import tiny_llama_folder
 
 import interp
 from interp.cli import main
-from interp.heads.checkpoint import Checkpoint, fingerprint, weights_digest
+from interp.heads.checkpoint import Checkpoint, fingerprint
+from interp.models.fingerprint import weights_digest
 from interp.results.folders import CHECKPOINT, LOCK, MANIFEST, STAMP, OutputError, output_folder
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.raw_files]

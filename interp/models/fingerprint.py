@@ -7,10 +7,14 @@ goes through a tensor whose version counter is its own, so the parameter's stays
 bytes on the CPU (about 0.1 s for 135M float32 weights on one core), a position-weighted sum of
 the raw bits on an accelerator (computed there, nothing copied). Any change to any weight gives
 a different fingerprint, up to a hash collision (about 1 in 4 billion for a given edit).
+
+``weights_digest`` is the persistent form, for what outlives the process (a scan's checkpoint
+stamp): sha256 of every parameter's and buffer's name, dtype, shape and bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from typing import Any, cast
 
@@ -60,3 +64,22 @@ def weights_fingerprint(model: Any) -> tuple:
     hf = getattr(model, "hf", model)
     return tuple((id(p), p.data_ptr(), p._version, tuple(p.shape), p.dtype, str(p.device), tensor_hash(p))
                  for p in hf.parameters())
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 of every parameter and buffer of ``module`` (names, dtypes, shapes and bytes), so
+    two models with the same name but other weights never share a checkpoint. Computed afresh
+    each time (a second or two for 135M float32 weights on 2 cores): an edit through ``weight.data`` leaves no
+    trace a cache could key on.
+
+    >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    >>> weights_digest(a) == weights_digest(a), weights_digest(a) == weights_digest(b)
+    (True, False)
+    """
+    digest = hashlib.sha256()
+    for name, t in module.state_dict(keep_vars=True).items():
+        digest.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+        flat = t.detach().reshape(-1)
+        for start in range(0, flat.numel(), 1 << 24):  # 16M elements at a time, copied to the CPU
+            digest.update(flat[start:start + (1 << 24)].cpu().contiguous().view(torch.uint8).numpy())
+    return digest.hexdigest()

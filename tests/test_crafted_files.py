@@ -491,7 +491,7 @@ def test_icl_patching_table_is_checked(tmp_path):
     folder = icl.save(tmp_path / "icl")
     assert len(load("icl", folder).patching) == 2
     for i, (change, message) in enumerate([
-        (lambda df: df.assign(head=[-1, -1]), r"column 'head', row 0, is -1; valid: a head in 0\.\.1 at the per-head site"),
+        (lambda df: df.assign(head=[-1, -1]), r"column 'head', row 0, is -1; valid: a head in 0\.\.1 at blocks\.\d+\.attn\.hook_z, a site with a head axis"),
         (lambda df: df.assign(layer=[0, 2]), r"column 'layer', row 1, is 2; valid: integers in 0\.\.1"),
         (lambda df: df.assign(position=[-2, 3]), r"column 'position', row 0, is -2"),
     ]):

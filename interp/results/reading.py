@@ -670,7 +670,7 @@ def icl_patching(path: Path, layers: int = 0, heads: int = 0) -> pd.DataFrame:
     bad = np.flatnonzero(per_head.to_numpy() & (df["head"].to_numpy() < 0))
     if len(bad):
         Fields(path).fail(f"column 'head', row {bad[0]},", str(df["head"].iloc[bad[0]]),
-                          f"a head in 0..{(heads or MAX_HEADS) - 1} at a site with a head axis")
+                          f"a head in 0..{(heads or MAX_HEADS) - 1} at {df['site'].iloc[bad[0]]}, a site with a head axis")
     if not heads and len(df):
         Fields(path).grid(int(df["layer"].max()) + 1, int(df["head"].max()) + 1, "the layers and heads of the table")
     return df

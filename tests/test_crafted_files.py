@@ -235,9 +235,9 @@ def _model(layers: int = 3, heads: int = 4, kv: int = 2, name: str = "other"):
     (_model(heads=8, kv=2), {0: 8}, r"has 3 layers x 8 heads"),
 ])
 def test_kv_pattern_refuses_a_model_of_another_layout(model, windows, message, monkeypatch):
-    from interp.heads import compression
+    from interp.heads import table
 
-    monkeypatch.setattr(compression, "sliding_windows", lambda m: windows)
+    monkeypatch.setattr(table, "sliding_windows", lambda m: windows)
     scores = head_scores()
     with pytest.raises(BadInputError, match=message):
         scores.kv_pattern("induction", model=model)
@@ -246,9 +246,9 @@ def test_kv_pattern_refuses_a_model_of_another_layout(model, windows, message, m
 
 
 def test_kv_pattern_accepts_the_scanned_layout(monkeypatch):
-    from interp.heads import compression
+    from interp.heads import table
 
-    monkeypatch.setattr(compression, "sliding_windows", lambda m: {0: 8})
+    monkeypatch.setattr(table, "sliding_windows", lambda m: {0: 8})
     scores = head_scores()
     assert scores.kv_pattern("induction", model=_model()).equals(scores.kv_pattern("induction"))
 

@@ -1,8 +1,8 @@
 """Errors that name the problem and what would be valid, and the checks that raise them.
 
-Every error class interp raises on purpose is defined here (``interp.results.folders.OutputError`` is the
-one still defined beside its writer); modules that document one (``interp.models.loading.ModelFileError``,
-``interp.heads.head_scan.SettingError``, ...) import it from here, so the old names keep working.
+Every error class interp raises on purpose is defined here; modules that document one
+(``interp.models.loading.ModelFileError``, ``interp.heads.head_scan.SettingError``,
+``interp.results.folders.OutputError``, ...) import it from here.
 Every entry point checks its arguments with the helpers below (``whole_number``, ``check_index``,
 ``check_indices``, ``check_position``, ``check_text``, ``check_seed``), so a bad argument reads the
 same wherever it is given.

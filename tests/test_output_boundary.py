@@ -271,3 +271,20 @@ def test_a_seed_beyond_the_generators_range_is_refused_before_any_checkpoint(tmp
             interp.heads.scan(model, ["prev_token"], lengths=[4], samples=2, seed=seed, causal_checks=False,
                               checkpoint=tmp_path / "ckpt", progress=False)
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_sweep_revision_digests_every_weight_file(tmp_path):
+    """A local model's revision is the sha256 of its weight files' bytes in name order: any edit to
+    any of them changes it, and a model without weight files on disk is named by its source."""
+    from types import SimpleNamespace
+
+    from interp.heads.sweep import revision
+
+    (tmp_path / "a.safetensors").write_bytes(b"first")
+    (tmp_path / "b.safetensors").write_bytes(b"second")
+    model = SimpleNamespace(source=str(tmp_path), hf=SimpleNamespace(config=SimpleNamespace()))
+    first = revision(model)
+    assert first == f"sha256 {hashlib.sha256(b'firstsecond').hexdigest()[:16]}"
+    (tmp_path / "b.safetensors").write_bytes(b"Second")
+    assert revision(model) != first
+    assert revision(SimpleNamespace(source="smollm2-135m", hf=model.hf)) == "smollm2-135m"

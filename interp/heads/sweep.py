@@ -17,7 +17,6 @@ The store needs no shared file system: workers return results and only the drive
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from interp.heads.checkpoint import Checkpoint, fingerprint
 from interp.heads.head_scan import plan_scan
 from interp.heads.table import HeadScores
 from interp.heads.units import ScanUnits
+from interp.results.atomic import file_sha256
 from interp.results.folders import OutputFolder
 from interp.results.protocol import write_table
 from interp.results.versions import versions
@@ -61,12 +61,7 @@ def revision(model: Model) -> str:
     path = Path(source)
     if source and path.exists():
         files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) if path.is_dir() else [path]
-        digest = hashlib.sha256()
-        for f in files:
-            with open(f, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 24), b""):
-                    digest.update(block)
-        return f"sha256 {digest.hexdigest()[:16]}"
+        return f"sha256 {file_sha256(*files)[:16]}"
     return source or "unknown"
 
 

@@ -28,12 +28,14 @@ from pathlib import Path
 _TMP_MARK = ".tmp-"
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Streamed sha256 of a file (about 1.7 GB/s on a CPU with SHA extensions)."""
+def file_sha256(*paths: str | os.PathLike[str]) -> str:
+    """Streamed sha256 of a file, or of several files' bytes one after the other (about 1.7 GB/s
+    on a CPU with SHA extensions)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            digest.update(block)
+    for path in paths:
+        with open(path, "rb") as f:
+            while block := f.read(8 << 20):
+                digest.update(block)
     return digest.hexdigest()
 
 

@@ -57,6 +57,8 @@ def test_reddy_icl_smoke(tmp_path, results_stamp):
                                                     "icl_accuracy.html", "progress.html", "plotly.min.js"}
     doc = json.loads((tmp_path / "summary.json").read_text())
     assert [(r["K"], r["B"]) for r in doc["results"]] == [(256, 0), (256, 2), (64, 2)]
+    assert doc["control_config"]["steps"] == 60  # the control keeps its own, longer schedule
+    assert "| claim (Reddy) | here | verdict |" in text and (tmp_path / "control.html").is_file()
     assert 'src="plotly.min.js"' in (tmp_path / "progress.html").read_text()
     committed_untouched(results_stamp)
 
@@ -90,6 +92,14 @@ def test_regular_languages_smoke(tmp_path, results_stamp):
 
     heads = pd.read_parquet(tmp_path / "ngram_heads.parquet")
     assert sorted(set(heads["n"])) == [1, 2, 3, 4] and len(heads) == 4 * 2 * 4
+    timeline = pd.read_parquet(tmp_path / "timeline.parquet")  # every head's scores at every evaluation
+    assert sorted(set(timeline["step"])) == [0, 3, 6] and len(timeline) == 3 * 4 * 2 * 4
+    curves = pd.read_parquet(tmp_path / "compare.parquet")
+    assert list(dict.fromkeys(curves["model"])) == [c["model"] for c in res["compared"]] == [
+        "GRU", "GRU + Ngram(1,2,3)", "transformer", "transformer + Ngram(1,2,3)"]
+    assert all(0 <= c["accuracy"] <= 1 and 0 <= c["l1_ngram3"] <= 2 for c in res["compared"])
+    assert [(g["layers"], g["d_model"]) for g in res["grid"]][1:] == [(2, 32), (1, 64), (4, 64)]
+    assert "## Settings tried" in text and "| claim (Akyürek et al.) | here | verdict |" in text
     committed_untouched(results_stamp)
 
 

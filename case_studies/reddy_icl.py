@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -53,11 +54,12 @@ from interp.results import write_json
 
 OUT = Path(__file__).parent / "results" / "reddy_icl"
 KIND = "reddy_icl"  # the report kind of the files this study writes (interp.outputs)
+CHECKPOINTS = Path.home() / ".cache" / "interp-case-studies" / KIND  # finished runs, outside the results
 
 
 # The K = 512 control runs (Reddy's Fig. 1 setting) train this long: at the main runs' 2500 steps
 # they have memorised the classes and ICL has not risen yet.
-CONTROL_STEPS = 40_000
+CONTROL_STEPS = 25_000
 CONTROL_EVAL_EVERY = 250
 
 
@@ -246,10 +248,11 @@ def train(cfg: Config, burst: int, seed: int, log=print) -> pd.DataFrame:
     g = torch.Generator().manual_seed(20_000 + 100 * seed + burst)
     rows: list[dict] = []
     losses: list[float] = []
+    t0 = time.perf_counter()
     for step in range(cfg.steps + 1):
         if step % cfg.eval_every == 0:
             net.eval()
-            row = {"K": cfg.K, "B": burst, "seed": seed, "step": step,
+            row = {"K": cfg.K, "B": burst, "seed": seed, "step": step, "seconds": round(time.perf_counter() - t0, 1),
                    "loss": float(np.mean(losses)) if losses else float("nan"), **evaluate(net, tests, cfg.N)}
             rows.append(row)
             losses = []
@@ -406,7 +409,9 @@ def markdown(results: list[dict], cfg: Config, seconds: float, command: str, wri
              control: Config | None = None, history: pd.DataFrame | None = None) -> str:
     df = pd.DataFrame(results)
     lines = ["# Reddy's minimal ICL network: does in-context learning emerge abruptly, and only with bursty data?", "",
-             f"Produced by `{command}` in {seconds / 60:.1f} min on 2 shared CPU cores (torch threads: 1). "
+             f"Produced by `{command}`: {seconds / 60:.1f} min of training on 2 shared CPU cores, summed over the "
+             "runs (torch threads: 1; each finished run is kept in `--checkpoints`, so runs may train side by side "
+             "with `--train-only`). "
              f"Settings: D={cfg.D}, N={cfg.N}, L={cfg.L}, K={cfg.K} (and the controls named), eps={cfg.eps}, "
              f"Zipf alpha={cfg.alpha}, p_B={cfg.p_bursty}, P={cfg.P}; Adam lr {cfg.lr}, batch {cfg.batch}, "
              f"{cfg.steps} steps; evaluation every {cfg.eval_every} steps on {cfg.eval_size} held-out sequences per "
@@ -529,15 +534,34 @@ def reading(df: pd.DataFrame, cfg: Config) -> list[list[str]]:
     return out
 
 
-def run_all(runs: list[tuple[Config, int, int]]) -> tuple[pd.DataFrame, list[dict]]:
+def run_all(runs: list[tuple[Config, int, int]], cache: Path | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Train (or, with ``cache``, load the finished history of) every run; histories and analyses."""
     histories, results = [], []
     for cfg, B, seed in runs:
         if B and cfg.N % B:
             raise SystemExit(f"B = {B} must divide N = {cfg.N}")
-        run = train(cfg, B, seed)
+        run = cached_run(cfg, B, seed, cache)
         histories.append(run)
         results.append(analyse(run, cfg))
     return pd.concat(histories, ignore_index=True), results
+
+
+def cached_run(cfg: Config, B: int, seed: int, cache: Path | None) -> pd.DataFrame:
+    """One run's history, from ``cache`` when this exact run (config, B, seed) finished before; a
+    finished run is written there, so runs can train side by side (``--train-only``) or after a stop."""
+    if cache is None:
+        return train(cfg, B, seed)
+    import hashlib
+
+    key = json.dumps({**dataclasses.asdict(cfg), "B": B, "seed": seed}, sort_keys=True)
+    path = cache / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.parquet"
+    if path.exists():
+        return pd.read_parquet(path)
+    run = train(cfg, B, seed)
+    cache.mkdir(parents=True, exist_ok=True)
+    run.to_parquet(path.with_suffix(".tmp"), index=False)
+    path.with_suffix(".tmp").replace(path)
+    return run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -548,19 +572,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--K", type=int, default=Config.K, help="classes")
     parser.add_argument("--control-K", type=int, default=512,
                         help="classes of the control runs (B = 2); 0 for none")
-    parser.add_argument("--control-seeds", default="0,1", help="seeds of the control runs")
+    parser.add_argument("--control-seeds", default="0", help="seeds of the control runs")
     parser.add_argument("--control-steps", type=int, default=CONTROL_STEPS,
                         help="training steps of the control runs (the paper trains far longer than the main runs)")
     parser.add_argument("--alpha", type=float, default=Config.alpha, help="Zipf exponent")
+    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINTS,
+                        help="where finished runs are kept (one file per run) and reused from")
+    parser.add_argument("--train-only", choices=("main", "control"),
+                        help="train the main or the control runs into --checkpoints and write no results, so that "
+                             "they can train side by side before the default command collects them")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.train_only:
+        runs, _ = plan(args)
+        run_all([r for r in runs if (r[0].K != args.K) == (args.train_only == "control")], args.checkpoints)
+        return None
     with output_folder(args.out, kind=KIND) as out:  # checked and locked before any training
         if args.render:
             return render(out)
         train_and_write(args, out)
 
 
-def train_and_write(args, out: OutputFolder) -> None:
+def plan(args) -> tuple[list[tuple[Config, int, int]], dict]:
+    """The runs the arguments ask for, and what the summary records about them."""
     cfg = Config(steps=args.steps, K=args.K, alpha=args.alpha)
     bursts, seeds = [int(b) for b in args.bursts.split(",")], [int(s) for s in args.seeds.split(",")]
     command = "python case_studies/reddy_icl.py"
@@ -573,12 +607,19 @@ def train_and_write(args, out: OutputFolder) -> None:
     runs = [(cfg, B, seed) for B in bursts for seed in seeds]
     if args.control_K:
         runs += [(control, 2, seed) for seed in control_seeds]
+    return runs, {"command": command, "config": dataclasses.asdict(cfg), "bursts": bursts, "seeds": seeds,
+                  "control_K": args.control_K, "control_config": dataclasses.asdict(control),
+                  "control_seeds": control_seeds}
+
+
+def train_and_write(args, out: OutputFolder) -> None:
+    runs, meta = plan(args)
+    cfg = Config(**meta["config"])
     watch = Stopwatch()
-    history, results = run_all(runs)
+    history, results = run_all(runs, None if args.smoke else args.checkpoints)
     write_tables(out, {"history.parquet": history})
-    meta = {"command": command, "config": dataclasses.asdict(cfg), "bursts": bursts, "seeds": seeds,
-            "control_K": args.control_K, "control_config": dataclasses.asdict(control), "control_seeds": control_seeds,
-            "seconds": watch.done()["total"]}
+    meta["seconds"] = watch.done()["total"]
+    meta["train_seconds"] = round(float(history.groupby(["K", "B", "seed"])["seconds"].max().sum()), 1)
     write_report(out, history, results, cfg, meta)
 
 
@@ -586,7 +627,8 @@ def write_report(out: OutputFolder, history: pd.DataFrame, results: list[dict], 
     written = write_figures(figures(history, cfg.K), out)
     write_json(out, "summary.json", {**meta, "results": results}, end="")
     control = Config(**meta["control_config"]) if meta.get("control_K") else None
-    text = markdown(results, cfg, meta["seconds"], meta["command"], written, control, history)
+    text = markdown(results, cfg, meta.get("train_seconds", meta["seconds"]), meta["command"], written, control,
+                    history)
     out.write_text("summary.md", text)
     print(text)
 

@@ -558,12 +558,12 @@ def cached_run(cfg: Config, B: int, seed: int, cache: Path | None) -> pd.DataFra
     import hashlib
 
     key = json.dumps({**dataclasses.asdict(cfg), "B": B, "seed": seed}, sort_keys=True)
-    path = cache / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.parquet"
+    path = cache / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"  # a checkpoint, not a result table
     if path.exists():
-        return pd.read_parquet(path)
+        return pd.DataFrame(torch.load(path))
     run = train(cfg, B, seed)
     cache.mkdir(parents=True, exist_ok=True)
-    run.to_parquet(path.with_suffix(".tmp"), index=False)
+    torch.save(run.to_dict("list"), path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)
     return run
 

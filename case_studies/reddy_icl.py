@@ -53,11 +53,11 @@ from _study import Stopwatch, arguments, files_line, table, write_figures, write
 from _study import fmt as fmt_number
 from torch import nn
 
-from interp.outputs import OutputFolder, output_folder
-from interp.results import write_json
+from interp.results.folders import OutputFolder, output_folder
+from interp.results.protocol import write_json
 
 OUT = Path(__file__).parent / "results" / "reddy_icl"
-KIND = "reddy_icl"  # the report kind of the files this study writes (interp.outputs)
+KIND = "reddy_icl"  # the report kind of the files this study writes (interp.results.folders)
 CHECKPOINTS = Path.home() / ".cache" / "interp-case-studies" / KIND  # finished runs, outside the results
 
 

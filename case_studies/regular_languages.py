@@ -14,7 +14,7 @@ Heads and settings are chosen on 200 validation DFAs; everything reported is mea
 - REGBENCH accuracy: at every position whose next token is a symbol (not ``|``), whether the
   model's arg-max is a symbol the DFA allows from its current state.
 - n-gram heads: our ``ngram1``..``ngram4`` head scores on the DFA prompts, from the kernel
-  statistics of one forward pass (``interp.head_stats`` with the rules ``ngram1``..``ngram4``,
+  statistics of one forward pass (``interp.heads.kernel_stats`` with the rules ``ngram1``..``ngram4``,
   reduced by ``interp.heads.scores.ngram`` as ``interp.heads.scan`` does for natural text), at the
   end on the test prompts and at every evaluation during training on validation prompts (the
   timeline).
@@ -61,12 +61,12 @@ import torch
 import torch.nn.functional as F
 from _study import fmt
 
-from interp.heads.names import head_label
-from interp.outputs import OutputFolder, output_folder
-from interp.results import write_json
+from interp.core.sites import head_label
+from interp.results.folders import OutputFolder, output_folder
+from interp.results.protocol import write_json
 
 OUT = Path(__file__).parent / "results" / "regular_languages"
-KIND = "regular_languages"  # the report kind of the files this study writes (interp.outputs)
+KIND = "regular_languages"  # the report kind of the files this study writes (interp.results.folders)
 CHECKPOINTS = Path.home() / ".cache" / "interp-case-studies" / KIND  # outside the results: not committed
 SYMBOLS = "abcdefghijkl"
 BOS, SEP = "<s>", "|"
@@ -428,8 +428,8 @@ def ngram_head_scores(model, ids: torch.Tensor, orders: tuple[int, ...], batch: 
     """Our n-gram head scores on the prompts: the kernels' mass on the tokens that followed earlier
     occurrences of the current n-token context, over rows with such an occurrence (as
     ``interp.heads.scan`` computes ``ngram1``..``ngram4`` on natural text)."""
-    from interp.head_stats import head_stats
     from interp.heads import scores as S
+    from interp.heads.kernel_stats import head_stats
 
     rules = sorted({f"ngram{n}" for n in orders} | {"bos", "self"})
     totals: dict[int, torch.Tensor] = {}

@@ -27,7 +27,7 @@ def smoke(study: str, out: Path, timeout: int = 600) -> str:
 
 
 def need_smollm2() -> None:
-    from interp.bundled import BUNDLED
+    from interp.models.bundled import BUNDLED
 
     entry = BUNDLED["smollm2-135m"]
     if not entry.installed():

@@ -26,8 +26,12 @@ Runs B = 0, 1, 2, 4 (default) and writes ``case_studies/results/reddy_icl/``: ``
 (``icl_accuracy.html``, ``progress.html``, sharing ``plotly.min.js``; PNG too when kaleido is
 installed).
 
-    python case_studies/reddy_icl.py                 # B = 0, 1, 2, 4, two seeds each, and a K = 512 control
-                                                     # (~15 min on 2 shared CPU cores)
+    python case_studies/reddy_icl.py                 # B = 0, 1, 2, 4 (seed 0; --seeds 0,1 for more) and the
+                                                     # K = 512 control over 25000 steps (summary.md: the time)
+
+Finished runs are kept in ``--checkpoints`` (one file per run, outside the results) and reused;
+``--train-only main|control`` trains one group there and writes nothing, so the groups can train
+side by side before the default command collects them.
     python case_studies/reddy_icl.py --smoke --out DIR   # a tiny run of every part (seconds)
 """
 
@@ -36,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -44,7 +49,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from _study import Stopwatch, arguments, files_line, write_figures, write_tables
+from _study import Stopwatch, arguments, files_line, table, write_figures, write_tables
 from _study import fmt as fmt_number
 from torch import nn
 
@@ -53,6 +58,13 @@ from interp.results.protocol import write_json
 
 OUT = Path(__file__).parent / "results" / "reddy_icl"
 KIND = "reddy_icl"  # the report kind of the files this study writes (interp.results.folders)
+CHECKPOINTS = Path.home() / ".cache" / "interp-case-studies" / KIND  # finished runs, outside the results
+
+
+# The K = 512 control runs (Reddy's Fig. 1 setting) train this long: at the main runs' 2500 steps
+# they have memorised the classes and ICL has not risen yet.
+CONTROL_STEPS = 25_000
+CONTROL_EVAL_EVERY = 250
 
 
 @dataclass(frozen=True)
@@ -240,10 +252,11 @@ def train(cfg: Config, burst: int, seed: int, log=print) -> pd.DataFrame:
     g = torch.Generator().manual_seed(20_000 + 100 * seed + burst)
     rows: list[dict] = []
     losses: list[float] = []
+    t0 = time.perf_counter()
     for step in range(cfg.steps + 1):
         if step % cfg.eval_every == 0:
             net.eval()
-            row = {"K": cfg.K, "B": burst, "seed": seed, "step": step,
+            row = {"K": cfg.K, "B": burst, "seed": seed, "step": step, "seconds": round(time.perf_counter() - t0, 1),
                    "loss": float(np.mean(losses)) if losses else float("nan"), **evaluate(net, tests, cfg.N)}
             rows.append(row)
             losses = []
@@ -304,6 +317,8 @@ def analyse(run: pd.DataFrame, cfg: Config) -> dict:
                  "icl_start": round(float(icl[0]), 3), "icl_plateau_level": round(base, 3)}
     for name in ("icl_acc", "context_label_acc", "iwl_acc", "flip_icl_acc", "flip_iwl_acc", *MEASURES[:2]):
         res[f"{name}_final"] = last(run, name)
+    res["steps"] = int(steps[-1])
+    res["iwl_acc_peak"] = round(float(smooth(run["iwl_acc"].to_numpy()).max()), 3)
     res["icl_emerged"] = bool(end - base >= 0.3)
     if not res["icl_emerged"]:
         return res
@@ -337,7 +352,7 @@ def figures(history: pd.DataFrame, main_k: int):
 
     acc = make_subplots(rows=1, cols=2, subplot_titles=("ICL: novel classes", "IWL: classes seen in training"))
     seed0 = int(history["seed"].min())
-    for (K, B, seed), run in history.groupby(["K", "B", "seed"]):
+    for (K, B, seed), run in history[history["K"] == main_k].groupby(["K", "B", "seed"]):
         control = K != main_k
         color = "#9467bd" if control else COLORS.get(int(B), "#8c564b")
         dash = "dash" if control else ("solid" if seed == seed0 else "dot")
@@ -366,7 +381,25 @@ def figures(history: pd.DataFrame, main_k: int):
     prog.update_xaxes(title_text="training step")
     prog.update_layout(title=f"Progress measures and ICL accuracy against step (K={main_k}, seed {seed0})",
                        height=420, width=1150)
-    return {"icl_accuracy": acc, "progress": prog}
+    figs = {"icl_accuracy": acc, "progress": prog}
+    controls = history[history["K"] != main_k]
+    if len(controls):
+        seeds = sorted(controls["seed"].unique())
+        ctl = make_subplots(rows=1, cols=len(seeds), subplot_titles=[f"seed {s}" for s in seeds], shared_yaxes=True)
+        for col, seed in enumerate(seeds, start=1):
+            run = controls[controls["seed"] == seed]
+            for metric, label in {**LABELS, "iwl_acc": "IWL accuracy"}.items():
+                ctl.add_trace(go.Scatter(x=run["step"], y=run[metric], mode="lines", name=label, legendgroup=metric,
+                                         line={"color": {**palette, "iwl_acc": "#9467bd"}[metric],
+                                               "width": 2.5 if metric in ("icl_acc", "iwl_acc") else 1.5},
+                                         showlegend=col == 1), row=1, col=col)
+            ctl.add_hline(y=0.25, line={"dash": "dash", "color": "#bbb"}, row=1, col=col)  # type: ignore[arg-type]
+        ctl.update_yaxes(range=[0, 1.02])
+        ctl.update_xaxes(title_text="training step")
+        ctl.update_layout(title=f"K = {int(controls['K'].iloc[0])}, B = 2 over the longer schedule: ICL, IWL and the "
+                                "progress measures", height=420, width=1150)
+        figs["control"] = ctl
+    return figs
 
 
 fmt = partial(fmt_number, whole_from=10)  # steps as whole numbers, shares and accuracies with 3 decimals
@@ -376,10 +409,13 @@ def joined(values) -> str:
     return ", ".join(fmt(v) for v in values)
 
 
-def markdown(results: list[dict], cfg: Config, seconds: float, command: str, written: list[str]) -> str:
+def markdown(results: list[dict], cfg: Config, seconds: float, command: str, written: list[str],
+             control: Config | None = None, history: pd.DataFrame | None = None) -> str:
     df = pd.DataFrame(results)
     lines = ["# Reddy's minimal ICL network: does in-context learning emerge abruptly, and only with bursty data?", "",
-             f"Produced by `{command}` in {seconds / 60:.1f} min on 2 shared CPU cores (torch threads: 1). "
+             f"Produced by `{command}`: {seconds / 60:.1f} min of training on 2 shared CPU cores, summed over the "
+             "runs (torch threads: 1; each finished run is kept in `--checkpoints`, so runs may train side by side "
+             "with `--train-only`). "
              f"Settings: D={cfg.D}, N={cfg.N}, L={cfg.L}, K={cfg.K} (and the controls named), eps={cfg.eps}, "
              f"Zipf alpha={cfg.alpha}, p_B={cfg.p_bursty}, P={cfg.P}; Adam lr {cfg.lr}, batch {cfg.batch}, "
              f"{cfg.steps} steps; evaluation every {cfg.eval_every} steps on {cfg.eval_size} held-out sequences per "
@@ -387,7 +423,9 @@ def markdown(results: list[dict], cfg: Config, seconds: float, command: str, wri
              f"{cfg.N // 2} labels of a test context: {1 / (cfg.N // 2):.2f}. The test contexts are laid out as B = 2 "
              f"training contexts are; B = 1 trains on {cfg.N} classes once each and B = 4 on {cfg.N // 4} classes four "
              "times each. K is larger than the paper's typical 512 so that memorising the classes is slow: the "
-             "control row keeps K = 512.", "",
+             + (f"control rows keep K = {control.K} (Reddy's Fig. 1 setting: K = 512, B = 2), trained for "
+                f"{control.steps} steps and evaluated every {control.eval_every}." if control else "no control runs."),
+             "",
              "## Accuracy at the end of training (mean of the last five evaluations)", "",
              "| K | B | seed | ICL (novel classes) | context-label acc. | IWL | flip: follows context | "
              "flip: keeps trained label | ICL emerged | plateau (steps) | 10%→90% rise (steps) | rise / training |",
@@ -412,14 +450,33 @@ def markdown(results: list[dict], cfg: Config, seconds: float, command: str, wri
         lines.append(f"| {r['K']} | {r['B']} | {r['seed']} | {fmt(r['icl_onset'])} / {fmt(r['icl_jump'])} | "
                      f"{cell['item_label_attn']} | {cell['target_label_attn']} | "
                      f"{fmt(r['context_label_acc_onset'])}, {fmt(r['context_label_acc_half'])} |")
-    lines += ["", "## Against the paper", ""] + reading(df, cfg)
+    controls = history[history["K"] != cfg.K] if history is not None else pd.DataFrame()
+    if len(controls):
+        K = int(controls["K"].iloc[0])
+        lines += ["", f"## K = {K}, B = 2 over the longer schedule", "",
+                  "ICL and IWL accuracy, context-label accuracy, and the layer-1 label→item and layer-2 "
+                  f"target→same-class-label attention along training (3-point running means; one evaluation is "
+                  f"{cfg.eval_size} sequences per test).", ""]
+        step_every = max(1, int(controls["step"].max()) // 10)
+        header = ["seed", "step", "ICL", "IWL", "context-label acc.", "item→label attn.", "target→label attn."]
+        rows = []
+        for seed, run in controls.groupby("seed"):
+            sm = {m: smooth(run[m].to_numpy()) for m in ("icl_acc", "iwl_acc", *MEASURES)}
+            for i, step in enumerate(run["step"].to_numpy()):
+                if step % step_every == 0:
+                    rows.append([seed, int(step), *(fmt(float(sm[m][i])) for m in
+                                                    ("icl_acc", "iwl_acc", "context_label_acc", *MEASURES[:2]))])
+        lines += table(header, rows)
+    lines += ["", "## Against the paper", ""] + table(["claim (Reddy)", "here", "verdict"], reading(df, cfg))
     lines += ["", files_line(["summary.md", "summary.json", "history.parquet", *written],
                              "`icl_accuracy.html`: ICL and IWL accuracy against step for every run; `progress.html`: the "
-                             "progress measures with ICL accuracy for each bursty run of the first seed.")]
+                             "progress measures with ICL accuracy for each bursty run of the first seed; `control.html`: the "
+                             "K = 512 runs over their longer schedule.")]
     return "\n".join(lines) + "\n"
 
 
-def reading(df: pd.DataFrame, cfg: Config) -> list[str]:
+def reading(df: pd.DataFrame, cfg: Config) -> list[list[str]]:
+    """The 'against the paper' table: claim, what these runs show, agree / partly / disagree."""
     if not len(df):
         return []
     out = []
@@ -427,110 +484,155 @@ def reading(df: pd.DataFrame, cfg: Config) -> list[str]:
     iid, bursty = main[main["B"] == 0], main[main["B"] > 0]
     if len(iid):
         ok = not iid["icl_emerged"].any() and float(iid["icl_acc_final"].max()) < 0.25
-        out.append(f"- Paper: without bursty sequences (B = 0) ICL does not emerge. Here (K = {cfg.K}): B = 0 ends at ICL "
-                   f"{joined(iid['icl_acc_final'])} against chance {1 / cfg.L:.3f} (context-label accuracy "
-                   f"{joined(iid['context_label_acc_final'])}; IWL {joined(iid['iwl_acc_final'])}). "
-                   + ("Agrees: ICL stays at chance." if ok else "Disagrees."))
-    for B, part in bursty.groupby("B"):
-        em = part[part["icl_emerged"]]
-        if len(em):
-            out.append(f"- B = {B}: ICL emerged in {len(em)} of {len(part)} runs and ends at {joined(part['icl_acc_final'])}: "
-                       f"a plateau at the context-label guess until step {joined(em['icl_onset'])}, then a 10%→90% "
-                       f"rise in {joined(em['rise_steps'])} steps ({joined(em['rise_share'])} of training).")
-        else:
-            out.append(f"- B = {B}: ICL did not emerge within {cfg.steps} steps (ICL {joined(part['icl_acc_final'])}).")
+        out.append(["Without bursty sequences (B = 0) ICL does not emerge",
+                    f"K = {cfg.K}, B = 0: ICL ends at {joined(iid['icl_acc_final'])} against chance {1 / cfg.L:.3f} "
+                    f"(context-label accuracy {joined(iid['context_label_acc_final'])}; IWL "
+                    f"{joined(iid['iwl_acc_final'])})", "agree" if ok else "disagree"])
     em = bursty[bursty["icl_emerged"]]
+    if len(bursty):
+        by_b = "; ".join(
+            f"B = {B}: {len(part[part['icl_emerged']])} of {len(part)} runs, ending at {joined(part['icl_acc_final'])}"
+            for B, part in bursty.groupby("B"))
+        out.append(["With bursty sequences ICL emerges on novel classes (K large)",
+                    f"K = {cfg.K}: {by_b}", "agree" if len(em) == len(bursty) else "partly" if len(em) else "disagree"])
     if len(em):
         med = float(em["rise_share"].dropna().median()) if em["rise_share"].notna().any() else float("nan")
         onsets = em.groupby("B")["icl_onset"].median().sort_values(kind="stable")
-        out.append(f"- Paper: the transition is abrupt, a sharp rise after a long plateau. Here: the rise out of the "
-                   f"plateau takes a median {fmt(float(em['rise_steps'].median()))} steps ({fmt(med)} of training) after "
-                   f"a plateau of {fmt(float(em['icl_onset'].median()))} steps (median onset by B: "
-                   + ", ".join(f"B = {B}: {fmt(float(v))}" for B, v in onsets.items())
-                   + "). " + ("Agrees." if med <= 0.25 else "Less abrupt than in the paper."))
+        out.append(["The transition is abrupt: a sharp rise after a long plateau",
+                    f"K = {cfg.K}: the 10%→90% rise takes a median {fmt(float(em['rise_steps'].median()))} steps "
+                    f"({fmt(med)} of training) after a plateau of {fmt(float(em['icl_onset'].median()))} steps (median "
+                    "onset by B: " + ", ".join(f"B = {B}: {fmt(float(v))}" for B, v in onsets.items()) + ")",
+                    "agree" if med <= 0.25 else "partly (a rise, but not abrupt)"])
         rows = em.to_dict("records")
-        ila = sum(1 for r in rows if r["item_label_attn_onset"] is not None and r["icl_onset"] is not None
-                  and r["item_label_attn_onset"] <= r["icl_onset"])
-        tla = sum(1 for r in rows if r["target_label_attn_onset"] is not None and r["icl_onset"] is not None
-                  and r["target_label_attn_onset"] <= r["icl_onset"])
-        cla = sum(1 for r in rows if r["context_label_acc_onset"] is not None and r["icl_onset"] is not None
-                  and r["context_label_acc_onset"] <= r["icl_onset"])
+        count = {n: sum(1 for r in rows if r[f"{n}_onset"] is not None and r["icl_onset"] is not None
+                        and r[f"{n}_onset"] <= r["icl_onset"]) for n in MEASURES}
         up = sum(1 for r in rows if r["target_label_attn_at_icl_onset"] is not None
                  and r["target_label_attn_at_icl_onset"] > r["target_label_attn_min"])
-        out.append(f"- Paper: the progress measures rise before the ICL jump. Here, of {len(rows)} runs with ICL: the "
-                   f"context-label accuracy rises first in {cla} (it reaches {joined(em['context_label_acc_final'])}, "
-                   f"the 0.25 plateau is this guess), the layer-2 target→same-class-label attention starts rising at or "
-                   f"before ICL's onset in {tla} (and is above its minimum at ICL's onset in {up}), the layer-1 "
-                   f"label→item attention in {ila}; the table above gives the steps.")
-        out.append(f"- Label flips: the networks with ICL follow flipped context labels on "
-                   f"{joined(em['flip_icl_acc_final'])} of flipped sequences and keep the trained label on "
-                   f"{joined(em['flip_iwl_acc_final'])}: they read the label from the context, not from their weights.")
+        out.append(["The progress measures (item-label and target-label attention, context-label accuracy) rise "
+                    "before the ICL jump",
+                    f"of {len(rows)} runs with ICL at K = {cfg.K}: context-label accuracy first in "
+                    f"{count['context_label_acc']}, layer-2 target→same-class-label attention at or before ICL's onset "
+                    f"in {count['target_label_attn']} (above its minimum at the onset in {up}), layer-1 label→item "
+                    f"attention in {count['item_label_attn']}",
+                    "agree" if min(count.values()) == len(rows) else "partly"])
+        out.append(["A network with ICL reads labels from the context, not its weights (label flips)",
+                    f"flipped sequences: follows the context on {joined(em['flip_icl_acc_final'])}, keeps the trained "
+                    f"label on {joined(em['flip_iwl_acc_final'])}",
+                    "agree" if float(em["flip_icl_acc_final"].min()) > 0.5 else "partly"])
     controls = df[df["K"] != cfg.K]
-    for r in controls.to_dict("records"):
-        iwl_wins = not r["icl_emerged"] and r["iwl_acc_final"] > r["icl_acc_final"]
-        out.append(f"- Control, K = {r['K']} (B = {r['B']}, seed {r['seed']}): ICL "
-                   f"{'emerged' if r['icl_emerged'] else 'did not emerge'} (ends at {fmt(r['icl_acc_final'])}), IWL ends "
-                   f"at {fmt(r['iwl_acc_final'])}. Reddy's trade-off: few classes favour learning them in the weights, "
-                   "many favour ICL. "
-                   + (f"Here the network memorises the {r['K']} classes instead of learning ICL within {cfg.steps} "
-                      f"steps, while with K = {cfg.K} it learns ICL." if iwl_wins else
-                      "Here ICL still wins within this budget." if r["icl_emerged"] else "Here neither is learned well.")
-                   + (" The paper's Fig. 1 (K = 512, B = 2) shows ICL emerging at K = 512: at our "
-                      "training length this setting disagrees." if r["K"] == 512 and not r["icl_emerged"] else ""))
+    if len(controls):
+        K = int(controls["K"].iloc[0])
+        ce = controls[controls["icl_emerged"]]
+        rise = (f"; a plateau until step {joined(ce['icl_onset'])}, then a 10%→90% rise over {joined(ce['rise_steps'])} "
+                f"steps ({joined(ce['rise_share'])} of training; the K = {cfg.K} runs: median "
+                f"{fmt(float(em['rise_share'].median())) if len(em) else '—'})" if len(ce) else "")
+        out.append([f"K = {K}, B = 2 (Fig. 1): ICL emerges after a plateau, abruptly, with the layer-2 "
+                     "target→label attention rising with it",
+                     f"{len(controls)} run(s) of {int(controls['steps'].iloc[0])} steps: ICL ends at "
+                     f"{joined(controls['icl_acc_final'])}, IWL at {joined(controls['iwl_acc_final'])} (its peak: "
+                     f"{joined(controls['iwl_acc_peak'])}){rise}; the target→same-class-label attention ends at "
+                     f"{joined(controls['target_label_attn_final'])}",
+                     "disagree (no ICL within the schedule)" if not len(ce) else
+                     "agree" if float(ce["rise_share"].max()) <= 0.25 and len(ce) == len(controls) else
+                     "partly (ICL emerges after memorising, but gradually)" if len(ce) == len(controls) else "partly"])
     return out
 
 
-def run_all(runs: list[tuple[Config, int, int]]) -> tuple[pd.DataFrame, list[dict]]:
+def run_all(runs: list[tuple[Config, int, int]], cache: Path | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Train (or, with ``cache``, load the finished history of) every run; histories and analyses."""
     histories, results = [], []
     for cfg, B, seed in runs:
         if B and cfg.N % B:
             raise SystemExit(f"B = {B} must divide N = {cfg.N}")
-        run = train(cfg, B, seed)
+        run = cached_run(cfg, B, seed, cache)
         histories.append(run)
         results.append(analyse(run, cfg))
     return pd.concat(histories, ignore_index=True), results
 
 
+def cached_run(cfg: Config, B: int, seed: int, cache: Path | None) -> pd.DataFrame:
+    """One run's history, from ``cache`` when this exact run (config, B, seed) finished before; a
+    finished run is written there, so runs can train side by side (``--train-only``) or after a stop."""
+    if cache is None:
+        return train(cfg, B, seed)
+    import hashlib
+
+    key = json.dumps({**dataclasses.asdict(cfg), "B": B, "seed": seed}, sort_keys=True)
+    path = cache / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"  # a checkpoint, not a result table
+    if path.exists():
+        return pd.DataFrame(torch.load(path))
+    run = train(cfg, B, seed)
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(run.to_dict("list"), path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    return run
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = arguments(__doc__, OUT)
     parser.add_argument("--bursts", default="0,1,2,4", help="burstiness settings B (each divides N)")
-    parser.add_argument("--seeds", default="0,1", help="seeds per setting")
+    parser.add_argument("--seeds", default="0", help="seeds per setting")
     parser.add_argument("--steps", type=int, default=Config.steps)
     parser.add_argument("--K", type=int, default=Config.K, help="classes")
     parser.add_argument("--control-K", type=int, default=512,
-                        help="classes of one control run (B = 2, first seed); 0 for none")
+                        help="classes of the control runs (B = 2); 0 for none")
+    parser.add_argument("--control-seeds", default="0", help="seeds of the control runs")
+    parser.add_argument("--control-steps", type=int, default=CONTROL_STEPS,
+                        help="training steps of the control runs (the paper trains far longer than the main runs)")
     parser.add_argument("--alpha", type=float, default=Config.alpha, help="Zipf exponent")
+    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINTS,
+                        help="where finished runs are kept (one file per run) and reused from")
+    parser.add_argument("--train-only", choices=("main", "control"),
+                        help="train the main or the control runs into --checkpoints and write no results, so that "
+                             "they can train side by side before the default command collects them")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.train_only:
+        runs, _ = plan(args)
+        run_all([r for r in runs if (r[0].K != args.K) == (args.train_only == "control")], args.checkpoints)
+        return None
     with output_folder(args.out, kind=KIND) as out:  # checked and locked before any training
         if args.render:
             return render(out)
         train_and_write(args, out)
 
 
-def train_and_write(args, out: OutputFolder) -> None:
+def plan(args) -> tuple[list[tuple[Config, int, int]], dict]:
+    """The runs the arguments ask for, and what the summary records about them."""
     cfg = Config(steps=args.steps, K=args.K, alpha=args.alpha)
     bursts, seeds = [int(b) for b in args.bursts.split(",")], [int(s) for s in args.seeds.split(",")]
     command = "python case_studies/reddy_icl.py"
+    control_seeds = [int(s) for s in args.control_seeds.split(",")]
+    control = dataclasses.replace(cfg, K=args.control_K, steps=args.control_steps, eval_every=CONTROL_EVAL_EVERY)
     if args.smoke:
         cfg = dataclasses.replace(cfg, steps=40, eval_every=10, eval_size=64, batch=32, K=256)
         bursts, seeds, command = [0, 2], [0], command + " --smoke"
-        args.control_K = 64
+        control, control_seeds = dataclasses.replace(cfg, K=64, steps=60), [0]
     runs = [(cfg, B, seed) for B in bursts for seed in seeds]
     if args.control_K:
-        runs.append((dataclasses.replace(cfg, K=args.control_K), 2, seeds[0]))
+        runs += [(control, 2, seed) for seed in control_seeds]
+    return runs, {"command": command, "config": dataclasses.asdict(cfg), "bursts": bursts, "seeds": seeds,
+                  "control_K": args.control_K, "control_config": dataclasses.asdict(control),
+                  "control_seeds": control_seeds}
+
+
+def train_and_write(args, out: OutputFolder) -> None:
+    runs, meta = plan(args)
+    cfg = Config(**meta["config"])
     watch = Stopwatch()
-    history, results = run_all(runs)
+    history, results = run_all(runs, None if args.smoke else args.checkpoints)
     write_tables(out, {"history.parquet": history})
-    meta = {"command": command, "config": dataclasses.asdict(cfg), "bursts": bursts, "seeds": seeds,
-            "control_K": args.control_K, "seconds": watch.done()["total"]}
+    meta["seconds"] = watch.done()["total"]
+    meta["train_seconds"] = round(float(history.groupby(["K", "B", "seed"])["seconds"].max().sum()), 1)
     write_report(out, history, results, cfg, meta)
 
 
 def write_report(out: OutputFolder, history: pd.DataFrame, results: list[dict], cfg: Config, meta: dict) -> None:
     written = write_figures(figures(history, cfg.K), out)
     write_json(out, "summary.json", {**meta, "results": results}, end="")
-    text = markdown(results, cfg, meta["seconds"], meta["command"], written)
+    control = Config(**meta["control_config"]) if meta.get("control_K") else None
+    text = markdown(results, cfg, meta.get("train_seconds", meta["seconds"]), meta["command"], written, control,
+                    history)
     out.write_text("summary.md", text)
     print(text)
 
@@ -539,12 +641,12 @@ def render(out: OutputFolder) -> None:
     """The summary and figures again from a finished run's files (the analysis is rerun, not the training)."""
     meta = json.loads((out.path / "summary.json").read_text())
     meta.pop("results", None)
-    cfg = Config(**meta["config"])
+    cfg, control = Config(**meta["config"]), Config(**meta["control_config"])
     history = pd.read_parquet(out.path / "history.parquet")
     out.keep("history.parquet")
     results = []
     for (K, _B, _seed), run in history.groupby(["K", "B", "seed"], sort=False):
-        results.append(analyse(run.reset_index(drop=True), dataclasses.replace(cfg, K=int(K))))
+        results.append(analyse(run.reset_index(drop=True), cfg if K == cfg.K else control))
     write_report(out, history, results, cfg, meta)
 
 

@@ -57,6 +57,8 @@ def test_reddy_icl_smoke(tmp_path, results_stamp):
                                                     "icl_accuracy.html", "progress.html", "plotly.min.js"}
     doc = json.loads((tmp_path / "summary.json").read_text())
     assert [(r["K"], r["B"]) for r in doc["results"]] == [(256, 0), (256, 2), (64, 2)]
+    assert doc["control_config"]["steps"] == 60  # the control keeps its own, longer schedule
+    assert "| claim (Reddy) | here | verdict |" in text and (tmp_path / "control.html").is_file()
     assert 'src="plotly.min.js"' in (tmp_path / "progress.html").read_text()
     committed_untouched(results_stamp)
 
@@ -90,6 +92,14 @@ def test_regular_languages_smoke(tmp_path, results_stamp):
 
     heads = pd.read_parquet(tmp_path / "ngram_heads.parquet")
     assert sorted(set(heads["n"])) == [1, 2, 3, 4] and len(heads) == 4 * 2 * 4
+    timeline = pd.read_parquet(tmp_path / "timeline.parquet")  # every head's scores at every evaluation
+    assert sorted(set(timeline["step"])) == [0, 3, 6] and len(timeline) == 3 * 4 * 2 * 4
+    curves = pd.read_parquet(tmp_path / "compare.parquet")
+    assert list(dict.fromkeys(curves["model"])) == [c["model"] for c in res["compared"]] == [
+        "GRU", "GRU + Ngram(1,2,3)", "transformer", "transformer + Ngram(1,2,3)"]
+    assert all(0 <= c["accuracy"] <= 1 and 0 <= c["l1_ngram3"] <= 2 for c in res["compared"])
+    assert [(g["layers"], g["d_model"]) for g in res["grid"]][1:] == [(2, 32)]
+    assert "## Settings tried" in text and "| claim (Akyürek et al.) | here | verdict |" in text
     committed_untouched(results_stamp)
 
 
@@ -179,3 +189,56 @@ def test_kv_compression_smoke(tmp_path, results_stamp):
     manifest = json.loads((tmp_path / ".interp-manifest.json").read_text())["files"]  # one output folder wrote them
     assert {e["kind"] for e in manifest.values()} == {"kv_compression"} and "recall.parquet" in manifest
     committed_untouched(results_stamp)
+
+
+def _ngram_layers():
+    sys.path.insert(0, str(STUDIES))
+    try:
+        import ngram_layers
+    finally:
+        sys.path.remove(str(STUDIES))
+    return ngram_layers
+
+
+def test_ngram_attention_by_hand():
+    """Akyürek et al.'s static n-gram head on hand-made sequences: position i attends evenly to the
+    tokens that followed every earlier occurrence of its last n tokens, and to nothing without one."""
+    import torch
+
+    NL = _ngram_layers()
+    ids = torch.tensor([[1, 2, 1, 2, 3, 1, 2]])  # a b a b c a b
+    A1, A2, A3 = (NL.ngram_attention(ids, n)[0] for n in (1, 2, 3))
+    # the last b (i = 6): earlier b at 1 and 3, followed by 2 and 4
+    assert A1[6].tolist() == [0, 0, 0.5, 0, 0.5, 0, 0]
+    # "a b" ended at 1 and 3 too; "c a b" never occurred before
+    assert A2[6].tolist() == [0, 0, 0.5, 0, 0.5, 0, 0] and not A3[6].any()
+    # the second a (i = 2): a at 0, followed by b at 1; a successor is never the query itself
+    assert A1[2].tolist() == [0, 1, 0, 0, 0, 0, 0] and not A2[2].any()
+    # i = 3 ("a b" again): for n = 2 the only match ends at 1, its successor 2 lies before 3
+    assert A2[3].tolist() == [0, 0, 1, 0, 0, 0, 0]
+    # the last a (i = 5): a at 0 and 2 -> successors 1 and 3; "c a" and "b c a" are new
+    assert A1[5].tolist() == [0, 0.5, 0, 0.5, 0, 0, 0] and not A2[5].any()
+    assert not A1[0].any() and not A1[1].any() and not A1[4].any()  # first occurrences: no match
+
+
+def test_ngram_attention_matches_the_rule():
+    """The mask against the rule written out position by position, on random short sequences over
+    three symbols (many repeats); and the layer is y = t0(A x) + t1(x)."""
+    import torch
+
+    NL = _ngram_layers()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 3, (4, 20), generator=g)
+    for n in (1, 2, 3, 4):
+        got = NL.ngram_attention(ids, n)
+        for b in range(ids.shape[0]):
+            x = ids[b].tolist()
+            for i in range(len(x)):
+                keys = [j for j in range(n, i) if x[j - n: j] == x[i - n + 1: i + 1]]
+                want = torch.zeros(len(x))
+                if keys:
+                    want[keys] = 1 / len(keys)
+                assert torch.allclose(got[b, i], want), (n, b, i)
+    layer = NL.Ngram(8, 2)
+    h = torch.randn(4, 20, 8, generator=g)
+    assert torch.allclose(layer(h, ids), layer.t0(NL.ngram_attention(ids, 2) @ h) + layer.t1(h))

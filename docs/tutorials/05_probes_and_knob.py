@@ -98,6 +98,6 @@ print("+animal:  ", model.generate(prompt, max_new_tokens=6, interventions=push)
 knob = probes.knob(model, n_items=200 if FULL else 12, das_steps=200 if FULL else 10, n_random=3 if FULL else 1,
                    min_das_items=4, progress=False)
 print({k: knob.to_dict()[k] for k in ("accuracy", "layers", "layer", "flip_rate", "random_flip_rate")})
-for name, fig in knob.figures().items():
-    fig.show()
-    break
+figures = knob.figures()
+print("figures:", list(figures))
+next(iter(figures.values())).show()

@@ -26,8 +26,6 @@ MODEL = "smollm2-135m"
 FULL = False  # full run: True
 
 # %%
-import torch
-
 import interp
 from interp import circuits
 

@@ -31,7 +31,8 @@ import interp
 from interp import neurons
 
 model = interp.load(MODEL)
-table = neurons.decode(model, weights="up", k=10, layers=LAYERS, progress=False)
+# "gate" rows name concepts more often than "up" rows in this small model (the feature-neuron case study)
+table = neurons.decode(model, weights="gate", k=10, layers=LAYERS, progress=False)
 print(len(table), "neurons decoded")
 table.head(3)
 
@@ -39,7 +40,8 @@ table.head(3)
 # ## `find`: neurons that decode to a concept
 
 # %%
-hits = neurons.find(model, ["coffee", " coffee"], layers=LAYERS, top=5, progress=False)
+# "dog" and " dog" are one token each (a word split into several tokens is scored by its first, with a warning)
+hits = neurons.find(model, "dog", weights="gate", layers=LAYERS, top=5, progress=False)
 print(hits.to_string(index=False, max_colwidth=60))
 layer, neuron = int(hits.iloc[0]["layer"]), int(hits.iloc[0]["neuron"])
 
@@ -47,10 +49,10 @@ layer, neuron = int(hits.iloc[0]["layer"]), int(hits.iloc[0]["neuron"])
 # ## Evidence: does it fire on the concept?
 #
 # The shipped concept sets pair each prompt with a control that swaps the concept out
-# (`coffee` → `tea`); Cohen's d above 0.8 is a large effect.
+# (`dog` → `goose`, `horse`, ...); Cohen's d above 0.8 is a large effect.
 
 # %%
-concept = neurons.concept_set("coffee")
+concept = neurons.concept_set("dog")
 ev = neurons.activation_evidence(model, layer, neuron, concept["prompts"], concept["controls"])
 print(f"L{layer}N{neuron}: concept mean {ev.concept_mean:.2f}, control mean {ev.control_mean:.2f}, d = {ev.cohens_d:.2f}")
 fig = px.strip(x=["concept"] * len(ev.concept_values) + ["control"] * len(ev.control_values),
@@ -61,11 +63,11 @@ fig.show()
 # %% [markdown]
 # ## Clamping
 #
-# The down column decides which way a clamp pushes the concept: a last-layer neuron that reads
-# "coffee" often writes against it, so we try both signs.
+# The down column decides which way a clamp pushes the concept (a last-layer neuron that reads a
+# concept often writes against it), so we try both signs.
 
 # %%
 for value in (-20.0, 20.0):
-    r = neurons.clamp_effect(model, layer, neuron, value, "Yesterday afternoon, I went out and bought a", "coffee",
+    r = neurons.clamp_effect(model, layer, neuron, value, "I looked out of the window and saw a", "dog",
                              max_new_tokens=6)
-    print(f"clamp {value:+}: p(coffee) {r.p_base:.2e} -> {r.p_clamped:.2e};  text: {r.text_clamped!r}")
+    print(f"clamp {value:+}: p(dog) {r.p_base:.2e} -> {r.p_clamped:.2e};  text: {r.text_clamped!r}")

@@ -49,7 +49,7 @@ print(len(texts), "texts;", len(acts.sites), "sites")
 
 # %%
 by_layer = probes.probe_by_site(acts)
-print(by_layer[["site", "accuracy", "ci_low", "ci_high"]].round(2).iloc[::5].to_string(index=False))
+print(by_layer[["site", "score", "ci_low", "ci_high"]].round(2).iloc[::5].to_string(index=False))
 probes.concept_depth_figure(by_layer, title="animal vs object, last token").show()
 
 # %% [markdown]

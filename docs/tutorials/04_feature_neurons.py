@@ -33,7 +33,7 @@ from interp import neurons
 model = interp.load(MODEL)
 # "gate" rows name concepts more often than "up" rows in this small model (the feature-neuron case study)
 table = neurons.decode(model, weights="gate", k=10, layers=LAYERS, progress=False)
-print(len(table), "neurons decoded")
+print(table.groupby(["layer", "neuron"]).ngroups, "neurons decoded,", len(table), "rows (top 10 tokens each)")
 table.head(3)
 
 # %% [markdown]

@@ -58,7 +58,7 @@ probes.concept_depth_figure(by_layer, title="animal vs object, last token").show
 # %%
 layer = 12
 site = f"blocks.{layer}.hook_resid_post"
-X, y = acts[site].numpy(), np.array(labels)
+X, y = np.asarray(acts.X[site]), np.array(labels)
 u_mean = probes.diff_of_means(X, y)
 proj = X @ u_mean
 print(f"projection on the diff-of-means direction: animals {proj[y == 1].mean():.2f}, objects {proj[y == 0].mean():.2f}")

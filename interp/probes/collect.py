@@ -186,7 +186,7 @@ def collect(
         progress: show a progress bar.
 
     Returns:
-        An ``Activations`` (``acts[site]`` is ``[texts, d]``; ``acts.labels``).
+        An ``Activations`` (``acts.X[site]`` is ``[texts, d]``; ``acts.labels``).
 
     >>> acts = collect(model, ["Paris is in France", "Rome is in Italy"], [1, 0])   # doctest: +SKIP
     >>> acts.X["blocks.5.hook_resid_post"].shape                                    # doctest: +SKIP

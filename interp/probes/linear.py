@@ -120,7 +120,7 @@ def probe_by_site(acts, labels: np.ndarray | None = None, **kwargs: Any) -> pd.D
         labels: labels (default: ``acts.labels``).
 
     Returns:
-        A pandas DataFrame: ``site, layer, kind, accuracy, ci_low, ci_high, n_train, n_test``.
+        A pandas DataFrame: ``site, layer, kind, score, ci_low, ci_high, ...`` (``score``: held-out accuracy, or R² for values).
     """
     labels = acts.labels if labels is None else np.asarray(labels)
     if labels is None:

@@ -166,7 +166,6 @@ def kernel_alignment(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor,
     Cho et al.'s kernel alignment (their ``kernel_alignment`` with the diagonal excluded): 1 when
     both representations rank the other samples' top ``k`` alike; ``k / (n - 1)`` by chance.
 
-
     Returns:
         The alignment, a float in 0..1.
 
@@ -372,7 +371,6 @@ def icl_circuit(
             ``blocks.*.hook_resid_pre`` per position (``interp.circuits.icl_patching``); 0 skips it.
         model: the model (an ``interp.Model``)
         progress: show progress bars.
-
 
     Returns:
         An ``ICLResult`` (tables by name, figures, ``save``).

@@ -107,7 +107,6 @@ def knockout(
     Inside a trace without inputs (``with model.trace(sites=...):``) a knockout is fine: the
     forward passes you run after it see it.
 
-
     Returns:
         Yields nothing: a context manager; the edges are restored when it ends.
     """

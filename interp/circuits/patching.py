@@ -134,7 +134,6 @@ def logit_diff(good: Any, bad: Any, position: int = -1, *, model: Any = None) ->
     ``ablation_scan`` before their first forward pass; a string that is several tokens raises
     ``BadInputError`` naming the tokens it splits into.
 
-
     Returns:
         A ``LogitDiff`` metric: call it on logits for a ``[batch]`` tensor.
 
@@ -394,7 +393,6 @@ def activation_patching(
             positions keep indexing the whole input. The metric sees the logits of those positions only.
         model: the model (an ``interp.Model``)
         progress: show a progress bar.
-
 
     Returns:
         A ``PatchingResult`` (``.df``, ``.heatmap(site)``, ``save``).

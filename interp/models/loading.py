@@ -418,7 +418,6 @@ def load(
     over the GPUs of one machine, or a dict of module names to devices); the model is then left
     where it was placed, and traced and scanned unchanged. It excludes ``device``.
 
-
     Returns:
         An ``interp.Model`` wrapping the Hugging Face module and its tokenizer.
 

@@ -26,7 +26,6 @@ def clamp(model: Any, layer: int, neuron: int, value: float, *, positions: Index
     The layer and neuron must be inside the model and ``value`` a finite number (else a clear
     error here); ``positions`` are checked against the input when a run installs it.
 
-
     Returns:
         A dict ``{site: intervention}`` to pass as ``interventions=``.
 

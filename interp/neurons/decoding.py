@@ -89,7 +89,6 @@ def decode(
         layers: the layers to decode (default: all).
         progress: show a progress bar.
 
-
     Returns:
         A pandas DataFrame, ``k`` rows per neuron.
 

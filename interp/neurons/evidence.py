@@ -38,7 +38,6 @@ def _shipped() -> dict[str, Any]:
 def load_concepts() -> dict[str, dict[str, Any]]:
     """The shipped concept sets: name -> ``{"words", "prompts", "controls"}``.
 
-
     Returns:
         A dict of every shipped set by name.
     """
@@ -48,7 +47,6 @@ def load_concepts() -> dict[str, dict[str, Any]]:
 def neutral_prompts() -> list[str]:
     """Shipped prompts about nothing in particular, for steering.
 
-
     Returns:
         A list of prompts.
     """
@@ -57,7 +55,6 @@ def neutral_prompts() -> list[str]:
 
 def concept_set(name: str) -> dict[str, Any]:
     """One shipped concept set by name (``"dog"``, ``"paris"``, ``"three"``, ...).
-
 
     Returns:
         A dict with ``words``, ``prompts`` and ``controls``.

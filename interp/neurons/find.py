@@ -56,7 +56,6 @@ def concept_tokens(model: Any, concept: str | Sequence[str], on_split: str = "fi
     skipped split variant). ``on_split``: ``"first"`` scores a split word's first token and
     warns, ``"skip"`` leaves it out (warning), ``"error"`` raises.
 
-
     Returns:
         A pandas DataFrame, one row per word and variant.
 

@@ -40,7 +40,6 @@ def diff_of_means(X: np.ndarray, y: np.ndarray, positive=None) -> np.ndarray:
 def pca_directions(X: np.ndarray, k: int = 1) -> np.ndarray:
     """The top-``k`` principal directions of centred ``X``: ``[k, d]``.
 
-
     Returns:
         An array ``[k, d]`` of unit rows.
     """
@@ -51,7 +50,6 @@ def pca_directions(X: np.ndarray, k: int = 1) -> np.ndarray:
 
 def interchange(base: torch.Tensor, source: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Replace the component of ``base`` along unit ``u`` by that of ``source`` (rank-1 interchange).
-
 
     Returns:
         The interchanged activations, shaped like ``base``.

@@ -263,7 +263,6 @@ def knob(model: Model, *, n_items: int = 200, test_share: float = 0.5, seed: int
         batch_size: prompts per forward pass.
         progress: show progress bars.
 
-
     Returns:
         A ``KnobResult``.
 

@@ -20,7 +20,6 @@ def steer(direction: Any, *, value: float | None = None, add: float | None = Non
     (and ``positions`` against the input) when a trace or ``generate`` installs it, before
     any forward pass. ``value`` and ``add`` must be finite.
 
-
     Returns:
         An ``Intervention`` for ``interventions={site: ...}``.
 

@@ -65,8 +65,8 @@ print(f"projection on the diff-of-means direction: animals {proj[y == 1].mean():
 
 # Rank-1 DAS: a unit direction such that swapping the projection from a source example into a
 # base example moves the base towards the source's class (here measured on the probe's logit).
-Xt, yt = torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
-w = torch.tensor(u_mean / np.linalg.norm(u_mean), dtype=torch.float32)
+Xt, yt = torch.tensor(X, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)  # DAS trains in float64
+w = torch.tensor(u_mean / np.linalg.norm(u_mean), dtype=torch.float64)
 rng = np.random.default_rng(0)
 pairs = torch.tensor(rng.integers(0, len(Xt), size=(64, 2)))
 

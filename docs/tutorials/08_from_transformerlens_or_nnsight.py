@@ -32,7 +32,7 @@ import interp
 model = interp.load("smollm2-135m")
 prompt = "When Mary and John went to the store, John gave a drink to"
 answer = model.token_id(" Mary")
-print(interp.act_name("z", 3), interp.act_name("resid_post", 29), interp.act_name("pattern", 3))
+print(interp.act_name("z", 3), interp.act_name("resid_post", 29), interp.act_name("result", 3))
 
 # %% [markdown]
 # ## TransformerLens style: `run_with_cache` and `hook_result`

@@ -16,9 +16,9 @@
 # rank-1 DAS direction (trained with interchange interventions); `steer` sets a projection while
 # generating; and `interp.probes.knob`, the context-vs-prior analysis of Minder et al.
 #
-# **Settings.** CI: 24 labelled sentences, 12 knob items, 20 DAS steps. Full run: `FULL = True`
-# (all sentences below repeated in more templates; the knob's 200 items and 200 DAS steps, about
-# 10 minutes on 2 cores).
+# **Settings.** CI: 48 labelled sentences, 20 DAS steps, and the knob read from the shipped
+# case-study result. Full run: `FULL = True` (twice the sentences, 200 DAS steps, and the knob
+# run here on its 200 items, about 10 minutes on 2 cores).
 
 # %%
 MODEL = "smollm2-135m"
@@ -92,12 +92,23 @@ print("+animal:  ", model.generate(prompt, max_new_tokens=6, interventions=push)
 #
 # Counterfactual items ("Moscow is in Poland.") asked with "Ignore the context" or "Only consider
 # the context": where the intent is carried, a rank-1 direction at that layer, and how often
-# setting its projection flips the answer, against random directions.
+# setting its projection flips the answer, against random directions. A run takes several
+# minutes even on a few items, so at CI size we read the result the context-knob case study
+# computed with this same function on all 200 items (it ships with interp); `FULL = True`
+# runs it here.
 
 # %%
-knob = probes.knob(model, n_items=200 if FULL else 12, das_steps=200 if FULL else 10, n_random=3 if FULL else 1,
-                   min_das_items=4, progress=False)
-print({k: knob.to_dict()[k] for k in ("accuracy", "layers", "layer", "flip_rate", "random_flip_rate")})
+from importlib import resources
+from pathlib import Path
+
+from interp.probes import KnobResult
+
+if FULL:
+    knob = probes.knob(model, n_items=200, progress=False)
+else:
+    knob = KnobResult.load(Path(str(resources.files("interp") / "data" / "case_studies" / "knob" / MODEL)))
+summary = knob.to_dict()
+print({k: summary[k] for k in ("accuracy", "layers", "layer", "flip_rate", "random_flip_rate")})
 figures = knob.figures()
 print("figures:", list(figures))
-next(iter(figures.values())).show()
+figures[list(figures)[-1]].show()

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = {  # picture -> (page, window height)
     "site-home.png": ("index.html", 1100),
     "site-api.png": ("api/heads/index.html", 1100),
-    "site-tutorial.png": ("tutorials/02_attention_heads/index.html#the-top-heads-and-where-they-sit", 1300),
+    "site-tutorial.png": ("tutorials/02_attention_heads/index.html", 2500),
 }
 
 

@@ -16,7 +16,7 @@
 # modules to nnsight. We do one analysis (direct logit attribution of each head's output at the
 # last token) three ways and check that they agree.
 #
-# **Settings.** SmolLM2 on one prompt; nothing to scale. The nnsight part runs where nnsight is
+# **Settings.** SmolLM2 on one prompt: the CI run is the full run. The nnsight part runs where nnsight is
 # installed (`pip install 'interp[nnsight]'`; the dev install has it). A model loaded by
 # TransformerLens (`TransformerBridge`) or nnsight (`LanguageModel`) can also be passed to
 # `interp.load`; that needs `interp[bench]` and is shown, not run.

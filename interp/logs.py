@@ -141,9 +141,11 @@ def progress(iterable: Iterable[Any] | None = None, desc: str = "", enabled: boo
              unit: str = "it", leave: bool = True) -> Progress:
     """The progress of one loop: a tqdm bar on stderr (``enabled``: what a function's ``progress=``
     says), and a report to the :func:`on_progress` callback, if one is set, either way.
+    Returns a ``Progress``: iterate over it, or call ``update`` on it.
 
-    >>> [x for x in progress(["a", "b"], "letters", enabled=False)]
-    ['a', 'b']
+    Examples:
+        >>> [x for x in progress(["a", "b"], "letters", enabled=False)]
+        ['a', 'b']
     """
     return Progress(iterable, desc, enabled, total, unit, leave)
 

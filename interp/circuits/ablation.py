@@ -66,6 +66,13 @@ def ablate_heads(model: Model, heads: Sequence[tuple[int, int]], method: str = "
 
     ``mean`` needs ``reference`` (or ``inputs``) to average over; ``resample`` takes ``reference``
     (same shape as the run) or rolls ``inputs`` by one item.
+
+    Args:
+        heads: ``(layer, head)`` pairs.
+        method: ``zero``, ``mean`` or ``resample``.
+
+    Returns:
+        A dict ``{site: intervention}`` to pass as ``interventions=``.
     """
     if method not in METHODS:
         raise UnknownNameError("ablation method", method, METHODS)
@@ -100,8 +107,16 @@ def ablate_heads(model: Model, heads: Sequence[tuple[int, int]], method: str = "
 
 def ablation_scan(model: Model, inputs: Any, metric: Metric, *, method: str = "mean", reference: Any = None,
                   layers: Sequence[int] | None = None, progress: bool = True) -> AblationResult:
-    """Ablate each head alone: an ``AblationResult`` whose table has ``layer, head, method,
-    metric, effect`` (effect = metric change from the unablated run)."""
+    """Ablate each head alone; returns an ``AblationResult`` whose table has ``layer, head, method,
+    metric, effect`` (effect = metric change from the unablated run).
+
+    Args:
+        model: the model (an ``interp.Model``)
+        inputs: the inputs run.
+        reference: what ``mean``/``resample`` draw from (default: ``inputs``).
+        layers: the layers scanned (default: all).
+        progress: show a progress bar.
+    """
     if method not in METHODS:
         raise UnknownNameError("ablation method", method, METHODS)
     tokens = model.to_tokens(inputs)

@@ -118,6 +118,12 @@ def attribution_patching(
     is NA), ``"each"`` one per unit and position. Returns an ``AttributionResult``: a tidy table
     (``.df``) with columns ``site, layer, head, neuron, position, effect`` (``site`` the full
     name, ``head`` NA for neurons, ``neuron`` NA for heads) and the two reference metrics.
+
+    Args:
+        model: the model (an ``interp.Model``)
+        clean: the clean inputs.
+        corrupted: corrupted inputs of the same length.
+        metric: logits -> one value per item (e.g. ``logit_diff``).
     """
     names = [s.name for s in model.resolve(sites, among=(HEAD_SITE, NEURON_SITE), what="attribution site")]
     if positions not in ("sum", "each"):
@@ -157,6 +163,14 @@ def check_against_patching(model: Model, clean: Any, corrupted: Any, metric: Met
 
     Returns ``site, layer, head, neuron, attribution, patched`` per sampled unit; the table's
     ``attrs["pearson"]`` holds the correlation of the two columns. Position-summed attributions only.
+
+    Args:
+        model: the model (an ``interp.Model``)
+        clean: the clean inputs.
+        corrupted: corrupted inputs of the same length.
+        metric: logits -> one value per item.
+        n: units sampled in all.
+        seed: seed of the random sample.
     """
     attribution = attribution_table(attribution)
     if attribution["position"].notna().any():

@@ -41,7 +41,13 @@ FILE = "circuit.json"
 
 @dataclass
 class Circuit:
-    """Nodes ``{id, kind, layer, head, effect}`` and edges ``{source, target, score}``."""
+    """Nodes ``{id, kind, layer, head, effect}`` and edges ``{source, target, score}``.
+
+    Attributes:
+        model: the model's name.
+        nodes: the nodes, dicts as above.
+        settings: the thresholds and metric it was built with.
+    """
 
     model: str
     nodes: list[dict[str, Any]]
@@ -119,6 +125,15 @@ def build_circuit(model: Model, clean: Any, corrupted: Any, metric: Metric, *, n
 
     ``node_effects`` is an ``attribution_patching`` table (computed here when not given); all
     effects and scores are normalised by ``m_clean − m_corrupted``.
+
+    Args:
+        model: the model (an ``interp.Model``)
+        clean: the clean inputs.
+        corrupted: corrupted inputs of the same length.
+        metric: logits -> one value per item.
+
+    Returns:
+        A ``Circuit``.
     """
     clean_t, corr_t = model.to_tokens(clean), model.to_tokens(corrupted)
     metric = prepare_metric(metric, model, *clean_t["input_ids"].shape)  # before any forward pass

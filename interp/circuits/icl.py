@@ -166,6 +166,9 @@ def kernel_alignment(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor,
     Cho et al.'s kernel alignment (their ``kernel_alignment`` with the diagonal excluded): 1 when
     both representations rank the other samples' top ``k`` alike; ``k / (n - 1)`` by chance.
 
+    Returns:
+        The alignment, a float in 0..1.
+
     >>> x = np.random.default_rng(0).normal(size=(20, 5))
     >>> kernel_alignment(x, 3 * x, k=4)
     1.0
@@ -366,6 +369,11 @@ def icl_circuit(
         patching_pairs: clean/corrupted prompt pairs (``k`` shared demonstrations, queries of two
             labels) for activation patching at ``blocks.*.attn.hook_z`` per head and
             ``blocks.*.hook_resid_pre`` per position (``interp.circuits.icl_patching``); 0 skips it.
+        model: the model (an ``interp.Model``)
+        progress: show progress bars.
+
+    Returns:
+        An ``ICLResult`` (tables by name, figures, ``save``).
     """
 
     if k < 1:

@@ -39,6 +39,12 @@ def edges_mask(edges: Sequence[Iterable[tuple[int, int]]], n: int) -> torch.Tens
     """Per-item lists of ``(query, key)`` pairs to a boolean ``[batch, n, n]`` block matrix.
 
     Negative positions count from the end (``-1`` is the last token).
+
+    Args:
+        edges: per batch item, a list of ``(query, key)`` positions.
+
+    Returns:
+        A bool tensor ``[batch, n, n]`` for ``knockout``.
     """
     out = torch.zeros(len(edges), n, n, dtype=torch.bool)
     for b, pairs in enumerate(edges):
@@ -100,6 +106,9 @@ def knockout(
     opening a knockout inside one raises ``UsageError`` instead of silently changing nothing.
     Inside a trace without inputs (``with model.trace(sites=...):``) a knockout is fine: the
     forward passes you run after it see it.
+
+    Returns:
+        Yields nothing: a context manager; the edges are restored when it ends.
     """
     ran = [t for t in model.open_traces if t.ran_forward]
     if ran:
@@ -162,7 +171,18 @@ def _knockout(model: Model, blocked: torch.Tensor, layers: Any, heads: Any) -> I
 
 def run_with_knockout(model: Model, inputs: Any, blocked: torch.Tensor, layers: int | Iterable[int] | None = None,
                       heads: int | Sequence[int] | None = None, *, last_only: bool = False) -> torch.Tensor:
-    """Logits under a knockout; ``last_only`` computes the last position's logits only ``[batch, vocab]``."""
+    """Logits under a knockout; ``last_only`` computes the last position's logits only ``[batch, vocab]``.
+
+    Args:
+        model: the model (an ``interp.Model``)
+        inputs: the inputs.
+        blocked: a bool ``[batch, pos, pos]`` mask (``edges_mask``).
+        layers: layers where edges are removed (default: all).
+        heads: query heads (default: all).
+
+    Returns:
+        The logits, ``[batch, pos, vocab]`` (or ``[batch, vocab]``).
+    """
     tokens = model.to_tokens(inputs)
     ids = tokens["input_ids"]
     if isinstance(blocked, torch.Tensor) and blocked.ndim == 3 and tuple(blocked.shape[:2]) != tuple(ids.shape):

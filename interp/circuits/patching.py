@@ -134,6 +134,9 @@ def logit_diff(good: Any, bad: Any, position: int = -1, *, model: Any = None) ->
     ``ablation_scan`` before their first forward pass; a string that is several tokens raises
     ``BadInputError`` naming the tokens it splits into.
 
+    Returns:
+        A ``LogitDiff`` metric: call it on logits for a ``[batch]`` tensor.
+
     >>> metric = logit_diff(" Paris", " Rome", model=model)                    # doctest: +SKIP
     """
     return LogitDiff(good, bad, position, model)
@@ -173,6 +176,13 @@ def metric_per_item(metric: Metric, logits: torch.Tensor, n_items: int) -> torch
 class PatchingResult(TableResult):
     """A tidy table (``site, layer, head, position, effect, metric``) and the two reference values,
     saved as ``patching.parquet`` and ``patching.json`` (strict JSON; ``interp.results.protocol.TableResult``).
+
+    Args:
+        df: the tidy table.
+        clean_metric: the metric on the clean run.
+        corrupted_metric: the metric on the corrupted run.
+        direction: ``denoise`` or ``noise``.
+        tokens: the clean input's tokens, for the figures' axes.
 
     >>> result.save("out/patching"); PatchingResult.load("out/patching")   # doctest: +SKIP
     """
@@ -381,6 +391,11 @@ def activation_patching(
             not patched (their activations are equal in both runs, so a patch there changes
             nothing). ``"all"`` then patches the positions after them, ``"each"`` each of those;
             positions keep indexing the whole input. The metric sees the logits of those positions only.
+        model: the model (an ``interp.Model``)
+        progress: show a progress bar.
+
+    Returns:
+        A ``PatchingResult`` (``.df``, ``.heatmap(site)``, ``save``).
     """
     if direction not in ("denoise", "noise"):
         raise UnknownNameError("direction", direction, ["denoise", "noise"])

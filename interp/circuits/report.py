@@ -44,6 +44,14 @@ class ICLResult:
 
     ``patching`` (when measured) holds the activation-patching rows of ``interp.circuits.icl_patching``
     (saved as ``patching.parquet``) and ``patching_summary`` their numbers per dataset (in ``icl.json``).
+
+    Args:
+        model: the model's name.
+        tables: the tables by name.
+        settings: the run's settings.
+        n_layers: layers of the model.
+        n_heads: query heads per layer.
+        versions: the versions that computed it.
     """
 
     def __init__(self, model: str, tables: dict[str, pd.DataFrame], *, settings: dict[str, Any] | None = None,

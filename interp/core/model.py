@@ -29,7 +29,19 @@ _V = TypeVar("_V")
 BySite = Mapping[str, _V] | Mapping[Pattern, _V]  # interventions= and reduce=: site (any Pattern) -> value
 @dataclass(frozen=True)
 class ModelConfig:
-    """The shapes analyses need, read from the HF config and modules."""
+    """The shapes analyses need, read from the HF config and modules.
+
+    Attributes:
+        model_type: the Hugging Face ``model_type`` (``llama``, ``gemma3_text``, ...).
+        n_layers: transformer blocks.
+        n_heads: query heads per layer.
+        n_kv_heads: key/value heads per layer (fewer under GQA/MQA).
+        d_head: width of one head.
+        d_model: width of the residual stream.
+        d_mlp: MLP neurons per layer.
+        d_vocab: vocabulary size (rows of the unembedding).
+        n_ctx: the longest context the model takes.
+    """
 
     model_type: str
     n_layers: int
@@ -51,6 +63,10 @@ class Model:
 
     Build one with ``interp.load(...)``; ``Model(hf_model, tokenizer)`` wraps a model you
     already have. Attention stays on the model's own implementation (SDPA by default).
+
+    Args:
+        name: a display name (default: the model's ``name_or_path``).
+        source: where the model came from (a bundled name, folder or file), kept for reports.
 
     >>> import interp
     >>> model = interp.load("smollm2-135m")                        # doctest: +SKIP

@@ -40,6 +40,12 @@ def attention_pattern(
     cached position. A layer whose mask adds values other than 0 and -inf (a bias such as ALiBi)
     raises ``BadInputError`` rather than give a pattern that leaves it out.
 
+    Args:
+        dtype: the dtype the probabilities are computed and returned in (float32 by default).
+
+    Returns:
+        A ``[batch, heads, rows, keys]`` tensor of attention probabilities.
+
     >>> with model.trace(text, sites=["blocks.3.attn.hook_q", "blocks.3.attn.hook_k"]) as tr:
     ...     pass                                                    # doctest: +SKIP
     >>> attention_pattern(tr, 3, heads=[0, 4], rows=[-1]).shape     # doctest: +SKIP

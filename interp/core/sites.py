@@ -77,6 +77,12 @@ _ALIASES = {"mlp_post": "post", "mlp_pre": "pre", "attn_z": "z"}
 def act_name(name: str, layer: int | None = None) -> str:
     """The full site name of a TransformerLens short name (as ``transformer_lens.utils.get_act_name``).
 
+    Args:
+        layer: the layer, for short names of per-layer sites (None for ``embed``, ``logits``, ...).
+
+    Returns:
+        The full site name, a ``str``.
+
     >>> act_name("z", 3)
     'blocks.3.attn.hook_z'
     >>> act_name("resid_pre", 0), act_name("embed")

@@ -132,7 +132,23 @@ def plan_scan(
     needle tests: unknown scores, lengths beyond the context window, a text window longer
     than the window or the shipped text, a needle whose answer cannot be located after
     tokenisation all raise here (``InterpError``). ``scan`` calls it first; the CLI calls it
-    for every model before it scans any."""
+    for every model before it scans any.
+
+    Args:
+        samples: sequences of each length.
+        text_tokens: tokens per window of natural text.
+        text_samples: windows of natural text.
+        seed: seed of the random sequences and text windows.
+        exclude_bos: leave the first key out of the scores.
+        exclude_current: leave each row's own position out of the scores.
+        batch_size: sequences per forward pass.
+        retrieval: settings of the needle tests (``interp.heads.settings.RetrievalSettings``).
+        streaming: settings of the ``streaming`` score (``sink``, ``window``, ``tokens``, ``samples``).
+        causal_checks: whether the causal checks will run (their settings are checked too).
+
+    Returns:
+        The checked settings (a dict) and the needle tests when retrieval is scored, as ``scan`` uses them.
+    """
     names = check_scores(scores)
     seed = check_seed(seed)
     random_wanted = any(n in names for n in RANDOM_SCORES)
@@ -206,6 +222,11 @@ def scan(
     retrieval labels are tested by ablation. ``checkpoint``: a folder for partial results, so
     an interrupted scan resumes. Every setting is checked (``plan_scan``) before any work
     starts or the checkpoint folder is created.
+
+    Args:
+        seed: seed of the random sequences, text windows and causal checks' random heads.
+        batch_size: sequences per forward pass.
+        progress: show a progress bar.
 
     >>> scores = scan(interp.load("smollm2-135m"), ["induction", "prev_token"])  # doctest: +SKIP
     >>> scores.top("induction", 5)                                               # doctest: +SKIP

@@ -24,6 +24,14 @@ def _windows(windows: dict[int, int]) -> str:
 class HeadScores:
     """Scores per (score, layer, head) in ``.df``, plus the model, settings and causal checks.
 
+    Args:
+        df: the tidy table: ``score, layer, head, value`` (one row per score and head).
+        n_layers: layers of the model.
+        n_heads: query heads per layer.
+        versions: the versions of interp and its dependencies that computed the scores.
+        kv_heads: key/value heads per layer (for ``kv_pattern`` and ``keep_full``).
+        sliding_windows: ``{layer: window}`` for sliding-window layers.
+
     >>> scores = interp.heads.scan(model, scores=["induction", "prev_token"])   # doctest: +SKIP
     >>> scores.top("induction", 5)                                              # doctest: +SKIP
     >>> scores.heatmap("induction").show()                                      # doctest: +SKIP

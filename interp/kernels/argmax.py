@@ -26,6 +26,14 @@ def decode_argmax(q: torch.Tensor, k: torch.Tensor, *, scaling: float, sliding_w
     ``k``: ``[batch, kv_heads, keys, d]``; ``key_mask``: ``[batch, keys]``, True for real keys.
     The keys it may read are those of ``interp.core.masks.layer_visible`` (every key up to the query,
     within the window, not padding). Ties go to the first key.
+
+    Args:
+        scaling: the score scale (``1/sqrt(d)`` usually).
+        sliding_window: the layer's window, if any.
+        softcap: the layer's soft-cap, if any.
+
+    Returns:
+        An int tensor ``[batch, heads]``.
     """
     b, h, _, d = q.shape
     hkv, n = k.shape[1], k.shape[2]

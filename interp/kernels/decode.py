@@ -17,7 +17,14 @@ from interp.errors import BadInputError
 
 @dataclass
 class TopTokens:
-    """Per vector: top-k token ids, their logits, and their softmax probabilities."""
+    """Per vector: top-k token ids, their logits, and their softmax probabilities.
+
+    Attributes:
+        index: token ids ``[n, k]``.
+        logit: their logits.
+        prob: their probabilities.
+        lse: each vector's log-sum-exp over the vocabulary ``[n]``.
+    """
 
     index: torch.Tensor  # [n, k]
     logit: torch.Tensor  # [n, k]
@@ -39,6 +46,13 @@ def decode_topk(
 
     ``vectors`` is ``[n, d]``, ``unembed`` ``[vocab, d]``. ``progress`` (an ``interp.logs.progress``
     bar, or anything with ``update(n)``) is advanced by the number of vectors done.
+
+    Args:
+        chunk: vectors per block.
+        vocab_block: vocabulary rows per block.
+
+    Returns:
+        A ``TopTokens``.
 
     >>> import torch
     >>> W = torch.eye(5, 3)                                   # token i reads dimension i

@@ -13,7 +13,18 @@ from interp.core.masks import visible
 
 @dataclass
 class AttentionStats:
-    """Statistics per (batch, head, row); ``rows`` holds each row's query index."""
+    """Statistics per (batch, head, row); ``rows`` holds each row's query index.
+
+    Attributes:
+        lse: each row's log-sum-exp of the scores.
+        mass: attention mass on each rule's targets, by rule.
+        n_targets: how many targets each row has, by rule.
+        max_prob: the largest probability of each row.
+        argmax: the key of that probability.
+        entropy: each row's entropy.
+        topk_prob: the top-k probabilities.
+        topk_index: their keys.
+    """
 
     rows: torch.Tensor  # [b, R]
     lse: torch.Tensor  # [b, H, R] log-sum-exp of the row's scaled (soft-capped) scores

@@ -418,6 +418,9 @@ def load(
     over the GPUs of one machine, or a dict of module names to devices); the model is then left
     where it was placed, and traced and scanned unchanged. It excludes ``device``.
 
+    Returns:
+        An ``interp.Model`` wrapping the Hugging Face module and its tokenizer.
+
     >>> import interp
     >>> m = interp.load("smollm2-135m", dtype=torch.bfloat16)   # doctest: +SKIP
     >>> m = interp.load(model=hf_model, tokenizer=tok)          # doctest: +SKIP

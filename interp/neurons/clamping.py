@@ -26,6 +26,9 @@ def clamp(model: Any, layer: int, neuron: int, value: float, *, positions: Index
     The layer and neuron must be inside the model and ``value`` a finite number (else a clear
     error here); ``positions`` are checked against the input when a run installs it.
 
+    Returns:
+        A dict ``{site: intervention}`` to pass as ``interventions=``.
+
     >>> iv = interp.neurons.clamp(model, 12, 345, 8.0)                           # doctest: +SKIP
     >>> model.generate("My favourite animal is the", interventions=iv)           # doctest: +SKIP
     """
@@ -40,7 +43,19 @@ def _number(value: Any, what: str) -> float:
 
 @dataclass
 class ClampEffect:
-    """The concept's next-token probability and the generated text, without and with the clamp."""
+    """The concept's next-token probability and the generated text, without and with the clamp.
+
+    Attributes:
+        layer: the neuron's layer.
+        neuron: its index in the layer.
+        value: the value it was held at.
+        prompt: the prompt.
+        concept_tokens: the concept's tokens, as strings.
+        p_base: their summed next-token probability without the clamp.
+        p_clamped: the same with the clamp.
+        text_base: the greedy continuation without the clamp.
+        text_clamped: the same with the clamp.
+    """
 
     layer: int
     neuron: int
@@ -61,7 +76,15 @@ class ClampEffect:
 
 
 def concept_prob(model: Any, prompt: str, ids: Sequence[int], interventions: dict[str, Any] | None = None) -> float:
-    """Probability that the next token after ``prompt`` is one of ``ids`` (summed)."""
+    """Probability that the next token after ``prompt`` is one of ``ids`` (summed).
+
+    Args:
+        model: the model (an ``interp.Model``)
+        interventions: interventions applied during the forward pass (e.g. ``clamp``).
+
+    Returns:
+        The summed probability, a float.
+    """
     logits = model.run(prompt, interventions=interventions)[0, -1].float()
     return float(torch.softmax(logits, -1)[list(ids)].sum())
 
@@ -77,6 +100,13 @@ def clamp_effect(
 ) -> ClampEffect:
     """Next-token probability of the concept (its tokens with and without a leading space,
     summed) and the greedy continuation, without and with ``clamp(model, layer, neuron, value)``.
+
+    Args:
+        prompt: the prompt to continue.
+        max_new_tokens: tokens generated each way.
+
+    Returns:
+        A ``ClampEffect``.
 
     >>> r = interp.neurons.clamp_effect(model, 12, 345, 8.0, "My favourite animal is the", "dog")  # doctest: +SKIP
     >>> r.ratio, r.text_clamped                                                   # doctest: +SKIP

@@ -87,6 +87,10 @@ def decode(
         weights: which weight vector of each neuron to decode: up, gate or down.
         k: top tokens kept per neuron.
         layers: the layers to decode (default: all).
+        progress: show a progress bar.
+
+    Returns:
+        A pandas DataFrame, ``k`` rows per neuron.
 
     >>> import interp
     >>> model = interp.load("smollm2-135m")                                       # doctest: +SKIP
@@ -115,7 +119,12 @@ def decode(
 
 @dataclass
 class Agreement:
-    """Share of neurons whose top token is the same in two models, overall and per layer."""
+    """Share of neurons whose top token is the same in two models, overall and per layer.
+
+    Attributes:
+        share: the share of neurons whose top token agrees (0..1).
+        by_layer: the same share per layer: columns ``layer, share``.
+    """
 
     share: float
     by_layer: pd.DataFrame  # layer, neurons, same_top, share
@@ -143,6 +152,18 @@ def agreement(
 
     Each model decodes through its own norms and unembedding (the base vs instruct check
     of Davies 2025, who reports about 75% for Llama-3.1-8B).
+
+    Args:
+        model_a: one model.
+        model_b: another of the same architecture and shape.
+        weights: ``up``, ``gate`` or ``down``.
+        apply_input_ln: scale by the MLP input norm's gain (default: on for reading rows).
+        apply_final_norm: scale by the final norm's gain.
+        layers: the layers compared (default: all).
+        progress: show a progress bar.
+
+    Returns:
+        An ``Agreement`` (``share`` and ``by_layer``).
 
     >>> interp.neurons.agreement(base, instruct).share                          # doctest: +SKIP
     """

@@ -36,17 +36,29 @@ def _shipped() -> dict[str, Any]:
 
 
 def load_concepts() -> dict[str, dict[str, Any]]:
-    """The shipped concept sets: name -> ``{"words", "prompts", "controls"}``."""
+    """The shipped concept sets: name -> ``{"words", "prompts", "controls"}``.
+
+    Returns:
+        A dict of every shipped set by name.
+    """
     return {k: v for k, v in _shipped().items() if not k.startswith("_")}
 
 
 def neutral_prompts() -> list[str]:
-    """Shipped prompts about nothing in particular, for steering."""
+    """Shipped prompts about nothing in particular, for steering.
+
+    Returns:
+        A list of prompts.
+    """
     return list(_shipped()["_neutral"])
 
 
 def concept_set(name: str) -> dict[str, Any]:
-    """One shipped concept set by name (``"dog"``, ``"paris"``, ``"three"``, ...)."""
+    """One shipped concept set by name (``"dog"``, ``"paris"``, ``"three"``, ...).
+
+    Returns:
+        A dict with ``words``, ``prompts`` and ``controls``.
+    """
     sets = load_concepts()
     if name not in sets:
         raise UnknownNameError("concept set", name, sorted(sets))
@@ -85,7 +97,16 @@ def neuron_activations(
     """``[prompts, layers, d_mlp]``: each prompt's ``stat`` over positions of every neuron.
 
     ``site``: one of ``SITES`` (a glob over the layers, or a short name like ``post``); which
-    layers is ``layers``'s choice."""
+    layers is ``layers``'s choice.
+
+    Args:
+        model: the model (an ``interp.Model``)
+        skip_first: leave the first position out.
+        batch_size: prompts per forward pass.
+
+    Returns:
+        A float tensor ``[prompts, layers, d_mlp]``.
+    """
     site = _neuron_site(site)
     if stat not in STATS:
         raise UnknownNameError("stat", stat, STATS)
@@ -113,7 +134,14 @@ def _neuron_site(site: str) -> str:
 
 
 def cohens_d(a: np.ndarray, b: np.ndarray, axis: int = 0) -> np.ndarray:
-    """``(mean a - mean b) / pooled sd`` (sample variances); 0 where both sets are constant and equal."""
+    """``(mean a - mean b) / pooled sd`` (sample variances); 0 where both sets are constant and equal.
+
+    Args:
+        axis: the axis of the samples.
+
+    Returns:
+        The effect sizes, an array (the other axes kept).
+    """
     na, nb = a.shape[axis], b.shape[axis]
     if na < 2 or nb < 2:
         raise InterpError("Cohen's d needs at least two prompts in each set")
@@ -125,7 +153,18 @@ def cohens_d(a: np.ndarray, b: np.ndarray, axis: int = 0) -> np.ndarray:
 
 @dataclass
 class Evidence:
-    """One neuron on concept vs control prompts."""
+    """One neuron on concept vs control prompts.
+
+    Attributes:
+        layer: the neuron's layer.
+        site: the site read.
+        stat: the reduction over positions (``max`` or ``mean``).
+        concept_mean: mean activation on the concept prompts.
+        control_mean: mean activation on the controls.
+        cohens_d: Cohen's d of the two sets.
+        concept_values: the activation on each concept prompt.
+        control_values: the activation on each control.
+    """
 
     layer: int
     neuron: int
@@ -154,6 +193,17 @@ def activation_evidence(
 ) -> Evidence:
     """The neuron's activation on prompts about the concept vs matched controls.
 
+    Args:
+        layer: the neuron's layer.
+        concept_prompts: prompts that mention the concept.
+        control_prompts: matched prompts that do not.
+        site: the site read (default: the MLP's post-activation, the value the down projection reads).
+        stat: ``max`` or ``mean`` over each prompt's positions.
+        skip_first: leave the first position out.
+
+    Returns:
+        An ``Evidence``: both means, Cohen's d and every value.
+
     >>> import interp, interp.neurons
     >>> model = interp.load("smollm2-135m")                                       # doctest: +SKIP
     >>> s = interp.neurons.concept_set("dog")
@@ -179,6 +229,17 @@ def activation_scan(
     """Every neuron's evidence at once: ``layer, neuron, concept_mean, control_mean, cohens_d``,
     sorted by ``cohens_d`` (largest first). Reductions run as the values pass, so only
     ``[prompts, layers, d_mlp]`` numbers are kept.
+
+    Args:
+        model: the model (an ``interp.Model``)
+        concept_prompts: prompts that mention the concept.
+        control_prompts: matched prompts that do not.
+        site: the site read.
+        stat: ``max`` or ``mean`` over each prompt's positions.
+        skip_first: leave the first position out.
+
+    Returns:
+        A pandas DataFrame, one row per neuron.
     """
     kw = dict(site=site, stat=stat, skip_first=skip_first)
     a = neuron_activations(model, concept_prompts, **kw).numpy()  # type: ignore[arg-type]

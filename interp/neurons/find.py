@@ -56,6 +56,9 @@ def concept_tokens(model: Any, concept: str | Sequence[str], on_split: str = "fi
     skipped split variant). ``on_split``: ``"first"`` scores a split word's first token and
     warns, ``"skip"`` leaves it out (warning), ``"error"`` raises.
 
+    Returns:
+        A pandas DataFrame, one row per word and variant.
+
     >>> concept_tokens(model, ["dog", "Wisconsin"])                               # doctest: +SKIP
     """
     if on_split not in ON_SPLIT:
@@ -181,6 +184,10 @@ def find(
     Args:
         top: rows returned (None: every neuron).
         k: top tokens per neuron searched for the concept's tokens.
+        apply_input_ln: scale by the MLP input norm's gain (default: on for reading rows).
+        apply_final_norm: scale by the final norm's gain.
+        on_split: what to do with a word that is several tokens: ``first``, ``skip`` or ``error``.
+        progress: show a progress bar.
 
     >>> import interp, interp.neurons
     >>> model = interp.load("smollm2-135m")                                       # doctest: +SKIP

@@ -138,7 +138,16 @@ layer <select id="layer"><option value="">all</option>{options}</select>
 def write_report(df: pd.DataFrame, out: str | Path | OutputFolder, title: str, k_html: int = 5, *,
                  force: bool = False) -> dict[str, Path]:
     """Write ``neurons.parquet`` (every row of ``df``) and ``neurons.html`` into ``out`` (a folder
-    path or an open ``OutputFolder``); nothing else there is touched (see ``interp.results.folders``)."""
+    path or an open ``OutputFolder``); nothing else there is touched (see ``interp.results.folders``).
+
+    Args:
+        title: the page's title.
+        k_html: top tokens per neuron shown on the page.
+        force: write beside files interp did not write.
+
+    Returns:
+        A dict of the written paths by kind (``parquet``, ``html``).
+    """
     with writing(out, force=force, kind="neurons") as dest:
         paths = {"parquet": write_table(dest, "neurons.parquet", df),
                  "html": dest.write_text("neurons.html", html_page(df, title, k_html))}

@@ -60,6 +60,13 @@ def raw_vectors(model: Any, layer: int, weights: str = "up") -> torch.Tensor:
     """``[d_mlp, d_model]``: one weight vector per neuron, as stored (no norm gains).
 
     A view of the parameter: writing into it changes the model (tests plant neurons this way).
+
+    Args:
+        layer: the layer.
+        weights: ``up``, ``gate`` (rows) or ``down`` (columns).
+
+    Returns:
+        A tensor ``[d_mlp, d_model]`` (a view, not a copy).
     """
     a = model.adapter
     check_weights(model, weights)
@@ -88,6 +95,12 @@ def effective_gain(norm: torch.nn.Module, d: int) -> torch.Tensor:
     Gemma's RMSNorm. The probe ``±c·s`` has mean zero (so LayerNorm's centring leaves it
     alone) and a large scale ``c`` (so ``eps`` is negligible); the difference of the two
     outputs cancels any bias.
+
+    Args:
+        d: its width.
+
+    Returns:
+        The gain, a tensor ``[d]``.
 
     >>> ln = torch.nn.LayerNorm(4); _ = torch.nn.init.constant_(ln.weight, 3.0)
     >>> effective_gain(ln, 4).tolist()
@@ -131,6 +144,14 @@ def decoding_vectors(
     where the family has one (Gemma's ``post_feedforward_layernorm``): that is the direction
     it adds to the residual stream. Biases and the scalar normalisation are left out: they
     do not depend on the neuron.
+
+    Args:
+        model: the model (an ``interp.Model``)
+        layer: the layer.
+        weights: ``up``, ``gate`` (rows) or ``down`` (columns).
+
+    Returns:
+        A float32 tensor ``[d_mlp, d_model]``.
     """
     check_weights(model, weights)
     if apply_input_ln is None:

@@ -181,6 +181,13 @@ def collect(
     or a folder holding files interp did not write is refused before any work (unless
     ``force``).
 
+    Args:
+        batch_size: texts per forward pass.
+        progress: show a progress bar.
+
+    Returns:
+        An ``Activations`` (``acts.X[site]`` is ``[texts, d]``; ``acts.labels``).
+
     >>> acts = collect(model, ["Paris is in France", "Rome is in Italy"], [1, 0])   # doctest: +SKIP
     >>> acts.X["blocks.5.hook_resid_post"].shape                                    # doctest: +SKIP
     (2, 576)

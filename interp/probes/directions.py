@@ -18,7 +18,15 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def diff_of_means(X: np.ndarray, y: np.ndarray, positive=None) -> np.ndarray:
-    """Unit vector from the mean of the other examples to the mean of the ``positive`` class."""
+    """Unit vector from the mean of the other examples to the mean of the ``positive`` class.
+
+    Args:
+        X: examples ``[n, d]``.
+        y: their labels ``[n]``.
+
+    Returns:
+        A unit vector ``[d]`` (numpy).
+    """
     X, y = np.asarray(X, dtype=np.float64), np.asarray(y)
     classes = np.unique(y)
     if len(classes) != 2 and positive is None:
@@ -30,14 +38,22 @@ def diff_of_means(X: np.ndarray, y: np.ndarray, positive=None) -> np.ndarray:
 
 
 def pca_directions(X: np.ndarray, k: int = 1) -> np.ndarray:
-    """The top-``k`` principal directions of centred ``X``: ``[k, d]``."""
+    """The top-``k`` principal directions of centred ``X``: ``[k, d]``.
+
+    Returns:
+        An array ``[k, d]`` of unit rows.
+    """
     X = np.asarray(X, dtype=np.float64)
     _, _, vt = np.linalg.svd(X - X.mean(0), full_matrices=False)
     return vt[:k]
 
 
 def interchange(base: torch.Tensor, source: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Replace the component of ``base`` along unit ``u`` by that of ``source`` (rank-1 interchange)."""
+    """Replace the component of ``base`` along unit ``u`` by that of ``source`` (rank-1 interchange).
+
+    Returns:
+        The interchanged activations, shaped like ``base``.
+    """
     return base + ((source - base) @ u)[..., None] * u
 
 
@@ -48,6 +64,13 @@ def fit_rank1_das(loss: Callable[[torch.Tensor], torch.Tensor], d: int, *, steps
     ``loss`` runs interchange interventions with ``u`` (e.g. ``interchange(h_base, h_source, u)``
     at a site) and returns the cross-entropy of the outcome the source should cause. ``u`` is
     kept on the unit sphere by normalising a free parameter, as an orthogonal rank-1 projection.
+
+    Args:
+        d: the width of the direction.
+        steps: optimiser steps (Adam).
+        lr: the learning rate.
+        seed: seed of the random start.
+        init: a start direction instead of a random one.
     """
     g = torch.Generator().manual_seed(seed)
     v = (init.clone().double() if init is not None else torch.randn(d, generator=g, dtype=torch.float64)).requires_grad_()

@@ -261,6 +261,10 @@ def knob(model: Model, *, n_items: int = 200, test_share: float = 0.5, seed: int
         min_das_items: DAS trains on the items answered right under both intents when at least
             this many are, else on all.
         batch_size: prompts per forward pass.
+        progress: show progress bars.
+
+    Returns:
+        A ``KnobResult``.
 
     >>> result = interp.probes.knob(model, n_items=200)                         # doctest: +SKIP
     >>> result.accuracy, result.layers, result.flip_rates, result.random_flip_rate  # doctest: +SKIP

@@ -156,7 +156,15 @@ def sweep_figure(doc: dict[str, Any]) -> go.Figure:
 def write_report(r: KnobResult, folder: str | Path | OutputFolder, *, force: bool = False) -> Path:
     """Write ``knob.json``, ``direction.safetensors`` (tensors ``direction`` (DAS), ``diff_means``,
     ``random0``...) and ``knob.html`` into ``folder`` (a path or an open ``OutputFolder``); the three
-    land together and nothing else there is touched (see ``interp.results.folders``)."""
+    land together and nothing else there is touched (see ``interp.results.folders``).
+
+    Args:
+        r: a ``KnobResult``.
+        force: write beside files interp did not write.
+
+    Returns:
+        The folder's path.
+    """
     doc = r.to_dict()
     figs = {"patching": patching_figure(doc), "sweep": sweep_figure(doc)}
     body = "".join(figure_html(f, name, full_html=False, include_plotlyjs="inline" if i == 0 else False)

@@ -38,6 +38,9 @@ class LastTokenRuns:
     ``prompts`` are texts (left-padded in batches) or a ``[prompts, pos]`` tensor of token ids;
     ``choices[i]`` are the token ids whose next-token logits are read for prompt ``i``.
 
+    Args:
+        batch_size: prompts per forward pass.
+
     >>> runs = LastTokenRuns(model, prompts, choices)                          # doctest: +SKIP
     >>> runs.choice_logits({"blocks.10.hook_resid_post": steer(u, value=3.0)})  # doctest: +SKIP
     """

@@ -14,7 +14,16 @@ from interp.errors import InterpError, require
 
 @dataclass
 class ProbeResult:
-    """A fitted probe: held-out ``score`` (accuracy, or R² for values) and its 95% interval."""
+    """A fitted probe: held-out ``score`` (accuracy, or R² for values) and its 95% interval.
+
+    Attributes:
+        kind: ``logistic`` or ``ridge``.
+        ci_low: the lower end of its 95% interval.
+        ci_high: the upper end.
+        n_train: training examples.
+        n_test: held-out examples.
+        estimator: the fitted scikit-learn estimator.
+    """
 
     kind: str  # "logistic" or "ridge"
     score: float
@@ -55,6 +64,13 @@ def fit_probe(X: np.ndarray, y: np.ndarray, *, kind: str = "auto", test_size: fl
 
     ``kind="auto"`` picks ridge for float labels with many distinct values, logistic otherwise.
     ``strength`` is the regularisation (``1/C`` for logistic, ``alpha`` for ridge).
+
+    Args:
+        test_size: the share held out.
+        seed: seed of the split.
+
+    Returns:
+        A ``ProbeResult``.
 
     >>> import numpy as np
     >>> X = np.random.default_rng(0).normal(size=(200, 8)); y = (X[:, 0] > 0).astype(int)
@@ -97,7 +113,15 @@ def _r2(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def probe_by_site(acts, labels: np.ndarray | None = None, **kwargs: Any) -> pd.DataFrame:
-    """``fit_probe`` at every site of an ``Activations``: one row per site, in model order."""
+    """``fit_probe`` at every site of an ``Activations``: one row per site, in model order.
+
+    Args:
+        acts: an ``Activations`` (from ``collect``).
+        labels: labels (default: ``acts.labels``).
+
+    Returns:
+        A pandas DataFrame: ``site, layer, kind, score, ci_low, ci_high, ...`` (``score``: held-out accuracy, or R² for values).
+    """
     labels = acts.labels if labels is None else np.asarray(labels)
     if labels is None:
         raise InterpError("no labels: pass labels= or collect activations with labels")
@@ -111,7 +135,15 @@ def probe_by_site(acts, labels: np.ndarray | None = None, **kwargs: Any) -> pd.D
 
 
 def concept_depth_figure(table: pd.DataFrame, title: str = "probe accuracy by layer"):
-    """Plotly line of held-out score by layer with its confidence band ("concept depth")."""
+    """Plotly line of held-out score by layer with its confidence band ("concept depth").
+
+    Args:
+        table: a ``probe_by_site`` table.
+        title: the figure's title.
+
+    Returns:
+        A plotly Figure.
+    """
     import plotly.graph_objects as go
 
     t = table.sort_values("layer")

@@ -20,6 +20,9 @@ def steer(direction: Any, *, value: float | None = None, add: float | None = Non
     (and ``positions`` against the input) when a trace or ``generate`` installs it, before
     any forward pass. ``value`` and ``add`` must be finite.
 
+    Returns:
+        An ``Intervention`` for ``interventions={site: ...}``.
+
     >>> model.generate(prompt, interventions={"blocks.16.hook_resid_post": steer(u, value=6.0)})  # doctest: +SKIP
     """
     if (value is None) == (add is None):
@@ -58,7 +61,15 @@ def unit_direction(direction: Any, what: str) -> torch.Tensor:
 
 
 def projection(x: torch.Tensor, direction: Any) -> torch.Tensor:
-    """``uᵀx`` along the last axis, for a unit ``u`` (the knob's reading)."""
+    """``uᵀx`` along the last axis, for a unit ``u`` (the knob's reading).
+
+    Args:
+        x: activations ``[..., d]``.
+        direction: a vector ``[d]`` (normalised here).
+
+    Returns:
+        The projections, shaped like ``x`` without its last axis.
+    """
     u = unit_direction(direction, "projection").to(x.device)
     if x.shape[-1] != u.shape[0]:
         raise BadInputError(f"projection: direction has {u.shape[0]} elements but the values have {x.shape[-1]} in "

@@ -16,14 +16,15 @@ Scripts (benchmarks, case studies) write their outputs the same way: ``with
 interp.results.folders.output_folder(out, kind=...) as o:`` then :func:`write_json`, :func:`write_table`
 and ``o.write_text`` for the rest.
 
->>> import tempfile
->>> from interp.circuits.graph import Circuit
->>> c = Circuit("m", [{"id": "L0H1", "kind": "head", "layer": 0, "head": 1, "effect": float("nan")}], [])
->>> isinstance(c, Result)
-True
->>> folder = c.save(tempfile.mkdtemp() + "/circuit")
->>> Circuit.load(folder).nodes[0]["effect"] is None
-True
+Examples:
+    >>> import tempfile
+    >>> from interp.circuits.graph import Circuit
+    >>> c = Circuit("m", [{"id": "L0H1", "kind": "head", "layer": 0, "head": 1, "effect": float("nan")}], [])
+    >>> isinstance(c, Result)
+    True
+    >>> folder = c.save(tempfile.mkdtemp() + "/circuit")
+    >>> Circuit.load(folder).nodes[0]["effect"] is None
+    True
 """
 
 from __future__ import annotations

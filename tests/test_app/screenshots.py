@@ -1,4 +1,4 @@
-"""Take the README's screenshots of every page: the real server, headless Chromium, real reports.
+"""Take the screenshots of the app guide (docs/guide/app.md) of every page: the real server, headless Chromium, real reports.
 
     python tests/test_app/screenshots.py --model smollm2-135m --reports case_studies/results \\
         --reports reports/smollm2-neurons --out docs/screenshots

@@ -181,7 +181,12 @@ def test_pattern_readers_on_hand_made_files(tmp_path):
     (tmp_path / "rh.json").write_text(json.dumps(scores))
     keep, streaming = read_pattern(tmp_path / "rh.json", model, share=2 / 6)
     assert keep.tolist() == [[True, False], [False, False], [False, True]] and streaming == {}
-    headwise_cache(model, keep)  # the shape fits
+    cache = headwise_cache(model, tmp_path / "duo", share=0.5)  # a pattern file straight in: its sink and window
+    assert (cache.sink, cache.window) == (64, 256)
+    assert isinstance(cache.layers[0], HeadwiseLayer) and cache.layers[0].full_kv.tolist() == [0]
+    assert headwise_cache(model, tmp_path / "duo", 2, 5, share=0.5).window == 5
+    with pytest.raises(BadInputError, match="already a choice"):
+        headwise_cache(model, keep, share=0.5)
 
 
 def test_interp_kv_pattern_export_reads_back(tmp_path):

@@ -40,14 +40,27 @@ from interp.heads.compression import SINK, WINDOW, check_keep_full, sliding_wind
 from interp.heads.kv_export import CONFIG, TSV
 
 
-def headwise_cache(model: Model, keep_full: Any, sink: int = SINK, window: int = WINDOW) -> HeadwiseCache:
+def headwise_cache(model: Model, keep_full: Any, sink: int | None = None, window: int | None = None, *,
+                   share: float | None = None, threshold: float | None = None) -> HeadwiseCache:
     """A new transformers ``Cache`` for ``model`` that keeps every key of the kv heads in
     ``keep_full`` (bool ``[layers, kv_heads]``) and, for every other kv head of a layer without
     a sliding window, its first ``sink`` real keys and last ``window`` keys (``window`` counts the
     query, as ``compressed`` and a sliding window do). Sliding-window layers keep transformers'
-    own sliding cache. The pattern is checked against the model here, before any forward."""
+    own sliding cache. The pattern is checked against the model here, before any forward.
+
+    ``keep_full`` may also be a pattern on disk (``read_pattern``: a kv-pattern folder or a
+    Retrieval_Head/HeadKV JSON file) with ``share`` or ``threshold``; ``sink`` and ``window``
+    then default to the pattern's ``sink_size`` and ``recent_size`` where it has them. Default
+    otherwise: 4 and 256 (DuoAttention's)."""
+    streaming: dict[str, int] = {}
+    if isinstance(keep_full, (str, os.PathLike)):
+        keep_full, streaming = read_pattern(keep_full, model, share=share, threshold=threshold)
+    elif share is not None or threshold is not None:
+        raise BadInputError("share= and threshold= choose heads from a pattern file; keep_full is already a choice "
+                            "(a bool [layers, kv_heads] array)")
     keep = check_keep_full(model, keep_full)
-    sink, window = whole_number(sink, 0, "sink"), whole_number(window, 1, "window")
+    sink = whole_number(streaming.get("sink", SINK) if sink is None else sink, 0, "sink")
+    window = whole_number(streaming.get("window", WINDOW) if window is None else window, 1, "window")
     implementation = str(model.hf.config._attn_implementation)
     if not implementation.startswith("interp_"):
         raise BadInputError(f"{model.name} runs attention {implementation!r}; a head-wise cache needs interp's "

@@ -265,7 +265,7 @@ def measure(args) -> list[dict]:
                       f"{ {k: result.get(k) for k in ('cache_bytes', 'peak_rss', 'prefill_s', 'decode_ms', 'recall', 'error')} }",
                       flush=True)
                 rows.append(result)
-                save_rows([result], args.chunk)  # each row lands as it is measured
+                save_rows([result], args.chunk, stem=args.stem)  # each row lands as it is measured
     return rows
 
 
@@ -326,10 +326,10 @@ def _table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def render(doc: dict) -> str:
+def render(doc: dict, stem: str = STEM) -> str:
     env = doc["environment"]
     lines = ["# Head-wise KV cache on the CPU", "",
-             f"Made by `{COMMAND}` ({env}). Every number is read from `{STEM}.json`. Peak RSS is each row's "
+             f"Made by `{COMMAND}` ({env}). Every number is read from `{stem}.json`. Peak RSS is each row's "
              "own process (model included); prefill is the prompt's forward (full: one forward; head-wise and "
              f"StreamingLLM: chunks of {doc.get('chunk', 512)} tokens; kvpress: one forward, as its press runs); "
              "decoding is the median of three runs' mean ms per token; recall is ROUGE-1 of the needle's answer. "
@@ -355,11 +355,11 @@ def render(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_rows(new_rows: list[dict], chunk: int, new_shapes: list[dict] | None = None) -> str:
+def save_rows(new_rows: list[dict], chunk: int, new_shapes: list[dict] | None = None, stem: str = STEM) -> str:
     from interp.results.folders import output_folder
     from interp.results.protocol import write_json
 
-    path = RESULTS / f"{STEM}.json"
+    path = RESULTS / f"{stem}.json"
     doc = json.loads(path.read_text()) if path.exists() else {"rows": []}
     def key(r: dict) -> tuple:
         return r["model"], r["tokens"], r["depth"], r["row"], r.get("text", "shipped")
@@ -372,10 +372,10 @@ def save_rows(new_rows: list[dict], chunk: int, new_shapes: list[dict] | None = 
     doc["chunk"] = chunk
     doc["environment"] = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                           f"torch {_version('torch')}, transformers {_version('transformers')}")
-    text = render(doc)
-    with output_folder(RESULTS, kind=STEM, force=True) as dest:
-        dest.write_text(f"{STEM}.md", text)
-        write_json(dest, f"{STEM}.json", doc)
+    text = render(doc, stem)
+    with output_folder(RESULTS, kind=stem, force=True) as dest:
+        dest.write_text(f"{stem}.md", text)
+        write_json(dest, f"{stem}.json", doc)
     return text
 
 
@@ -400,9 +400,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kvpress-python", default=str(Path(__file__).parent.parent / ".venv-kvpress" / "bin" / "python"))
     p.add_argument("--shapes", action="store_true", help="only the Llama-3.1-shaped cache bytes")
     p.add_argument("--render", action="store_true")
+    p.add_argument("--stem", default=STEM, help="the results file names (benchmarks/results/STEM.json, .md)")
     args = p.parse_args(argv)
     if args.render:
-        print(save_rows([], args.chunk))
+        print(save_rows([], args.chunk, stem=args.stem))
         return 0
     if args.shapes:
         print(save_rows([], args.chunk, shapes()))
@@ -414,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         p.error(f"unknown rows {bad}; rows: {', '.join(ROWS)}")
     measure(args)
-    print(save_rows([], args.chunk))
+    print(save_rows([], args.chunk, stem=args.stem))
     return 0
 
 

@@ -6,6 +6,10 @@ to the hooks of a trace (which may read or replace them) and then calls the base
 unchanged, so a model keeps its fast path (SDPA) and, with no hooks, computes exactly what it
 computed before. The same name must be registered with ``AttentionMaskInterface`` too, or
 sliding-window layers silently get the wrong mask.
+
+Under a head-wise KV cache (``interp.core.headwise``) the key and value a layer gets are only the
+new ones, tagged with their cache layer: the function hands them (after the q/k/v hooks) to that
+layer, which attends its full and its streaming kv heads separately with the base function.
 """
 
 from __future__ import annotations

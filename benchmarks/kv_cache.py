@@ -148,7 +148,7 @@ def child(spec: dict) -> dict:
             "full_cache_bytes": full_cache_bytes(model, n + spec["new_tokens"] - 1),
             "peak_rss": rss, "rss_loaded": rss_loaded, "prefill_s": prefill,
             "decode_ms": 1000 * statistics.median(per_run), "decode_runs_ms": [1000 * x for x in per_run],
-            "recall": rouge1_recall(test.answer, text), "text": text, "tokens_out": tokens,
+            "recall": rouge1_recall(test.answer, text), "output": text, "tokens_out": tokens,
             "window": getattr(cache, "window", None), "transformers": _version("transformers"),
             "folder": str(model.hf.config._name_or_path), "answer": test.answer}
 
@@ -223,7 +223,7 @@ def kvpress_child(spec: dict) -> dict:
     return {**{k: v for k, v in spec.items() if k not in ("folder", "save", "answer")}, "prompt_tokens": ids.shape[1],
             "cache_bytes": held, "peak_rss": rss, "rss_loaded": rss_loaded, "prefill_s": prefill,
             "decode_ms": 1000 * statistics.median(per_run), "decode_runs_ms": [1000 * x for x in per_run],
-            "recall": recall, "text": text, "transformers": _version("transformers"), "kvpress": _version("kvpress")}
+            "recall": recall, "output": text, "transformers": _version("transformers"), "kvpress": _version("kvpress")}
 
 
 # -- the parent ------------------------------------------------------------------------------------

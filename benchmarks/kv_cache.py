@@ -240,6 +240,8 @@ def _spawn(python: str, spec: dict, entry: str) -> dict:
 
 
 def measure(args) -> list[dict]:
+    from interp.results.strict_json import dumps
+
     rows = []
     # interp's rows leave the prompt ids and the pattern here for the kvpress row (a later run may reuse them)
     work = Path(tempfile.gettempdir()) / "interp-kv-cache-bench"
@@ -260,7 +262,7 @@ def measure(args) -> list[dict]:
                 else:
                     result = _spawn(sys.executable, {**base, "row": row, "save": str(save)}, "--child")
                     if "error" not in result:
-                        (save / "prompt.json").write_text(json.dumps({k: result[k] for k in ("folder", "answer")}))
+                        (save / "prompt.json").write_text(dumps({k: result[k] for k in ("folder", "answer")}))
                 print(f"{row} {tokens} {depth}: {time.time() - t:.0f} s "
                       f"{ {k: result.get(k) for k in ('cache_bytes', 'peak_rss', 'prefill_s', 'decode_ms', 'recall', 'error')} }",
                       flush=True)

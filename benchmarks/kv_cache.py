@@ -150,7 +150,7 @@ def child(spec: dict) -> dict:
             "decode_ms": 1000 * statistics.median(per_run), "decode_runs_ms": [1000 * x for x in per_run],
             "recall": rouge1_recall(test.answer, text), "output": text, "tokens_out": tokens,
             "window": getattr(cache, "window", None), "transformers": _version("transformers"),
-            "folder": str(model.hf.config._name_or_path), "answer": test.answer}
+            "folder": str(model.hf.config._name_or_path), "answer": test.answer, "load": os.getloadavg()[0]}
 
 
 def _streaming_window(model, keep, n: int) -> int:
@@ -223,7 +223,8 @@ def kvpress_child(spec: dict) -> dict:
     return {**{k: v for k, v in spec.items() if k not in ("folder", "save", "answer")}, "prompt_tokens": ids.shape[1],
             "cache_bytes": held, "peak_rss": rss, "rss_loaded": rss_loaded, "prefill_s": prefill,
             "decode_ms": 1000 * statistics.median(per_run), "decode_runs_ms": [1000 * x for x in per_run],
-            "recall": recall, "output": text, "transformers": _version("transformers"), "kvpress": _version("kvpress")}
+            "recall": recall, "output": text, "transformers": _version("transformers"), "kvpress": _version("kvpress"),
+            "load": os.getloadavg()[0]}
 
 
 # -- the parent ------------------------------------------------------------------------------------
@@ -305,7 +306,8 @@ def shapes() -> list[dict]:
 
 def _table(rows: list[dict]) -> list[str]:
     lines = ["| model | tokens | depth | row | cache MB | cache / full | peak RSS MB | prefill s | decode ms/token "
-             "| recall | same tokens as compressed25 | transformers |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| recall | same tokens as compressed25 | load | transformers |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def twin(r: dict, row: str) -> dict | None:
         return next((x for x in rows if x["row"] == row and x["model"] == r["model"] and x["tokens"] == r["tokens"]
@@ -314,7 +316,7 @@ def _table(rows: list[dict]) -> list[str]:
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['tokens']} | {r['depth']} | {r['row']} | failed: "
-                         f"{' '.join(r['error'])[:200]} | | | | | | | |")
+                         f"{' '.join(r['error'])[:200]} | | | | | | | | |")
             continue
         full, comp = twin(r, "full"), twin(r, "compressed25")
         ratio = f"{r['cache_bytes'] / full['cache_bytes']:.2f}" if full else ""
@@ -322,9 +324,10 @@ def _table(rows: list[dict]) -> list[str]:
             ("yes" if r["tokens_out"] == comp.get("tokens_out") else "no")
         tf = r["transformers"] + (f", kvpress {r['kvpress']}" if "kvpress" in r else "")
         label = r["row"] + (f" (window {r['window']})" if r["row"] == "streamingllm" else "")
+        load = f"{r['load']:.0f}" if "load" in r else ""
         lines.append(f"| {r['model']} | {r['prompt_tokens']} | {r['depth']} | {label} | {r['cache_bytes'] / 1e6:.1f} | "
                      f"{ratio} | {r['peak_rss'] / 1e6:.0f} | {r['prefill_s']:.1f} | {r['decode_ms']:.1f} | "
-                     f"{r['recall']:.2f} | {same} | {tf} |")
+                     f"{r['recall']:.2f} | {same} | {load} | {tf} |")
     return lines
 
 
@@ -337,7 +340,9 @@ def render(doc: dict, stem: str = STEM) -> str:
              "decoding is the median of three runs' mean ms per token; recall is ROUGE-1 of the needle's answer. "
              f"Head-wise rows keep sink {SINK} + window {WINDOW} for streaming kv heads, the kept heads by the "
              "committed retrieval scan; StreamingLLM gives every kv head sink 4 + the window that matches "
-             "headwise25's bytes.", ""]
+             "headwise25's bytes. The rows run one after another on a machine other jobs may share: `load` is the "
+             "1-minute load average when a row ended (blank: not recorded); where it differs between rows, their "
+             "seconds do not compare, while bytes, RSS, recall and tokens do not depend on it.", ""]
     for text in ("shipped", "heldout"):
         rows = sorted((r for r in doc["rows"] if r.get("text", "shipped") == text),
                       key=lambda r: (r["model"], r["tokens"], r["depth"], ROWS.index(r["row"])))

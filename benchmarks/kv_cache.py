@@ -102,6 +102,8 @@ def child(spec: dict) -> dict:
     from interp.heads.headwise import full_cache_bytes, headwise_cache
     from interp.heads.retrieval import rouge1_recall
 
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     model = interp.load(spec["model"])
     test = _prompt(model, spec["tokens"], spec["depth"], spec.get("text", "shipped"))
     ids = test.prompt_ids
@@ -180,6 +182,8 @@ def kvpress_child(spec: dict) -> dict:
     from kvpress import DuoAttentionPress
     from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     model = AutoModelForCausalLM.from_pretrained(spec["folder"], dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(spec["folder"])
     ids = torch.from_numpy(np.load(Path(spec["save"]) / "ids.npy"))
@@ -249,7 +253,7 @@ def measure(args) -> list[dict]:
     for tokens in args.tokens:
         for depth in args.depths:
             base = {"model": args.model, "tokens": tokens, "depth": depth, "new_tokens": args.new_tokens,
-                    "chunk": args.chunk, "text": args.text}
+                    "chunk": args.chunk, "text": args.text, "threads": args.threads}
             save = work / (f"{args.model}-{tokens}-{depth}" + ("-heldout" if args.text == "heldout" else ""))
             save.mkdir(parents=True, exist_ok=True)
             for row in args.rows:
@@ -406,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=512, help="prefill chunk of the head-wise rows")
     p.add_argument("--kvpress-python", default=str(Path(__file__).parent.parent / ".venv-kvpress" / "bin" / "python"))
     p.add_argument("--shapes", action="store_true", help="only the Llama-3.1-shaped cache bytes")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per row (1: a busy machine's other jobs cannot stall a row at every parallel op)")
     p.add_argument("--render", action="store_true")
     p.add_argument("--stem", default=STEM, help="the results file names (benchmarks/results/STEM.json, .md)")
     args = p.parse_args(argv)

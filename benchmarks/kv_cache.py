@@ -327,7 +327,8 @@ def _table(rows: list[dict]) -> list[str]:
         same = "" if comp is None or "tokens_out" not in r or r["row"] == "compressed25" else \
             ("yes" if r["tokens_out"] == comp.get("tokens_out") else "no")
         tf = r["transformers"] + (f", kvpress {r['kvpress']}" if "kvpress" in r else "")
-        label = r["row"] + (f" (window {r['window']})" if r["row"] == "streamingllm" else "")
+        label = r["row"] + (f" (window {r['window']})" if r["row"] == "streamingllm" else "") + \
+            (f", {r['threads']} thread{'s' * (r['threads'] > 1)}" if r.get("threads") else "")
         load = f"{r['load']:.0f}" if "load" in r else ""
         lines.append(f"| {r['model']} | {r['prompt_tokens']} | {r['depth']} | {label} | {r['cache_bytes'] / 1e6:.1f} | "
                      f"{ratio} | {r['peak_rss'] / 1e6:.0f} | {r['prefill_s']:.1f} | {r['decode_ms']:.1f} | "

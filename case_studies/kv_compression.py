@@ -243,7 +243,8 @@ def heldout_lines(table: pd.DataFrame, heldout: pd.DataFrame) -> list[str]:
     its in-sample recall (the shipped needles), and the rule held-out recall chooses."""
     summary = summarize(table)
     lines = ["## Out of sample: held-out needles and text, the real head-wise cache", "",
-             f"Made by `{COMMAND} --heldout`, read from `heldout.parquet` ({len(heldout)} rows): "
+             f"Made by `{COMMAND} --heldout` (`--smoke`: one depth, one share), read from `heldout.parquet` "
+             f"({len(heldout)} rows): "
              f"{heldout['needle'].nunique()} needles no scan used, in Python's reference documentation "
              f"(`pydoc_data.topics`), {', '.join(map(str, sorted(heldout['length'].unique())))} tokens, depths "
              f"{', '.join(map(str, sorted(heldout['depth'].unique())))}, greedy, 16 new tokens, run through "
@@ -264,9 +265,11 @@ def heldout_lines(table: pd.DataFrame, heldout: pd.DataFrame) -> list[str]:
     for name, part in agg[agg["rule"] != "full"].groupby("model", sort=False):
         best = part.groupby("rule", sort=False)["recall"].mean().sort_values(ascending=False, kind="stable")
         full = float(agg[(agg["model"] == name) & (agg["rule"] == "full")]["recall"].iloc[0])
-        lines.append(f"- {name}: chosen by held-out recall (mean over the shares): **{best.index[0]}** "
-                     f"({fmt(float(best.iloc[0]))}; " + ", ".join(f"{k} {fmt(float(v))}" for k, v in best.iloc[1:].items())
-                     + f"; the full cache {fmt(full)}).")
+        top = [k for k, v in best.items() if v == best.iloc[0]]
+        won = f"**{top[0]}**" if len(top) == 1 else f"a tie between {', '.join(top)} (no rule wins)"
+        lines.append(f"- {name}: chosen by held-out recall (mean over the shares): {won} at {fmt(float(best.iloc[0]))}; "
+                     + ", ".join(f"{k} {fmt(float(v))}" for k, v in best.items() if k not in top)
+                     + f"; the full cache {fmt(full)}; {heldout['needle'].nunique() * heldout['depth'].nunique() * heldout['length'].nunique()} tests per rule and share.")
     lines += ["", "Not tried here: a kv head's own masking effect on recall, and DuoAttention's gate optimisation "
               "on synthetic passkeys (both need a training or a per-head sweep beyond this run's CPU budget).", ""]
     return lines

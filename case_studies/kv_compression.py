@@ -16,6 +16,16 @@ Sliding-window layers (Gemma 3's local layers) keep their own window in every co
     python case_studies/kv_compression.py [--models smollm2-135m,gemma3-270m]
     python case_studies/kv_compression.py --render     # summary and figure from the saved table
     python case_studies/kv_compression.py --smoke --out DIR
+    python case_studies/kv_compression.py --heldout    # out of sample, with the real head-wise cache
+
+Out of sample (``--heldout``): the heads above are chosen from scans of the shipped needles in the
+shipped text, and the recall above is measured on the same needles: in sample. ``--heldout``
+evaluates each selection rule on needles and a text no scan saw (``HELDOUT_NEEDLES`` in Python's
+reference documentation, ``pydoc_data.topics``), with the real cache
+(``interp.heads.headwise_cache``, prefill in chunks), and reports its bytes next to the recall;
+the rule is chosen by held-out recall. Rules: ``retrieval``, ``streaming`` (lowest first),
+``combined`` (the mean of a head's rank by retrieval score and by streaming score, lowest
+streaming first) and ``random``.
 
 Writes ``results/kv_compression/{recall.parquet, head_scores.parquet, summary.md, recall_vs_cache.html}`` through
 one output folder (``interp.results.folders``). Finished conditions are kept in its checkpoint
@@ -53,12 +63,33 @@ WITHIN = 0.10  # "recall within 10 points of the full cache"
 SMOKE = {"lengths": (600,), "depths": (0.5,), "shares": (1.0, 0.5), "seeds": (0,), "needles": 1}
 COMMAND = "python case_studies/kv_compression.py"
 KIND = "kv_compression"  # the report kind of the files this study writes (interp.results.folders)
+# The evaluation set: needles no scan or study of the project used, in a text none used either.
+HELDOUT_NEEDLES = [
+    {"needle": "The harbour master keeps the spare key to the boathouse inside a hollow copy of Moby Dick.",
+     "question": "Where does the harbour master keep the spare key to the boathouse?",
+     "answer": "inside a hollow copy of Moby Dick"},
+    {"needle": "The committee chose a violet umbrella with silver stars as the mascot of the winter fair.",
+     "question": "What did the committee choose as the mascot of the winter fair?",
+     "answer": "a violet umbrella with silver stars"},
+]
+HELDOUT = {"lengths": (1400,), "depths": (0.25, 0.5, 0.75), "shares": (0.5, 0.25), "max_new_tokens": 16,
+           "rules": ("retrieval", "streaming", "combined", "random"), "chunk": 512}
 
 
 def chosen_heads(scores, model, method: str, share: float, seed: int | None) -> np.ndarray:
     """The kv heads kept full, bool [layers, kv_heads]."""
     if method == "retrieval":
         return scores.keep_full("retrieval", share, model=model)
+    if method == "combined":  # a head's mean rank by both scores (high retrieval, low streaming first)
+        ret = scores.kv_pattern("retrieval", model=model).to_numpy()
+        stream = scores.kv_pattern("streaming", model=model, lowest=True).to_numpy()
+        free = np.argwhere(~np.isnan(ret))
+        r = pd.Series(ret[free[:, 0], free[:, 1]]).rank(ascending=False).to_numpy()
+        t = pd.Series(stream[free[:, 0], free[:, 1]]).rank(ascending=True).to_numpy()
+        order = np.lexsort((np.arange(len(free)), r + t))[: int(round(share * len(free)))]
+        keep = np.zeros(ret.shape, dtype=bool)
+        keep[free[order, 0], free[order, 1]] = True
+        return keep
     if method == "streaming":
         return scores.keep_full("streaming", share, model=model, lowest=True)
     free = np.argwhere(~np.isnan(scores.kv_pattern("retrieval", model=model).to_numpy()))
@@ -155,6 +186,95 @@ def study_model(name: str, out: OutputFolder, plan: dict, clock: Stopwatch) -> t
     return pd.DataFrame(rows), heads
 
 
+def heldout_model(name: str, plan: dict, clock: Stopwatch) -> pd.DataFrame:
+    """Recall and real cache bytes of each selection rule on the held-out needles and text."""
+    from pydoc_data.topics import topics
+
+    import torch
+
+    import interp
+    from interp.core.kv_cache import run_cached
+    from interp.heads.compression import sliding_windows
+    from interp.heads.headwise import full_cache_bytes, headwise_cache
+    from interp.heads.retrieval import build_test, rouge1_recall
+    from interp.heads.table import HeadScores
+
+    model = interp.load(name)
+    heads = pd.read_parquet(OUT / "head_scores.parquet")  # the scans' scores: shipped needles and text only
+    heads = heads[heads["model"] == name]
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    arrays = {}
+    for score in ("retrieval", "streaming"):
+        m = np.full((n_layers, n_heads), np.nan)
+        m[heads["layer"].to_numpy(), heads["head"].to_numpy()] = heads[score].to_numpy()
+        arrays[score] = m
+    scores = HeadScores.from_arrays(arrays, model=name, n_layers=n_layers, n_heads=n_heads,
+                                    kv_heads=model.cfg.n_kv_heads, sliding_windows=sliding_windows(model))
+    hay = model.tokenizer("\n\n".join(topics[k] for k in sorted(topics)), add_special_tokens=False)["input_ids"]
+    tests = [build_test(model, needle, length, depth, index=i, hay=hay) for i, needle in enumerate(HELDOUT_NEEDLES)
+             for length in plan["lengths"] for depth in plan["depths"]]
+    conditions = [("full", 1.0)] + [(rule, share) for share in plan["shares"] for rule in plan["rules"]]
+    rows = []
+    for rule, share in tqdm(conditions, desc=f"{name} held out"):
+        keep = np.ones((n_layers, model.cfg.n_kv_heads), dtype=bool) if rule == "full" else \
+            chosen_heads(scores, model, rule, share, 0)
+        for t in tests:
+            cache = headwise_cache(model, keep, SINK, WINDOW)
+            ids = t.prompt_ids
+            with torch.no_grad(), clock.part(f"{name}: held out"):
+                for s in range(0, ids.shape[1], plan["chunk"]):
+                    out, cache = run_cached(model.hf, cache, input_ids=ids[:, s:s + plan["chunk"]], logits_to_keep=1)
+                new: list[int] = []
+                for _ in range(plan["max_new_tokens"]):
+                    nxt = int(out.logits[0, -1].argmax())
+                    if nxt == model.tokenizer.eos_token_id:
+                        break
+                    new.append(nxt)
+                    out, cache = run_cached(model.hf, cache, input_ids=torch.tensor([[nxt]]))
+            rows.append({"model": name, "rule": rule, "share": share, "needle": t.needle, "length": t.length,
+                         "depth": t.depth, "recall": rouge1_recall(t.answer, model.tokenizer.decode(new)),
+                         "cache_bytes": cache.nbytes(), "full_cache_bytes": full_cache_bytes(model, cache.get_seq_length()),
+                         "full_kv_heads": int(keep[[la for la in range(n_layers) if la not in sliding_windows(model)]].sum())})
+    return pd.DataFrame(rows)
+
+
+def heldout_lines(table: pd.DataFrame, heldout: pd.DataFrame) -> list[str]:
+    """The out-of-sample section of the summary: each rule's held-out recall and real cache beside
+    its in-sample recall (the shipped needles), and the rule held-out recall chooses."""
+    summary = summarize(table)
+    lines = ["## Out of sample: held-out needles and text, the real head-wise cache", "",
+             f"Made by `{COMMAND} --heldout` (`--smoke`: one depth, one share), read from `heldout.parquet` "
+             f"({len(heldout)} rows): "
+             f"{heldout['needle'].nunique()} needles no scan used, in Python's reference documentation "
+             f"(`pydoc_data.topics`), {', '.join(map(str, sorted(heldout['length'].unique())))} tokens, depths "
+             f"{', '.join(map(str, sorted(heldout['depth'].unique())))}, greedy, 16 new tokens, run through "
+             "`interp.heads.headwise_cache` (sink 4, window 256, prefill in chunks of 512). The heads are chosen "
+             "from the scans of the shipped needles and text: in-sample recall is this study's table above (the "
+             "same needles that chose the heads), held-out recall is measured on needles and text the choice "
+             "never saw. Cache: the bytes the cache held at the end, against a full cache of the same tokens.", "",
+             "| model | rule | share | in-sample recall | held-out recall | cache MB | cache / full |",
+             "|---|---|---|---|---|---|---|"]
+    agg = (heldout.groupby(["model", "rule", "share"], sort=False)
+           .agg(recall=("recall", "mean"), cache=("cache_bytes", "mean"), full=("full_cache_bytes", "mean"))
+           .reset_index())
+    for r in agg.itertuples():
+        inside = summary[(summary["model"] == r.model) & (summary["method"] == r.rule) & (summary["share"] == r.share)]
+        lines.append(f"| {r.model} | {r.rule} | {r.share:.0%} | {fmt(float(inside['recall'].iloc[0])) if len(inside) else '—'} "
+                     f"| {fmt(r.recall)} | {r.cache / 1e6:.1f} | {r.cache / r.full:.2f} |")
+    lines.append("")
+    for name, part in agg[agg["rule"] != "full"].groupby("model", sort=False):
+        best = part.groupby("rule", sort=False)["recall"].mean().sort_values(ascending=False, kind="stable")
+        full = float(agg[(agg["model"] == name) & (agg["rule"] == "full")]["recall"].iloc[0])
+        top = [k for k, v in best.items() if v == best.iloc[0]]
+        won = f"**{top[0]}**" if len(top) == 1 else f"a tie between {', '.join(top)} (no rule wins)"
+        lines.append(f"- {name}: chosen by held-out recall (mean over the shares): {won} at {fmt(float(best.iloc[0]))}; "
+                     + ", ".join(f"{k} {fmt(float(v))}" for k, v in best.items() if k not in top)
+                     + f"; the full cache {fmt(full)}; {heldout['needle'].nunique() * heldout['depth'].nunique() * heldout['length'].nunique()} tests per rule and share.")
+    lines += ["", "Not tried here: a kv head's own masking effect on recall, and DuoAttention's gate optimisation "
+              "on synthetic passkeys (both need a training or a per-head sweep beyond this run's CPU budget).", ""]
+    return lines
+
+
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """Mean recall and cache kept per model, method and share (random: over its seeds)."""
     return (table.groupby(["model", "method", "share"], sort=False)
@@ -197,7 +317,7 @@ def smallest_cache(part: pd.DataFrame, method: str) -> tuple[float | None, float
 
 
 def write_summary(table: pd.DataFrame, out: OutputFolder, seconds: dict[str, float] | None = None,
-                  heads: pd.DataFrame | None = None) -> str:
+                  heads: pd.DataFrame | None = None, heldout: pd.DataFrame | None = None) -> str:
     """``summary.md``, ``summary.parquet`` and the figure from the recall table (``heads``: the
     head scores, else read from the folder's ``head_scores.parquet``)."""
     summary = summarize(table)
@@ -272,6 +392,10 @@ def write_summary(table: pd.DataFrame, out: OutputFolder, seconds: dict[str, flo
               "- Here the heads are chosen from a needle scan of a few minutes on two CPU cores, on models of "
               "135M and 270M parameters, at 1,000 to 4,000 tokens: far shorter contexts than theirs, where a "
               "256-key window is already a large part of the cache.", ""]
+    if heldout is None and (out.path / "heldout.parquet").exists():
+        heldout = pd.read_parquet(out.path / "heldout.parquet")
+    if heldout is not None:
+        lines += heldout_lines(table, heldout)
     if seconds:
         lines += ["Run time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ".", ""]
     text = "\n".join(lines)
@@ -288,17 +412,35 @@ def main(argv: list[str] | None = None) -> int:
                         help="the results folder (default: results/kv_compression; with --smoke a new temporary one)")
     parser.add_argument("--smoke", action="store_true", help="one needle, one short length, two shares (CI)")
     parser.add_argument("--render", action="store_true", help="summary and figure from the saved recall.parquet")
+    parser.add_argument("--heldout", action="store_true",
+                        help="out of sample: each selection rule on held-out needles and text, with the real cache")
     args = parser.parse_args(argv)
     if args.out is None:
         args.out = Path(tempfile.mkdtemp(prefix="kv_compression-")) if args.smoke else OUT
     with output_folder(args.out, kind=KIND) as out:  # checked and locked before any model loads
+        if args.heldout:
+            return run_heldout(args, out)
         return render(out) if args.render else run(args, out)
+
+
+def run_heldout(args, out: OutputFolder) -> int:
+    """The out-of-sample table, beside the saved in-sample one; the summary again."""
+    models = ["smollm2-135m"] if args.smoke else [m.strip() for m in args.models.split(",") if m.strip()]
+    plan = dict(HELDOUT, depths=(0.5,), shares=(0.25,)) if args.smoke else HELDOUT  # --smoke: one depth, one share
+    clock = Stopwatch()
+    heldout = pd.concat([heldout_model(name, plan, clock) for name in models], ignore_index=True)
+    out.keep("recall.parquet", "head_scores.parquet", "run_time.json")
+    write_tables(out, {"heldout.parquet": heldout})
+    times = out.path / "run_time.json"
+    seconds = json.loads(times.read_text()) if times.exists() else None
+    print(write_summary(pd.read_parquet(out.path / "recall.parquet"), out, seconds, heldout=heldout))
+    return 0
 
 
 def render(out: OutputFolder) -> int:
     """The summary and figure again from the saved tables."""
     times = out.path / "run_time.json"
-    out.keep("recall.parquet", "head_scores.parquet", "run_time.json")
+    out.keep("recall.parquet", "head_scores.parquet", "run_time.json", "heldout.parquet")
     seconds = json.loads(times.read_text()) if times.exists() else None
     print(write_summary(pd.read_parquet(out.path / "recall.parquet"), out, seconds))
     return 0
@@ -314,6 +456,7 @@ def run(args, out: OutputFolder) -> int:
     table = pd.concat([p[0] for p in parts], ignore_index=True)
     heads = pd.concat([p[1] for p in parts], ignore_index=True)
     write_tables(out, {"recall.parquet": table, "head_scores.parquet": heads})
+    out.keep("heldout.parquet")  # the out-of-sample table of --heldout, if one was made
     # a resumed run adds its decoding time to the earlier runs'; the rest is redone every run
     seconds = json.loads(times.read_text()) if times.exists() and any((out.checkpoint / m).is_dir()
                                                                      for m in models) else {}

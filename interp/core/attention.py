@@ -6,6 +6,10 @@ to the hooks of a trace (which may read or replace them) and then calls the base
 unchanged, so a model keeps its fast path (SDPA) and, with no hooks, computes exactly what it
 computed before. The same name must be registered with ``AttentionMaskInterface`` too, or
 sliding-window layers silently get the wrong mask.
+
+Under a head-wise KV cache (``interp.core.headwise``) the key and value a layer gets are only the
+new ones, tagged with their cache layer: the function hands them (after the q/k/v hooks) to that
+layer, which attends its full and its streaming kv heads separately with the base function.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from interp.core.headwise import SPLIT_KEY
 from interp.core.masks import as_mask, layer_visible
 from interp.errors import BadInputError, UsageError
 
@@ -164,6 +169,9 @@ def _make(base: str) -> Callable:
         observers = module.__dict__.get(OBSERVERS_KEY)
         edits = module.__dict__.get(MASK_EDITS_KEY)
         recorders = module.__dict__.get(MASK_RECORDERS_KEY)
+        split = getattr(key, SPLIT_KEY, None)  # a head-wise cache layer: key and value are the new ones only
+        if split is not None:
+            return _headwise(base, split, module, query, key, value, attention_mask, hooks, observers, edits, kwargs)
         if not hooks and not observers and not edits and not recorders:
             return _base_function(base, module)(module, query, key, value, attention_mask, **kwargs)
         layer = module.__dict__[LAYER_KEY]
@@ -195,6 +203,26 @@ def _make(base: str) -> Callable:
 
     attention.__name__ = f"{PREFIX}{base}"
     return attention
+
+
+def _headwise(base, split, module, query, key, value, attention_mask, hooks, observers, edits, kwargs):
+    """Attention under a head-wise KV cache (``interp.core.headwise``): the q/k/v hooks see the
+    query and the new keys and values (what the cache will store), and may replace them; masks
+    cannot be edited and statistics cannot be observed, and the mask is not recorded (no
+    ``attention_pattern``), since the streaming heads' keys are not the model's mask's columns."""
+    if edits or observers:
+        what = "mask edits (knockout, compressed)" if edits else "attention statistics"
+        raise UsageError(
+            f"layer {module.__dict__.get(LAYER_KEY)} runs with a head-wise KV cache, which cannot be combined with "
+            f"{what}: its streaming heads hold only their sink and window keys. Run those without the cache "
+            "(interp.heads.compressed computes the same attention through the mask)")
+    if hooks:
+        layer = module.__dict__[LAYER_KEY]
+        spec = _spec(query, key, kwargs)
+        for hook in list(hooks):
+            query, key, value = hook(layer, query, key, value, spec)
+    return split.attend(_base_function(base, module), base == "eager", module, query, key, value, attention_mask,
+                        **kwargs)
 
 
 def _register() -> None:

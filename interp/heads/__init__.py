@@ -19,10 +19,12 @@ from interp.heads.settings import SCORES
 if TYPE_CHECKING:
     from interp.heads.compression import compressed
     from interp.heads.head_scan import plan_scan, scan
+    from interp.heads.headwise import headwise_cache, read_pattern
     from interp.heads.table import HeadScores
 
 _NAMES = {"plan_scan": "interp.heads.head_scan", "scan": "interp.heads.head_scan", "HeadScores": "interp.heads.table",
-          "compressed": "interp.heads.compression"}
+          "compressed": "interp.heads.compression", "headwise_cache": "interp.heads.headwise",
+          "read_pattern": "interp.heads.headwise"}
 
 
 def __getattr__(name: str) -> Any:  # loaded on first use, so the CLI's parser stays light
@@ -33,4 +35,4 @@ def __getattr__(name: str) -> Any:  # loaded on first use, so the CLI's parser s
     return value
 
 
-__all__ = ["SCORES", "HeadScores", "compressed", "plan_scan", "scan"]
+__all__ = ["SCORES", "HeadScores", "compressed", "headwise_cache", "plan_scan", "read_pattern", "scan"]

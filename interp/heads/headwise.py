@@ -51,7 +51,8 @@ def headwise_cache(model: Model, keep_full: Any, sink: int | None = None, window
     ``keep_full`` may also be a pattern on disk (``read_pattern``: a kv-pattern folder or a
     Retrieval_Head/HeadKV JSON file) with ``share`` or ``threshold``; ``sink`` and ``window``
     then default to the pattern's ``sink_size`` and ``recent_size`` where it has them. Default
-    otherwise: 4 and 256 (DuoAttention's)."""
+    otherwise: 4 and 256 (DuoAttention's). Returns the ``HeadwiseCache``, empty: pass it to one
+    ``generate`` (``cache=``/``past_key_values=``) or ``model.generate(..., cache=...)``."""
     streaming: dict[str, int] = {}
     if isinstance(keep_full, (str, os.PathLike)):
         keep_full, streaming = read_pattern(keep_full, model, share=share, threshold=threshold)
@@ -111,8 +112,10 @@ def _choose(values: np.ndarray, model: Model, share: float | None, threshold: fl
 
 def read_pattern(source: str | os.PathLike[str], model: Model, *, share: float | None = None,
                  threshold: float | None = None) -> tuple[np.ndarray, dict[str, int]]:
-    """``(keep_full, streaming)`` from a pattern on disk, checked against ``model`` before any
-    forward; ``streaming`` is ``{"sink": .., "window": ..}`` where the pattern says (else empty).
+    """Returns ``(keep_full, streaming)`` read from the pattern at ``source`` (a folder or a JSON
+    file, below), checked against ``model`` before any forward: ``keep_full`` a bool array
+    ``[layers, kv_heads]``, ``streaming`` ``{"sink": .., "window": ..}`` where the pattern says
+    (else empty).
 
     - a folder with ``full_attention_heads.tsv`` and ``config.json``: interp's
       ``--export kv-pattern`` or DuoAttention's released patterns (one row per layer, one value

@@ -25,7 +25,6 @@ by ``read_pattern``: interp's ``--export kv-pattern`` folder, DuoAttention's rel
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -37,7 +36,7 @@ from interp.core.headwise import HeadwiseCache
 from interp.core.model import Model
 from interp.errors import BadInputError, real_number, whole_number
 from interp.heads.compression import SINK, WINDOW, check_keep_full, sliding_windows
-from interp.heads.kv_export import CONFIG, TSV
+from interp.heads.kv_export import CONFIG, TSV, load_kv_pattern
 
 
 def headwise_cache(model: Model, keep_full: Any, sink: int | None = None, window: int | None = None, *,
@@ -135,15 +134,14 @@ def read_pattern(source: str | os.PathLike[str], model: Model, *, share: float |
             raise BadInputError(f"{path} is not a KV pattern folder: it lacks {', '.join(missing)} (a DuoAttention "
                                 f"pattern or interp's --export kv-pattern has {TSV} and {CONFIG})")
         try:
-            values = np.loadtxt(io.StringIO(tsv.read_text()), dtype=float, delimiter="\t", ndmin=2)
-            cfg = json.loads(config.read_text())
+            cfg, values = load_kv_pattern(path)
         except ValueError as exc:
             raise BadInputError(f"cannot read the KV pattern in {path}: {exc}") from exc
         if values.shape != (layers, kv):
             raise BadInputError(f"the KV pattern {tsv} has {values.shape[0]} rows x {values.shape[1]} columns but "
                                 f"{model.name} has {layers} layers x {kv} kv heads: it is a pattern of another model")
         streaming = {k: int(cfg[f]) for k, f in (("sink", "sink_size"), ("window", "recent_size")) if f in cfg}
-        return _choose(np.clip(values, 0, 1), model, share, threshold, str(path)), streaming
+        return _choose(values, model, share, threshold, str(path)), streaming
     if not path.is_file():
         raise BadInputError(f"no KV pattern at {path}: give a folder with {TSV} and {CONFIG}, or a JSON file of "
                             '{"layer-head": scores}')

@@ -56,12 +56,19 @@ def write_kv_pattern(scores: HeadScores, dest: str | os.PathLike[str] | OutputFo
         return out.path
 
 
-def read_kv_pattern(folder: str | os.PathLike[str]) -> tuple[int, int, np.ndarray]:
-    """``(sink_size, recent_size, scores [layers, kv_heads])`` read back as kvpress reads a
-    DuoAttention pattern (``loadtxt`` with tabs, clipped to 0..1); a model with one kv head per
-    layer keeps its column shape here (``ndmin=2``), where plain ``loadtxt`` gives a vector."""
+def load_kv_pattern(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], np.ndarray]:
+    """Returns ``(config, scores [layers, kv_heads])`` of a pattern folder, the TSV read as kvpress
+    reads a DuoAttention pattern (``loadtxt`` with tabs, clipped to 0..1); a model with one kv head
+    per layer keeps its column shape here (``ndmin=2``), where plain ``loadtxt`` gives a vector.
+    A file that is not JSON or not a table of numbers raises ``ValueError``."""
     folder = Path(folder)
     config = json.loads((folder / CONFIG).read_text())
     text = (folder / TSV).read_text()
-    values = np.clip(np.loadtxt(io.StringIO(text), dtype=float, delimiter="\t", ndmin=2), 0, 1)
+    return config, np.clip(np.loadtxt(io.StringIO(text), dtype=float, delimiter="\t", ndmin=2), 0, 1)
+
+
+def read_kv_pattern(folder: str | os.PathLike[str]) -> tuple[int, int, np.ndarray]:
+    """Returns ``(sink_size, recent_size, scores [layers, kv_heads])`` of a pattern folder that
+    names both sizes (``load_kv_pattern``)."""
+    config, values = load_kv_pattern(folder)
     return int(config["sink_size"]), int(config["recent_size"]), values

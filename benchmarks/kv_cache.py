@@ -13,8 +13,10 @@ One needle (the first shipped one) in the shipped text at two depths per size. R
   (``case_studies/results/head_scans``), sink 4, window 256, prefill in chunks of ``--chunk``;
 - ``streamingllm``: every kv head sink 4 + a window sized to ``headwise25``'s cache bytes, real
   eviction (the same cache class with no head kept full);
-- ``kvpress``: kvpress's ``DuoAttentionPress`` with ``headwise25``'s pattern, in its own venv
-  (``--kvpress-python``; kvpress 0.5.5 pins transformers < 5.3), run from this invocation.
+- ``kvpress``: kvpress's ``DuoAttentionPress`` with ``headwise25``'s pattern, on the same model
+  folder in the same venv and run. kvpress 0.5.5 pins transformers < 5.3, so the table comes from a
+  venv with both: ``pip install kvpress==0.5.5 "transformers<5.3"`` beside interp (every row then
+  runs under that transformers, printed in the table).
 
 Each row runs in its own subprocess: peak RSS is that process's ``ru_maxrss`` (model included),
 prefill seconds the prompt's forward(s), decoding ms per token the median of three runs of
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -173,7 +176,7 @@ def _version(name: str) -> str:
     return version(name)
 
 
-# -- the kvpress row, in kvpress's venv (no interp import) -----------------------------------------
+# -- the kvpress row: the plain Hugging Face model under kvpress's press -------------------------
 
 def kvpress_child(spec: dict) -> dict:
     """DuoAttentionPress with a given streaming pattern on the model folder interp cached."""
@@ -228,11 +231,9 @@ def kvpress_child(spec: dict) -> dict:
 
 # -- the parent ------------------------------------------------------------------------------------
 
-def _spawn(python: str, spec: dict, entry: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)} if entry == "--child" else dict(os.environ)
-    if entry == "--kvpress-child":
-        env.pop("PYTHONPATH", None)  # kvpress's venv must not see interp's checkout
-    proc = subprocess.run([python, __file__, entry, json.dumps(spec)], capture_output=True, text=True, env=env)
+def _spawn(spec: dict, entry: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    proc = subprocess.run([sys.executable, __file__, entry, json.dumps(spec)], capture_output=True, text=True, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
@@ -255,15 +256,21 @@ def measure(args) -> list[dict]:
             for row in args.rows:
                 t = time.time()
                 if row == "kvpress":
+                    if importlib.util.find_spec("kvpress") is None:
+                        result = {**base, "row": row, "error": [
+                            "kvpress is not installed in this venv: pip install kvpress==0.5.5 'transformers<5.3'"]}
+                        print(result["error"][0], flush=True)
+                        rows.append(result)
+                        continue
                     if not (save / "prompt.json").exists():
                         print("kvpress needs a row of interp's run first (it reuses its prompt)", flush=True)
                         continue
                     spec = {**base, "row": row, "save": str(save), **json.loads((save / "prompt.json").read_text())}
-                    result = _spawn(args.kvpress_python, spec, "--kvpress-child")
+                    result = _spawn(spec, "--kvpress-child")
                     if "error" not in result:
                         result["recall"] = rouge1_recall(spec["answer"], result["output"])
                 else:
-                    result = _spawn(sys.executable, {**base, "row": row, "save": str(save)}, "--child")
+                    result = _spawn({**base, "row": row, "save": str(save)}, "--child")
                     if "error" not in result:
                         (save / "prompt.json").write_text(dumps({k: result[k] for k in ("folder", "answer")}))
                 print(f"{row} {tokens} {depth}: {time.time() - t:.0f} s "
@@ -407,7 +414,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text", choices=("shipped", "heldout"), default="shipped",
                    help="heldout: a needle and text the project never used (the held-out check)")
     p.add_argument("--chunk", type=int, default=512, help="prefill chunk of the head-wise rows")
-    p.add_argument("--kvpress-python", default=str(Path(__file__).parent.parent / ".venv-kvpress" / "bin" / "python"))
     p.add_argument("--shapes", action="store_true", help="only the Llama-3.1-shaped cache bytes")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per row (1: a busy machine's other jobs cannot stall a row at every parallel op)")

@@ -84,16 +84,19 @@ class HeadwiseLayer(DynamicLayer):
         setattr(key_states, SPLIT_KEY, self)
         return key_states, value_states
 
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+    def get_mask_sizes(self, query_length: int | torch.Tensor) -> tuple[int, int]:
         # The mask covers every position: the full heads read all of it, the streaming heads the
-        # columns of the keys they kept.
-        return self.cumulative_length + query_length, 0
+        # columns of the keys they kept. (transformers before 5.3 passes the cache positions.)
+        n = query_length.shape[0] if isinstance(query_length, torch.Tensor) else query_length
+        return self.cumulative_length + n, 0
 
     def get_seq_length(self) -> int:
         return self.cumulative_length
 
     def get_max_length(self) -> int:
         return -1
+
+    get_max_cache_shape = get_max_length  # its name before transformers 5.3
 
     def reset(self) -> None:
         super().reset()

@@ -7,6 +7,7 @@ it is found by its presence in this package.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from dataclasses import dataclass
@@ -69,4 +70,13 @@ def adapter_for(hf_model: Any) -> Adapter:
         raise UnknownNameError(
             "architecture", model_type, sorted(ADAPTERS), hint="add a table under interp/core/adapters/ for it"
         )
-    return ADAPTERS[model_type]
+    adapter = ADAPTERS[model_type]
+    try:
+        hf_model.get_submodule(adapter.unembed)
+    except AttributeError:  # renamed across transformers releases (GPT-NeoX's embed_out before 5.3)
+        out = hf_model.get_output_embeddings()
+        name = next((n for n, m in hf_model.named_modules() if m is out), None)
+        if name is None:
+            raise
+        adapter = dataclasses.replace(adapter, unembed=name)
+    return adapter

@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).parent))
 from _study import Stopwatch, fmt, write_figures, write_tables  # noqa: E402
 
+from interp.errors import BadReportError  # noqa: E402
 from interp.heads.checkpoint import Checkpoint  # noqa: E402
 from interp.results.folders import OutputFolder, output_folder  # noqa: E402
 from interp.results.protocol import write_json  # noqa: E402
@@ -63,7 +64,11 @@ WITHIN = 0.10  # "recall within 10 points of the full cache"
 SMOKE = {"lengths": (600,), "depths": (0.5,), "shares": (1.0, 0.5), "seeds": (0,), "needles": 1}
 COMMAND = "python case_studies/kv_compression.py"
 KIND = "kv_compression"  # the report kind of the files this study writes (interp.results.folders)
-# The evaluation set: needles no scan or study of the project used, in a text none used either.
+# Out of sample (``--heldout``): the heads are chosen on the selection set (the shipped needles in
+# the shipped text: the committed scans, the masking effect, and DuoAttention's gates on synthetic
+# passkeys in the same text) and evaluated on needles and a text no choice saw (Python's reference
+# documentation). The held-out needles split in two: the validation half chooses the rule, the
+# test half reports it.
 HELDOUT_NEEDLES = [
     {"needle": "The harbour master keeps the spare key to the boathouse inside a hollow copy of Moby Dick.",
      "question": "Where does the harbour master keep the spare key to the boathouse?",
@@ -71,13 +76,37 @@ HELDOUT_NEEDLES = [
     {"needle": "The committee chose a violet umbrella with silver stars as the mascot of the winter fair.",
      "question": "What did the committee choose as the mascot of the winter fair?",
      "answer": "a violet umbrella with silver stars"},
+    {"needle": "The night train to Vienna always leaves from platform nineteen.",
+     "question": "Which platform does the night train to Vienna leave from?",
+     "answer": "platform nineteen"},
+    {"needle": "Doctor Okafor waters her orchids with cold chamomile tea.",
+     "question": "What does Doctor Okafor water her orchids with?",
+     "answer": "cold chamomile tea"},
+    {"needle": "The lost ring was finally found under the third step of the cellar stairs.",
+     "question": "Where was the lost ring finally found?",
+     "answer": "under the third step of the cellar stairs"},
+    {"needle": "The museum's oldest clock was built by a blind watchmaker from Geneva.",
+     "question": "Who built the museum's oldest clock?",
+     "answer": "a blind watchmaker from Geneva"},
 ]
+VALIDATION, TEST = (0, 2, 4), (1, 3, 5)  # held-out needles: the rule is chosen on the first, reported on the second
+RULES = ("retrieval", "streaming", "combined", "masking", "gates", "random")
 HELDOUT = {"lengths": (1400,), "depths": (0.25, 0.5, 0.75), "shares": (0.5, 0.25), "max_new_tokens": 16,
-           "rules": ("retrieval", "streaming", "combined", "random"), "chunk": 512}
+           "rules": RULES, "chunk": 512,
+           # the masking effect: each kv head streamed alone on the shipped needles at these settings
+           "masking": {"length": 900, "depths": (0.3,)},
+           # DuoAttention's gates on synthetic passkeys in the shipped text
+           "gates": {"steps": 40, "length": 800, "lr": 0.05, "l1": 0.05, "seed": 0}}
 
 
-def chosen_heads(scores, model, method: str, share: float, seed: int | None) -> np.ndarray:
-    """The kv heads kept full, bool [layers, kv_heads]."""
+def chosen_heads(scores, model, method: str, share: float, seed: int | None,
+                 kv_values: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """The kv heads kept full, bool [layers, kv_heads] (``kv_values``: per-kv-head values of the
+    rules measured on the model, ``masking`` and ``gates``)."""
+    if kv_values and method in kv_values:
+        from interp.heads.kv_selection import keep_top
+
+        return keep_top(kv_values[method], share)
     if method == "retrieval":
         return scores.keep_full("retrieval", share, model=model)
     if method == "combined":  # a head's mean rank by both scores (high retrieval, low streaming first)
@@ -186,17 +215,63 @@ def study_model(name: str, out: OutputFolder, plan: dict, clock: Stopwatch) -> t
     return pd.DataFrame(rows), heads
 
 
-def heldout_model(name: str, plan: dict, clock: Stopwatch) -> pd.DataFrame:
-    """Recall and real cache bytes of each selection rule on the held-out needles and text."""
-    from pydoc_data.topics import topics
+def selection_values(model, name: str, plan: dict, partial, clock: Stopwatch) -> dict[str, np.ndarray]:
+    """The masking effect and DuoAttention's gates of every kv head, measured on the selection set
+    (kept in the checkpoint: an interrupted run does not measure them again)."""
+    from interp.heads.kv_selection import masking_effect, train_gates
+    from interp.heads.retrieval import build_test, haystack_ids
+    from interp.heads.settings import default_needles
 
+    values = {}
+    if (saved := partial.get_json("masking")) is None:
+        hay = haystack_ids(model)
+        tests = [build_test(model, needle, plan["masking"]["length"], depth, index=i, hay=hay)
+                 for i, needle in enumerate(default_needles()) for depth in plan["masking"]["depths"]]
+        with clock.part(f"{name}: masking effect"):
+            saved = masking_effect(model, tests, sink=SINK, window=WINDOW).tolist()
+        partial.put_json("masking", saved)
+    values["masking"] = np.array(saved, dtype=float)
+    if (saved := partial.get_json("gates")) is None:
+        with clock.part(f"{name}: gates"):
+            saved = train_gates(model, sink=SINK, window=WINDOW, **plan["gates"]).tolist()
+        partial.put_json("gates", saved)
+    values["gates"] = np.array(saved, dtype=float)
+    return values
+
+
+def run_test(model, test, keep: np.ndarray, plan: dict) -> dict:
+    """One needle test through the real head-wise cache (prefill in chunks, greedy decoding)."""
     import torch
 
-    import interp
     from interp.core.kv_cache import run_cached
-    from interp.heads.compression import sliding_windows
     from interp.heads.headwise import full_cache_bytes, headwise_cache
-    from interp.heads.retrieval import build_test, rouge1_recall
+    from interp.heads.retrieval import rouge1_recall
+
+    cache = headwise_cache(model, keep, SINK, WINDOW)
+    ids = test.prompt_ids
+    with torch.no_grad():
+        for s in range(0, ids.shape[1], plan["chunk"]):
+            out, cache = run_cached(model.hf, cache, input_ids=ids[:, s:s + plan["chunk"]], logits_to_keep=1)
+        new: list[int] = []
+        for _ in range(plan["max_new_tokens"]):
+            nxt = int(out.logits[0, -1].argmax())
+            if nxt == model.tokenizer.eos_token_id:
+                break
+            new.append(nxt)
+            out, cache = run_cached(model.hf, cache, input_ids=torch.tensor([[nxt]]))
+    return {"recall": rouge1_recall(test.answer, model.tokenizer.decode(new)), "cache_bytes": cache.nbytes(),
+            "full_cache_bytes": full_cache_bytes(model, cache.get_seq_length())}
+
+
+def heldout_model(name: str, plan: dict, out: OutputFolder, clock: Stopwatch) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Recall and real cache bytes of each selection rule and share on the selection set (in
+    sample), the validation and the test needles (out of sample); and the kv heads' values."""
+    from pydoc_data.topics import topics
+
+    import interp
+    from interp.heads.compression import sliding_windows
+    from interp.heads.retrieval import build_test, haystack_ids
+    from interp.heads.settings import default_needles
     from interp.heads.table import HeadScores
 
     model = interp.load(name)
@@ -208,70 +283,95 @@ def heldout_model(name: str, plan: dict, clock: Stopwatch) -> pd.DataFrame:
         m = np.full((n_layers, n_heads), np.nan)
         m[heads["layer"].to_numpy(), heads["head"].to_numpy()] = heads[score].to_numpy()
         arrays[score] = m
+    bounded = sliding_windows(model)
     scores = HeadScores.from_arrays(arrays, model=name, n_layers=n_layers, n_heads=n_heads,
-                                    kv_heads=model.cfg.n_kv_heads, sliding_windows=sliding_windows(model))
-    hay = model.tokenizer("\n\n".join(topics[k] for k in sorted(topics)), add_special_tokens=False)["input_ids"]
-    tests = [build_test(model, needle, length, depth, index=i, hay=hay) for i, needle in enumerate(HELDOUT_NEEDLES)
-             for length in plan["lengths"] for depth in plan["depths"]]
+                                    kv_heads=model.cfg.n_kv_heads, sliding_windows=bounded)
+    partial = Checkpoint(out.checkpoint / f"heldout-{name}",
+                         json.loads(dumps({"study": KIND, "part": "heldout", "model": name, "plan": plan})))
+    values = selection_values(model, name, plan, partial, clock)
+    held_hay = model.tokenizer("\n\n".join(topics[k] for k in sorted(topics)), add_special_tokens=False)["input_ids"]
+    own_hay = haystack_ids(model)
+    tests = [("selection", build_test(model, needle, length, depth, index=i, hay=own_hay))
+             for i, needle in enumerate(default_needles()) for length in plan["lengths"] for depth in plan["depths"]]
+    tests += [("validation" if i in VALIDATION else "test", build_test(model, needle, length, depth, index=i, hay=held_hay))
+              for i, needle in enumerate(HELDOUT_NEEDLES) for length in plan["lengths"] for depth in plan["depths"]]
     conditions = [("full", 1.0)] + [(rule, share) for share in plan["shares"] for rule in plan["rules"]]
+    free = [la for la in range(n_layers) if la not in bounded]
     rows = []
     for rule, share in tqdm(conditions, desc=f"{name} held out"):
         keep = np.ones((n_layers, model.cfg.n_kv_heads), dtype=bool) if rule == "full" else \
-            chosen_heads(scores, model, rule, share, 0)
-        for t in tests:
-            cache = headwise_cache(model, keep, SINK, WINDOW)
-            ids = t.prompt_ids
-            with torch.no_grad(), clock.part(f"{name}: held out"):
-                for s in range(0, ids.shape[1], plan["chunk"]):
-                    out, cache = run_cached(model.hf, cache, input_ids=ids[:, s:s + plan["chunk"]], logits_to_keep=1)
-                new: list[int] = []
-                for _ in range(plan["max_new_tokens"]):
-                    nxt = int(out.logits[0, -1].argmax())
-                    if nxt == model.tokenizer.eos_token_id:
-                        break
-                    new.append(nxt)
-                    out, cache = run_cached(model.hf, cache, input_ids=torch.tensor([[nxt]]))
-            rows.append({"model": name, "rule": rule, "share": share, "needle": t.needle, "length": t.length,
-                         "depth": t.depth, "recall": rouge1_recall(t.answer, model.tokenizer.decode(new)),
-                         "cache_bytes": cache.nbytes(), "full_cache_bytes": full_cache_bytes(model, cache.get_seq_length()),
-                         "full_kv_heads": int(keep[[la for la in range(n_layers) if la not in sliding_windows(model)]].sum())})
-    return pd.DataFrame(rows)
+            chosen_heads(scores, model, rule, share, 0, values)
+        results = partial.get_json(f"{rule}-{share}")
+        if results is None:
+            with clock.part(f"{name}: held out"):
+                results = [run_test(model, t, keep, plan) for _, t in tests]
+            partial.put_json(f"{rule}-{share}", results)
+        rows += [{"model": name, "rule": rule, "share": share, "split": split, "needle": t.needle, "length": t.length,
+                  "depth": t.depth, **r, "full_kv_heads": int(keep[free].sum())}
+                 for (split, t), r in zip(tests, results, strict=True)]
+    kv = pd.DataFrame([{"model": name, "layer": la, "kv_head": h, "masking": values["masking"][la, h],
+                        "gates": values["gates"][la, h]} for la in free for h in range(model.cfg.n_kv_heads)])
+    return pd.DataFrame(rows), kv
 
 
-def heldout_lines(table: pd.DataFrame, heldout: pd.DataFrame) -> list[str]:
-    """The out-of-sample section of the summary: each rule's held-out recall and real cache beside
-    its in-sample recall (the shipped needles), and the rule held-out recall chooses."""
-    summary = summarize(table)
-    lines = ["## Out of sample: held-out needles and text, the real head-wise cache", "",
-             f"Made by `{COMMAND} --heldout` (`--smoke`: one depth, one share), read from `heldout.parquet` "
-             f"({len(heldout)} rows): "
-             f"{heldout['needle'].nunique()} needles no scan used, in Python's reference documentation "
-             f"(`pydoc_data.topics`), {', '.join(map(str, sorted(heldout['length'].unique())))} tokens, depths "
-             f"{', '.join(map(str, sorted(heldout['depth'].unique())))}, greedy, 16 new tokens, run through "
-             "`interp.heads.headwise_cache` (sink 4, window 256, prefill in chunks of 512). The heads are chosen "
-             "from the scans of the shipped needles and text: in-sample recall is this study's table above (the "
-             "same needles that chose the heads), held-out recall is measured on needles and text the choice "
-             "never saw. Cache: the bytes the cache held at the end, against a full cache of the same tokens.", "",
-             "| model | rule | share | in-sample recall | held-out recall | cache MB | cache / full |",
-             "|---|---|---|---|---|---|---|"]
-    agg = (heldout.groupby(["model", "rule", "share"], sort=False)
-           .agg(recall=("recall", "mean"), cache=("cache_bytes", "mean"), full=("full_cache_bytes", "mean"))
-           .reset_index())
-    for r in agg.itertuples():
-        inside = summary[(summary["model"] == r.model) & (summary["method"] == r.rule) & (summary["share"] == r.share)]
-        lines.append(f"| {r.model} | {r.rule} | {r.share:.0%} | {fmt(float(inside['recall'].iloc[0])) if len(inside) else '—'} "
-                     f"| {fmt(r.recall)} | {r.cache / 1e6:.1f} | {r.cache / r.full:.2f} |")
+def heldout_lines(heldout: pd.DataFrame, kv: pd.DataFrame | None = None) -> list[str]:
+    """The out-of-sample section of the summary: each rule's recall on the selection set (in
+    sample) and on the held-out validation and test needles, its real cache, and the rule the
+    validation needles choose, reported on the test needles."""
+    if "split" not in heldout:
+        raise BadReportError("heldout.parquet has no split column: it was written by an older --heldout; run "
+                             f"`{COMMAND} --heldout` again")
+    per = {s: heldout[heldout["split"] == s] for s in ("selection", "validation", "test")}
+    n = {s: int(p.groupby(["rule", "share"]).size().max()) if len(p) else 0 for s, p in per.items()}
+    lines = ["## Out of sample: a selection set, held-out needles and text, the real head-wise cache", "",
+             f"Made by `{COMMAND} --heldout`, read from `heldout.parquet` ({len(heldout)} rows). Every test runs "
+             "through `interp.heads.headwise_cache` (sink 4, window 256, prefill in chunks of 512), "
+             f"{', '.join(map(str, sorted(heldout['length'].unique())))} tokens, depths "
+             f"{', '.join(map(str, sorted(heldout['depth'].unique())))}, greedy, 16 new tokens; recall is ROUGE-1.",
+             "",
+             "- **Selection set** (chooses the heads; recall here is in sample): the three shipped needles in the "
+             "shipped text. The retrieval and streaming scores are the committed scans of it; `masking` is each kv "
+             "head's masking effect (the answers' log-probability lost when that kv head alone streams, shipped "
+             "needles at 900 tokens, depth 0.3); `gates` are DuoAttention's gates trained on synthetic passkeys in the shipped "
+             "text (`interp.heads.kv_selection`); `combined` ranks by retrieval and streaming together; `random` "
+             "is one seed.",
+             f"- **Validation** ({n['validation']} tests per rule and share) and **test** ({n['test']}) needles: "
+             "needles no choice saw, in a text none saw (Python's reference documentation, `pydoc_data.topics`). "
+             "The validation needles choose the rule; the test needles report it.", "",
+             "| model | rule | share | kv heads full | selection recall (in sample) | validation recall | test recall "
+             "| cache MB | cache / full |", "|---|---|---|---|---|---|---|---|---|"]
+    agg = heldout.groupby(["model", "rule", "share", "split"], sort=False)["recall"].mean().unstack("split")
+    mem = heldout.groupby(["model", "rule", "share"], sort=False).agg(
+        cache=("cache_bytes", "mean"), full=("full_cache_bytes", "mean"), heads=("full_kv_heads", "first"))
+    for (model, rule, share), r in agg.iterrows():
+        m = mem.loc[(model, rule, share)]
+        lines.append(f"| {model} | {rule} | {share:.0%} | {int(m['heads'])} | {fmt(r.get('selection'))} | "
+                     f"{fmt(r.get('validation'))} | {fmt(r.get('test'))} | {m['cache'] / 1e6:.1f} | "
+                     f"{m['cache'] / m['full']:.2f} |")
     lines.append("")
-    for name, part in agg[agg["rule"] != "full"].groupby("model", sort=False):
-        best = part.groupby("rule", sort=False)["recall"].mean().sort_values(ascending=False, kind="stable")
-        full = float(agg[(agg["model"] == name) & (agg["rule"] == "full")]["recall"].iloc[0])
-        top = [k for k, v in best.items() if v == best.iloc[0]]
-        won = f"**{top[0]}**" if len(top) == 1 else f"a tie between {', '.join(top)} (no rule wins)"
-        lines.append(f"- {name}: chosen by held-out recall (mean over the shares): {won} at {fmt(float(best.iloc[0]))}; "
-                     + ", ".join(f"{k} {fmt(float(v))}" for k, v in best.items() if k not in top)
-                     + f"; the full cache {fmt(full)}; {heldout['needle'].nunique() * heldout['depth'].nunique() * heldout['length'].nunique()} tests per rule and share.")
-    lines += ["", "Not tried here: a kv head's own masking effect on recall, and DuoAttention's gate optimisation "
-              "on synthetic passkeys (both need a training or a per-head sweep beyond this run's CPU budget).", ""]
+    for model, part in agg.reset_index().groupby("model", sort=False):
+        full = part[part["rule"] == "full"].iloc[0]
+        rules = part[part["rule"] != "full"].groupby("rule", sort=False)[["validation", "test", "selection"]].mean()
+        order = rules.sort_values("validation", ascending=False, kind="stable")
+        best = order["validation"].iloc[0]
+        top = [k for k, v in order["validation"].items() if v == best]
+        chosen = top[0]
+        won = f"**{chosen}**" if len(top) == 1 else f"**{chosen}** (tied on validation with {', '.join(top[1:])}; first in the rule order)"
+        lines.append(
+            f"- {model}: the validation needles choose {won} (validation recall {fmt(best)}, mean over the shares); "
+            f"on the test needles it recalls {fmt(float(rules.loc[chosen, 'test']))}, against "
+            + ", ".join(f"{k} {fmt(float(v))}" for k, v in rules["test"].items() if k != chosen)
+            + f"; the full cache {fmt(float(full['test']))} (validation {fmt(float(full['validation']))}, selection "
+            f"{fmt(float(full['selection']))}). In sample the rules rank "
+            + ", ".join(f"{k} {fmt(float(v))}" for k, v in rules["selection"].sort_values(ascending=False).items())
+            + ".")
+    if kv is not None and len(kv):
+        lines.append("")
+        for model, part in kv.groupby("model", sort=False):
+            rho = part["masking"].corr(part["gates"], method="spearman")
+            lines.append(f"- {model}: Spearman {rho:.2f} between the kv heads' masking effect and their trained gates "
+                         f"({len(part)} kv heads; `kv_selection.parquet`).")
+    lines.append("")
     return lines
 
 
@@ -395,7 +495,8 @@ def write_summary(table: pd.DataFrame, out: OutputFolder, seconds: dict[str, flo
     if heldout is None and (out.path / "heldout.parquet").exists():
         heldout = pd.read_parquet(out.path / "heldout.parquet")
     if heldout is not None:
-        lines += heldout_lines(table, heldout)
+        kv = pd.read_parquet(out.path / "kv_selection.parquet") if (out.path / "kv_selection.parquet").exists() else None
+        lines += heldout_lines(heldout, kv)
     if seconds:
         lines += ["Run time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ".", ""]
     text = "\n".join(lines)
@@ -426,13 +527,20 @@ def main(argv: list[str] | None = None) -> int:
 def run_heldout(args, out: OutputFolder) -> int:
     """The out-of-sample table, beside the saved in-sample one; the summary again."""
     models = ["smollm2-135m"] if args.smoke else [m.strip() for m in args.models.split(",") if m.strip()]
-    plan = dict(HELDOUT, depths=(0.5,), shares=(0.25,)) if args.smoke else HELDOUT  # --smoke: one depth, one share
+    plan = HELDOUT
+    if args.smoke:  # one depth, one share, two rules, a short masking and gate run
+        plan = dict(HELDOUT, depths=(0.5,), shares=(0.25,), rules=("retrieval", "gates"), max_new_tokens=4,
+                    masking={"length": 400, "depths": (0.5,)}, gates=dict(HELDOUT["gates"], steps=1, length=400))
     clock = Stopwatch()
-    heldout = pd.concat([heldout_model(name, plan, clock) for name in models], ignore_index=True)
+    parts = [heldout_model(name, plan, out, clock) for name in models]
+    heldout = pd.concat([p[0] for p in parts], ignore_index=True)
+    kv = pd.concat([p[1] for p in parts], ignore_index=True)
     out.keep("recall.parquet", "head_scores.parquet", "run_time.json")
-    write_tables(out, {"heldout.parquet": heldout})
+    write_tables(out, {"heldout.parquet": heldout, "kv_selection.parquet": kv})
     times = out.path / "run_time.json"
-    seconds = json.loads(times.read_text()) if times.exists() else None
+    seconds = json.loads(times.read_text()) if times.exists() else {}
+    seconds.update({k: round(v, 1) for k, v in clock.seconds.items()})
+    write_json(out, "run_time.json", seconds)
     print(write_summary(pd.read_parquet(out.path / "recall.parquet"), out, seconds, heldout=heldout))
     return 0
 
@@ -440,7 +548,7 @@ def run_heldout(args, out: OutputFolder) -> int:
 def render(out: OutputFolder) -> int:
     """The summary and figure again from the saved tables."""
     times = out.path / "run_time.json"
-    out.keep("recall.parquet", "head_scores.parquet", "run_time.json", "heldout.parquet")
+    out.keep("recall.parquet", "head_scores.parquet", "run_time.json", "heldout.parquet", "kv_selection.parquet")
     seconds = json.loads(times.read_text()) if times.exists() else None
     print(write_summary(pd.read_parquet(out.path / "recall.parquet"), out, seconds))
     return 0
@@ -456,7 +564,7 @@ def run(args, out: OutputFolder) -> int:
     table = pd.concat([p[0] for p in parts], ignore_index=True)
     heads = pd.concat([p[1] for p in parts], ignore_index=True)
     write_tables(out, {"recall.parquet": table, "head_scores.parquet": heads})
-    out.keep("heldout.parquet")  # the out-of-sample table of --heldout, if one was made
+    out.keep("heldout.parquet", "kv_selection.parquet")  # the out-of-sample tables of --heldout, if made
     # a resumed run adds its decoding time to the earlier runs'; the rest is redone every run
     seconds = json.loads(times.read_text()) if times.exists() and any((out.checkpoint / m).is_dir()
                                                                      for m in models) else {}

@@ -215,7 +215,17 @@ def _gated(model: Model, gates: torch.Tensor, sink: int, window: int) -> Iterato
 
 def passkey_test(model: Model, rng: np.random.Generator, length: int, hay: Sequence[int]) -> NeedleTest:
     """A synthetic passkey prompt (DuoAttention's training data): a random five-digit key at a
-    random depth in the first 70% of ``length`` tokens of ``hay``, from a random offset."""
+    random depth in the first 70% of ``length`` tokens of ``hay``, from a random offset.
+
+    Args:
+        model: the model whose tokenizer and prompt format build the test.
+        rng: draws the key, the depth and the offset.
+        length: the prompt's length in tokens.
+        hay: the filler text's token ids (``haystack_ids``).
+
+    Returns:
+        a ``NeedleTest`` whose answer is the key.
+    """
     key = str(int(rng.integers(10000, 100000)))
     needle = {"needle": f"The pass key is {key}. Remember it. {key} is the pass key.",
               "question": "What is the pass key?", "answer": key}

@@ -20,12 +20,17 @@ Sliding-window layers (Gemma 3's local layers) keep their own window in every co
 
 Out of sample (``--heldout``): the heads above are chosen from scans of the shipped needles in the
 shipped text, and the recall above is measured on the same needles: in sample. ``--heldout``
-evaluates each selection rule on needles and a text no scan saw (``HELDOUT_NEEDLES`` in Python's
-reference documentation, ``pydoc_data.topics``), with the real cache
-(``interp.heads.headwise_cache``, prefill in chunks), and reports its bytes next to the recall;
-the rule is chosen by held-out recall. Rules: ``retrieval``, ``streaming`` (lowest first),
-``combined`` (the mean of a head's rank by retrieval score and by streaming score, lowest
-streaming first) and ``random``.
+splits the data. The selection set (the shipped needles and text) chooses the heads, by six rules:
+``retrieval`` and ``streaming`` (the committed scans), ``combined`` (the mean of a head's rank by
+retrieval score and by streaming score, lowest streaming first), ``masking`` (each kv head's
+masking effect on the answers' log-probability), ``gates`` (DuoAttention's gates trained on
+synthetic passkeys in the shipped text; both from ``interp.heads.kv_selection``) and ``random``.
+Each rule, at 50% and 25% of kv heads kept full, runs through the real cache
+(``interp.heads.headwise_cache``, prefill in chunks) on the selection set (in sample) and on six
+needles in a text no choice saw (``HELDOUT_NEEDLES`` in Python's reference documentation,
+``pydoc_data.topics``): the validation half chooses the rule, the test half reports it, next to
+the cache's real bytes. Writes ``heldout.parquet`` and ``kv_selection.parquet`` (the kv heads'
+masking effects and gates).
 
 Writes ``results/kv_compression/{recall.parquet, head_scores.parquet, summary.md, recall_vs_cache.html}`` through
 one output folder (``interp.results.folders``). Finished conditions are kept in its checkpoint

@@ -242,3 +242,34 @@ def test_ngram_attention_matches_the_rule():
     layer = NL.Ngram(8, 2)
     h = torch.randn(4, 20, 8, generator=g)
     assert torch.allclose(layer(h, ids), layer.t0(NL.ngram_attention(ids, 2) @ h) + layer.t1(h))
+
+
+def _study(name: str):
+    sys.path.insert(0, str(STUDIES))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(STUDIES))
+
+
+def test_kv_compression_chooses_the_rule_on_validation_and_reports_it_on_test():
+    """The held-out summary picks the rule with the best validation recall (not the best test
+    recall) and quotes that rule's test recall; an old table without splits is refused."""
+    import pandas as pd
+
+    kv = _study("kv_compression")
+    recall = {("full", "selection"): 0.9, ("full", "validation"): 0.8, ("full", "test"): 0.7,
+              # masking wins on validation, gates on test: the summary must choose masking
+              ("masking", "selection"): 0.2, ("masking", "validation"): 0.6, ("masking", "test"): 0.1,
+              ("gates", "selection"): 0.5, ("gates", "validation"): 0.3, ("gates", "test"): 0.65}
+    rows = [{"model": "m", "rule": rule, "share": 1.0 if rule == "full" else share, "split": split, "needle": i,
+             "length": 1400, "depth": 0.5, "recall": value, "cache_bytes": 25.0 if rule != "full" else 100.0,
+             "full_cache_bytes": 100.0, "full_kv_heads": 2}
+            for (rule, split), value in recall.items() for share in ((1.0,) if rule == "full" else (0.5, 0.25))
+            for i in range(3)]
+    text = "\n".join(kv.heldout_lines(pd.DataFrame(rows)))
+    assert "the validation needles choose **masking** (validation recall 0.600" in text
+    assert "on the test needles it recalls 0.100, against gates 0.650; the full cache 0.700" in text
+    assert "| m | masking | 50% | 2 | 0.200 | 0.600 | 0.100 | 0.0 | 0.25 |" in text
+    with pytest.raises(kv.BadReportError, match="split"):
+        kv.heldout_lines(pd.DataFrame(rows).drop(columns="split"))

@@ -39,37 +39,11 @@ from interp.core.model import Model
 from interp.errors import BadInputError, real_number, whole_number
 from interp.heads.compression import SINK, WINDOW, compressed, sliding_windows, streaming_visible
 from interp.heads.retrieval import NeedleTest, build_test, haystack_ids
+from interp.heads.table import keep_top  # noqa: F401 (re-exported: the rules' values become a pattern through it)
 from interp.logs import progress
 
 GATE_KEY = "_interp_kv_gate"  # an attention module's gates while train_gates runs: [kv_heads] in [0, 1]
 GATED = PREFIX + "gated_sdpa"
-
-
-def keep_top(values: np.ndarray, share: float) -> np.ndarray:
-    """The bool ``[layers, kv_heads]`` pattern keeping the ``share`` (0..1) of kv heads with the
-    highest ``values`` full (NaN: a sliding-window layer's head, never counted); ties by layer
-    and head.
-
-    Args:
-        values: float ``[layers, kv_heads]`` from ``masking_effect`` or ``train_gates``.
-        share: the share of the counted kv heads to keep full.
-
-    Returns:
-        bool ``[layers, kv_heads]``, True where the kv head keeps its full cache.
-
-    >>> keep_top(np.array([[0.1, 0.9], [np.nan, 0.5]]), 0.34)
-    array([[False,  True],
-           [False, False]])
-    """
-    values = np.asarray(values, dtype=float)
-    if values.ndim != 2:
-        raise BadInputError(f"values must be [layers, kv_heads], got shape {values.shape}")
-    share = real_number(share, "share", 0, 1)
-    free = np.argwhere(~np.isnan(values))
-    chosen = free[np.argsort(-values[free[:, 0], free[:, 1]], kind="stable")[: int(round(share * len(free)))]]
-    keep = np.zeros(values.shape, dtype=bool)
-    keep[chosen[:, 0], chosen[:, 1]] = True
-    return keep
 
 
 Example = tuple[Sequence[int], Sequence[int]]  # (prompt token ids, answer token ids)

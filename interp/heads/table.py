@@ -213,12 +213,33 @@ class HeadScores:
 
         >>> keep = scores.keep_full("retrieval", 0.25, model=model)        # doctest: +SKIP
         """
-        share = real_number(share, "share", 0, 1)  # of the kv heads kept full
         values = self.kv_pattern(score, model=model, lowest=lowest).to_numpy()
-        free = np.argwhere(~np.isnan(values))  # (layer, kv head) in order
-        n = int(round(float(share) * len(free)))
-        need = values[free[:, 0], free[:, 1]] * (-1 if lowest else 1)
-        chosen = free[np.argsort(-need, kind="stable")[:n]]
-        keep = np.zeros(values.shape, dtype=bool)
-        keep[chosen[:, 0], chosen[:, 1]] = True
-        return keep
+        return keep_top(-values if lowest else values, share)
+
+
+def keep_top(values: np.ndarray, share: float) -> np.ndarray:
+    """The bool ``[layers, kv_heads]`` pattern keeping the ``share`` (0..1) of kv heads with the
+    highest ``values`` full (NaN: a sliding-window layer's head, never counted); ties by layer
+    and head.
+
+    Args:
+        values: float ``[layers, kv_heads]`` from ``interp.heads.kv_selection`` (``masking_effect``, ``train_gates``) or a kv
+            pattern (``HeadScores.kv_pattern``).
+        share: the share of the counted kv heads to keep full.
+
+    Returns:
+        bool ``[layers, kv_heads]``, True where the kv head keeps its full cache.
+
+    >>> keep_top(np.array([[0.1, 0.9], [np.nan, 0.5]]), 0.34)
+    array([[False,  True],
+           [False, False]])
+    """
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 2:
+        raise BadInputError(f"values must be [layers, kv_heads], got shape {values.shape}")
+    share = real_number(share, "share", 0, 1)
+    free = np.argwhere(~np.isnan(values))
+    chosen = free[np.argsort(-values[free[:, 0], free[:, 1]], kind="stable")[: int(round(share * len(free)))]]
+    keep = np.zeros(values.shape, dtype=bool)
+    keep[chosen[:, 0], chosen[:, 1]] = True
+    return keep

@@ -202,7 +202,9 @@ def kvpress_child(spec: dict) -> dict:
     times: list[float] = []
     with torch.no_grad(), press(model):
         start = time.perf_counter()
-        cache = DynamicCache()  # the press's hook reads the cache from the forward's arguments
+        # the press's hook reads the cache from the forward's arguments; built from the config as
+        # generate builds it, so sliding-window layers keep only their window
+        cache = DynamicCache(config=model.config)
         out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         prefill = time.perf_counter() - start
         held = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
@@ -348,6 +350,8 @@ def render(doc: dict, stem: str = STEM) -> str:
              "own process (model included); prefill is the prompt's forward (full: one forward; head-wise and "
              f"StreamingLLM: chunks of {doc.get('chunk', 512)} tokens; kvpress: one forward, as its press runs); "
              "decoding is the median of three runs' mean ms per token; recall is ROUGE-1 of the needle's answer. "
+             "Every row of a table runs in the same venv (kvpress 0.5.5 pins transformers < 5.3, so the venv has "
+             "the newest transformers it allows, printed per row), each in its own process. "
              f"Head-wise rows keep sink {SINK} + window {WINDOW} for streaming kv heads, the kept heads by the "
              "committed retrieval scan; StreamingLLM gives every kv head sink 4 + the window that matches "
              "headwise25's bytes. The rows run one after another on a machine other jobs may share: `load` is the "

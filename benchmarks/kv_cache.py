@@ -8,6 +8,8 @@
 One needle (the first shipped one) in the shipped text at two depths per size. Rows:
 
 - ``full``: the model's own ``DynamicCache``, prefill in one forward (plain ``generate``'s default);
+- ``full_chunked``: the same cache, prefill in chunks of ``--chunk`` as the head-wise rows do
+  (what chunking alone saves, apart from the cache);
 - ``headwise50`` / ``headwise25``: ``interp.heads.headwise_cache`` with 50% / 25% of the kv heads
   (outside sliding-window layers) kept full, chosen by the committed retrieval scan
   (``case_studies/results/head_scans``), sink 4, window 256, prefill in chunks of ``--chunk``;
@@ -44,7 +46,7 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 STEM = "kv_cache_cpu"
 SCANS = Path(__file__).parent.parent / "case_studies" / "results" / "head_scans"
-ROWS = ("full", "headwise50", "headwise25", "streamingllm", "kvpress", "compressed25")
+ROWS = ("full", "full_chunked", "headwise50", "headwise25", "streamingllm", "kvpress", "compressed25")
 # The held-out check: a needle and a text the project never used (Python's own reference
 # documentation, which every CPython ships as pydoc_data.topics).
 HELDOUT = {"needle": "The harbour master keeps the spare key to the boathouse inside a hollow copy of Moby Dick.",
@@ -117,8 +119,13 @@ def child(spec: dict) -> dict:
         np.save(Path(spec["save"]) / "ids.npy", ids.numpy())
         np.save(Path(spec["save"]) / "keep.npy", keep25)
     edit = contextlib.nullcontext()
+    chunked = row != "full" and row != "compressed25"
     if row == "full":
         cache = None
+    elif row == "full_chunked":
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=model.hf.config)
     elif row == "compressed25":  # the same heads dropped through the mask: a full cache
         cache, edit = None, compressed(model, keep25, sink=SINK, window=WINDOW)
     elif row in SHARES:
@@ -131,8 +138,8 @@ def child(spec: dict) -> dict:
     rss_loaded = _rss()
     with torch.no_grad(), edit:
         start = time.perf_counter()
-        if cache is None:
-            out, cache = run_cached(model.hf, None, input_ids=ids, logits_to_keep=1)
+        if not chunked:
+            out, cache = run_cached(model.hf, cache, input_ids=ids, logits_to_keep=1)
         else:
             for s in range(0, n, spec["chunk"]):
                 out, cache = run_cached(model.hf, cache, input_ids=ids[:, s:s + spec["chunk"]], logits_to_keep=1)
@@ -348,7 +355,8 @@ def render(doc: dict, stem: str = STEM) -> str:
     lines = ["# Head-wise KV cache on the CPU", "",
              f"Made by `{COMMAND}` ({env}). Every number is read from `{stem}.json`. Peak RSS is each row's "
              "own process (model included); prefill is the prompt's forward (full: one forward; head-wise and "
-             f"StreamingLLM: chunks of {doc.get('chunk', 512)} tokens; kvpress: one forward, as its press runs); "
+             f"StreamingLLM and full_chunked: chunks of {doc.get('chunk', 512)} tokens; kvpress: one forward, as "
+             "its press runs); "
              "decoding is the median of three runs' mean ms per token; recall is ROUGE-1 of the needle's answer. "
              "Every row of a table runs in the same venv (kvpress 0.5.5 pins transformers < 5.3, so the venv has "
              "the newest transformers it allows, printed per row), each in its own process. "

@@ -356,6 +356,7 @@ def heldout_lines(heldout: pd.DataFrame, kv: pd.DataFrame | None = None) -> list
     lines.append("")
     for model, part in agg.reset_index().groupby("model", sort=False):
         full = part[part["rule"] == "full"].iloc[0]
+        shares = part.loc[part["rule"] != "full", "share"].nunique()
         rules = part[part["rule"] != "full"].groupby("rule", sort=False)[["validation", "test", "selection"]].mean()
         order = rules.sort_values("validation", ascending=False, kind="stable")
         best = order["validation"].iloc[0]
@@ -369,7 +370,11 @@ def heldout_lines(heldout: pd.DataFrame, kv: pd.DataFrame | None = None) -> list
             + f"; the full cache {fmt(float(full['test']))} (validation {fmt(float(full['validation']))}, selection "
             f"{fmt(float(full['selection']))}). In sample the rules rank "
             + ", ".join(f"{k} {fmt(float(v))}" for k, v in rules["selection"].sort_values(ascending=False).items())
-            + ".")
+            + f". With {n['validation']} validation tests per rule and share, one test moves a rule's mean over the "
+            f"shares by up to {1 / (n['validation'] * shares):.3f}; the runner-up, {order.index[1]}, is "
+            f"{fmt(float(best - order['validation'].iloc[1]))} behind"
+            + (": the validation needles do not separate them." if best - order["validation"].iloc[1] < 1 / (
+                n["validation"] * shares) else "."))
     if kv is not None and len(kv):
         lines.append("")
         for model, part in kv.groupby("model", sort=False):
@@ -422,7 +427,8 @@ def smallest_cache(part: pd.DataFrame, method: str) -> tuple[float | None, float
 
 
 def write_summary(table: pd.DataFrame, out: OutputFolder, seconds: dict[str, float] | None = None,
-                  heads: pd.DataFrame | None = None, heldout: pd.DataFrame | None = None) -> str:
+                  heads: pd.DataFrame | None = None, heldout: pd.DataFrame | None = None,
+                  kv: pd.DataFrame | None = None) -> str:
     """``summary.md``, ``summary.parquet`` and the figure from the recall table (``heads``: the
     head scores, else read from the folder's ``head_scores.parquet``)."""
     summary = summarize(table)
@@ -499,8 +505,9 @@ def write_summary(table: pd.DataFrame, out: OutputFolder, seconds: dict[str, flo
               "256-key window is already a large part of the cache.", ""]
     if heldout is None and (out.path / "heldout.parquet").exists():
         heldout = pd.read_parquet(out.path / "heldout.parquet")
+    if kv is None and (out.path / "kv_selection.parquet").exists():
+        kv = pd.read_parquet(out.path / "kv_selection.parquet")
     if heldout is not None:
-        kv = pd.read_parquet(out.path / "kv_selection.parquet") if (out.path / "kv_selection.parquet").exists() else None
         lines += heldout_lines(heldout, kv)
     if seconds:
         lines += ["Run time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ".", ""]
@@ -546,7 +553,7 @@ def run_heldout(args, out: OutputFolder) -> int:
     seconds = json.loads(times.read_text()) if times.exists() else {}
     seconds.update({k: round(v, 1) for k, v in clock.seconds.items()})
     write_json(out, "run_time.json", seconds)
-    print(write_summary(pd.read_parquet(out.path / "recall.parquet"), out, seconds, heldout=heldout))
+    print(write_summary(pd.read_parquet(out.path / "recall.parquet"), out, seconds, heldout=heldout, kv=kv))
     return 0
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from interp.core.inputs import left_pad
 from interp.errors import BadInputError, UnknownNameError
 
 DATASETS = ("sentiment", "topic")
@@ -202,13 +203,5 @@ def build_prompts(ds: ICLDataset, tokenizer: Any, *, k: int, n: int, seed: int =
 
 def pad_batch(prompts: list[Prompt], pad_id: int) -> tuple[dict[str, torch.Tensor], list[int]]:
     """Left-padded ``input_ids`` / ``attention_mask`` and each prompt's offset (its padding length)."""
-    width = max(p.n_tokens for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(prompts), width, dtype=torch.long)
-    offsets = []
-    for i, p in enumerate(prompts):
-        off = width - p.n_tokens
-        ids[i, off:] = torch.tensor(p.ids)
-        mask[i, off:] = 1
-        offsets.append(off)
-    return {"input_ids": ids, "attention_mask": mask}, offsets
+    ids, mask = left_pad([list(p.ids) for p in prompts], pad_id)
+    return {"input_ids": ids, "attention_mask": mask}, [ids.shape[1] - p.n_tokens for p in prompts]

@@ -13,6 +13,7 @@ model's tokenizer, context window and vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -143,6 +144,32 @@ def to_tokens(inputs: Inputs, tokenizer: Any, *, n_ctx: int, d_vocab: int, name:
         b, p = (int(x) for x in outside.nonzero()[0])
         raise OutOfRangeError("token id", int(ids[b, p]), d_vocab,
                               hint=f"prompt {b}, position {p}; {name} has a vocabulary of {d_vocab}")
+    return ids, mask
+
+
+def left_pad(rows: Sequence[Sequence[int] | torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of token ids of different lengths as one left-padded batch: ``(input_ids,
+    attention_mask)``, both ``[rows, longest]``, padding filled with ``pad_id`` and masked.
+
+    Args:
+        rows: token ids per row (lists of ints or 1-D tensors).
+        pad_id: the id written where a row is padded.
+
+    Returns:
+        the ids and the mask (1 on real tokens), as ``torch.long``.
+
+    >>> left_pad([[5, 6, 7], [8]], 0)
+    (tensor([[5, 6, 7],
+            [0, 0, 8]]), tensor([[1, 1, 1],
+            [0, 0, 1]]))
+    """
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        if len(r):
+            ids[i, width - len(r):] = torch.as_tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
     return ids, mask
 
 

@@ -33,6 +33,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from interp.core.attention import PREFIX, base_implementation
+from interp.core.inputs import left_pad
 from interp.core.kv_cache import run_cached
 from interp.core.masks import layer_visible
 from interp.core.model import Model
@@ -70,11 +71,7 @@ def as_examples(model: Model, tests: Sequence[NeedleTest | Example]) -> list[tup
 
 def _answer_batch(examples: list[tuple[list[int], list[int]]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Each prompt followed by its answer, left-padded into one batch, and its attention mask."""
-    rows = [p + a for p, a in examples]
-    width = max(map(len, rows))
-    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    return ids, mask
+    return left_pad([p + a for p, a in examples], pad)
 
 
 def _pad_id(model: Model) -> int:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from interp import logs
+from interp.core.inputs import left_pad
 from interp.core.kv_cache import fork, run_cached
 from interp.core.model import Model
 from interp.errors import InterpError, PromptTooLongError
@@ -217,11 +218,7 @@ def prefill(model: Model, prompts: torch.Tensor | Sequence[torch.Tensor]) -> Pre
         raise InterpError("prompts decoded together need at least two tokens each")
     tok = model.tokenizer
     pad_id = next((i for i in (getattr(tok, "pad_token_id", None), getattr(tok, "eos_token_id", None)) if i is not None), 0)
-    ids = torch.full((len(rows), n), int(pad_id), dtype=torch.long)
-    mask = torch.zeros(len(rows), n, dtype=torch.long)
-    for i, r in enumerate(rows):
-        body = r[:-1]
-        ids[i, n - len(body) :], mask[i, n - len(body) :] = body, 1
+    ids, mask = left_pad([r[:-1] for r in rows], int(pad_id))
     pads = n - mask.sum(1)
     last = torch.stack([r[-1:] for r in rows]).to(model.device)
     if n == 0:
